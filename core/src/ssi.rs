@@ -1,0 +1,360 @@
+//! The `SecretsStoreImport` custom resource (`deckhouse.io/v1alpha1`, short name `ssi`).
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fmt;
+
+/// Which Vault keys a pod receives, under which file names, and how to log in to fetch them.
+///
+/// Connection fields left out fall back to the defaults the component was started with.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "deckhouse.io",
+    version = "v1alpha1",
+    kind = "SecretsStoreImport",
+    plural = "secretsstoreimports",
+    shortname = "ssi",
+    namespaced,
+    printcolumn = r#"{"name":"Role","type":"string","jsonPath":".spec.role"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretsStoreImportSpec {
+    /// How the secrets are delivered. Only `CSI` (files on a CSI volume) exists today.
+    #[serde(rename = "type")]
+    pub import_type: ImportType,
+
+    /// The role to log in as, at the Kubernetes auth method of the store.
+    #[schemars(regex(pattern = r"^[-_\.a-zA-Z0-9]+$"))]
+    pub role: String,
+
+    /// Mount path of the Kubernetes auth method in the store (default: the component's setting,
+    /// itself `kubernetes` unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[-_\.a-zA-Z0-9]+(/[-_\.a-zA-Z0-9]+)*$"))]
+    pub auth_path: Option<String>,
+
+    /// Vault Enterprise / OpenBao namespace, sent as `X-Vault-Namespace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+
+    /// Address of the store. Used only if the node driver's allow-list permits it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://.+$"))]
+    pub address: Option<String>,
+
+    /// PEM bundle of the CA(s) that sign the store's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+
+    /// Audience of the ServiceAccount token presented at login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+
+    /// Skip verification of the store's certificate. Refused unless the cluster operator allowed it.
+    #[serde(
+        default,
+        rename = "skipTLSVerify",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub skip_tls_verify: Option<bool>,
+
+    /// The files to create, each from one key of one secret.
+    #[schemars(length(min = 1))]
+    pub files: Vec<SecretFile>,
+}
+
+/// Delivery mechanism of a `SecretsStoreImport`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ImportType {
+    /// Files on a `secrets-store.csi.deckhouse.io` CSI volume.
+    #[serde(rename = "CSI")]
+    Csi,
+}
+
+/// One file of the volume.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretFile {
+    /// File name inside the volume.
+    #[schemars(regex(pattern = r"^[-_a-zA-Z0-9.]+$"))]
+    pub name: String,
+
+    /// Decode the value from base64 before writing it.
+    #[serde(default)]
+    pub decode_base64: bool,
+
+    /// Where the value comes from.
+    pub source: FileSource,
+}
+
+/// A key of a secret in the store.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct FileSource {
+    /// Full API path of the secret below `/v1/`, e.g. `secret/data/app` for KV version 2.
+    #[schemars(length(min = 1))]
+    pub path: String,
+
+    /// Key inside the secret's data.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// Every rule a `SecretsStoreImportSpec` breaks, each phrased so that a person knows what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct InvalidSpec {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for InvalidSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid SecretsStoreImport spec: {}",
+            self.problems.join("; ")
+        )
+    }
+}
+
+impl SecretsStoreImportSpec {
+    /// Checks every rule of the schema plus the driver-side ones a schema cannot express.
+    ///
+    /// Collects all problems rather than stopping at the first, so one round trip fixes them all.
+    pub fn validate(&self) -> Result<(), InvalidSpec> {
+        let mut problems = Vec::new();
+
+        if !is_word(&self.role, ".") {
+            problems.push(format!(
+                "spec.role {:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
+                self.role
+            ));
+        }
+        if let Some(auth_path) = self.auth_path.as_deref().filter(|p| !is_safe_path(p)) {
+            problems.push(format!(
+                "spec.authPath {auth_path:?} must be segments of letters, digits, '-', '_' and '.' \
+                 separated by '/', without '.' or '..' segments"
+            ));
+        }
+        if let Some(address) = &self.address {
+            let rest = address
+                .strip_prefix("https://")
+                .or_else(|| address.strip_prefix("http://"));
+            if rest.is_none_or(str::is_empty) {
+                problems.push(format!(
+                    "spec.address {address:?} must start with http:// or https:// and name a host"
+                ));
+            }
+        }
+        if self.files.is_empty() {
+            problems.push("spec.files must list at least one file".to_owned());
+        }
+
+        let mut seen = HashSet::new();
+        for (i, file) in self.files.iter().enumerate() {
+            let name = &file.name;
+            if !is_word(name, ".") {
+                problems.push(format!(
+                    "spec.files[{i}].name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"
+                ));
+            } else if name == "." || name.starts_with("..") {
+                // NB: kubelet-style atomic writes keep their own entries (`..data`,
+                // `..2024_01_01...`) beside the user's files; a user file named like them could
+                // replace the data link.
+                problems.push(format!(
+                    "spec.files[{i}].name {name:?} is reserved: names '.', '..' and names starting with '..' are not allowed"
+                ));
+            }
+            if !seen.insert(name.as_str()) {
+                problems.push(format!(
+                    "spec.files[{i}].name {name:?} is used by more than one file; names must be unique"
+                ));
+            }
+            if !is_safe_path(&file.source.path) {
+                problems.push(format!(
+                    "spec.files[{i}].source.path {:?} must be a store path like secret/data/app: \
+                     non-empty segments separated by '/', no '.' or '..' segments, no '?' or '#'",
+                    file.source.path
+                ));
+            }
+            if file.source.key.is_empty() {
+                problems.push(format!("spec.files[{i}].source.key must not be empty"));
+            }
+        }
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(InvalidSpec { problems })
+        }
+    }
+}
+
+/// Non-empty, only ASCII letters, digits, `-`, `_` and the `extra` characters.
+fn is_word(s: &str, extra: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || extra.contains(c))
+}
+
+/// A relative store path: `/`-separated non-empty segments, none of them `.` or `..`, and nothing
+/// that would change the meaning of a URL (`?`, `#`, `%`, whitespace, control characters).
+pub fn is_safe_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment.chars().all(|c| {
+                    !c.is_control() && !c.is_whitespace() && !matches!(c, '?' | '#' | '%' | '\\')
+                })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn mk_spec(files: &[(&str, &str, &str)]) -> SecretsStoreImportSpec {
+        SecretsStoreImportSpec {
+            import_type: ImportType::Csi,
+            role: "my-namespace1_backend".into(),
+            auth_path: None,
+            namespace: None,
+            address: None,
+            ca_cert: None,
+            audience: None,
+            skip_tls_verify: None,
+            files: files
+                .iter()
+                .map(|(name, path, key)| SecretFile {
+                    name: (*name).into(),
+                    decode_base64: false,
+                    source: FileSource {
+                        path: (*path).into(),
+                        key: (*key).into(),
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    const GUIDE_SSI: &str = r#"
+apiVersion: deckhouse.io/v1alpha1
+kind: SecretsStoreImport
+metadata:
+  name: python-backend
+  namespace: my-namespace1
+spec:
+  type: CSI
+  role: my-namespace1_backend
+  files:
+  - name: "db-password"
+    source:
+      path: "secret/data/database-for-python-app"
+      key: "password"
+"#;
+
+    #[test]
+    fn the_guides_object_parses_with_defaults_and_is_valid() {
+        let ssi: SecretsStoreImport = serde_yaml::from_str(GUIDE_SSI).expect("guide SSI parses");
+        assert_eq!(ssi.spec.import_type, ImportType::Csi);
+        assert_eq!(ssi.spec.files.len(), 1);
+        assert!(
+            !ssi.spec.files[0].decode_base64,
+            "decodeBase64 defaults to false"
+        );
+        assert_eq!(ssi.spec.auth_path, None);
+        assert_eq!(ssi.spec.validate(), Ok(()));
+    }
+
+    #[test]
+    fn serialises_with_the_crd_field_names() {
+        let mut spec = mk_spec(&[("a", "secret/data/x", "k")]);
+        spec.skip_tls_verify = Some(true);
+        spec.auth_path = Some("main-kube".into());
+        let json = serde_json::to_value(&spec).expect("serialises");
+        assert_eq!(json["type"], "CSI");
+        assert_eq!(json["skipTLSVerify"], true);
+        assert_eq!(json["authPath"], "main-kube");
+        assert_eq!(json["files"][0]["decodeBase64"], false);
+    }
+
+    #[rstest]
+    #[case::dot(".", "reserved")]
+    #[case::dotdot("..", "reserved")]
+    #[case::dotdot_prefix("..data", "reserved")]
+    #[case::timestamp_dir("..2024_01_01_00_00_00.1", "reserved")]
+    #[case::slash("a/b", "only letters")]
+    #[case::empty("", "non-empty")]
+    #[case::space("a b", "only letters")]
+    fn rejects_bad_file_names(#[case] name: &str, #[case] expected: &str) {
+        let err = mk_spec(&[(name, "secret/data/x", "k")])
+            .validate()
+            .expect_err("must be invalid");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.problems[0].contains(expected), "{err}");
+        assert!(err.problems[0].contains("spec.files[0].name"), "{err}");
+    }
+
+    #[rstest]
+    #[case("db-password")]
+    #[case("config.ini")]
+    #[case(".hidden")]
+    #[case("a..b")]
+    fn accepts_ordinary_file_names(#[case] name: &str) {
+        assert_eq!(mk_spec(&[(name, "secret/data/x", "k")]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn rejects_duplicate_names_and_reports_every_problem() {
+        let mut spec = mk_spec(&[("a", "secret/data/x", "k"), ("a", "../sys", "")]);
+        spec.role = "bad role".into();
+        let err = spec.validate().expect_err("must be invalid");
+        let text = err.to_string();
+        assert!(text.contains("spec.role"), "{text}");
+        assert!(text.contains("more than one file"), "{text}");
+        assert!(text.contains("spec.files[1].source.path"), "{text}");
+        assert!(text.contains("spec.files[1].source.key"), "{text}");
+        assert_eq!(err.problems.len(), 4, "{text}");
+    }
+
+    #[test]
+    fn rejects_an_empty_file_list() {
+        let err = mk_spec(&[]).validate().expect_err("must be invalid");
+        assert!(err.to_string().contains("at least one file"), "{err}");
+    }
+
+    #[rstest]
+    #[case::ok(Some("kubernetes"), None, true)]
+    #[case::nested(Some("clusters/main-kube"), None, true)]
+    #[case::traversal(Some("../sys/raw"), None, false)]
+    #[case::query(Some("main?x=1"), None, false)]
+    #[case::https(None, Some("https://vault.example.com:8200"), true)]
+    #[case::no_scheme(None, Some("vault.example.com"), false)]
+    #[case::no_host(None, Some("https://"), false)]
+    fn checks_connection_fields(
+        #[case] auth_path: Option<&str>,
+        #[case] address: Option<&str>,
+        #[case] valid: bool,
+    ) {
+        let mut spec = mk_spec(&[("a", "secret/data/x", "k")]);
+        spec.auth_path = auth_path.map(Into::into);
+        spec.address = address.map(Into::into);
+        assert_eq!(spec.validate().is_ok(), valid, "{:?}", spec.validate());
+    }
+
+    #[rstest]
+    #[case("secret/data/app", true)]
+    #[case("kv/team/app", true)]
+    #[case("/secret/data/app", false)]
+    #[case("secret//app", false)]
+    #[case("secret/./app", false)]
+    #[case("secret/data/app?version=1", false)]
+    #[case("secret/data/a#b", false)]
+    fn recognises_safe_store_paths(#[case] path: &str, #[case] safe: bool) {
+        assert_eq!(is_safe_path(path), safe);
+    }
+}

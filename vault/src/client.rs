@@ -1,0 +1,414 @@
+use crate::retry::is_retryable_status;
+use crate::{Error, Operation, RetryPolicy, Secret};
+use reqwest::header::{HeaderMap, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use std::fmt;
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// Where the store is and how to talk to it.
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// Base address, e.g. `https://vault.example.com:8200` (a path prefix is kept).
+    pub address: Url,
+    /// Vault Enterprise / OpenBao namespace, sent as `X-Vault-Namespace`.
+    pub namespace: Option<String>,
+    /// PEM bundle of the CAs to trust instead of the system's.
+    pub ca_pem: Option<String>,
+    /// Accept any server certificate. For tests and emergencies only.
+    pub skip_tls_verify: bool,
+    /// Bound on each HTTP request, connection included.
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl StoreConfig {
+    pub fn new(address: Url) -> StoreConfig {
+        StoreConfig {
+            address,
+            namespace: None,
+            ca_pem: None,
+            skip_tls_verify: false,
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("address", &self.address.as_str())
+            .field("namespace", &self.namespace)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
+            .field("skip_tls_verify", &self.skip_tls_verify)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+/// A Vault token with the moment it was issued and how long it lives.
+#[derive(Clone)]
+pub struct VaultToken {
+    secret: SecretString,
+    issued: Instant,
+    /// `None` for tokens that do not expire (root tokens).
+    ttl: Option<Duration>,
+}
+
+impl VaultToken {
+    /// Wraps a token obtained elsewhere (e.g. a root token in tests).
+    pub fn new(secret: SecretString, ttl: Option<Duration>) -> VaultToken {
+        VaultToken {
+            secret,
+            issued: Instant::now(),
+            ttl,
+        }
+    }
+
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl
+    }
+
+    /// Whether the token expires within `margin` from now (never, for tokens without a TTL).
+    pub fn expires_within(&self, margin: Duration) -> bool {
+        self.ttl
+            .is_some_and(|ttl| self.issued.elapsed() + margin >= ttl)
+    }
+
+    pub fn expose(&self) -> &str {
+        self.secret.expose_secret()
+    }
+}
+
+impl fmt::Debug for VaultToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultToken")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection to one store. Cheap to clone; clones share the connection pool.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    address: Url,
+    retry: RetryPolicy,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("address", &self.address.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(config: &StoreConfig) -> Result<Client, Error> {
+        let invalid = |reason: String| Error::Config { reason };
+        if !matches!(config.address.scheme(), "http" | "https") {
+            return Err(invalid(format!(
+                "address {} must start with http:// or https://",
+                config.address
+            )));
+        }
+        // NB: reqwest is built without a bundled crypto provider so that the whole project uses
+        // ring once; binaries install it in main, this covers library users and tests. An error
+        // only means a provider is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+
+        let mut headers = HeaderMap::new();
+        if let Some(ns) = config.namespace.as_deref().filter(|ns| !ns.is_empty()) {
+            let value = HeaderValue::from_str(ns)
+                .map_err(|_| invalid(format!("namespace {ns:?} is not a valid header value")))?;
+            headers.insert("X-Vault-Namespace", value);
+        }
+        let mut builder = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .tls_danger_accept_invalid_certs(config.skip_tls_verify)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("ssi-vault/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &config.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| invalid(format!("the CA bundle is not valid PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(invalid("the CA bundle holds no certificate".into()));
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| invalid(format!("failed to set up the HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            address: config.address.clone(),
+            retry: config.retry,
+        })
+    }
+
+    pub fn address(&self) -> &Url {
+        &self.address
+    }
+
+    /// Logs in with the Kubernetes auth method mounted at `auth_path`, presenting `jwt` (a
+    /// ServiceAccount token) for `role`.
+    pub async fn login_kubernetes(
+        &self,
+        auth_path: &str,
+        role: &str,
+        jwt: &SecretString,
+    ) -> Result<VaultToken, Error> {
+        let operation = Operation::Login {
+            auth_path: auth_path.to_owned(),
+            role: role.to_owned(),
+        };
+        if !ssi_core::ssi::is_safe_path(auth_path) {
+            return Err(Error::InvalidPath {
+                path: auth_path.to_owned(),
+            });
+        }
+        let url = self.url(&format!("auth/{auth_path}/login"))?;
+        let body = json!({ "jwt": jwt.expose_secret(), "role": role });
+        let response = self
+            .send(&operation, || self.http.post(url.clone()).json(&body))
+            .await?;
+        let auth = response
+            .get("auth")
+            .filter(|a| a.is_object())
+            .ok_or_else(|| Error::InvalidResponse {
+                operation: operation.clone(),
+                detail: "no auth block".into(),
+            })?;
+        let token = auth
+            .get("client_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::InvalidResponse {
+                operation: operation.clone(),
+                detail: "no client_token".into(),
+            })?;
+        let ttl = auth
+            .get("lease_duration")
+            .and_then(Value::as_u64)
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs);
+        Ok(VaultToken::new(SecretString::from(token.to_owned()), ttl))
+    }
+
+    /// Reads the secret at `path` (the full API path below `/v1/`, e.g. `secret/data/app`),
+    /// optionally a given KV v2 `version`.
+    pub async fn read(
+        &self,
+        token: &VaultToken,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<Secret, Error> {
+        let operation = Operation::Read {
+            path: path.to_owned(),
+            version,
+        };
+        if !ssi_core::ssi::is_safe_path(path) {
+            return Err(Error::InvalidPath {
+                path: path.to_owned(),
+            });
+        }
+        let mut url = self.url(path)?;
+        if let Some(v) = version {
+            url.query_pairs_mut().append_pair("version", &v.to_string());
+        }
+        let body = self
+            .send(&operation, || {
+                self.http
+                    .get(url.clone())
+                    .header("X-Vault-Token", token.expose())
+            })
+            .await
+            .map_err(|e| match e {
+                Error::Api { status: 404, .. } => Error::NotFound {
+                    path: path.to_owned(),
+                },
+                other => other,
+            })?;
+        Secret::from_response(path, body)
+            .map_err(|detail| Error::InvalidResponse { operation, detail })
+    }
+
+    fn url(&self, path: &str) -> Result<Url, Error> {
+        let mut url = self.address.clone();
+        url.path_segments_mut()
+            .map_err(|()| Error::Config {
+                reason: format!("address {} cannot take a path", self.address),
+            })?
+            .pop_if_empty()
+            .push("v1")
+            .extend(path.split('/'));
+        Ok(url)
+    }
+
+    /// Sends a request, retrying transport errors, 5xx and 429 within the retry policy, and
+    /// returns the JSON body of a 2xx answer.
+    async fn send(
+        &self,
+        operation: &Operation,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Value, Error> {
+        let mut retry = 0;
+        loop {
+            let (error, pause) = match request().send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let bytes = response.bytes().await.unwrap_or_default();
+                    if (200..300).contains(&status) {
+                        return serde_json::from_slice(&bytes).map_err(|e| {
+                            Error::InvalidResponse {
+                                operation: operation.clone(),
+                                detail: format!("HTTP {status} with a body that is not JSON ({e})"),
+                            }
+                        });
+                    }
+                    let error = Error::Api {
+                        operation: operation.clone(),
+                        status,
+                        errors: store_errors(&bytes),
+                    };
+                    if !is_retryable_status(status) {
+                        return Err(error);
+                    }
+                    (error, self.retry.server_requested(retry_after.as_deref()))
+                }
+                Err(source) => (
+                    Error::Unreachable {
+                        operation: operation.clone(),
+                        address: self.address.to_string(),
+                        source: source.without_url(),
+                    },
+                    None,
+                ),
+            };
+            if retry >= self.retry.max_retries {
+                return Err(error);
+            }
+            let pause = pause.unwrap_or_else(|| self.retry.backoff(retry));
+            tracing::debug!(%operation, retry, ?pause, error = %error, "retrying store request");
+            tokio::time::sleep(pause).await;
+            retry += 1;
+        }
+    }
+}
+
+/// The `errors` array Vault puts in every error body; a non-JSON body (a proxy's HTML page) is
+/// summarised instead of echoed.
+fn store_errors(body: &[u8]) -> Vec<String> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value) => value
+            .get("errors")
+            .and_then(Value::as_array)
+            .map(|errors| {
+                errors
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(_) if body.is_empty() => Vec::new(),
+        Err(_) => vec![format!("non-JSON body of {} bytes", body.len())],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(address: &str) -> Client {
+        Client::new(&StoreConfig::new(Url::parse(address).expect("url"))).expect("client")
+    }
+
+    #[test]
+    fn builds_api_urls_below_v1_keeping_a_prefix() {
+        assert_eq!(
+            client("https://vault:8200")
+                .url("secret/data/app")
+                .expect("url")
+                .as_str(),
+            "https://vault:8200/v1/secret/data/app"
+        );
+        assert_eq!(
+            client("https://proxy/vault/")
+                .url("auth/main-kube/login")
+                .expect("url")
+                .as_str(),
+            "https://proxy/vault/v1/auth/main-kube/login"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_configuration_clearly() {
+        let mut config = StoreConfig::new(Url::parse("ftp://vault").expect("url"));
+        let err = Client::new(&config).expect_err("ftp");
+        assert!(err.to_string().contains("http:// or https://"), "{err}");
+
+        config.address = Url::parse("https://vault").expect("url");
+        config.ca_pem = Some("not a pem".into());
+        let err = Client::new(&config).expect_err("bad pem");
+        assert!(err.to_string().contains("CA bundle"), "{err}");
+
+        config.ca_pem = None;
+        config.namespace = Some("bad\nns".into());
+        let err = Client::new(&config).expect_err("bad ns");
+        assert!(err.to_string().contains("namespace"), "{err}");
+    }
+
+    #[test]
+    fn parses_store_error_bodies() {
+        assert_eq!(
+            store_errors(br#"{"errors":["permission denied"]}"#),
+            vec!["permission denied"]
+        );
+        assert_eq!(store_errors(br#"{"errors":[]}"#), Vec::<String>::new());
+        assert_eq!(store_errors(b""), Vec::<String>::new());
+        assert_eq!(
+            store_errors(b"<html>bad gateway</html>"),
+            vec!["non-JSON body of 24 bytes"]
+        );
+    }
+
+    #[test]
+    fn token_expiry_margin() {
+        let token = VaultToken::new(
+            SecretString::from("s.hunter2".to_owned()),
+            Some(Duration::from_secs(60)),
+        );
+        assert!(!token.expires_within(Duration::from_secs(10)));
+        assert!(token.expires_within(Duration::from_secs(60)));
+        let root = VaultToken::new(SecretString::from("t".to_owned()), None);
+        assert!(!root.expires_within(Duration::from_secs(1_000_000)));
+        assert!(!format!("{token:?}").contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn rejects_unsafe_paths_before_sending() {
+        let c = client("http://127.0.0.1:9");
+        let token = VaultToken::new(SecretString::from("t".to_owned()), None);
+        let err = c
+            .read(&token, "secret/../sys/raw", None)
+            .await
+            .expect_err("unsafe");
+        assert!(matches!(err, Error::InvalidPath { .. }), "{err}");
+        let err = c
+            .login_kubernetes("../sys", "r", &SecretString::from("jwt".to_owned()))
+            .await
+            .expect_err("unsafe");
+        assert!(matches!(err, Error::InvalidPath { .. }), "{err}");
+    }
+}

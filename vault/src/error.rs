@@ -1,0 +1,161 @@
+use std::fmt;
+
+/// What the client was doing when it failed; part of every error message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    Login { auth_path: String, role: String },
+    Read { path: String, version: Option<u64> },
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Operation::Login { auth_path, role } => {
+                write!(f, "log in at auth/{auth_path} as role {role:?}")
+            }
+            Operation::Read {
+                path,
+                version: None,
+            } => write!(f, "read secret {path}"),
+            Operation::Read {
+                path,
+                version: Some(v),
+            } => {
+                write!(f, "read secret {path} version {v}")
+            }
+        }
+    }
+}
+
+/// Errors of the store client. None of them ever carries a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid store configuration: {reason}")]
+    Config { reason: String },
+
+    #[error(
+        "invalid store path {path:?}: use segments separated by '/', like secret/data/app, without '.', '..', '?', '#' or '%'"
+    )]
+    InvalidPath { path: String },
+
+    #[error("failed to {operation}: the store at {address} is unreachable")]
+    Unreachable {
+        operation: Operation,
+        address: String,
+        #[source]
+        source: reqwest::Error,
+    },
+
+    #[error("failed to {operation}: the store answered HTTP {status}{}", fmt_store_errors(.errors))]
+    Api {
+        operation: Operation,
+        status: u16,
+        errors: Vec<String>,
+    },
+
+    #[error(
+        "failed to read secret {path}: nothing at this path (HTTP 404); check the path (KV version 2 paths contain /data/, e.g. secret/data/app) and the version"
+    )]
+    NotFound { path: String },
+
+    #[error("failed to {operation}: unexpected response from the store: {detail}")]
+    InvalidResponse {
+        operation: Operation,
+        detail: String,
+    },
+
+    #[error("secret {path} has no key {key:?} (it has: {})", .available.join(", "))]
+    MissingKey {
+        path: String,
+        key: String,
+        available: Vec<String>,
+    },
+}
+
+impl Error {
+    /// The HTTP status the store answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            Error::NotFound { .. } => Some(404),
+            _ => None,
+        }
+    }
+
+    /// The store refused the identity or the token (HTTP 403).
+    pub fn is_permission_denied(&self) -> bool {
+        self.status() == Some(403)
+    }
+}
+
+/// The store's own explanation, which is what a person needs to fix a refusal. Bounded so that a
+/// misbehaving proxy cannot flood logs.
+fn fmt_store_errors(errors: &[String]) -> String {
+    const LIMIT: usize = 512;
+    if errors.is_empty() {
+        return String::new();
+    }
+    let mut text = errors.join("; ");
+    if text.len() > LIMIT {
+        let cut = (0..=LIMIT)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    format!(": {text}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_error_names_operation_status_and_store_text() {
+        let err = Error::Api {
+            operation: Operation::Login {
+                auth_path: "main-kube".into(),
+                role: "r".into(),
+            },
+            status: 403,
+            errors: vec!["permission denied".into()],
+        };
+        assert_eq!(
+            err.to_string(),
+            "failed to log in at auth/main-kube as role \"r\": the store answered HTTP 403: permission denied"
+        );
+        assert!(err.is_permission_denied());
+    }
+
+    #[test]
+    fn store_text_is_bounded() {
+        let err = Error::Api {
+            operation: Operation::Read {
+                path: "p".into(),
+                version: Some(2),
+            },
+            status: 500,
+            errors: vec!["é".repeat(1000)],
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("failed to read secret p version 2: the store answered HTTP 500: ")
+        );
+        assert!(text.len() < 700, "{}", text.len());
+        assert!(text.ends_with("..."));
+    }
+
+    #[test]
+    fn missing_key_lists_available_keys() {
+        let err = Error::MissingKey {
+            path: "secret/data/app".into(),
+            key: "pasword".into(),
+            available: vec!["password".into(), "user".into()],
+        };
+        assert_eq!(
+            err.to_string(),
+            "secret secret/data/app has no key \"pasword\" (it has: password, user)"
+        );
+    }
+}

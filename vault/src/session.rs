@@ -1,0 +1,137 @@
+use crate::{Client, Error, Secret, VaultToken};
+use secrecy::SecretString;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Where and as what a pod logs in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KubernetesAuth {
+    /// Mount path of the Kubernetes auth method, e.g. `kubernetes` or `main-kube`.
+    pub auth_path: String,
+    pub role: String,
+}
+
+/// One identity's logged-in state against one store.
+///
+/// The Vault token is reused until shortly before it expires; a 403 on a read (token revoked,
+/// policy changed under us) drops it and logs in once more before giving up. Concurrent callers
+/// share one login: the token slot is locked across the login call.
+pub struct Session {
+    client: Client,
+    auth: KubernetesAuth,
+    jwt: Mutex<SecretString>,
+    token: tokio::sync::Mutex<Option<VaultToken>>,
+    logins: AtomicU64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("client", &self.client)
+            .field("auth", &self.auth)
+            .field("logins", &self.logins())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub fn new(client: Client, auth: KubernetesAuth, jwt: SecretString) -> Session {
+        Session {
+            client,
+            auth,
+            jwt: Mutex::new(jwt),
+            token: tokio::sync::Mutex::new(None),
+            logins: AtomicU64::new(0),
+        }
+    }
+
+    pub fn auth(&self) -> &KubernetesAuth {
+        &self.auth
+    }
+
+    /// Replaces the ServiceAccount JWT used for the next login (kubelet hands over fresh ones).
+    pub fn set_jwt(&self, jwt: SecretString) {
+        *self
+            .jwt
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = jwt;
+    }
+
+    /// How many logins this session has made; lets callers and tests see reuse at work.
+    pub fn logins(&self) -> u64 {
+        self.logins.load(Ordering::Relaxed)
+    }
+
+    /// A token valid for a while yet: the cached one, or a fresh login.
+    pub async fn token(&self) -> Result<VaultToken, Error> {
+        let mut slot = self.token.lock().await;
+        if let Some(token) = slot
+            .as_ref()
+            .filter(|t| !t.expires_within(refresh_margin(t.ttl())))
+        {
+            return Ok(token.clone());
+        }
+        let jwt = self
+            .jwt
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let token = self
+            .client
+            .login_kubernetes(&self.auth.auth_path, &self.auth.role, &jwt)
+            .await?;
+        self.logins.fetch_add(1, Ordering::Relaxed);
+        *slot = Some(token.clone());
+        Ok(token)
+    }
+
+    /// Forgets the cached token, so the next call logs in again.
+    pub async fn invalidate(&self) {
+        *self.token.lock().await = None;
+    }
+
+    /// Reads a secret as this identity, logging in again once if the store refuses the token.
+    pub async fn read(&self, path: &str, version: Option<u64>) -> Result<Secret, Error> {
+        let token = self.token().await?;
+        match self.client.read(&token, path, version).await {
+            Err(e) if e.is_permission_denied() => {
+                tracing::debug!(path, "store refused the cached token; logging in again");
+                self.invalidate().await;
+                let token = self.token().await?;
+                self.client.read(&token, path, version).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// How long before expiry a token is replaced: a fifth of its lifetime, at least one second and
+/// at most a minute, so a 10-minute token serves 9 minutes and a short test token still gets used.
+fn refresh_margin(ttl: Option<Duration>) -> Duration {
+    ttl.map_or(Duration::ZERO, |ttl| {
+        (ttl / 5).clamp(Duration::from_secs(1), Duration::from_secs(60))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_margin_scales_with_ttl_within_bounds() {
+        assert_eq!(refresh_margin(None), Duration::ZERO);
+        assert_eq!(
+            refresh_margin(Some(Duration::from_secs(600))),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            refresh_margin(Some(Duration::from_secs(100))),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            refresh_margin(Some(Duration::from_secs(2))),
+            Duration::from_secs(1)
+        );
+    }
+}
