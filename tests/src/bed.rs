@@ -312,8 +312,23 @@ impl TestBed {
         let unseal_key = unseal_key
             .ok_or_else(|| anyhow!("no unseal key in the OpenBao dev server's output"))?;
         let scheme = if tls { "https" } else { "http" };
+        let addr = format!("{scheme}://127.0.0.1:{}", ports[0]);
+        // NB: a dev server pre-mounts KV v2 at secret/, which a freshly initialised production
+        // store does not have; remove it so the guide's `secrets enable -path=secret` runs as
+        // written.
+        let response = http_client(ca_pem.as_deref())?
+            .delete(format!("{addr}/v1/sys/mounts/secret"))
+            .header("X-Vault-Token", &root_token)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!(
+                "failed to unmount the dev server's secret/ mount: HTTP {}",
+                response.status()
+            );
+        }
         self.openbao = Some(OpenBao {
-            addr: format!("{scheme}://127.0.0.1:{}", ports[0]),
+            addr,
             root_token,
             ca_pem,
             unseal_key,

@@ -16,6 +16,7 @@
 mod bed;
 mod pki;
 mod process;
+pub mod walkthrough;
 
 pub use bed::{Kube, OpenBao, SA_ISSUER, TestBed, TestBedBuilder, VAULT_AUDIENCE, run};
 

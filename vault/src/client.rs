@@ -317,13 +317,19 @@ fn store_errors(body: &[u8]) -> Vec<String> {
                 errors
                     .iter()
                     .filter_map(Value::as_str)
-                    .map(str::to_owned)
+                    .map(one_line)
                     .collect()
             })
             .unwrap_or_default(),
         Err(_) if body.is_empty() => Vec::new(),
         Err(_) => vec![format!("non-JSON body of {} bytes", body.len())],
     }
+}
+
+/// Vault wraps multi-errors as "1 error occurred:\n\t* permission denied\n\n"; one line reads
+/// better in logs and events.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -376,6 +382,10 @@ mod tests {
             vec!["permission denied"]
         );
         assert_eq!(store_errors(br#"{"errors":[]}"#), Vec::<String>::new());
+        assert_eq!(
+            store_errors(b"{\"errors\":[\"1 error occurred:\\n\\t* permission denied\\n\\n\"]}"),
+            vec!["1 error occurred: * permission denied"]
+        );
         assert_eq!(store_errors(b""), Vec::<String>::new());
         assert_eq!(
             store_errors(b"<html>bad gateway</html>"),

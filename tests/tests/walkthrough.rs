@@ -1,0 +1,302 @@
+//! The user's guide against the real test bed, then what a user gets when something is wrong:
+//! each mistake gives its own clear error, and the guide's FAQ about `system:auth-delegator` holds.
+
+// Tests fail by panicking, helpers included.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use ssi_tests::walkthrough::{self, NAMESPACE, Narrator, PASSWORD, ROLE, SECRET_PATH, VaultSetup};
+use ssi_tests::{TestBed, VAULT_AUDIENCE, run};
+use ssi_vault::{Client, Error, KubernetesAuth, SecretString, Session, StoreConfig};
+
+fn session(bed: &TestBed, auth_path: &str, role: &str, jwt: &str) -> Session {
+    let client = Client::new(&StoreConfig::new(bed.openbao().addr.parse().unwrap())).unwrap();
+    Session::new(
+        client,
+        KubernetesAuth {
+            auth_path: auth_path.into(),
+            role: role.into(),
+        },
+        SecretString::from(jwt.to_owned()),
+    )
+}
+
+async fn token_for_new_service_account(bed: &TestBed, name: &str, auth_delegator: bool) -> String {
+    run(bed
+        .kubectl()
+        .args(["-n", NAMESPACE, "create", "serviceaccount", name]))
+    .unwrap();
+    if auth_delegator {
+        run(bed.kubectl().args([
+            "create",
+            "clusterrolebinding",
+            &format!("{name}-auth-delegator"),
+            "--clusterrole=system:auth-delegator",
+            &format!("--serviceaccount={NAMESPACE}:{name}"),
+        ]))
+        .unwrap();
+    }
+    bed.service_account_token(NAMESPACE, name, VAULT_AUDIENCE)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn guide_with_the_bao_cli_then_every_mistake_has_its_own_error() {
+    let bed = TestBed::start().await.expect("test bed");
+    let outcome = walkthrough::run(&bed, VaultSetup::Cli, &mut Narrator::quiet())
+        .await
+        .expect("the guide works");
+    assert_eq!(outcome.sessions.len(), 2, "main-kube and secondary-kube");
+    let backend = &outcome.sessions[0];
+    assert_eq!(backend.logins(), 1);
+
+    // Another ServiceAccount of the same namespace, even one allowed to review tokens, is not
+    // bound to the role.
+    let other = token_for_new_service_account(&bed, "other-sa", true).await;
+    let err = session(&bed, "main-kube", ROLE, &other)
+        .read(SECRET_PATH, None)
+        .await
+        .expect_err("refused");
+    assert!(err.is_permission_denied(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("log in at auth/main-kube as role \"my-namespace1_backend\""),
+        "{text}"
+    );
+    assert!(text.contains("HTTP 403"), "{text}");
+
+    // A role that does not exist.
+    let err = session(&bed, "main-kube", "no-such-role", &outcome.backend_token)
+        .read(SECRET_PATH, None)
+        .await
+        .expect_err("unknown role");
+    let text = err.to_string();
+    assert_eq!(err.status(), Some(400), "{text}");
+    assert!(text.contains("no-such-role"), "{text}");
+
+    // A path the role's policy does not grant is refused, not reported missing: the store does
+    // not tell an unauthorised caller whether a secret exists.
+    let err = backend
+        .read("secret/data/other-app", None)
+        .await
+        .expect_err("not granted");
+    assert!(err.is_permission_denied(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("read secret secret/data/other-app"),
+        "{err}"
+    );
+
+    // A granted path with nothing behind it.
+    let policy = "path \"secret/data/database-for-python-app\" { capabilities = [\"read\"] }\n\
+                  path \"secret/data/no-such-app\" { capabilities = [\"read\"] }\n";
+    let policy_file = bed.dir().join("backend.hcl");
+    std::fs::write(&policy_file, policy).unwrap();
+    run(bed
+        .bao()
+        .unwrap()
+        .args(["policy", "write", "backend", policy_file.to_str().unwrap()]))
+    .unwrap();
+    let err = backend
+        .read("secret/data/no-such-app", None)
+        .await
+        .expect_err("missing path");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(err.to_string().contains("secret/data/no-such-app"), "{err}");
+
+    // A key the secret does not have; the message names the keys that exist, never a value.
+    let secret = backend.read(SECRET_PATH, None).await.expect("read");
+    let err = secret.value("passwd").expect_err("missing key");
+    let text = err.to_string();
+    assert!(matches!(err, Error::MissingKey { .. }), "{text}");
+    assert!(
+        text.contains("\"passwd\"") && text.contains("password") && text.contains(SECRET_PATH),
+        "{text}"
+    );
+    assert!(!text.contains(PASSWORD), "{text}");
+
+    // After a second `kv put`, the latest version is new and version 1 is still the old value.
+    run(bed.bao().unwrap().args([
+        "kv",
+        "put",
+        "secret/database-for-python-app",
+        "password=rotated-password",
+    ]))
+    .unwrap();
+    let latest = backend.read(SECRET_PATH, None).await.expect("latest");
+    assert_eq!(latest.version, Some(2));
+    assert_eq!(
+        latest.value("password").unwrap().expose(),
+        b"rotated-password"
+    );
+    let first = backend.read(SECRET_PATH, Some(1)).await.expect("version 1");
+    assert_eq!(first.version, Some(1));
+    assert_eq!(
+        first.value("password").unwrap().expose(),
+        PASSWORD.as_bytes()
+    );
+    // One login for the walkthrough, one more after the refused read above (a 403 may mean a
+    // revoked token, so the session logs in once more before giving up).
+    assert_eq!(
+        backend.logins(),
+        2,
+        "the Vault token is reused across reads"
+    );
+}
+
+#[tokio::test]
+async fn guide_with_curl_calls_and_the_faq_on_auth_delegator() {
+    let bed = TestBed::start().await.expect("test bed");
+    let outcome = walkthrough::run(&bed, VaultSetup::Http, &mut Narrator::quiet())
+        .await
+        .expect("the guide works");
+    for session in &outcome.sessions {
+        let secret = session.read(SECRET_PATH, None).await.expect("read");
+        assert_eq!(
+            secret.value("password").unwrap().expose(),
+            PASSWORD.as_bytes()
+        );
+    }
+
+    // The FAQ: with no reviewer JWT configured, the store reviews a login token with that same
+    // token, so a ServiceAccount without system:auth-delegator cannot log in even when the role
+    // is bound to it; binding the cluster role fixes it.
+    run(bed.bao().unwrap().args([
+        "write",
+        "auth/main-kube/role/lonely",
+        "bound_service_account_names=lonely-sa",
+        &format!("bound_service_account_namespaces={NAMESPACE}"),
+        "policies=backend",
+        "ttl=10m",
+    ]))
+    .unwrap();
+    let lonely = token_for_new_service_account(&bed, "lonely-sa", false).await;
+    let err = session(&bed, "main-kube", "lonely", &lonely)
+        .read(SECRET_PATH, None)
+        .await
+        .expect_err("no review rights");
+    assert!(err.is_permission_denied(), "{err}");
+
+    run(bed.kubectl().args([
+        "create",
+        "clusterrolebinding",
+        "lonely-sa-auth-delegator",
+        "--clusterrole=system:auth-delegator",
+        &format!("--serviceaccount={NAMESPACE}:lonely-sa"),
+    ]))
+    .unwrap();
+    let secret = session(&bed, "main-kube", "lonely", &lonely)
+        .read(SECRET_PATH, None)
+        .await
+        .expect("now allowed");
+    assert_eq!(
+        secret.value("password").unwrap().expose(),
+        PASSWORD.as_bytes()
+    );
+}
+
+#[tokio::test]
+async fn the_apiserver_enforces_the_crd_schema() {
+    let bed = TestBed::builder()
+        .without_openbao()
+        .start()
+        .await
+        .expect("test bed");
+    let crd = ssi_tests::workspace_path("manifests/crd/secretsstoreimport.yaml");
+    run(bed.kubectl().args(["apply", "-f", crd.to_str().unwrap()])).unwrap();
+    run(bed.kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/secretsstoreimports.deckhouse.io",
+    ]))
+    .unwrap();
+
+    let apply = |yaml: String| {
+        let path = bed.dir().join("ssi.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        // --validate=false: the apiserver, not kubectl's client-side check, must refuse.
+        bed.kubectl()
+            .args([
+                "apply",
+                "--validate=false",
+                "-n",
+                "default",
+                "-f",
+                path.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let ssi = |spec: &str| {
+        format!(
+            "apiVersion: deckhouse.io/v1alpha1\nkind: SecretsStoreImport\nmetadata:\n  name: bad\nspec:\n{spec}"
+        )
+    };
+    let good_file =
+        "  files:\n  - name: db-password\n    source: {path: secret/data/app, key: password}\n";
+
+    let cases = [
+        (
+            format!("  type: Secret\n  role: r\n{good_file}"),
+            "spec.type",
+        ),
+        (
+            format!("  type: CSI\n  role: \"bad role!\"\n{good_file}"),
+            "spec.role",
+        ),
+        (
+            "  type: CSI\n  role: r\n  files: []\n".to_owned(),
+            "spec.files",
+        ),
+        (format!("  type: CSI\n{good_file}"), "spec.role"),
+        (
+            "  type: CSI\n  role: r\n  files:\n  - name: a/b\n    source: {path: p, key: k}\n"
+                .to_owned(),
+            "spec.files.name",
+        ),
+        (
+            "  type: CSI\n  role: r\n  files:\n  - name: a\n    source: {path: p}\n".to_owned(),
+            "spec.files.source.key",
+        ),
+        (
+            format!("  type: CSI\n  role: r\n  address: vault.example.com\n{good_file}"),
+            "spec.address",
+        ),
+    ];
+    for (spec, field) in cases {
+        let output = apply(ssi(&spec));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "accepted an invalid SSI:\n{spec}");
+        assert!(
+            stderr.contains(field),
+            "rejection of\n{spec}\ndoes not name {field}: {stderr}"
+        );
+    }
+    assert!(
+        run(bed.kubectl().args(["get", "ssi", "-A", "-o", "name"]))
+            .unwrap()
+            .trim()
+            .is_empty(),
+        "nothing was stored"
+    );
+
+    // The apiserver fills in the default of decodeBase64.
+    let output = apply(ssi(&format!("  type: CSI\n  role: r\n{good_file}")));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stored = run(bed.kubectl().args([
+        "-n",
+        "default",
+        "get",
+        "ssi",
+        "bad",
+        "-o",
+        "jsonpath={.spec.files[0].decodeBase64}",
+    ]))
+    .unwrap();
+    assert_eq!(stored, "false");
+}
