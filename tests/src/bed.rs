@@ -248,6 +248,7 @@ impl TestBed {
         let bao = tool("bao")?;
         let root_token = "root".to_owned();
         let tls_dir = root.join("openbao-tls");
+        std::fs::create_dir_all(&tls_dir)?;
         let (mut process, ports) = start_on_free_ports(
             "openbao",
             1,
