@@ -1,4 +1,205 @@
 //! `ssi-csi`: the CSI node driver `secrets-store.csi.deckhouse.io` (DESIGN.md 3.2).
 //!
-//! Not built yet: this crate only fixes its place in the workspace (core + vault + kube). It ships
-//! no binary until the CSI node driver issue gives it one.
+//! Design choices:
+//! - Identity: the store is always asked as the pod being served. Kubelet hands the pod's
+//!   ServiceAccount token over in the volume context (CSIDriver `tokenRequests`); the driver's own
+//!   credentials only read SecretsStoreImports (from the pod's namespace) and write Events.
+//! - Nothing half-done: a publish fetches every value before it mounts anything, writes through a
+//!   kubelet-style atomic swap, and undoes its mount if a step fails. Rotation writes only when
+//!   bytes differ and keeps the old files on any failure.
+//! - Shared work, never shared identity: Vault tokens are cached per (store, Vault namespace,
+//!   auth path, role, ServiceAccount); a rotation cycle reads each SSI and each (identity, path)
+//!   once, however many volumes use it.
+//! - Restart-safe without secrets on disk: mount records (no tokens) live in the state dir; after
+//!   a restart rotation resumes at kubelet's next republish, which brings a fresh token.
+
+pub mod config;
+pub mod driver;
+pub mod error;
+pub mod events;
+pub mod fetch;
+pub mod metrics;
+pub mod mount;
+pub mod request;
+pub mod service;
+pub mod state;
+pub mod writer;
+
+pub mod proto {
+    //! The CSI v1.9.0 API, generated from `proto/csi.proto`.
+    #![allow(clippy::all, missing_debug_implementations)]
+    tonic::include_proto!("csi.v1");
+}
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use config::{Args, LogFormat};
+use driver::Driver;
+use metrics::Metrics;
+use std::future::Future;
+use std::os::unix::fs::FileTypeExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::net::UnixListener;
+
+/// Sets up logging as configured; call once, from main.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the driver until `shutdown` completes, then drains in-flight calls.
+pub async fn run(
+    args: Args,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let kube = kube::Client::try_default()
+        .await
+        .context("failed to set up the Kubernetes client")?;
+    let ca_pem = match &args.store.ca_cert {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read --store-ca-cert {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let settings = fetch::Settings {
+        default_address: args.store.address.clone(),
+        allowed_addresses: args.store.allowed_addresses.clone(),
+        auth_path: args.store.auth_path.clone(),
+        namespace: args.store.namespace.clone(),
+        ca_pem,
+        allow_skip_tls_verify: args.store.allow_skip_tls_verify,
+        token_audience: args.token_audience.clone(),
+        timeout: args.store.timeout,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let records = state::Store::open(&args.state_dir)
+        .with_context(|| format!("failed to open the state dir {}", args.state_dir.display()))?;
+    let kubelet_root = args
+        .kubelet_root
+        .canonicalize()
+        .with_context(|| format!("kubelet root {} is not usable", args.kubelet_root.display()))?;
+    let driver = Arc::new(Driver::new(
+        args.node_id.clone(),
+        kubelet_root,
+        args.tmpfs_size.clone(),
+        args.rotation_interval,
+        args.rotation_concurrency,
+        metrics.clone(),
+        fetch::Fetcher::new(kube.clone(), settings, metrics.clone()),
+        events::Events::new(kube, args.node_id.clone()),
+        records,
+    ));
+    let recovered = driver.recover().context("failed to load mount records")?;
+    tracing::info!(recovered, "mount records loaded");
+
+    let listener = listen(&args.socket)?;
+    let admin = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("failed to bind the admin address {}", args.admin_addr))?;
+    tokio::spawn(serve_admin(admin, driver.clone()));
+    let rotation = tokio::spawn(rotation_loop(driver.clone()));
+
+    driver.ready.store(true, Ordering::Relaxed);
+    tracing::info!(socket = %args.socket.display(), node = %args.node_id, "serving CSI");
+    let service = service::CsiService {
+        driver: driver.clone(),
+    };
+    let result = tonic::transport::Server::builder()
+        .add_service(proto::identity_server::IdentityServer::new(service.clone()))
+        .add_service(proto::node_server::NodeServer::new(service))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            shutdown,
+        )
+        .await;
+    rotation.abort();
+    let _ = std::fs::remove_file(&args.socket);
+    result.context("the CSI server failed")
+}
+
+/// Binds the CSI socket, readable and writable by root only from the moment it exists.
+fn listen(path: &std::path::Path) -> anyhow::Result<UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        // NB: a socket left by a killed driver blocks bind; remove it, but nothing else.
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => anyhow::bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        ),
+        Err(_) => {}
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    listener.with_context(|| format!("failed to listen on {}", path.display()))
+}
+
+async fn rotation_loop(driver: Arc<Driver>) {
+    let jittered = |interval: std::time::Duration| interval.mul_f64(0.9 + 0.2 * fastrand::f64());
+    let mut next_cycle = tokio::time::Instant::now() + jittered(driver.rotation_interval);
+    loop {
+        let wake = match driver.next_retry() {
+            Some(retry) => next_cycle.min(tokio::time::Instant::from_std(retry)),
+            None => next_cycle,
+        };
+        tokio::time::sleep_until(wake).await;
+        if tokio::time::Instant::now() >= next_cycle {
+            driver.rotate(true).await;
+            next_cycle = tokio::time::Instant::now() + jittered(driver.rotation_interval);
+        } else {
+            driver.rotate(false).await;
+        }
+    }
+}
+
+async fn serve_admin(listener: tokio::net::TcpListener, driver: Arc<Driver>) {
+    let ready = driver.clone();
+    let metrics = driver.metrics.clone();
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.ready.load(Ordering::Relaxed);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.encode();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "admin server failed");
+    }
+}

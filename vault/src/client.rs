@@ -4,6 +4,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -91,12 +92,17 @@ impl fmt::Debug for VaultToken {
     }
 }
 
+/// Called once per login or read, after retries, with whether it succeeded: lets a caller count
+/// store traffic (metrics, benchmarks) without the client knowing about any metrics system.
+pub type Observer = Arc<dyn Fn(&Operation, bool) + Send + Sync>;
+
 /// A connection to one store. Cheap to clone; clones share the connection pool.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     address: Url,
     retry: RetryPolicy,
+    observer: Option<Observer>,
 }
 
 impl fmt::Debug for Client {
@@ -149,7 +155,14 @@ impl Client {
             http,
             address: config.address.clone(),
             retry: config.retry,
+            observer: None,
         })
+    }
+
+    /// Reports every login and read to `observer`.
+    pub fn with_observer(mut self, observer: Observer) -> Client {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn address(&self) -> &Url {
@@ -253,6 +266,18 @@ impl Client {
     /// Sends a request, retrying transport errors, 5xx and 429 within the retry policy, and
     /// returns the JSON body of a 2xx answer.
     async fn send(
+        &self,
+        operation: &Operation,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Value, Error> {
+        let result = self.send_with_retries(operation, request).await;
+        if let Some(observer) = &self.observer {
+            observer(operation, result.is_ok());
+        }
+        result
+    }
+
+    async fn send_with_retries(
         &self,
         operation: &Operation,
         request: impl Fn() -> reqwest::RequestBuilder,

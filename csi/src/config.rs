@@ -1,0 +1,183 @@
+//! Command line and environment configuration of the node driver.
+
+use clap::{Args as ClapArgs, Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+/// CSI node driver secrets-store.csi.deckhouse.io: mounts the keys a SecretsStoreImport names as
+/// files on a tmpfs, logging in to the store as the pod's ServiceAccount, and keeps them current.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "ssi-csi", version, about)]
+pub struct Args {
+    /// Unix socket the CSI API is served on (kubelet and node-driver-registrar connect to it).
+    #[arg(long, env = "SSI_CSI_SOCKET", default_value = "/csi/csi.sock")]
+    pub socket: PathBuf,
+
+    /// This node's name, reported by NodeGetInfo.
+    #[arg(long, env = "SSI_NODE_ID")]
+    pub node_id: String,
+
+    /// Kubelet's root directory; every target path must lie below it.
+    #[arg(long, env = "SSI_KUBELET_ROOT", default_value = "/var/lib/kubelet")]
+    pub kubelet_root: PathBuf,
+
+    /// Node-local directory where mount records survive a driver restart.
+    #[arg(long, env = "SSI_STATE_DIR", default_value = "/var/lib/ssi-csi")]
+    pub state_dir: PathBuf,
+
+    #[command(flatten)]
+    pub store: StoreDefaults,
+
+    /// Audience of the pod token kubelet passes (must be listed in the CSIDriver's tokenRequests).
+    #[arg(long, env = "SSI_TOKEN_AUDIENCE", default_value = "vault")]
+    pub token_audience: String,
+
+    /// How often every mounted volume is re-read from the store (jittered by +-10%).
+    #[arg(long, env = "SSI_ROTATION_INTERVAL", default_value = "2m", value_parser = parse_duration)]
+    pub rotation_interval: Duration,
+
+    /// Volumes rotated at the same time, at most.
+    #[arg(long, env = "SSI_ROTATION_CONCURRENCY", default_value_t = 16)]
+    pub rotation_concurrency: usize,
+
+    /// Size limit of each volume's tmpfs, in bytes or with a k/m suffix (e.g. 4m).
+    #[arg(long, env = "SSI_TMPFS_SIZE", default_value = "4m", value_parser = parse_size)]
+    pub tmpfs_size: String,
+
+    /// Plain-HTTP address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "SSI_ADMIN_ADDR", default_value = "127.0.0.1:9809")]
+    pub admin_addr: SocketAddr,
+
+    #[arg(long, env = "SSI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+/// What the driver uses when a SecretsStoreImport leaves a connection field out, and what it
+/// lets a SecretsStoreImport choose at all.
+#[derive(ClapArgs, Debug, Clone)]
+pub struct StoreDefaults {
+    /// Default store address, e.g. https://vault.example.com:8200.
+    #[arg(long = "store-address", env = "SSI_STORE_ADDRESS")]
+    pub address: Option<Url>,
+
+    /// Default mount path of the Kubernetes auth method.
+    #[arg(
+        long = "store-auth-path",
+        env = "SSI_STORE_AUTH_PATH",
+        default_value = "kubernetes"
+    )]
+    pub auth_path: String,
+
+    /// Default Vault namespace.
+    #[arg(long = "store-namespace", env = "SSI_STORE_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// File with the PEM bundle of the CAs trusted for the store (default: the system's).
+    #[arg(long = "store-ca-cert", env = "SSI_STORE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Store addresses a SecretsStoreImport may name in spec.address, comma separated. The
+    /// default address is always allowed; nothing else is unless listed.
+    #[arg(
+        long = "allowed-store-addresses",
+        env = "SSI_ALLOWED_STORE_ADDRESSES",
+        value_delimiter = ','
+    )]
+    pub allowed_addresses: Vec<Url>,
+
+    /// Let a SecretsStoreImport set skipTLSVerify: true.
+    #[arg(long = "allow-skip-tls-verify", env = "SSI_ALLOW_SKIP_TLS_VERIFY")]
+    pub allow_skip_tls_verify: bool,
+
+    /// Bound on each request to the store.
+    #[arg(long = "store-timeout", env = "SSI_STORE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// `500ms`, `30s`, `2m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 2m or 500ms"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(number),
+        "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number * 60),
+        "h" => Duration::from_secs(number * 3600),
+        _ => return Err(format!("{text:?} needs a unit: ms, s, m or h")),
+    };
+    if duration.is_zero() {
+        return Err(format!("{text:?} must be longer than zero"));
+    }
+    Ok(duration)
+}
+
+/// A tmpfs `size=` value: digits with an optional k, m or g suffix.
+fn parse_size(text: &str) -> Result<String, String> {
+    let digits = text.trim_end_matches(['k', 'm', 'g', 'K', 'M', 'G']);
+    if digits.is_empty()
+        || !digits.chars().all(|c| c.is_ascii_digit())
+        || text.len() - digits.len() > 1
+    {
+        return Err(format!("{text:?} is not a size like 4m, 512k or 1048576"));
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("500ms", Some(Duration::from_millis(500)))]
+    #[case("30s", Some(Duration::from_secs(30)))]
+    #[case("2m", Some(Duration::from_secs(120)))]
+    #[case("1h", Some(Duration::from_secs(3600)))]
+    #[case("0s", None)]
+    #[case("2", None)]
+    #[case("m", None)]
+    #[case("2d", None)]
+    fn parses_durations(#[case] text: &str, #[case] want: Option<Duration>) {
+        assert_eq!(parse_duration(text).ok(), want);
+    }
+
+    #[rstest]
+    #[case("4m", true)]
+    #[case("512K", true)]
+    #[case("1048576", true)]
+    #[case("4mb", false)]
+    #[case("", false)]
+    #[case("size=4m,exec", false)]
+    fn parses_tmpfs_sizes(#[case] text: &str, #[case] valid: bool) {
+        assert_eq!(parse_size(text).is_ok(), valid);
+    }
+
+    #[test]
+    fn every_flag_has_an_env_var_and_defaults_match_the_design() {
+        let args = Args::try_parse_from(["ssi-csi", "--node-id", "n1"]).expect("parses");
+        assert_eq!(args.rotation_interval, Duration::from_secs(120));
+        assert_eq!(args.token_audience, "vault");
+        assert_eq!(args.store.auth_path, "kubernetes");
+        assert!(!args.store.allow_skip_tls_verify);
+        use clap::CommandFactory;
+        for arg in Args::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            if id != "help" && id != "version" {
+                assert!(arg.get_env().is_some(), "--{id} has no env var");
+            }
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The driver's state and its three jobs: publish, unpublish, rotate.
+
+use crate::error::{Error, chain};
+use crate::events::{Events, Kind};
+use crate::fetch::{Cycle, Fetcher, IdentityKey, Tokens};
+use crate::metrics::{Metrics, Rotation, RotationLabels};
+use crate::mount;
+use crate::request::PublishRequest;
+use crate::state::{self, Record};
+use crate::writer::{self, Access};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A published volume as the driver tracks it in memory.
+#[derive(Debug)]
+struct Volume {
+    record: Record,
+    /// Tokens from kubelet's latest (re)publish; empty after a restart until the next republish.
+    tokens: Tokens,
+    identity: Option<IdentityKey>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct Driver {
+    pub node_id: String,
+    pub kubelet_root: PathBuf,
+    pub tmpfs_size: String,
+    pub rotation_interval: Duration,
+    pub rotation_concurrency: usize,
+    pub metrics: Arc<Metrics>,
+    pub ready: AtomicBool,
+    fetcher: Fetcher,
+    events: Events,
+    records: state::Store,
+    volumes: Mutex<HashMap<String, Volume>>,
+    /// Serialises publish, unpublish and rotation of one volume.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn access(record: &Record) -> Access {
+    record.mount_group.map_or(Access::World, Access::Group)
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node_id: String,
+        kubelet_root: PathBuf,
+        tmpfs_size: String,
+        rotation_interval: Duration,
+        rotation_concurrency: usize,
+        metrics: Arc<Metrics>,
+        fetcher: Fetcher,
+        events: Events,
+        records: state::Store,
+    ) -> Driver {
+        Driver {
+            node_id,
+            kubelet_root,
+            tmpfs_size,
+            rotation_interval,
+            rotation_concurrency: rotation_concurrency.max(1),
+            metrics,
+            ready: AtomicBool::new(false),
+            fetcher,
+            events,
+            records,
+            volumes: Mutex::default(),
+            locks: Mutex::default(),
+        }
+    }
+
+    fn volumes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Volume>> {
+        self.volumes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_of(&self, volume_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(volume_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Takes over the volumes a previous run of the driver published.
+    pub fn recover(&self) -> std::io::Result<usize> {
+        let records = self.records.load_all()?;
+        let mut volumes = self.volumes();
+        for record in records {
+            if !mount::is_mount_point(&record.target_path).unwrap_or(false) {
+                tracing::warn!(volume = %record.volume_id, target = %record.target_path.display(),
+                    "recorded volume is no longer mounted; kubelet will publish it again if the pod still exists");
+            }
+            volumes.insert(
+                record.volume_id.clone(),
+                Volume {
+                    record,
+                    tokens: Tokens::new(),
+                    identity: None,
+                    failures: 0,
+                    retry_at: None,
+                },
+            );
+        }
+        self.metrics.mounts.set(volumes.len() as i64);
+        Ok(volumes.len())
+    }
+
+    pub async fn publish(&self, request: PublishRequest) -> Result<(), Error> {
+        let PublishRequest { record, tokens } = request;
+        let lock = self.lock_of(&record.volume_id);
+        let _guard = lock.lock().await;
+
+        // Republish (requiresRepublish): kubelet hands over fresh tokens for a mounted volume.
+        let republish = match self.volumes().get_mut(&record.volume_id) {
+            Some(existing) => {
+                if existing.record.target_path != record.target_path
+                    || existing.record.ssi != record.ssi
+                    || existing.record.pod.uid != record.pod.uid
+                {
+                    return Err(Error::Conflict {
+                        volume_id: record.volume_id,
+                        target: record.target_path,
+                    });
+                }
+                existing.tokens = tokens.clone();
+                true
+            }
+            None => false,
+        };
+        let target = record.target_path.clone();
+        if republish
+            && mount::is_mount_point(&target).unwrap_or(false)
+            && writer::current(&target).ok().flatten().is_some()
+        {
+            return Ok(());
+        }
+
+        // Everything is fetched before anything is mounted, so a failure leaves nothing behind.
+        let (files, identity) = self
+            .fetcher
+            .fetch(&record, &tokens, &Cycle::default())
+            .await?;
+
+        let created_dir = !target.exists();
+        if created_dir {
+            std::fs::create_dir(&target)
+                .map_err(Error::io("create the target directory", &target))?;
+        }
+        let mounted_here =
+            !mount::is_mount_point(&target).map_err(Error::io("inspect mounts for", &target))?;
+        let undo = |error: Error| {
+            if mounted_here {
+                let _ = mount::unmount_all(&target);
+            }
+            if created_dir {
+                let _ = std::fs::remove_dir(&target);
+            }
+            error
+        };
+        if mounted_here {
+            mount::mount_tmpfs(&target, &self.tmpfs_size)
+                .map_err(Error::io("mount a tmpfs on", &target))?;
+        }
+        writer::write(&target, &files, access(&record))
+            .map_err(Error::io("write the files into", &target))
+            .map_err(undo)?;
+        self.records
+            .save(&record)
+            .map_err(Error::io("save the mount record of", &target))
+            .map_err(undo)?;
+
+        tracing::info!(volume = %record.volume_id, k8s.namespace = %record.pod.namespace, k8s.pod = %record.pod.name,
+            ssi.name = %record.ssi, files = ?files, "published");
+        let mut volumes = self.volumes();
+        volumes.insert(
+            record.volume_id.clone(),
+            Volume {
+                record,
+                tokens,
+                identity: Some(identity),
+                failures: 0,
+                retry_at: None,
+            },
+        );
+        self.metrics.mounts.set(volumes.len() as i64);
+        Ok(())
+    }
+
+    pub async fn unpublish(&self, volume_id: &str, target: &Path) -> Result<(), Error> {
+        let lock = self.lock_of(volume_id);
+        let _guard = lock.lock().await;
+        let target = mount::confine(target, &self.kubelet_root).map_err(Error::InvalidRequest)?;
+        if let Some(volume) = self.volumes().get(volume_id)
+            && volume.record.target_path != target
+        {
+            return Err(Error::InvalidRequest(format!(
+                "volume {volume_id} is published at {}, not at {}",
+                volume.record.target_path.display(),
+                target.display()
+            )));
+        }
+        mount::unmount_all(&target).map_err(Error::io("unmount", &target))?;
+        match std::fs::remove_dir(&target) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("remove", &target)(e));
+            }
+            _ => {}
+        }
+        self.records
+            .remove(volume_id)
+            .map_err(Error::io("remove the mount record of", &target))?;
+        let mut volumes = self.volumes();
+        volumes.remove(volume_id);
+        self.metrics.mounts.set(volumes.len() as i64);
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(volume_id);
+        Ok(())
+    }
+
+    /// Re-reads the volumes that are due (all of them when `full`), with shared lookups, at most
+    /// `rotation_concurrency` at a time. Returns when the cycle is done.
+    pub async fn rotate(self: &Arc<Self>, full: bool) {
+        let started = Instant::now();
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .volumes()
+            .iter()
+            .filter(|(_, v)| full || v.retry_at.is_some_and(|at| at <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let cycle = Arc::new(Cycle::default());
+        let permits = Arc::new(tokio::sync::Semaphore::new(self.rotation_concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        for volume_id in due {
+            let (driver, cycle, permits) = (self.clone(), cycle.clone(), permits.clone());
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                driver.rotate_one(&volume_id, &cycle).await;
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        if full {
+            let in_use: HashSet<IdentityKey> = self
+                .volumes()
+                .values()
+                .filter_map(|v| v.identity.clone())
+                .collect();
+            self.fetcher.retain_sessions(&in_use);
+        }
+        self.metrics
+            .rotation_cycle_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    async fn rotate_one(&self, volume_id: &str, cycle: &Cycle) {
+        let lock = self.lock_of(volume_id);
+        let _guard = lock.lock().await;
+        let Some((record, tokens)) = self
+            .volumes()
+            .get(volume_id)
+            .map(|v| (v.record.clone(), v.tokens.clone()))
+        else {
+            return; // unpublished meanwhile
+        };
+        if tokens.is_empty() {
+            self.count(Rotation::Waiting);
+            return;
+        }
+        let result = match self.fetcher.fetch(&record, &tokens, cycle).await {
+            // Never write into a directory whose tmpfs is gone: the bytes would land on the node's disk.
+            Ok(_) if !mount::is_mount_point(&record.target_path).unwrap_or(false) => Err(
+                Error::io("find the tmpfs at", &record.target_path)(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the volume is no longer mounted",
+                )),
+            ),
+            Ok((files, identity)) => writer::write(&record.target_path, &files, access(&record))
+                .map(|changed| (changed, identity, files))
+                .map_err(Error::io("write the files into", &record.target_path)),
+            Err(e) => Err(e),
+        };
+        let mut failures = 0;
+        match result {
+            Ok((changed, identity, files)) => {
+                if let Some(volume) = self.volumes().get_mut(volume_id) {
+                    volume.identity = Some(identity);
+                    volume.failures = 0;
+                    volume.retry_at = None;
+                }
+                if changed {
+                    self.count(Rotation::Changed);
+                    tracing::info!(volume = %volume_id, k8s.namespace = %record.pod.namespace, k8s.pod = %record.pod.name,
+                        ssi.name = %record.ssi, files = ?files, "rotated: content changed");
+                    let message = format!(
+                        "SecretsStoreImport {} changed in the store; files updated",
+                        record.ssi
+                    );
+                    self.events
+                        .emit(&record.pod, Kind::Normal, "SecretRotated", &message)
+                        .await;
+                } else {
+                    self.count(Rotation::Unchanged);
+                }
+            }
+            Err(error) => {
+                self.count(Rotation::Failed);
+                let message = format!("rotation failed, the old files are kept: {}", chain(&error));
+                if let Some(volume) = self.volumes().get_mut(volume_id) {
+                    volume.failures += 1;
+                    failures = volume.failures;
+                    volume.retry_at = Some(Instant::now() + self.retry_backoff(failures));
+                }
+                tracing::warn!(volume = %volume_id, k8s.namespace = %record.pod.namespace, k8s.pod = %record.pod.name,
+                    ssi.name = %record.ssi, failures, error = %message, "rotation failed");
+                self.events
+                    .emit(&record.pod, Kind::Warning, "SecretRotationFailed", &message)
+                    .await;
+            }
+        }
+    }
+
+    /// 1 s, 2 s, 4 s ... but never later than the next regular cycle would come anyway.
+    fn retry_backoff(&self, failures: u32) -> Duration {
+        let exp = Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(10));
+        exp.min(self.rotation_interval)
+    }
+
+    /// When the earliest failed volume should be retried.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.volumes().values().filter_map(|v| v.retry_at).min()
+    }
+
+    fn count(&self, result: Rotation) {
+        self.metrics
+            .rotations
+            .get_or_create(&RotationLabels { result })
+            .inc();
+    }
+}

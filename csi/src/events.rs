@@ -1,0 +1,76 @@
+//! Kubernetes Events on the pod, where its owner looks first (`kubectl describe pod`).
+
+use crate::state::PodInfo;
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::Api;
+use kube::api::PostParams;
+
+pub const COMPONENT: &str = ssi_core::DRIVER_NAME;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Normal,
+    Warning,
+}
+
+#[derive(Clone)]
+pub struct Events {
+    client: kube::Client,
+    node: String,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Events {
+    pub fn new(client: kube::Client, node: String) -> Events {
+        Events { client, node }
+    }
+
+    /// Records an event on `pod`. Failing to record is logged, never fatal: the event reports on
+    /// the work, it is not the work.
+    pub async fn emit(&self, pod: &PodInfo, kind: Kind, reason: &str, message: &str) {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let event = Event {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}.", pod.name)),
+                namespace: Some(pod.namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.name.clone()),
+                namespace: Some(pod.namespace.clone()),
+                uid: Some(pod.uid.clone()),
+                ..Default::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            type_: Some(match kind {
+                Kind::Normal => "Normal".into(),
+                Kind::Warning => "Warning".into(),
+            }),
+            source: Some(EventSource {
+                component: Some(COMPONENT.into()),
+                host: Some(self.node.clone()),
+            }),
+            reporting_component: Some(COMPONENT.into()),
+            reporting_instance: Some(self.node.clone()),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            ..Default::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &pod.namespace);
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::warn!(k8s.namespace = %pod.namespace, k8s.pod = %pod.name, reason, error = %e, "failed to record event");
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! From a mounted volume to its files: the SecretsStoreImport from the pod's namespace, the
+//! store it allows, a login as the pod's ServiceAccount, one read per distinct path.
+
+use crate::error::Error;
+use crate::metrics::{Metrics, Outcome, StoreLabels};
+use crate::state::Record;
+use crate::writer::Files;
+use base64::Engine;
+use kube::Api;
+use secrecy::SecretString;
+use ssi_core::SecretsStoreImport;
+use ssi_vault::{Client, KubernetesAuth, Operation, Secret, Session, StoreConfig};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use url::Url;
+
+/// Tokens kubelet handed over, by audience.
+pub type Tokens = HashMap<String, SecretString>;
+
+/// What the cluster operator configured: defaults and limits for every SecretsStoreImport.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub default_address: Option<Url>,
+    pub allowed_addresses: Vec<Url>,
+    pub auth_path: String,
+    pub namespace: Option<String>,
+    pub ca_pem: Option<String>,
+    pub allow_skip_tls_verify: bool,
+    pub token_audience: String,
+    pub timeout: Duration,
+}
+
+/// Everything that decides whose Vault token it is: a token is reused only for the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdentityKey {
+    store: StoreKey,
+    auth_path: String,
+    role: String,
+    service_account_namespace: String,
+    service_account: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct StoreKey {
+    address: String,
+    vault_namespace: Option<String>,
+    ca_pem: Option<String>,
+    skip_tls_verify: bool,
+}
+
+/// Lookups shared by every volume of one rotation cycle (or one publish): each SSI is read from
+/// the API once, each (identity, path) from the store once.
+/// One lookup shared by everybody who needs it during a cycle: the first caller fills it.
+type Shared<K, V> = Mutex<HashMap<K, Arc<OnceCell<V>>>>;
+
+#[derive(Default)]
+pub struct Cycle {
+    ssis: Shared<(String, String), Result<Arc<SecretsStoreImport>, SsiLookup>>,
+    reads: Shared<(IdentityKey, String), Result<Arc<Secret>, Arc<ssi_vault::Error>>>,
+}
+
+impl std::fmt::Debug for Cycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cycle").finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+enum SsiLookup {
+    NotFound,
+    Failed(Arc<kube::Error>),
+}
+
+fn shared_cell<K: std::hash::Hash + Eq, V>(
+    map: &Mutex<HashMap<K, Arc<OnceCell<V>>>>,
+    key: K,
+) -> Arc<OnceCell<V>> {
+    map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default()
+        .clone()
+}
+
+pub struct Fetcher {
+    kube: kube::Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    clients: Mutex<HashMap<StoreKey, Client>>,
+    sessions: Mutex<HashMap<IdentityKey, Arc<Session>>>,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fetcher {
+    pub fn new(kube: kube::Client, settings: Settings, metrics: Arc<Metrics>) -> Fetcher {
+        Fetcher {
+            kube,
+            settings,
+            metrics,
+            clients: Mutex::default(),
+            sessions: Mutex::default(),
+        }
+    }
+
+    /// The files of `record`'s volume, fetched as the pod with one of `tokens`.
+    pub async fn fetch(
+        &self,
+        record: &Record,
+        tokens: &Tokens,
+        cycle: &Cycle,
+    ) -> Result<(Files, IdentityKey), Error> {
+        let namespace = &record.pod.namespace;
+        let ssi = self.ssi(namespace, &record.ssi, cycle).await?;
+        let spec = &ssi.spec;
+        spec.validate().map_err(|source| Error::InvalidSsi {
+            namespace: namespace.clone(),
+            name: record.ssi.clone(),
+            source,
+        })?;
+        let audience = spec
+            .audience
+            .clone()
+            .unwrap_or_else(|| self.settings.token_audience.clone());
+        let jwt = tokens
+            .get(&audience)
+            .ok_or(Error::MissingToken { audience })?;
+        let key = self.identity(&ssi, record)?;
+        let session = self.session(&key, jwt)?;
+
+        let ssi_name = format!("{namespace}/{}", record.ssi);
+        let mut secrets = BTreeMap::new();
+        let paths: HashSet<&str> = spec.files.iter().map(|f| f.source.path.as_str()).collect();
+        for path in paths {
+            let cell = shared_cell(&cycle.reads, (key.clone(), path.to_owned()));
+            let secret = cell
+                .get_or_init(|| async {
+                    session
+                        .read(path, None)
+                        .await
+                        .map(Arc::new)
+                        .map_err(Arc::new)
+                })
+                .await
+                .clone()
+                .map_err(|source| Error::Store {
+                    ssi: ssi_name.clone(),
+                    what: format!("secret {path}"),
+                    source,
+                })?;
+            secrets.insert(path, secret);
+        }
+
+        let mut files = BTreeMap::new();
+        for file in &spec.files {
+            let (path, key_name) = (&file.source.path, &file.source.key);
+            let value = secrets[path.as_str()]
+                .value(key_name)
+                .map_err(|source| Error::Store {
+                    ssi: ssi_name.clone(),
+                    what: format!("file {:?}", file.name),
+                    source: Arc::new(source),
+                })?;
+            let bytes = if file.decode_base64 {
+                let text: Vec<u8> = value
+                    .expose()
+                    .iter()
+                    .copied()
+                    .filter(|b| !b.is_ascii_whitespace())
+                    .collect();
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|_| Error::Base64 {
+                        ssi: ssi_name.clone(),
+                        file: file.name.clone(),
+                        path: path.clone(),
+                        key: key_name.clone(),
+                    })?
+            } else {
+                value.expose().to_vec()
+            };
+            files.insert(file.name.clone(), bytes);
+        }
+        Ok((Files(files), key))
+    }
+
+    async fn ssi(
+        &self,
+        namespace: &str,
+        name: &str,
+        cycle: &Cycle,
+    ) -> Result<Arc<SecretsStoreImport>, Error> {
+        // NB: only ever the pod's own namespace (security invariant 2): the name comes from the
+        // pod spec, the namespace from kubelet.
+        let api: Api<SecretsStoreImport> = Api::namespaced(self.kube.clone(), namespace);
+        let cell = shared_cell(&cycle.ssis, (namespace.to_owned(), name.to_owned()));
+        let found = cell
+            .get_or_init(|| async {
+                match api.get_opt(name).await {
+                    Ok(Some(ssi)) => Ok(Arc::new(ssi)),
+                    Ok(None) => Err(SsiLookup::NotFound),
+                    Err(e) => Err(SsiLookup::Failed(Arc::new(e))),
+                }
+            })
+            .await
+            .clone();
+        found.map_err(|lookup| match lookup {
+            SsiLookup::NotFound => Error::SsiNotFound {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            },
+            SsiLookup::Failed(source) => Error::Kube {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                source,
+            },
+        })
+    }
+
+    /// Applies the operator's defaults and limits to what the SSI asks for.
+    fn identity(&self, ssi: &SecretsStoreImport, record: &Record) -> Result<IdentityKey, Error> {
+        let spec = &ssi.spec;
+        let refuse = |reason: String| Error::Refused {
+            namespace: record.pod.namespace.clone(),
+            name: record.ssi.clone(),
+            reason,
+        };
+        let address = match &spec.address {
+            Some(requested) => {
+                let url = Url::parse(requested)
+                    .map_err(|e| refuse(format!("spec.address {requested:?} is not a URL: {e}")))?;
+                let allowed = self
+                    .settings
+                    .default_address
+                    .iter()
+                    .chain(&self.settings.allowed_addresses);
+                if !allowed.clone().any(|a| same_address(a, &url)) {
+                    return Err(refuse(format!(
+                        "spec.address {requested} is not allowed by this driver; the operator can add it to \
+                         --allowed-store-addresses, or leave spec.address out to use the default store"
+                    )));
+                }
+                url
+            }
+            None => self.settings.default_address.clone().ok_or_else(|| {
+                refuse(
+                    "no store address: set spec.address, or start the driver with --store-address"
+                        .into(),
+                )
+            })?,
+        };
+        let skip_tls_verify = spec.skip_tls_verify.unwrap_or(false);
+        if skip_tls_verify && !self.settings.allow_skip_tls_verify {
+            return Err(refuse(
+                "spec.skipTLSVerify is true, which this driver does not allow (--allow-skip-tls-verify); \
+                 set spec.caCert to the store's CA instead"
+                    .into(),
+            ));
+        }
+        Ok(IdentityKey {
+            store: StoreKey {
+                address: address.as_str().trim_end_matches('/').to_owned(),
+                vault_namespace: spec
+                    .namespace
+                    .clone()
+                    .or_else(|| self.settings.namespace.clone()),
+                ca_pem: spec
+                    .ca_cert
+                    .clone()
+                    .or_else(|| self.settings.ca_pem.clone()),
+                skip_tls_verify,
+            },
+            auth_path: spec
+                .auth_path
+                .clone()
+                .unwrap_or_else(|| self.settings.auth_path.clone()),
+            role: spec.role.clone(),
+            service_account_namespace: record.pod.namespace.clone(),
+            service_account: record.pod.service_account.clone(),
+        })
+    }
+
+    /// The session of `key`, created on first use; the freshest JWT replaces the old one.
+    fn session(&self, key: &IdentityKey, jwt: &SecretString) -> Result<Arc<Session>, Error> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(session) = sessions.get(key) {
+            session.set_jwt(jwt.clone());
+            return Ok(session.clone());
+        }
+        let client = self.client(&key.store).map_err(|source| Error::Store {
+            ssi: format!("{}/*", key.service_account_namespace),
+            what: "a connection to the store".into(),
+            source: Arc::new(source),
+        })?;
+        let session = Arc::new(Session::new(
+            client,
+            KubernetesAuth {
+                auth_path: key.auth_path.clone(),
+                role: key.role.clone(),
+            },
+            jwt.clone(),
+        ));
+        sessions.insert(key.clone(), session.clone());
+        Ok(session)
+    }
+
+    fn client(&self, store: &StoreKey) -> Result<Client, ssi_vault::Error> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(store) {
+            return Ok(client.clone());
+        }
+        let address = Url::parse(&store.address).map_err(|e| ssi_vault::Error::Config {
+            reason: e.to_string(),
+        })?;
+        let mut config = StoreConfig::new(address);
+        config.namespace = store.vault_namespace.clone();
+        config.ca_pem = store.ca_pem.clone();
+        config.skip_tls_verify = store.skip_tls_verify;
+        config.timeout = self.settings.timeout;
+        let metrics = self.metrics.clone();
+        let client = Client::new(&config)?.with_observer(Arc::new(
+            move |operation: &Operation, ok: bool| {
+                let operation = match operation {
+                    Operation::Login { .. } => "login",
+                    Operation::Read { .. } => "read",
+                };
+                let result = if ok { Outcome::Ok } else { Outcome::Error };
+                metrics
+                    .store_requests
+                    .get_or_create(&StoreLabels { operation, result })
+                    .inc();
+            },
+        ));
+        clients.insert(store.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// Drops sessions no mounted volume uses any more (their pods are gone).
+    pub fn retain_sessions(&self, in_use: &HashSet<IdentityKey>) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|key, _| in_use.contains(key));
+    }
+}
+
+fn same_address(a: &Url, b: &Url) -> bool {
+    a.as_str().trim_end_matches('/') == b.as_str().trim_end_matches('/')
+}

@@ -1,0 +1,244 @@
+//! NodePublishVolume requests as kubelet sends them, checked and turned into a mount record.
+
+use crate::error::Error;
+use crate::fetch::Tokens;
+use crate::mount::confine;
+use crate::proto::{NodePublishVolumeRequest, volume_capability};
+use crate::state::{PodInfo, Record};
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
+pub const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
+pub const POD_UID: &str = "csi.storage.k8s.io/pod.uid";
+pub const SERVICE_ACCOUNT: &str = "csi.storage.k8s.io/serviceAccount.name";
+pub const TOKENS: &str = "csi.storage.k8s.io/serviceAccount.tokens";
+
+#[derive(Debug)]
+pub struct PublishRequest {
+    pub record: Record,
+    pub tokens: Tokens,
+}
+
+#[derive(Deserialize)]
+struct TokenEntry {
+    token: String,
+}
+
+/// Parses kubelet's `serviceAccount.tokens` JSON (`{"<audience>":{"token":"...",...}}`).
+pub fn parse_tokens(json: &str) -> Result<Tokens, Error> {
+    let entries: HashMap<String, TokenEntry> = serde_json::from_str(json).map_err(|_| {
+        // The text may hold tokens: never echo it.
+        Error::InvalidRequest(format!(
+            "{TOKENS} is not a JSON map of audience to {{\"token\": ...}}"
+        ))
+    })?;
+    Ok(entries
+        .into_iter()
+        .map(|(audience, entry)| (audience, SecretString::from(entry.token)))
+        .collect())
+}
+
+pub fn parse(
+    request: &NodePublishVolumeRequest,
+    kubelet_root: &Path,
+) -> Result<PublishRequest, Error> {
+    let invalid = |text: String| Error::InvalidRequest(text);
+    if request.volume_id.is_empty() {
+        return Err(invalid("volume_id is empty".into()));
+    }
+    if request.target_path.is_empty() {
+        return Err(invalid("target_path is empty".into()));
+    }
+    let target_path =
+        confine(&PathBuf::from(&request.target_path), kubelet_root).map_err(invalid)?;
+
+    let capability = request
+        .volume_capability
+        .as_ref()
+        .ok_or_else(|| invalid("volume_capability is missing".into()))?;
+    let mount = match &capability.access_type {
+        Some(volume_capability::AccessType::Mount(mount)) => mount,
+        _ => {
+            return Err(invalid(
+                "only filesystem (mount) volumes are supported, not block volumes".into(),
+            ));
+        }
+    };
+    let mount_group = match mount.volume_mount_group.as_str() {
+        "" => None,
+        gid => Some(
+            gid.parse::<u32>()
+                .map_err(|_| invalid(format!("volume_mount_group {gid:?} is not a group id")))?,
+        ),
+    };
+
+    let context = &request.volume_context;
+    let get = |key: &str| -> Result<String, Error> {
+        context.get(key).filter(|v| !v.is_empty()).cloned().ok_or_else(|| {
+            invalid(format!(
+                "volume attribute {key} is missing; the CSIDriver object must set podInfoOnMount: true \
+                 (and the pod's volume must set volumeAttributes.{})",
+                ssi_core::ATTR_SECRETS_STORE_IMPORT
+            ))
+        })
+    };
+    let ssi = context
+        .get(ssi_core::ATTR_SECRETS_STORE_IMPORT)
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .ok_or_else(|| {
+            invalid(format!(
+                "volumeAttributes.{} is missing: name the SecretsStoreImport to mount",
+                ssi_core::ATTR_SECRETS_STORE_IMPORT
+            ))
+        })?;
+    let pod = PodInfo {
+        namespace: get(POD_NAMESPACE)?,
+        name: get(POD_NAME)?,
+        uid: get(POD_UID)?,
+        service_account: get(SERVICE_ACCOUNT)?,
+    };
+    // NB: kubelet puts the tokens in volume_context; some versions (and the CSI sanity tools)
+    // pass them in `secrets` instead.
+    let tokens_json = context.get(TOKENS).or_else(|| request.secrets.get(TOKENS)).ok_or_else(|| {
+        invalid(format!(
+            "{TOKENS} is missing: the CSIDriver object must request a token (spec.tokenRequests) and, on \
+             Kubernetes 1.20, the CSIServiceAccountToken feature gate must be on"
+        ))
+    })?;
+    let tokens = parse_tokens(tokens_json)?;
+
+    Ok(PublishRequest {
+        record: Record {
+            volume_id: request.volume_id.clone(),
+            target_path,
+            pod,
+            ssi,
+            mount_group,
+        },
+        tokens,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{VolumeCapability, volume_capability::MountVolume};
+
+    fn request(root: &Path) -> NodePublishVolumeRequest {
+        let context: HashMap<String, String> = [
+            ("secretsStoreImport", "python-backend"),
+            (POD_NAME, "backend-1"),
+            (POD_NAMESPACE, "my-namespace1"),
+            (POD_UID, "uid-1"),
+            (SERVICE_ACCOUNT, "backend-sa"),
+            (TOKENS, r#"{"vault":{"token":"eyJ.secret.jwt","expirationTimestamp":"2026-11-28T04:00:00Z"}}"#),
+            ("csi.storage.k8s.io/ephemeral", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        NodePublishVolumeRequest {
+            volume_id: "csi-abc".into(),
+            target_path: root
+                .join("pods/uid-1/volumes/kubernetes.io~csi/secrets/mount")
+                .display()
+                .to_string(),
+            volume_capability: Some(VolumeCapability {
+                access_type: Some(volume_capability::AccessType::Mount(MountVolume::default())),
+                access_mode: None,
+            }),
+            readonly: true,
+            volume_context: context,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn parses_what_kubelet_sends() {
+        let root = tempfile::tempdir().unwrap();
+        let parsed = parse(&request(root.path()), root.path()).unwrap();
+        assert_eq!(parsed.record.ssi, "python-backend");
+        assert_eq!(parsed.record.pod.service_account, "backend-sa");
+        assert_eq!(parsed.record.mount_group, None);
+        assert!(parsed.tokens.contains_key("vault"));
+        assert!(
+            !format!("{parsed:?}").contains("eyJ.secret.jwt"),
+            "tokens never print"
+        );
+    }
+
+    #[test]
+    fn accepts_tokens_from_secrets_and_reads_the_mount_group() {
+        let root = tempfile::tempdir().unwrap();
+        let mut req = request(root.path());
+        let tokens = req.volume_context.remove(TOKENS).unwrap();
+        req.secrets.insert(TOKENS.into(), tokens);
+        if let Some(volume_capability::AccessType::Mount(m)) = req
+            .volume_capability
+            .as_mut()
+            .and_then(|c| c.access_type.as_mut())
+        {
+            m.volume_mount_group = "2000".into();
+        }
+        let parsed = parse(&req, root.path()).unwrap();
+        assert_eq!(parsed.record.mount_group, Some(2000));
+        assert!(parsed.tokens.contains_key("vault"));
+    }
+
+    #[test]
+    fn rejects_incomplete_or_misplaced_requests_with_the_fix() {
+        let root = tempfile::tempdir().unwrap();
+        let check = |mutate: &dyn Fn(&mut NodePublishVolumeRequest), expected: &str| {
+            let mut req = request(root.path());
+            mutate(&mut req);
+            let err = parse(&req, root.path()).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert!(err.to_string().contains(expected), "{err}");
+            assert!(!err.to_string().contains("eyJ"), "{err}");
+        };
+        check(&|r| r.volume_id.clear(), "volume_id");
+        check(
+            &|r| r.target_path = "/etc/cron.d".into(),
+            "outside the kubelet root",
+        );
+        check(
+            &|r| {
+                r.volume_context.remove("secretsStoreImport");
+            },
+            "volumeAttributes.secretsStoreImport",
+        );
+        check(
+            &|r| {
+                r.volume_context.remove(POD_UID);
+            },
+            "podInfoOnMount",
+        );
+        check(
+            &|r| {
+                r.volume_context.remove(TOKENS);
+            },
+            "tokenRequests",
+        );
+        check(
+            &|r| {
+                r.volume_context
+                    .insert(TOKENS.into(), "eyJ-not-json".into());
+            },
+            "JSON map",
+        );
+        check(&|r| r.volume_capability = None, "volume_capability");
+        check(
+            &|r| {
+                r.volume_capability = Some(VolumeCapability {
+                    access_type: Some(volume_capability::AccessType::Block(Default::default())),
+                    access_mode: None,
+                })
+            },
+            "block",
+        );
+    }
+}
