@@ -1,16 +1,26 @@
 //! Prometheus metrics. Labels are bounded enums only: never a pod, namespace, SSI or path.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::fmt::Write;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
     Error,
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+        })
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -21,13 +31,24 @@ pub struct OperationLabels {
     pub code: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum Rotation {
     Changed,
     Unchanged,
     Failed,
     /// No token yet (after a driver restart, until kubelet republishes).
     Waiting,
+}
+
+impl EncodeLabelValue for Rotation {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            Rotation::Changed => "changed",
+            Rotation::Unchanged => "unchanged",
+            Rotation::Failed => "failed",
+            Rotation::Waiting => "waiting",
+        })
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,5 +126,38 @@ impl Metrics {
                     .get()
             })
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_lowercase_and_bounded() {
+        let metrics = Metrics::default();
+        metrics
+            .rotations
+            .get_or_create(&RotationLabels {
+                result: Rotation::Unchanged,
+            })
+            .inc();
+        metrics
+            .store_requests
+            .get_or_create(&StoreLabels {
+                operation: "login",
+                result: Outcome::Ok,
+            })
+            .inc();
+        let text = metrics.encode();
+        assert!(
+            text.contains("ssi_csi_rotations_total{result=\"unchanged\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ssi_csi_store_requests_total{operation=\"login\",result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert_eq!(metrics.store_calls("login"), 1);
     }
 }

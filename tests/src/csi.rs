@@ -1,0 +1,347 @@
+//! The CSI node driver as a real process, and a stand-in for kubelet that talks to it over its
+//! socket exactly as kubelet does: a real Pod object, a TokenRequest bound to that pod for the
+//! CSIDriver's audience, and kubelet's volume context keys.
+
+use crate::process::{Process, free_port};
+use crate::{TestBed, VAULT_AUDIENCE};
+use anyhow::{Context, bail};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kube::api::{Api, PostParams};
+use ssi_csi::proto::{
+    self, NodePublishVolumeRequest, NodeUnpublishVolumeRequest, VolumeCapability,
+    identity_client::IdentityClient, node_client::NodeClient, volume_capability,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// A workspace binary built next to the running test (`cargo build --workspace --bins`, which
+/// `scripts/test` runs first).
+pub fn workspace_binary(name: &str) -> crate::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test binary> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary has no target dir")?;
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} is missing; build it with `cargo build --workspace --bins` (scripts/test does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// How the driver under test is started.
+#[derive(Debug, Clone)]
+pub struct DriverOptions {
+    pub auth_path: String,
+    pub rotation_interval: String,
+    pub store_timeout: String,
+    pub extra_args: Vec<String>,
+}
+
+impl Default for DriverOptions {
+    fn default() -> Self {
+        DriverOptions {
+            auth_path: "main-kube".into(),
+            rotation_interval: "2s".into(),
+            store_timeout: "2s".into(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// A running `ssi-csi` with its own socket, kubelet root and state dir inside the bed's dir.
+#[derive(Debug)]
+pub struct CsiDriver {
+    process: Option<Process>,
+    pub socket: PathBuf,
+    pub kubelet_root: PathBuf,
+    pub state_dir: PathBuf,
+    pub admin: String,
+    options: DriverOptions,
+    store_address: String,
+    kubeconfig: PathBuf,
+    log_dir: PathBuf,
+    starts: usize,
+}
+
+impl CsiDriver {
+    pub async fn start(bed: &TestBed, options: DriverOptions) -> crate::Result<CsiDriver> {
+        let root = bed.dir().join("csi");
+        let kubelet_root = root.join("kubelet");
+        std::fs::create_dir_all(&kubelet_root)?;
+        let mut driver = CsiDriver {
+            process: None,
+            socket: root.join("plugin/csi.sock"),
+            kubelet_root,
+            state_dir: root.join("state"),
+            admin: String::new(),
+            options,
+            store_address: bed.openbao().addr.clone(),
+            kubeconfig: bed.kube().kubeconfig.clone(),
+            log_dir: root,
+            starts: 0,
+        };
+        driver.restart().await?;
+        Ok(driver)
+    }
+
+    /// (Re)starts the process on the same socket, kubelet root and state dir.
+    pub async fn restart(&mut self) -> crate::Result<()> {
+        self.process = None;
+        self.starts += 1;
+        self.admin = format!("127.0.0.1:{}", free_port()?);
+        let mut command = Command::new(workspace_binary("ssi-csi")?);
+        command
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,ssi_csi=debug")
+            .arg(format!("--socket={}", self.socket.display()))
+            .arg("--node-id=testbed-node")
+            .arg(format!("--kubelet-root={}", self.kubelet_root.display()))
+            .arg(format!("--state-dir={}", self.state_dir.display()))
+            .arg(format!("--store-address={}", self.store_address))
+            .arg(format!("--store-auth-path={}", self.options.auth_path))
+            .arg(format!("--store-timeout={}", self.options.store_timeout))
+            .arg(format!(
+                "--rotation-interval={}",
+                self.options.rotation_interval
+            ))
+            .arg(format!("--admin-addr={}", self.admin))
+            .args(&self.options.extra_args);
+        let log = self.log_dir.join(format!("ssi-csi.{}.log", self.starts));
+        let mut process = Process::spawn("ssi-csi", command, &log)?;
+        for _ in 0..100 {
+            if let Some(status) = process.exited() {
+                bail!("ssi-csi exited ({status}):\n{}", process.log_tail(30));
+            }
+            if let Ok(mut identity) = self.connect().await.map(IdentityClient::new)
+                && identity
+                    .probe(proto::ProbeRequest {})
+                    .await
+                    .is_ok_and(|r| r.into_inner().ready == Some(true))
+            {
+                self.process = Some(process);
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("ssi-csi did not become ready:\n{}", process.log_tail(30))
+    }
+
+    /// Kills the driver outright (SIGKILL), as a node crash or OOM kill would.
+    pub fn kill(&mut self) {
+        self.process = None;
+    }
+
+    pub fn log(&self) -> String {
+        self.process
+            .as_ref()
+            .map(|p| p.log_tail(200))
+            .unwrap_or_default()
+    }
+
+    pub async fn connect(&self) -> crate::Result<Channel> {
+        let socket = self.socket.clone();
+        // The URI is a placeholder: the connector dials the unix socket.
+        Ok(Endpoint::try_from("http://[::1]:1")?
+            .connect_with_connector(tower::service_fn(move |_| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await?)
+    }
+
+    pub async fn node(&self) -> crate::Result<NodeClient<Channel>> {
+        Ok(NodeClient::new(self.connect().await?))
+    }
+
+    pub async fn metrics(&self) -> crate::Result<String> {
+        Ok(reqwest::get(format!("http://{}/metrics", self.admin))
+            .await?
+            .text()
+            .await?)
+    }
+
+    /// The value of one metric line (`name{labels}`), 0 when absent.
+    pub async fn metric(&self, series: &str) -> crate::Result<f64> {
+        let text = self.metrics().await?;
+        Ok(text
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0))
+    }
+}
+
+/// A pod as kubelet knows it when it publishes the pod's volume.
+#[derive(Debug, Clone)]
+pub struct PodVolume {
+    pub namespace: String,
+    pub pod: String,
+    pub uid: String,
+    pub service_account: String,
+    pub ssi: String,
+    pub volume_id: String,
+    pub target: PathBuf,
+}
+
+/// Creates the Pod object (it stays Pending: no node runs it) with a secrets-store CSI volume.
+pub async fn create_pod(
+    bed: &TestBed,
+    driver: &CsiDriver,
+    namespace: &str,
+    name: &str,
+    service_account: &str,
+    ssi: &str,
+) -> crate::Result<PodVolume> {
+    let pods: Api<Pod> = Api::namespaced(bed.kube_client().await?, namespace);
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "serviceAccountName": service_account,
+            "containers": [{"name": "app", "image": "some/app:0.0.1",
+                            "volumeMounts": [{"name": "secrets", "mountPath": "/mnt/secrets"}]}],
+            "volumes": [{"name": "secrets", "csi": {"driver": ssi_core::DRIVER_NAME,
+                                                     "volumeAttributes": {"secretsStoreImport": ssi}}}]
+        }
+    }))?;
+    let pod = pods
+        .create(&PostParams::default(), &pod)
+        .await
+        .with_context(|| format!("create pod {namespace}/{name}"))?;
+    let uid = pod.metadata.uid.context("pod has no uid")?;
+    let target = driver.kubelet_root.join(format!(
+        "pods/{uid}/volumes/kubernetes.io~csi/secrets/mount"
+    ));
+    std::fs::create_dir_all(target.parent().context("parent")?)?;
+    Ok(PodVolume {
+        namespace: namespace.into(),
+        pod: name.into(),
+        volume_id: format!("csi-{uid}-secrets"),
+        uid,
+        service_account: service_account.into(),
+        ssi: ssi.into(),
+        target,
+    })
+}
+
+/// A token for the pod's ServiceAccount, bound to the pod, as kubelet requests it for
+/// `tokenRequests` of the CSIDriver.
+pub async fn pod_token(bed: &TestBed, volume: &PodVolume) -> crate::Result<String> {
+    let api: Api<ServiceAccount> = Api::namespaced(bed.kube_client().await?, &volume.namespace);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![VAULT_AUDIENCE.into()],
+            expiration_seconds: Some(3600),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(volume.pod.clone()),
+                uid: Some(volume.uid.clone()),
+            }),
+        },
+        ..Default::default()
+    };
+    let response = api
+        .create_token_request(&volume.service_account, &PostParams::default(), &request)
+        .await?;
+    Ok(response.status.context("no token")?.token)
+}
+
+/// The NodePublishVolume request kubelet 1.20 sends for the pod's inline volume.
+pub async fn publish_request(
+    bed: &TestBed,
+    volume: &PodVolume,
+) -> crate::Result<NodePublishVolumeRequest> {
+    let token = pod_token(bed, volume).await?;
+    let tokens = serde_json::json!({VAULT_AUDIENCE: {"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"}});
+    let context: HashMap<String, String> = [
+        ("secretsStoreImport", volume.ssi.clone()),
+        ("csi.storage.k8s.io/pod.name", volume.pod.clone()),
+        ("csi.storage.k8s.io/pod.namespace", volume.namespace.clone()),
+        ("csi.storage.k8s.io/pod.uid", volume.uid.clone()),
+        (
+            "csi.storage.k8s.io/serviceAccount.name",
+            volume.service_account.clone(),
+        ),
+        ("csi.storage.k8s.io/ephemeral", "true".into()),
+        (
+            "csi.storage.k8s.io/serviceAccount.tokens",
+            tokens.to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    Ok(NodePublishVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        target_path: volume.target.display().to_string(),
+        volume_capability: Some(VolumeCapability {
+            access_type: Some(volume_capability::AccessType::Mount(Default::default())),
+            access_mode: Some(volume_capability::AccessMode {
+                mode: volume_capability::access_mode::Mode::SingleNodeWriter as i32,
+            }),
+        }),
+        readonly: false,
+        volume_context: context,
+        ..Default::default()
+    })
+}
+
+pub async fn publish(
+    bed: &TestBed,
+    driver: &CsiDriver,
+    volume: &PodVolume,
+) -> Result<(), tonic::Status> {
+    let request = publish_request(bed, volume)
+        .await
+        .map_err(|e| tonic::Status::internal(format!("{e:#}")))?;
+    let mut node = driver
+        .node()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
+    node.node_publish_volume(request).await.map(|_| ())
+}
+
+pub async fn unpublish(driver: &CsiDriver, volume: &PodVolume) -> Result<(), tonic::Status> {
+    let mut node = driver
+        .node()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
+    node.node_unpublish_volume(NodeUnpublishVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        target_path: volume.target.display().to_string(),
+    })
+    .await
+    .map(|_| ())
+}
+
+/// The mount options of whatever is mounted at `path`, from /proc/self/mountinfo.
+pub fn mount_of(path: &Path) -> Option<(String, String)> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if Path::new(fields.get(4)?) != path {
+            return None;
+        }
+        let dash = fields.iter().position(|f| *f == "-")?;
+        Some((
+            fields.get(dash + 1)?.to_string(),
+            format!("{},{}", fields.get(5)?, fields.get(dash + 3)?),
+        ))
+    })
+}
