@@ -24,9 +24,13 @@ pub use bed::{Kube, OpenBao, SA_ISSUER, TestBed, TestBedBuilder, VAULT_AUDIENCE,
 /// Result type of the harness: any failure is a test failure with a readable chain.
 pub type Result<T> = anyhow::Result<T>;
 
+/// A provisioned test-bed tool (`bao`, `grpcurl`, ...), or an error naming the install command.
+pub fn tool_path(name: &str) -> Result<std::path::PathBuf> {
+    process::tool(name)
+}
+
 /// Path of a file in the workspace, for tests that read manifests or fixtures.
 pub fn workspace_path(relative: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(relative)
+    let tests_crate = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    tests_crate.parent().unwrap_or(tests_crate).join(relative)
 }

@@ -6,7 +6,7 @@
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use ssi_tests::csi::{
-    self, CsiDriver, DriverOptions, PodVolume, create_pod, mount_of, publish, unpublish,
+    CsiDriver, DriverOptions, PodVolume, create_pod, mount_of, publish, publish_request, unpublish,
 };
 use ssi_tests::walkthrough::{self, NAMESPACE, Narrator, PASSWORD, SERVICE_ACCOUNT, VaultSetup};
 use ssi_tests::{TestBed, run};
@@ -179,4 +179,597 @@ async fn the_guides_secret_is_mounted_rotated_atomically_and_unpublished() {
         .await
         .expect("unpublish is idempotent");
     assert_eq!(driver.metric("ssi_csi_mounts").await.unwrap(), 0.0);
+}
+
+fn apply(bed: &TestBed, yaml: &str) {
+    let path = bed
+        .dir()
+        .join(format!("manifest-{}.yaml", fastrand_suffix()));
+    std::fs::write(&path, yaml).unwrap();
+    run(bed.kubectl().args(["apply", "-f", path.to_str().unwrap()])).unwrap();
+}
+
+fn fastrand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn ssi_yaml(
+    namespace: &str,
+    name: &str,
+    extra_spec: &str,
+    files: &[(&str, &str, &str, bool)],
+) -> String {
+    let mut yaml = format!(
+        "apiVersion: deckhouse.io/v1alpha1\nkind: SecretsStoreImport\nmetadata:\n  name: {name}\n  namespace: {namespace}\n\
+         spec:\n  type: CSI\n  role: my-namespace1_backend\n{extra_spec}  files:\n"
+    );
+    for (file, path, key, decode) in files {
+        yaml.push_str(&format!(
+            "  - name: \"{file}\"\n    decodeBase64: {decode}\n    source:\n      path: {path}\n      key: {key}\n"
+        ));
+    }
+    yaml
+}
+
+fn allow_all_app_secrets(bed: &TestBed) {
+    let policy = bed.dir().join("backend-wide.hcl");
+    std::fs::write(
+        &policy,
+        "path \"secret/data/*\" { capabilities = [\"read\"] }\n",
+    )
+    .unwrap();
+    run(bed
+        .bao()
+        .unwrap()
+        .args(["policy", "write", "backend", policy.to_str().unwrap()]))
+    .unwrap();
+}
+
+#[tokio::test]
+async fn several_files_from_several_paths_with_base64_one_login_one_read_per_path() {
+    let bed = guide_bed().await;
+    allow_all_app_secrets(&bed);
+    kv_put(
+        &bed,
+        "secret/app-config",
+        &["user=alice", "password=app-pass"],
+    );
+    // "-----BEGIN CERT-----\n" in base64.
+    kv_put(
+        &bed,
+        "secret/app-cert",
+        &["cert_b64=LS0tLS1CRUdJTiBDRVJULS0tLS0K"],
+    );
+    apply(
+        &bed,
+        &ssi_yaml(
+            NAMESPACE,
+            "multi",
+            "",
+            &[
+                (
+                    "db-password",
+                    "secret/data/database-for-python-app",
+                    "password",
+                    false,
+                ),
+                ("user", "secret/data/app-config", "user", false),
+                ("app-password", "secret/data/app-config", "password", false),
+                ("tls.crt", "secret/data/app-cert", "cert_b64", true),
+            ],
+        ),
+    );
+    let driver = CsiDriver::start(
+        &bed,
+        DriverOptions {
+            rotation_interval: "1h".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let volume = create_pod(
+        &bed,
+        &driver,
+        NAMESPACE,
+        "multi-1",
+        SERVICE_ACCOUNT,
+        "multi",
+    )
+    .await
+    .unwrap();
+    publish(&bed, &driver, &volume).await.expect("publish");
+    assert_eq!(read(&volume, "db-password"), PASSWORD);
+    assert_eq!(read(&volume, "user"), "alice");
+    assert_eq!(read(&volume, "app-password"), "app-pass");
+    assert_eq!(read(&volume, "tls.crt"), "-----BEGIN CERT-----\n");
+    assert_eq!(
+        driver
+            .metric("ssi_csi_store_requests_total{operation=\"login\",result=\"ok\"}")
+            .await
+            .unwrap(),
+        1.0
+    );
+    assert_eq!(
+        driver
+            .metric("ssi_csi_store_requests_total{operation=\"read\",result=\"ok\"}")
+            .await
+            .unwrap(),
+        3.0
+    );
+
+    // A second pod of the same ServiceAccount reuses the Vault token: no second login.
+    let second = create_pod(
+        &bed,
+        &driver,
+        NAMESPACE,
+        "multi-2",
+        SERVICE_ACCOUNT,
+        "multi",
+    )
+    .await
+    .unwrap();
+    publish(&bed, &driver, &second).await.expect("publish");
+    assert_eq!(
+        driver
+            .metric("ssi_csi_store_requests_total{operation=\"login\",result=\"ok\"}")
+            .await
+            .unwrap(),
+        1.0
+    );
+
+    // With the pod's fsGroup (volume_mount_group), files are root:<gid> 0640.
+    let grouped = create_pod(
+        &bed,
+        &driver,
+        NAMESPACE,
+        "multi-3",
+        SERVICE_ACCOUNT,
+        "multi",
+    )
+    .await
+    .unwrap();
+    let mut request = publish_request(&bed, &grouped).await.unwrap();
+    if let Some(ssi_csi::proto::volume_capability::AccessType::Mount(mount)) = request
+        .volume_capability
+        .as_mut()
+        .and_then(|c| c.access_type.as_mut())
+    {
+        mount.volume_mount_group = "2000".into();
+    }
+    driver
+        .node()
+        .await
+        .unwrap()
+        .node_publish_volume(request)
+        .await
+        .expect("publish with fsGroup");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(grouped.target.join("user")).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.permissions().mode() & 0o777),
+        (0, 2000, 0o640)
+    );
+}
+
+#[tokio::test]
+async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
+    let bed = guide_bed().await;
+    allow_all_app_secrets(&bed);
+    run(bed.bao().unwrap().args([
+        "write",
+        "auth/main-kube/role/someone-else",
+        "bound_service_account_names=someone-else",
+        &format!("bound_service_account_namespaces={NAMESPACE}"),
+        "policies=backend",
+    ]))
+    .unwrap();
+    run(bed.kubectl().args(["create", "namespace", "other-ns"])).unwrap();
+    let guide_file = [(
+        "db-password",
+        "secret/data/database-for-python-app",
+        "password",
+        false,
+    )];
+    apply(
+        &bed,
+        &ssi_yaml(
+            NAMESPACE,
+            "missing-key",
+            "",
+            &[("f", "secret/data/database-for-python-app", "nope", false)],
+        ),
+    );
+    apply(
+        &bed,
+        &ssi_yaml(
+            NAMESPACE,
+            "missing-path",
+            "",
+            &[("f", "secret/data/nothing-here", "k", false)],
+        ),
+    );
+    apply(
+        &bed,
+        &ssi_yaml(NAMESPACE, "denied-role", "", &guide_file)
+            .replace("role: my-namespace1_backend", "role: someone-else"),
+    );
+    apply(&bed, &ssi_yaml("other-ns", "foreign", "", &guide_file));
+    apply(
+        &bed,
+        &ssi_yaml(
+            NAMESPACE,
+            "dotdot-data",
+            "",
+            &[(
+                "..data",
+                "secret/data/database-for-python-app",
+                "password",
+                false,
+            )],
+        ),
+    );
+    apply(
+        &bed,
+        &ssi_yaml(
+            NAMESPACE,
+            "dotdot",
+            "",
+            &[(
+                "..",
+                "secret/data/database-for-python-app",
+                "password",
+                false,
+            )],
+        ),
+    );
+    apply(
+        &bed,
+        &ssi_yaml(
+            NAMESPACE,
+            "elsewhere",
+            "  address: https://vault.attacker.example:8200\n",
+            &guide_file,
+        ),
+    );
+    apply(
+        &bed,
+        &ssi_yaml(
+            NAMESPACE,
+            "insecure",
+            "  skipTLSVerify: true\n",
+            &guide_file,
+        ),
+    );
+    let driver = CsiDriver::start(&bed, DriverOptions::default())
+        .await
+        .unwrap();
+
+    let cases = [
+        (
+            "missing-key",
+            tonic::Code::NotFound,
+            vec![
+                "python",
+                "\"f\"",
+                "\"nope\"",
+                "secret/data/database-for-python-app",
+                "password",
+            ],
+        ),
+        (
+            "missing-path",
+            tonic::Code::NotFound,
+            vec!["missing-path", "secret/data/nothing-here", "404"],
+        ),
+        (
+            "denied-role",
+            tonic::Code::PermissionDenied,
+            vec!["denied-role", "someone-else", "403"],
+        ),
+        (
+            "foreign",
+            tonic::Code::NotFound,
+            vec!["my-namespace1/foreign", "pod's namespace"],
+        ),
+        (
+            "dotdot-data",
+            tonic::Code::InvalidArgument,
+            vec!["..data", "reserved"],
+        ),
+        (
+            "dotdot",
+            tonic::Code::InvalidArgument,
+            vec!["\"..\"", "reserved"],
+        ),
+        (
+            "elsewhere",
+            tonic::Code::PermissionDenied,
+            vec![
+                "vault.attacker.example",
+                "not allowed",
+                "--allowed-store-addresses",
+            ],
+        ),
+        (
+            "insecure",
+            tonic::Code::PermissionDenied,
+            vec!["skipTLSVerify", "--allow-skip-tls-verify"],
+        ),
+        (
+            "does-not-exist",
+            tonic::Code::NotFound,
+            vec!["my-namespace1/does-not-exist"],
+        ),
+    ];
+    for (i, (ssi, code, needles)) in cases.into_iter().enumerate() {
+        let volume = create_pod(
+            &bed,
+            &driver,
+            NAMESPACE,
+            &format!("pod-{i}"),
+            SERVICE_ACCOUNT,
+            ssi,
+        )
+        .await
+        .unwrap();
+        let status = publish(&bed, &driver, &volume).await.expect_err(ssi);
+        assert_eq!(status.code(), code, "{ssi}: {}", status.message());
+        for needle in needles {
+            let needle = if needle == "python" {
+                "missing-key"
+            } else {
+                needle
+            };
+            assert!(
+                status.message().contains(needle),
+                "{ssi}: {needle:?} not in {:?}",
+                status.message()
+            );
+        }
+        assert!(
+            !status.message().contains(PASSWORD),
+            "{ssi}: a value leaked: {}",
+            status.message()
+        );
+        assert!(
+            !volume.target.exists(),
+            "{ssi}: a failed publish left {}",
+            volume.target.display()
+        );
+        assert!(
+            mount_of(&volume.target).is_none(),
+            "{ssi}: a failed publish left a mount"
+        );
+    }
+
+    // A target path outside kubelet's root is refused before anything else happens.
+    let volume = create_pod(
+        &bed,
+        &driver,
+        NAMESPACE,
+        "escape",
+        SERVICE_ACCOUNT,
+        "python-backend",
+    )
+    .await
+    .unwrap();
+    let mut request = publish_request(&bed, &volume).await.unwrap();
+    let outside = bed.dir().join("outside/mount");
+    request.target_path = outside.display().to_string();
+    let status = driver
+        .node()
+        .await
+        .unwrap()
+        .node_publish_volume(request)
+        .await
+        .expect_err("outside");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("outside the kubelet root"),
+        "{}",
+        status.message()
+    );
+    assert!(!outside.exists());
+    assert!(!driver.log().contains(PASSWORD), "no value in the log");
+}
+
+#[tokio::test]
+async fn a_store_outage_keeps_the_old_files_and_rotation_recovers() {
+    let bed = guide_bed().await;
+    let options = DriverOptions {
+        store_timeout: "500ms".into(),
+        ..Default::default()
+    };
+    let driver = CsiDriver::start(&bed, options).await.unwrap();
+    let volume = create_pod(
+        &bed,
+        &driver,
+        NAMESPACE,
+        "backend-1",
+        SERVICE_ACCOUNT,
+        "python-backend",
+    )
+    .await
+    .unwrap();
+    publish(&bed, &driver, &volume).await.expect("publish");
+    let generation = std::fs::read_link(volume.target.join("..data")).unwrap();
+
+    let pid = bed.openbao().pid().to_string();
+    run(std::process::Command::new("kill").args(["-STOP", &pid])).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while driver
+        .metric("ssi_csi_rotations_total{result=\"failed\"}")
+        .await
+        .unwrap()
+        < 2.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "rotation never failed:\n{}",
+            driver.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(read(&volume, "db-password"), PASSWORD, "old content kept");
+    assert_eq!(
+        std::fs::read_link(volume.target.join("..data")).unwrap(),
+        generation,
+        "files untouched"
+    );
+    run(std::process::Command::new("kill").args(["-CONT", &pid])).unwrap();
+    let events = events_of(&bed, &volume).await;
+    assert!(
+        events.contains("SecretRotationFailed") && events.contains("old files are kept"),
+        "{events}"
+    );
+
+    kv_put(
+        &bed,
+        "secret/database-for-python-app",
+        &["password=after-outage"],
+    );
+    eventually(Duration::from_secs(15), "rotation after the outage", || {
+        read(&volume, "db-password") == "after-outage"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn after_sigkill_and_restart_unpublish_works_and_rotation_resumes() {
+    let bed = guide_bed().await;
+    let mut driver = CsiDriver::start(&bed, DriverOptions::default())
+        .await
+        .unwrap();
+    let first = create_pod(
+        &bed,
+        &driver,
+        NAMESPACE,
+        "backend-1",
+        SERVICE_ACCOUNT,
+        "python-backend",
+    )
+    .await
+    .unwrap();
+    let second = create_pod(
+        &bed,
+        &driver,
+        NAMESPACE,
+        "backend-2",
+        SERVICE_ACCOUNT,
+        "python-backend",
+    )
+    .await
+    .unwrap();
+    publish(&bed, &driver, &first).await.expect("publish first");
+    publish(&bed, &driver, &second)
+        .await
+        .expect("publish second");
+
+    driver.kill();
+    assert_eq!(
+        read(&first, "db-password"),
+        PASSWORD,
+        "the mount outlives the driver"
+    );
+    driver.restart().await.expect("restart");
+    assert_eq!(
+        driver.metric("ssi_csi_mounts").await.unwrap(),
+        2.0,
+        "both volumes recovered from the state dir"
+    );
+
+    // Unpublish needs no token: it works straight after the restart.
+    unpublish(&driver, &second)
+        .await
+        .expect("unpublish after restart");
+    assert!(!second.target.exists() && mount_of(&second.target).is_none());
+
+    // Kubelet's next republish brings a token; rotation resumes.
+    publish(&bed, &driver, &first)
+        .await
+        .expect("republish after restart");
+    kv_put(
+        &bed,
+        "secret/database-for-python-app",
+        &["password=after-restart"],
+    );
+    eventually(Duration::from_secs(10), "rotation after restart", || {
+        read(&first, "db-password") == "after-restart"
+    })
+    .await;
+    unpublish(&driver, &first).await.expect("unpublish");
+    assert_eq!(
+        std::fs::read_dir(driver.state_dir.join("volumes"))
+            .unwrap()
+            .count(),
+        0,
+        "no record left"
+    );
+}
+
+#[tokio::test]
+async fn grpcurl_drives_the_driver_with_the_vendored_proto() {
+    let bed = guide_bed().await;
+    let driver = CsiDriver::start(&bed, DriverOptions::default())
+        .await
+        .unwrap();
+    let grpcurl = |method: &str, body: Option<String>| -> String {
+        let proto_dir = ssi_tests::workspace_path("csi/proto");
+        let mut command = std::process::Command::new(ssi_tests::tool_path("grpcurl").unwrap());
+        command.args([
+            "-plaintext",
+            "-unix",
+            // NB: like kubelet's grpc-go, send authority "localhost"; grpcurl would otherwise
+            // send the socket path, which is not a valid HTTP/2 authority.
+            "-authority",
+            "localhost",
+            "-import-path",
+            proto_dir.to_str().unwrap(),
+            "-proto",
+            "csi.proto",
+        ]);
+        if let Some(body) = &body {
+            command.args(["-d", body]);
+        }
+        command.arg(driver.socket.to_str().unwrap()).arg(method);
+        run(&mut command).unwrap()
+    };
+    let info: serde_json::Value =
+        serde_json::from_str(&grpcurl("csi.v1.Identity/GetPluginInfo", None)).unwrap();
+    assert_eq!(info["name"], "secrets-store.csi.deckhouse.io");
+    assert_eq!(info["vendorVersion"], env!("CARGO_PKG_VERSION"));
+    let probe: serde_json::Value =
+        serde_json::from_str(&grpcurl("csi.v1.Identity/Probe", None)).unwrap();
+    assert_eq!(probe["ready"], true);
+    let node: serde_json::Value =
+        serde_json::from_str(&grpcurl("csi.v1.Node/NodeGetInfo", None)).unwrap();
+    assert_eq!(node["nodeId"], "testbed-node");
+
+    let volume = create_pod(
+        &bed,
+        &driver,
+        NAMESPACE,
+        "backend-1",
+        SERVICE_ACCOUNT,
+        "python-backend",
+    )
+    .await
+    .unwrap();
+    let request = publish_request(&bed, &volume).await.unwrap();
+    let body = serde_json::json!({
+        "volumeId": request.volume_id,
+        "targetPath": request.target_path,
+        "volumeCapability": {"mount": {}, "accessMode": {"mode": "SINGLE_NODE_WRITER"}},
+        "volumeContext": request.volume_context,
+    });
+    grpcurl("csi.v1.Node/NodePublishVolume", Some(body.to_string()));
+    assert_eq!(read(&volume, "db-password"), PASSWORD);
+    let body =
+        serde_json::json!({"volumeId": request.volume_id, "targetPath": request.target_path});
+    grpcurl("csi.v1.Node/NodeUnpublishVolume", Some(body.to_string()));
+    assert!(!volume.target.exists());
 }
