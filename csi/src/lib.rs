@@ -13,6 +13,7 @@
 //! - Restart-safe without secrets on disk: mount records (no tokens) live in the state dir; after
 //!   a restart rotation resumes at kubelet's next republish, which brings a fresh token.
 
+pub mod authority;
 pub mod config;
 pub mod driver;
 pub mod error;
@@ -119,7 +120,10 @@ pub async fn run(
         .add_service(proto::identity_server::IdentityServer::new(service.clone()))
         .add_service(proto::node_server::NodeServer::new(service))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                |conn| conn.map(authority::AuthorityFix::new),
+            ),
             shutdown,
         )
         .await;

@@ -723,10 +723,10 @@ async fn grpcurl_drives_the_driver_with_the_vendored_proto() {
         command.args([
             "-plaintext",
             "-unix",
-            // NB: like kubelet's grpc-go, send authority "localhost"; grpcurl would otherwise
-            // send the socket path, which is not a valid HTTP/2 authority.
+            // NB: kubelet 1.20's grpc-go sends the socket path as :authority, which HTTP/2
+            // forbids; the driver must cope (csi/src/authority.rs), so send it exactly so.
             "-authority",
-            "localhost",
+            driver.socket.to_str().unwrap(),
             "-import-path",
             proto_dir.to_str().unwrap(),
             "-proto",
