@@ -322,7 +322,9 @@ mod tests {
     }
 
     /// Decodes what the server receives, frame by frame, with the server's own table.
-    fn server_view(bytes: &[u8]) -> Vec<(u32, Vec<(Vec<u8>, Vec<u8>)>)> {
+    type Headers = Vec<(Vec<u8>, Vec<u8>)>;
+
+    fn server_view(bytes: &[u8]) -> Vec<(u32, Headers)> {
         assert_eq!(&bytes[..PREFACE_LEN], PREFACE);
         let mut decoder = loona_hpack::Decoder::new();
         let mut rest = &bytes[PREFACE_LEN..];
@@ -341,7 +343,7 @@ mod tests {
         blocks
     }
 
-    fn authority(headers: &[(Vec<u8>, Vec<u8>)]) -> &[u8] {
+    fn authority(headers: &Headers) -> &[u8] {
         &headers.iter().find(|(n, _)| n == b":authority").unwrap().1
     }
 
