@@ -23,19 +23,17 @@ use tonic::transport::{Channel, Endpoint};
 /// `scripts/test` runs first).
 pub fn workspace_binary(name: &str) -> crate::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test binary> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test binary has no target dir")?;
-    let path = dir.join(name);
-    if !path.is_file() {
-        bail!(
-            "{} is missing; build it with `cargo build --workspace --bins` (scripts/test does)",
-            path.display()
-        );
-    }
-    Ok(path)
+    // A test binary lives in target/<profile>/deps/, a bench binary in target/<profile>/; the
+    // workspace binaries sit in target/<profile>/.
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(name))
+        .collect();
+    candidates.iter().find(|path| path.is_file()).cloned().with_context(|| {
+        format!("{name} is missing next to {}; build it with `cargo build --workspace --bins` (scripts/test does)", exe.display())
+    })
 }
 
 /// How the driver under test is started.
@@ -136,6 +134,11 @@ impl CsiDriver {
         bail!("ssi-csi did not become ready:\n{}", process.log_tail(30))
     }
 
+    /// The driver's process id (for RSS readings).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
     /// Kills the driver outright (SIGKILL), as a node crash or OOM kill would.
     pub fn kill(&mut self) {
         self.process = None;
@@ -213,6 +216,8 @@ pub async fn create_pod(
         "metadata": {"name": name},
         "spec": {
             "serviceAccountName": service_account,
+            // The pod never runs; without this, 1.20's admission waits for the SA's token Secret.
+            "automountServiceAccountToken": false,
             "containers": [{"name": "app", "image": "some/app:0.0.1",
                             "volumeMounts": [{"name": "secrets", "mountPath": "/mnt/secrets"}]}],
             "volumes": [{"name": "secrets", "csi": {"driver": ssi_core::DRIVER_NAME,

@@ -1,0 +1,252 @@
+//! Benchmarks of the CSI node driver on the real test bed (DESIGN.md section 6): publish latency
+//! against the API and store round trips it cannot avoid, store calls per publish, and a full
+//! rotation cycle with its RSS at N mounts of one identity and of N identities.
+//!
+//! `cargo run --release -p ssi-tests --bin csi_bench -- [mounts]` (default 1000). Figures go to
+//! stdout; the README records them.
+
+use anyhow::Context;
+use secrecy::SecretString;
+use ssi_tests::csi::{CsiDriver, DriverOptions, create_pod, publish_request};
+use ssi_tests::{TestBed, VAULT_AUDIENCE, run};
+use ssi_vault::{Client, KubernetesAuth, Session, StoreConfig};
+use std::time::{Duration, Instant};
+
+const NS: &str = "bench";
+const PATHS: [&str; 3] = [
+    "secret/data/bench/a",
+    "secret/data/bench/b",
+    "secret/data/bench/c",
+];
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn setup(bed: &TestBed, identities: usize) -> anyhow::Result<()> {
+    let bao = |args: &[&str]| run(bed.bao()?.args(args));
+    bao(&["secrets", "enable", "-path=secret", "-version=2", "kv"])?;
+    for (i, path) in ["secret/bench/a", "secret/bench/b", "secret/bench/c"]
+        .iter()
+        .enumerate()
+    {
+        bao(&["kv", "put", path, &format!("value=v{i}")])?;
+    }
+    bao(&["auth", "enable", "kubernetes"])?;
+    let kube = bed.kube();
+    bao(&[
+        "write",
+        "auth/kubernetes/config",
+        &format!("kubernetes_host={}", kube.url),
+        &format!("kubernetes_ca_cert=@{}", kube.ca_cert.display()),
+    ])?;
+    let policy = bed.dir().join("bench.hcl");
+    std::fs::write(
+        &policy,
+        "path \"secret/data/bench/*\" { capabilities = [\"read\"] }\n",
+    )?;
+    bao(&["policy", "write", "bench", policy.to_str().context("utf8")?])?;
+    bao(&[
+        "write",
+        "auth/kubernetes/role/bench",
+        "bound_service_account_names=*",
+        &format!("bound_service_account_namespaces={NS}"),
+        "policies=bench",
+        "ttl=1h",
+    ])?;
+
+    let kubectl = |args: &[&str]| run(bed.kubectl().args(args));
+    kubectl(&[
+        "apply",
+        "-f",
+        ssi_tests::workspace_path("manifests/crd/secretsstoreimport.yaml")
+            .to_str()
+            .context("utf8")?,
+    ])?;
+    kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/secretsstoreimports.deckhouse.io",
+    ])?;
+    kubectl(&["create", "namespace", NS])?;
+    kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "bench-auth-delegator",
+        "--clusterrole=system:auth-delegator",
+        &format!("--group=system:serviceaccounts:{NS}"),
+    ])?;
+    let ssi = format!(
+        "apiVersion: deckhouse.io/v1alpha1\nkind: SecretsStoreImport\nmetadata:\n  name: bench\n  namespace: {NS}\nspec:\n  type: CSI\n  role: bench\n  files:\n{}",
+        PATHS
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("  - name: f{i}\n    source: {{path: {p}, key: value}}\n"))
+            .collect::<String>()
+    );
+    let file = bed.dir().join("bench-ssi.yaml");
+    std::fs::write(&file, ssi)?;
+    kubectl(&["apply", "-f", file.to_str().context("utf8")?])?;
+    let accounts: String = (0..identities).map(|i| format!("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: sa-{i}\n  namespace: {NS}\n---\n")).collect();
+    let file = bed.dir().join("bench-sa.yaml");
+    std::fs::write(&file, accounts)?;
+    kubectl(&["apply", "-f", file.to_str().context("utf8")?])?;
+    Ok(())
+}
+
+/// What one publish cannot avoid: reading the SSI from the API and the three secrets from the
+/// store, plus a login when every publish is a new identity, measured from outside the driver.
+async fn round_trips(bed: &TestBed, with_login: bool) -> anyhow::Result<Duration> {
+    let kube = bed.kube_client().await?;
+    let api: kube::Api<ssi_core::SecretsStoreImport> = kube::Api::namespaced(kube, NS);
+    let token = bed
+        .service_account_token(NS, "sa-0", VAULT_AUDIENCE)
+        .await?;
+    let client = Client::new(&StoreConfig::new(bed.openbao().addr.parse()?))?;
+    let new_session = || {
+        Session::new(
+            client.clone(),
+            KubernetesAuth {
+                auth_path: "kubernetes".into(),
+                role: "bench".into(),
+            },
+            SecretString::from(token.clone()),
+        )
+    };
+    let mut session = new_session();
+    session.read(PATHS[0], None).await?;
+    let mut samples = Vec::new();
+    for _ in 0..50 {
+        if with_login {
+            session = new_session();
+        }
+        let started = Instant::now();
+        api.get("bench").await?;
+        for path in PATHS {
+            session.read(path, None).await?;
+        }
+        samples.push(started.elapsed());
+    }
+    Ok(median(samples))
+}
+
+async fn calls(driver: &CsiDriver, operation: &str) -> f64 {
+    let series = format!("ssi_csi_store_requests_total{{operation=\"{operation}\",result=\"ok\"}}");
+    driver.metric(&series).await.unwrap_or(0.0)
+}
+
+async fn scenario(mounts: usize, identities: usize) -> anyhow::Result<()> {
+    println!(
+        "\n== {mounts} mounts, {identities} identit{}",
+        if identities == 1 { "y" } else { "ies" }
+    );
+    let bed = TestBed::start().await?;
+    setup(&bed, identities)?;
+    let options = DriverOptions {
+        auth_path: "kubernetes".into(),
+        rotation_interval: "30s".into(),
+        store_timeout: "10s".into(),
+        extra_args: vec!["--rotation-concurrency=16".into()],
+    };
+    let driver = CsiDriver::start(&bed, options).await?;
+
+    let mut node = driver.node().await?;
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    for i in 0..mounts {
+        let volume = create_pod(
+            &bed,
+            &driver,
+            NS,
+            &format!("pod-{i}"),
+            &format!("sa-{}", i % identities),
+            "bench",
+        )
+        .await?;
+        let (logins, reads) = (calls(&driver, "login").await, calls(&driver, "read").await);
+        // Kubelet's side (its TokenRequest, its connection) is not the driver's time.
+        let request = publish_request(&bed, &volume).await?;
+        let t = Instant::now();
+        node.node_publish_volume(request)
+            .await
+            .map_err(|s| anyhow::anyhow!("publish {i}: {}", s.message()))?;
+        latencies.push(t.elapsed());
+        if i < 2 {
+            println!(
+                "publish #{}: {:?}, store calls: {} login + {} reads",
+                i + 1,
+                t.elapsed(),
+                calls(&driver, "login").await - logins,
+                calls(&driver, "read").await - reads
+            );
+        }
+    }
+    println!("published {mounts} volumes in {:?}", started.elapsed());
+    let warm = median(latencies[1..].to_vec());
+    // With one identity the token is warm after the first publish; with one identity per
+    // mount every publish logs in, so the floor includes a login too.
+    let floor = round_trips(&bed, identities > 1).await?;
+    println!(
+        "publish latency (median of {}): {warm:?}; API + store round trips alone: {floor:?}; overhead: {:?}",
+        mounts - 1,
+        warm.saturating_sub(floor)
+    );
+
+    // One full rotation cycle over every mount.
+    let count_series = "ssi_csi_rotation_cycle_seconds_count";
+    let before = (
+        driver.metric(count_series).await?,
+        driver.metric("ssi_csi_rotation_cycle_seconds_sum").await?,
+    );
+    let (logins, reads) = (calls(&driver, "login").await, calls(&driver, "read").await);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while driver.metric(count_series).await? <= before.0 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no rotation cycle within 2 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cycle = driver.metric("ssi_csi_rotation_cycle_seconds_sum").await? - before.1;
+    println!(
+        "rotation cycle over {mounts} mounts: {cycle:.3} s, store calls: {} logins + {} reads",
+        calls(&driver, "login").await - logins,
+        calls(&driver, "read").await - reads
+    );
+    if let Some(pid) = driver.pid() {
+        println!(
+            "driver RSS at {mounts} mounts: {:.1} MiB",
+            rss_kib(pid) as f64 / 1024.0
+        );
+    }
+    // Unmount everything before the bed's directory goes (the tmpfs mounts are the host's).
+    for pod in std::fs::read_dir(driver.kubelet_root.join("pods"))?.flatten() {
+        ssi_csi::mount::unmount_all(&pod.path().join("volumes/kubernetes.io~csi/secrets/mount"))?;
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let mounts: usize = std::env::args()
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(1000);
+    scenario(mounts, 1).await?;
+    scenario(mounts, mounts).await?;
+    Ok(())
+}
