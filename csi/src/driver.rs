@@ -324,9 +324,13 @@ impl Driver {
                 }
                 tracing::warn!(volume = %volume_id, k8s.namespace = %record.pod.namespace, k8s.pod = %record.pod.name,
                     ssi.name = %record.ssi, failures, error = %message, "rotation failed");
-                self.events
-                    .emit(&record.pod, Kind::Warning, "SecretRotationFailed", &message)
-                    .await;
+                // One event when the trouble starts, then one per interval: a long outage must
+                // not flood the pod's events with every retry.
+                if failures <= 1 || self.retry_backoff(failures) >= self.rotation_interval {
+                    self.events
+                        .emit(&record.pod, Kind::Warning, "SecretRotationFailed", &message)
+                        .await;
+                }
             }
         }
     }

@@ -134,9 +134,9 @@ impl Fetcher {
             .get(&audience)
             .ok_or(Error::MissingToken { audience })?;
         let key = self.identity(&ssi, record)?;
-        let session = self.session(&key, jwt)?;
-
         let ssi_name = format!("{namespace}/{}", record.ssi);
+        let session = self.session(&key, jwt, &ssi_name)?;
+
         let mut secrets = BTreeMap::new();
         let paths: HashSet<&str> = spec.files.iter().map(|f| f.source.path.as_str()).collect();
         for path in paths {
@@ -289,14 +289,19 @@ impl Fetcher {
     }
 
     /// The session of `key`, created on first use; the freshest JWT replaces the old one.
-    fn session(&self, key: &IdentityKey, jwt: &SecretString) -> Result<Arc<Session>, Error> {
+    fn session(
+        &self,
+        key: &IdentityKey,
+        jwt: &SecretString,
+        ssi_name: &str,
+    ) -> Result<Arc<Session>, Error> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(session) = sessions.get(key) {
             session.set_jwt(jwt.clone());
             return Ok(session.clone());
         }
         let client = self.client(&key.store).map_err(|source| Error::Store {
-            ssi: format!("{}/*", key.service_account_namespace),
+            ssi: ssi_name.to_owned(),
             what: "a connection to the store".into(),
             source: Arc::new(source),
         })?;

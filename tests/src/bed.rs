@@ -70,6 +70,11 @@ impl Drop for TestBed {
         while let Some(process) = self.processes.pop() {
             drop(process);
         }
+        // Volumes a test published and did not unpublish (or that a failed test left) are real
+        // tmpfs mounts of this machine: take them down before the directory goes.
+        if let Some(dir) = &self.dir {
+            unmount_below(dir.path());
+        }
         if let Some(dir) = self.dir.take()
             && std::env::var_os("SSI_TESTBED_KEEP").is_some()
         {
@@ -591,4 +596,23 @@ pub fn run(command: &mut Command) -> crate::Result<String> {
         );
     }
     Ok(stdout)
+}
+
+/// Lazily unmounts everything mounted at or below `dir`, deepest first.
+fn unmount_below(dir: &Path) {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut mounts: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|mount_point| mount_point.starts_with(dir))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    for mount_point in mounts {
+        if let Err(e) = nix::mount::umount2(&mount_point, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("failed to unmount {}: {e}", mount_point.display());
+        }
+    }
 }

@@ -111,3 +111,26 @@ fn a_panicking_test_still_tears_the_bed_down() {
     }
     assert!(!dir.exists(), "{} survived the panic", dir.display());
 }
+
+#[tokio::test]
+async fn teardown_unmounts_what_a_test_left_mounted() {
+    let bed = TestBed::builder()
+        .without_kube()
+        .without_openbao()
+        .start()
+        .await
+        .expect("empty bed");
+    let target = bed.dir().join("pods/x/volumes/mount");
+    std::fs::create_dir_all(&target).unwrap();
+    ssi_csi::mount::mount_tmpfs(&target, "1m").unwrap();
+    assert!(ssi_csi::mount::is_mount_point(&target).unwrap());
+    let dir = bed.dir().to_owned();
+    drop(bed);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mountinfo.contains(dir.to_str().unwrap()),
+        "a mount under {} survived",
+        dir.display()
+    );
+    assert!(!dir.exists());
+}
