@@ -1,0 +1,517 @@
+//! The pure part of the webhook: one pod-template mutation for every workload kind.
+//!
+//! Objects are handled as JSON, never as typed structs: a typed round trip would silently drop
+//! fields this build does not know (newer Kubernetes versions), and the diff would then remove
+//! them from the user's object.
+
+use serde_json::{Value, json};
+use ssi_core::{ATTR_SECRETS_STORE_IMPORT, DRIVER_NAME};
+
+/// Pod-template annotation adding secrets-store volumes: `"<ssi>"` or `"<ssi>=<path>,..."`.
+pub const ANNOTATION_IMPORT: &str = "secrets-store.deckhouse.io/import";
+/// Object annotation turning the subPath denial into a warning.
+pub const ANNOTATION_ALLOW_SUBPATH: &str = "secrets-store.deckhouse.io/allow-subpath";
+/// Mount path of the shorthand when the annotation names none.
+pub const DEFAULT_MOUNT_PATH: &str = "/mnt/secrets";
+
+/// What to do with a `subPath` mount of a secrets-store volume, which never sees a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubpathPolicy {
+    Deny,
+    Warn,
+}
+
+/// The result of mutating one object.
+#[derive(Debug, Default, PartialEq)]
+pub struct Mutation {
+    /// Warnings for the admission response: risky but legal.
+    pub warnings: Vec<String>,
+    /// SecretsStoreImports the object references, for the existence check.
+    pub imports: Vec<String>,
+}
+
+/// Where the pod template of each supported kind lives.
+fn template_path(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "Pod" => &[],
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => &["spec", "template"],
+        "CronJob" => &["spec", "jobTemplate", "spec", "template"],
+        _ => return None,
+    })
+}
+
+/// Mutates `object` (a Pod or a workload) in place. `Err` is a denial message for a person.
+pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, String> {
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let name = object
+        .pointer("/metadata/name")
+        .or_else(|| object.pointer("/metadata/generateName"))
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>")
+        .to_owned();
+    let allow_subpath = object
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            ANNOTATION_ALLOW_SUBPATH.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+        == Some("true");
+    let Some(path) = template_path(&kind) else {
+        return Ok(Mutation::default());
+    };
+    let mut template = &mut *object;
+    for key in path {
+        match template.get_mut(*key) {
+            Some(next) if next.is_object() => template = next,
+            _ => return Ok(Mutation::default()),
+        }
+    }
+    let workload = format!("{kind} {name}");
+    let policy = if allow_subpath {
+        SubpathPolicy::Warn
+    } else {
+        policy
+    };
+    mutate_template(template, &workload, policy)
+}
+
+fn mutate_template(
+    template: &mut Value,
+    workload: &str,
+    policy: SubpathPolicy,
+) -> Result<Mutation, String> {
+    let mut mutation = Mutation::default();
+    let shorthand = template
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            ANNOTATION_IMPORT.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let Some(spec) = template.get_mut("spec").filter(|s| s.is_object()) else {
+        return Ok(mutation);
+    };
+    if let Some(annotation) = shorthand {
+        add_shorthand_volumes(spec, &annotation, workload)?;
+    }
+
+    // Every secrets-store volume: it must name an SSI, and it is read-only.
+    let mut volumes = Vec::new();
+    if let Some(list) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
+        for volume in list {
+            let volume_name = volume_name(volume);
+            let Some(csi) = volume
+                .get_mut("csi")
+                .filter(|c| c.get("driver").and_then(Value::as_str) == Some(DRIVER_NAME))
+                .and_then(Value::as_object_mut)
+            else {
+                continue;
+            };
+            let ssi = csi
+                .get("volumeAttributes")
+                .and_then(|attributes| attributes.get(ATTR_SECRETS_STORE_IMPORT))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    format!(
+                        "{workload}: volume {volume_name:?} uses the {DRIVER_NAME} driver without \
+                         volumeAttributes.{ATTR_SECRETS_STORE_IMPORT}; set it to the name of a SecretsStoreImport \
+                         in the same namespace"
+                    )
+                })?;
+            csi.insert("readOnly".into(), Value::Bool(true));
+            if !mutation.imports.contains(&ssi) {
+                mutation.imports.push(ssi);
+            }
+            volumes.push(volume_name);
+        }
+    }
+
+    // Every mount of them, in every kind of container: read-only, and no subPath.
+    for containers in ["initContainers", "containers", "ephemeralContainers"] {
+        let Some(list) = spec.get_mut(containers).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for container in list {
+            let container_name = container
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("<unnamed>")
+                .to_owned();
+            let Some(mounts) = container
+                .get_mut("volumeMounts")
+                .and_then(Value::as_array_mut)
+            else {
+                continue;
+            };
+            for mount in mounts.iter_mut().filter_map(Value::as_object_mut) {
+                let Some(volume) = mount
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .filter(|n| volumes.iter().any(|v| v == n))
+                else {
+                    continue;
+                };
+                let volume = volume.to_owned();
+                let mount_path = mount
+                    .get("mountPath")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let sub_path = ["subPath", "subPathExpr"].into_iter().find(|key| {
+                    mount
+                        .get(*key)
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| !s.is_empty())
+                });
+                if let Some(key) = sub_path {
+                    let message = format!(
+                        "{workload}: container {container_name:?} mounts secrets-store volume {volume:?} at {mount_path:?} \
+                         with {key}; such a mount never sees secret rotation. Mount the volume as a directory \
+                         (drop {key}) and read the file from it"
+                    );
+                    match policy {
+                        SubpathPolicy::Deny => {
+                            return Err(format!(
+                                "{message}, or set the annotation {ANNOTATION_ALLOW_SUBPATH}: \"true\" on the object to accept stale secrets"
+                            ));
+                        }
+                        SubpathPolicy::Warn => mutation.warnings.push(message),
+                    }
+                }
+                mount.insert("readOnly".into(), Value::Bool(true));
+            }
+        }
+    }
+    Ok(mutation)
+}
+
+fn volume_name(volume: &Value) -> String {
+    volume
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>")
+        .to_owned()
+}
+
+/// Parses the shorthand annotation into (SSI, mount path) pairs.
+pub fn parse_import_annotation(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut imports: Vec<(String, String)> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (ssi, path) = match item.split_once('=') {
+            Some((ssi, path)) => (ssi.trim(), path.trim()),
+            None => (item, DEFAULT_MOUNT_PATH),
+        };
+        let dns_name = !ssi.is_empty()
+            && ssi.len() <= 253
+            && ssi
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && !ssi.starts_with(['-', '.'])
+            && !ssi.ends_with(['-', '.']);
+        if !dns_name {
+            return Err(format!(
+                "{ssi:?} is not a SecretsStoreImport name (lowercase letters, digits, '-' and '.')"
+            ));
+        }
+        if !path.starts_with('/') || path.split('/').any(|s| s == "..") {
+            return Err(format!(
+                "mount path {path:?} of {ssi:?} must be absolute and without '..'"
+            ));
+        }
+        if imports.iter().any(|(_, p)| p == path) {
+            return Err(format!("mount path {path:?} is used twice"));
+        }
+        imports.push((ssi.to_owned(), path.to_owned()));
+    }
+    if imports.is_empty() {
+        return Err("the annotation names no SecretsStoreImport".into());
+    }
+    Ok(imports)
+}
+
+/// The volume the shorthand adds for `ssi`: a DNS label derived from the SSI's name.
+fn shorthand_volume_name(ssi: &str) -> String {
+    let mut name = format!("secrets-store-{}", ssi.replace('.', "-"));
+    name.truncate(63);
+    name.trim_end_matches('-').to_owned()
+}
+
+fn add_shorthand_volumes(spec: &mut Value, annotation: &str, workload: &str) -> Result<(), String> {
+    let imports = parse_import_annotation(annotation)
+        .map_err(|e| format!("{workload}: annotation {ANNOTATION_IMPORT}: {e}; write \"<ssi>\" or \"<ssi>=<path>,<ssi2>=<path2>\""))?;
+    for (ssi, mount_path) in imports {
+        let volume = shorthand_volume_name(&ssi);
+        let Some(spec_map) = spec.as_object_mut() else {
+            return Err(format!("{workload}: the pod spec is not an object"));
+        };
+        let Some(volumes) = spec_map
+            .entry("volumes")
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+        else {
+            return Err(format!("{workload}: spec.volumes is not a list"));
+        };
+        if !volumes
+            .iter()
+            .any(|v| v.get("name").and_then(Value::as_str) == Some(volume.as_str()))
+        {
+            volumes.push(json!({
+                "name": volume,
+                "csi": {"driver": DRIVER_NAME, "readOnly": true, "volumeAttributes": {ATTR_SECRETS_STORE_IMPORT: ssi}}
+            }));
+        }
+        let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for container in containers {
+            let container = container
+                .as_object_mut()
+                .ok_or_else(|| format!("{workload}: a container is not an object"))?;
+            let mounts = container.entry("volumeMounts").or_insert_with(|| json!([]));
+            let Some(mounts) = mounts.as_array_mut() else {
+                continue;
+            };
+            let taken = mounts.iter().any(|m| {
+                m.get("name").and_then(Value::as_str) == Some(volume.as_str())
+                    || m.get("mountPath").and_then(Value::as_str) == Some(mount_path.as_str())
+            });
+            if !taken {
+                mounts.push(json!({"name": volume, "mountPath": mount_path, "readOnly": true}));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    /// The guide's Deployment.
+    fn mk_deployment() -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "backend", "namespace": "my-namespace1", "labels": {"app": "backend"}},
+            "spec": {
+                "selector": {"matchLabels": {"app": "backend"}},
+                "template": {
+                    "metadata": {"labels": {"app": "backend"}},
+                    "spec": {
+                        "serviceAccountName": "backend-sa",
+                        "containers": [{"image": "some/app:0.0.1", "name": "backend",
+                                        "volumeMounts": [{"name": "secrets", "mountPath": "/mnt/secrets"}]}],
+                        "volumes": [{"name": "secrets", "csi": {"driver": DRIVER_NAME,
+                                     "volumeAttributes": {"secretsStoreImport": "python-backend"}}}]
+                    }
+                }
+            }
+        })
+    }
+
+    /// Mutates, checks the patch reproduces the mutation and that a second run changes nothing.
+    fn apply(mut object: Value, policy: SubpathPolicy) -> Result<(Value, Mutation), String> {
+        let original = object.clone();
+        let mutation = mutate(&mut object, policy)?;
+        let patch = json_patch::diff(&original, &object);
+        let mut patched = original;
+        json_patch::patch(&mut patched, &patch).expect("patch applies");
+        assert_eq!(patched, object);
+        let mut again = object.clone();
+        mutate(&mut again, policy).expect("idempotent");
+        assert!(
+            json_patch::diff(&object, &again).0.is_empty(),
+            "second run must not change anything"
+        );
+        Ok((object, mutation))
+    }
+
+    #[test]
+    fn the_guides_deployment_gets_read_only_volume_and_mount_and_nothing_else() {
+        let (object, mutation) = apply(mk_deployment(), SubpathPolicy::Deny).unwrap();
+        let spec = &object["spec"]["template"]["spec"];
+        assert_eq!(spec["volumes"][0]["csi"]["readOnly"], true);
+        assert_eq!(spec["containers"][0]["volumeMounts"][0]["readOnly"], true);
+        assert_eq!(mutation.imports, ["python-backend"]);
+        assert!(mutation.warnings.is_empty());
+        let mut expected = mk_deployment();
+        expected["spec"]["template"]["spec"]["volumes"][0]["csi"]["readOnly"] = json!(true);
+        expected["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["readOnly"] =
+            json!(true);
+        assert_eq!(object, expected, "unrelated fields untouched");
+    }
+
+    #[rstest]
+    #[case::pod("Pod")]
+    #[case::statefulset("StatefulSet")]
+    #[case::daemonset("DaemonSet")]
+    #[case::replicaset("ReplicaSet")]
+    #[case::job("Job")]
+    #[case::cronjob("CronJob")]
+    fn every_kind_goes_through_the_same_template_mutation(#[case] kind: &str) {
+        let template = mk_deployment()["spec"]["template"].clone();
+        let object = match kind {
+            "Pod" => json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": template["spec"]}),
+            "CronJob" => {
+                json!({"kind": kind, "metadata": {"name": "c"}, "spec": {"jobTemplate": {"spec": {"template": template}}}})
+            }
+            _ => json!({"kind": kind, "metadata": {"name": "w"}, "spec": {"template": template}}),
+        };
+        let (object, _) = apply(object, SubpathPolicy::Deny).unwrap();
+        let spec = match kind {
+            "Pod" => &object["spec"],
+            "CronJob" => &object["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+            _ => &object["spec"]["template"]["spec"],
+        };
+        assert_eq!(spec["volumes"][0]["csi"]["readOnly"], true, "{kind}");
+        assert_eq!(
+            spec["containers"][0]["volumeMounts"][0]["readOnly"], true,
+            "{kind}"
+        );
+    }
+
+    #[rstest]
+    #[case::sub_path("subPath", "containers")]
+    #[case::sub_path_expr("subPathExpr", "containers")]
+    #[case::init_container("subPath", "initContainers")]
+    fn sub_path_mounts_are_denied_with_the_fix(#[case] key: &str, #[case] containers: &str) {
+        let mut object = mk_deployment();
+        let spec = &mut object["spec"]["template"]["spec"];
+        spec[containers] = json!([{"name": "app", "image": "x",
+            "volumeMounts": [{"name": "secrets", "mountPath": "/app/settings.ini", key: "settings.ini"}]}]);
+        let denial = apply(object, SubpathPolicy::Deny).unwrap_err();
+        for needle in [
+            "Deployment backend",
+            "\"app\"",
+            "\"secrets\"",
+            "/app/settings.ini",
+            key,
+            "never sees secret rotation",
+            "Mount the volume as a directory",
+            ANNOTATION_ALLOW_SUBPATH,
+        ] {
+            assert!(denial.contains(needle), "{needle:?} missing from {denial}");
+        }
+    }
+
+    #[test]
+    fn sub_path_is_a_warning_with_the_flag_or_the_annotation() {
+        let mut object = mk_deployment();
+        object["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["subPath"] =
+            json!("db-password");
+        let (_, mutation) = apply(object.clone(), SubpathPolicy::Warn).unwrap();
+        assert_eq!(mutation.warnings.len(), 1);
+        object["metadata"]["annotations"] = json!({ANNOTATION_ALLOW_SUBPATH: "true"});
+        let (_, mutation) = apply(object, SubpathPolicy::Deny).unwrap();
+        assert_eq!(mutation.warnings.len(), 1);
+        assert!(mutation.warnings[0].contains("subPath"));
+    }
+
+    #[test]
+    fn sub_path_mounts_of_other_volumes_are_untouched() {
+        let mut object = mk_deployment();
+        let spec = &mut object["spec"]["template"]["spec"];
+        spec["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "config", "configMap": {"name": "c"}}));
+        spec["containers"][0]["volumeMounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "config", "mountPath": "/etc/app.ini", "subPath": "app.ini"}));
+        let (object, mutation) = apply(object, SubpathPolicy::Deny).unwrap();
+        assert!(mutation.warnings.is_empty());
+        assert_eq!(
+            object["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][1],
+            json!({"name": "config", "mountPath": "/etc/app.ini", "subPath": "app.ini"})
+        );
+    }
+
+    #[test]
+    fn a_secrets_store_volume_without_an_ssi_is_denied() {
+        let mut object = mk_deployment();
+        object["spec"]["template"]["spec"]["volumes"][0]["csi"]["volumeAttributes"] = json!({});
+        let denial = apply(object, SubpathPolicy::Deny).unwrap_err();
+        assert!(
+            denial.contains("volumeAttributes.secretsStoreImport")
+                && denial.contains("\"secrets\""),
+            "{denial}"
+        );
+    }
+
+    #[test]
+    fn the_shorthand_adds_volumes_and_read_only_mounts_to_app_containers() {
+        let mut object = mk_deployment();
+        let template = &mut object["spec"]["template"];
+        template["spec"]["volumes"] = json!([]);
+        template["spec"]["containers"][0]["volumeMounts"] = json!([]);
+        template["spec"]["initContainers"] = json!([{"name": "init", "image": "x"}]);
+        template["metadata"]["annotations"] =
+            json!({ANNOTATION_IMPORT: "python-backend, tls=/etc/tls"});
+        let (object, mutation) = apply(object, SubpathPolicy::Deny).unwrap();
+        let spec = &object["spec"]["template"]["spec"];
+        assert_eq!(
+            spec["volumes"],
+            json!([
+                {"name": "secrets-store-python-backend", "csi": {"driver": DRIVER_NAME, "readOnly": true, "volumeAttributes": {"secretsStoreImport": "python-backend"}}},
+                {"name": "secrets-store-tls", "csi": {"driver": DRIVER_NAME, "readOnly": true, "volumeAttributes": {"secretsStoreImport": "tls"}}}
+            ])
+        );
+        assert_eq!(
+            spec["containers"][0]["volumeMounts"],
+            json!([
+                {"name": "secrets-store-python-backend", "mountPath": "/mnt/secrets", "readOnly": true},
+                {"name": "secrets-store-tls", "mountPath": "/etc/tls", "readOnly": true}
+            ])
+        );
+        assert!(
+            spec["initContainers"][0].get("volumeMounts").is_none(),
+            "init containers are not app containers"
+        );
+        assert_eq!(mutation.imports, ["python-backend", "tls"]);
+    }
+
+    #[rstest]
+    #[case("python-backend", true)]
+    #[case("a=/x,b=/y", true)]
+    #[case("", false)]
+    #[case("Bad_Name", false)]
+    #[case("a=relative", false)]
+    #[case("a=/x,b=/x", false)]
+    #[case("a=/x/../etc", false)]
+    fn parses_the_import_annotation(#[case] text: &str, #[case] valid: bool) {
+        assert_eq!(parse_import_annotation(text).is_ok(), valid, "{text}");
+    }
+
+    #[test]
+    fn a_bad_shorthand_is_denied_with_the_syntax() {
+        let mut object = mk_deployment();
+        object["spec"]["template"]["metadata"]["annotations"] =
+            json!({ANNOTATION_IMPORT: "Bad_Name"});
+        let denial = apply(object, SubpathPolicy::Deny).unwrap_err();
+        assert!(
+            denial.contains(ANNOTATION_IMPORT) && denial.contains("<ssi>=<path>"),
+            "{denial}"
+        );
+    }
+
+    #[test]
+    fn objects_without_secrets_store_volumes_or_of_other_kinds_are_left_alone() {
+        let mut plain = mk_deployment();
+        plain["spec"]["template"]["spec"]["volumes"] = json!([{"name": "secrets", "emptyDir": {}}]);
+        let (object, mutation) = apply(plain.clone(), SubpathPolicy::Deny).unwrap();
+        assert_eq!(object, plain);
+        assert!(mutation.imports.is_empty());
+        let service = json!({"kind": "Service", "metadata": {"name": "s"}, "spec": {"ports": []}});
+        assert_eq!(
+            apply(service.clone(), SubpathPolicy::Deny).unwrap().0,
+            service
+        );
+    }
+}
