@@ -1,0 +1,198 @@
+//! The HTTP surface: `POST /mutate` (AdmissionReview v1), always answered with 200 and a review.
+
+use crate::mutate::SubpathPolicy;
+use crate::review::review;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use kube::Api;
+use ssi_core::SecretsStoreImport;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The apiserver caps admission requests well below this; anything larger is not a review.
+pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Warns about SSIs that do not exist in the object's namespace. Looked up with a short
+/// deadline and cached; a failed lookup is a warning too, never an error: admission must not
+/// depend on a lookup that only produces advice.
+pub struct SsiChecker {
+    client: Option<kube::Client>,
+    deadline: Duration,
+    ttl: Duration,
+    cache: Mutex<HashMap<(String, String), (Instant, bool)>>,
+}
+
+impl std::fmt::Debug for SsiChecker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SsiChecker")
+            .field("enabled", &self.client.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SsiChecker {
+    pub fn new(client: kube::Client, deadline: Duration, ttl: Duration) -> SsiChecker {
+        SsiChecker {
+            client: Some(client),
+            deadline,
+            ttl,
+            cache: Mutex::default(),
+        }
+    }
+
+    /// No lookups at all (for tests of the pure path, and for operators who switch it off).
+    pub fn disabled() -> SsiChecker {
+        SsiChecker {
+            client: None,
+            deadline: Duration::ZERO,
+            ttl: Duration::ZERO,
+            cache: Mutex::default(),
+        }
+    }
+
+    pub async fn warnings(&self, namespace: &str, names: &[String]) -> Vec<String> {
+        let Some(client) = &self.client else {
+            return Vec::new();
+        };
+        let mut warnings = Vec::new();
+        for name in names {
+            let key = (namespace.to_owned(), name.clone());
+            let cached = self
+                .cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .filter(|(at, _)| at.elapsed() < self.ttl)
+                .map(|(_, exists)| *exists);
+            let exists = match cached {
+                Some(exists) => Ok(exists),
+                None => {
+                    let api: Api<SecretsStoreImport> = Api::namespaced(client.clone(), namespace);
+                    match tokio::time::timeout(self.deadline, api.get_opt(name)).await {
+                        Ok(Ok(found)) => {
+                            let exists = found.is_some();
+                            self.cache
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(key, (Instant::now(), exists));
+                            Ok(exists)
+                        }
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err(format!("no answer within {:?}", self.deadline)),
+                    }
+                }
+            };
+            match exists {
+                Ok(true) => {}
+                Ok(false) => warnings.push(format!(
+                    "SecretsStoreImport {namespace}/{name} does not exist; pods will not start until it is created"
+                )),
+                Err(e) => warnings.push(format!("could not check that SecretsStoreImport {namespace}/{name} exists: {e}")),
+            }
+        }
+        warnings
+    }
+}
+
+#[derive(Debug)]
+pub struct AppState {
+    pub policy: SubpathPolicy,
+    pub ssis: SsiChecker,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate_handler))
+        .with_state(state)
+}
+
+async fn mutate_handler(State(state): State<Arc<AppState>>, body: Body) -> impl IntoResponse {
+    // Read with our own limit rather than axum's extractor, whose refusal would be a 413: the
+    // apiserver must always get a review back.
+    let Ok(body) = axum::body::to_bytes(body, BODY_LIMIT).await else {
+        let reason =
+            format!("the request body is larger than {BODY_LIMIT} bytes or could not be read");
+        return axum::Json(kube::core::admission::AdmissionResponse::invalid(reason).into_review());
+    };
+    let mut reviewed = review(&body, state.policy);
+    if let Some((namespace, names)) = &reviewed.imports {
+        let extra = state.ssis.warnings(namespace, names).await;
+        if !extra.is_empty() {
+            reviewed
+                .response
+                .warnings
+                .get_or_insert_with(Vec::new)
+                .extend(extra);
+        }
+    }
+    axum::Json(reviewed.response.into_review())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    async fn call(body: impl Into<Body>) -> (StatusCode, serde_json::Value) {
+        let state = Arc::new(AppState {
+            policy: SubpathPolicy::Deny,
+            ssis: SsiChecker::disabled(),
+        });
+        let response = router(state)
+            .oneshot(
+                Request::post("/mutate")
+                    .header("content-type", "application/json")
+                    .body(body.into())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_real_review_gets_a_review_back() {
+        let (status, review) = call(include_str!("../tests/fixtures/deployment-create.json")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(review["kind"], "AdmissionReview");
+        assert_eq!(
+            review["response"]["uid"],
+            "0c9f5a3e-7d1b-4e55-9a43-6f2c8e1d0a01"
+        );
+        assert_eq!(review["response"]["allowed"], true);
+        assert_eq!(review["response"]["patchType"], "JSONPatch");
+    }
+
+    #[tokio::test]
+    async fn garbage_is_answered_200_with_an_invalid_review() {
+        let (status, review) = call("{\"request\": 42}").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(review["response"]["allowed"], false);
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_refused_with_an_invalid_review() {
+        let (status, review) = call(vec![b' '; BODY_LIMIT + 1]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(review["response"]["allowed"], false);
+        assert!(
+            review["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("larger than")
+        );
+    }
+}
