@@ -529,6 +529,28 @@ impl TestBed {
         command
     }
 
+    /// Installs the SecretsStoreImport CRD from `manifests/crd/` and waits until it is served.
+    pub fn install_crd(&self) -> crate::Result<()> {
+        let crd = crate::workspace_path("manifests/crd/secretsstoreimport.yaml");
+        run(self.kubectl().arg("apply").arg("-f").arg(&crd))?;
+        run(self.kubectl().args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd/secretsstoreimports.deckhouse.io",
+        ]))?;
+        Ok(())
+    }
+
+    /// `kubectl apply` of a manifest given as text.
+    pub fn apply_yaml(&self, yaml: &str) -> crate::Result<String> {
+        let path = self
+            .dir()
+            .join(format!("manifest-{}.yaml", fastrand_token()));
+        std::fs::write(&path, yaml)?;
+        run(self.kubectl().arg("apply").arg("-f").arg(&path))
+    }
+
     /// The real `bao` CLI, pointed at the bed's server with the root token (what the guide's
     /// `export VAULT_ADDR=... VAULT_TOKEN=...` does).
     pub fn bao(&self) -> crate::Result<Command> {

@@ -182,18 +182,7 @@ async fn the_guides_secret_is_mounted_rotated_atomically_and_unpublished() {
 }
 
 fn apply(bed: &TestBed, yaml: &str) {
-    let path = bed
-        .dir()
-        .join(format!("manifest-{}.yaml", fastrand_suffix()));
-    std::fs::write(&path, yaml).unwrap();
-    run(bed.kubectl().args(["apply", "-f", path.to_str().unwrap()])).unwrap();
-}
-
-fn fastrand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
+    bed.apply_yaml(yaml).unwrap();
 }
 
 fn ssi_yaml(

@@ -202,15 +202,7 @@ async fn the_apiserver_enforces_the_crd_schema() {
         .start()
         .await
         .expect("test bed");
-    let crd = ssi_tests::workspace_path("manifests/crd/secretsstoreimport.yaml");
-    run(bed.kubectl().args(["apply", "-f", crd.to_str().unwrap()])).unwrap();
-    run(bed.kubectl().args([
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/secretsstoreimports.deckhouse.io",
-    ]))
-    .unwrap();
+    bed.install_crd().unwrap();
 
     let apply = |yaml: String| {
         let path = bed.dir().join("ssi.yaml");

@@ -14,15 +14,7 @@ async fn missing_ssis_are_warned_about_and_a_failed_lookup_is_only_a_warning() {
         .start()
         .await
         .expect("test bed");
-    let crd = workspace_path("manifests/crd/secretsstoreimport.yaml");
-    run(bed.kubectl().args(["apply", "-f", crd.to_str().unwrap()])).unwrap();
-    run(bed.kubectl().args([
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/secretsstoreimports.deckhouse.io",
-    ]))
-    .unwrap();
+    bed.install_crd().unwrap();
     run(bed.kubectl().args(["create", "namespace", "my-namespace1"])).unwrap();
     run(bed.kubectl().args([
         "apply",

@@ -68,19 +68,7 @@ fn setup(bed: &TestBed, identities: usize) -> anyhow::Result<()> {
     ])?;
 
     let kubectl = |args: &[&str]| run(bed.kubectl().args(args));
-    kubectl(&[
-        "apply",
-        "-f",
-        ssi_tests::workspace_path("manifests/crd/secretsstoreimport.yaml")
-            .to_str()
-            .context("utf8")?,
-    ])?;
-    kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/secretsstoreimports.deckhouse.io",
-    ])?;
+    bed.install_crd()?;
     kubectl(&["create", "namespace", NS])?;
     kubectl(&[
         "create",
@@ -97,13 +85,9 @@ fn setup(bed: &TestBed, identities: usize) -> anyhow::Result<()> {
             .map(|(i, p)| format!("  - name: f{i}\n    source: {{path: {p}, key: value}}\n"))
             .collect::<String>()
     );
-    let file = bed.dir().join("bench-ssi.yaml");
-    std::fs::write(&file, ssi)?;
-    kubectl(&["apply", "-f", file.to_str().context("utf8")?])?;
+    bed.apply_yaml(&ssi)?;
     let accounts: String = (0..identities).map(|i| format!("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: sa-{i}\n  namespace: {NS}\n---\n")).collect();
-    let file = bed.dir().join("bench-sa.yaml");
-    std::fs::write(&file, accounts)?;
-    kubectl(&["apply", "-f", file.to_str().context("utf8")?])?;
+    bed.apply_yaml(&accounts)?;
     Ok(())
 }
 
