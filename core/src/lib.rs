@@ -9,6 +9,7 @@
 //!   been edited), so [`SecretsStoreImportSpec::validate`] repeats every rule and adds the ones a
 //!   schema cannot express (unique file names, no path tricks).
 
+pub mod duration;
 pub mod ssi;
 
 pub use ssi::{

@@ -1,6 +1,7 @@
 //! Command line and environment configuration of the node driver.
 
 use clap::{Args as ClapArgs, Parser, ValueEnum};
+use ssi_core::duration::parse_duration;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -102,28 +103,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// `500ms`, `30s`, `2m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 2m or 500ms"))?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(number),
-        "s" => Duration::from_secs(number),
-        "m" => Duration::from_secs(number * 60),
-        "h" => Duration::from_secs(number * 3600),
-        _ => return Err(format!("{text:?} needs a unit: ms, s, m or h")),
-    };
-    if duration.is_zero() {
-        return Err(format!("{text:?} must be longer than zero"));
-    }
-    Ok(duration)
-}
-
 /// A tmpfs `size=` value: digits with an optional k, m or g suffix.
 fn parse_size(text: &str) -> Result<String, String> {
     let digits = text.trim_end_matches(['k', 'm', 'g', 'K', 'M', 'G']);
@@ -140,19 +119,6 @@ fn parse_size(text: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use rstest::rstest;
-
-    #[rstest]
-    #[case("500ms", Some(Duration::from_millis(500)))]
-    #[case("30s", Some(Duration::from_secs(30)))]
-    #[case("2m", Some(Duration::from_secs(120)))]
-    #[case("1h", Some(Duration::from_secs(3600)))]
-    #[case("0s", None)]
-    #[case("2", None)]
-    #[case("m", None)]
-    #[case("2d", None)]
-    fn parses_durations(#[case] text: &str, #[case] want: Option<Duration>) {
-        assert_eq!(parse_duration(text).ok(), want);
-    }
 
     #[rstest]
     #[case("4m", true)]

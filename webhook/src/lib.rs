@@ -1,20 +1,177 @@
 //! `ssi-webhook`: the admission webhook (DESIGN.md 3.3).
 //!
-//! So far its pure core exists: [`mutate::mutate`], one pod-template mutation for Pods and every
-//! workload kind (secrets-store volumes made read-only and required to name an SSI, the import
-//! shorthand, the subPath policy), and [`review::review`], AdmissionReview in and out with the
-//! patch computed by diffing, and [`router::router`], the `POST /mutate` route with the SSI
-//! existence warnings, [`tls::CertStore`], the serving certificate reloaded on kubelet's symlink
-//! swap, and [`server::serve_https`], rustls + HTTP/1.1 and HTTP/2 with graceful draining. The
-//! reload poller, the admin port, the binary and env injection come with the rest of the webhook
-//! issue; until then the crate ships no binary, so nothing can be deployed that pretends to work.
+//! [`mutate::mutate`] is one pod-template mutation for Pods and every workload kind
+//! (secrets-store volumes made read-only and required to name an SSI, the import shorthand, the
+//! subPath policy); [`review::review`] turns an AdmissionReview into an answer with the patch
+//! computed by diffing; [`router::router`] serves `POST /mutate` with the SSI existence
+//! warnings; [`tls::CertStore`] holds the serving certificate, reloaded on kubelet's symlink swap;
+//! [`server::serve_https`] is rustls with HTTP/1.1 and HTTP/2; [`run`] puts them together with
+//! the admin port.
 //!
 //! Design choice: objects stay JSON from request to patch. A typed round trip through
 //! k8s-openapi would drop fields this build does not know, and the diff would then delete them
 //! from the user's object.
 
+pub mod config;
+pub mod metrics;
 pub mod mutate;
 pub mod review;
 pub mod router;
 pub mod server;
 pub mod tls;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use config::{Args, LogFormat};
+use metrics::{Metrics, ReloadLabels};
+use router::{AppState, SsiChecker};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tls::CertStore;
+
+/// Sets up logging as configured; call once, from main.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Serves admission reviews until `shutdown` completes; then reports not-ready, keeps serving
+/// for the configured delay, stops accepting and drains the requests in flight.
+pub async fn run(
+    args: Args,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let certs = CertStore::load(&args.tls_cert, &args.tls_key)
+        .context("failed to load the serving certificate (--tls-cert, --tls-key)")?;
+    let ssis = if args.ssi_lookup {
+        let client = kube::Client::try_default()
+            .await
+            .context("failed to set up the Kubernetes client (or start with --ssi-lookup=false)")?;
+        SsiChecker::new(client, args.ssi_lookup_deadline, args.ssi_cache_ttl)
+    } else {
+        SsiChecker::disabled()
+    };
+    let metrics = Arc::new(Metrics::default());
+    let listener = tokio::net::TcpListener::bind(args.listen_addr)
+        .await
+        .with_context(|| format!("failed to bind the listen address {}", args.listen_addr))?;
+    let admin = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("failed to bind the admin address {}", args.admin_addr))?;
+    let ready = Arc::new(AtomicBool::new(false));
+    tokio::spawn(serve_admin(admin, ready.clone(), metrics.clone()));
+    let reloader = tokio::spawn(reload_loop(
+        certs.clone(),
+        args.tls_reload_interval,
+        metrics.clone(),
+    ));
+
+    let app = router::router(Arc::new(AppState {
+        policy: args.subpath_policy,
+        ssis,
+        metrics,
+    }));
+    let draining = {
+        let ready = ready.clone();
+        let delay = args.shutdown_delay;
+        async move {
+            shutdown.await;
+            ready.store(false, Ordering::Relaxed);
+            tracing::info!(
+                ?delay,
+                "not ready; serving on until endpoints drop this replica"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    };
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(addr = %args.listen_addr, admin = %args.admin_addr, policy = ?args.subpath_policy, "serving admission reviews");
+    let result = server::serve_https(listener, app, certs, draining).await;
+    reloader.abort();
+    result.context("the TLS configuration is unusable")
+}
+
+/// Re-reads the certificate files on every tick. Kubelet's Secret updates are symlink swaps
+/// that inotify on the file paths would miss; a read through the paths always sees them.
+async fn reload_loop(certs: Arc<CertStore>, interval: std::time::Duration, metrics: Arc<Metrics>) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    let mut last_error = None;
+    loop {
+        ticks.tick().await;
+        match certs.reload() {
+            Ok(false) => last_error = None,
+            Ok(true) => {
+                last_error = None;
+                metrics
+                    .certificate_reloads
+                    .get_or_create(&ReloadLabels { result: "ok" })
+                    .inc();
+                tracing::info!("serving certificate changed; new connections get the new one");
+            }
+            Err(e) => {
+                let text = format!("{:#}", anyhow::Error::new(e));
+                // NB: kubelet may be midway through an update; say it once, not every tick.
+                if last_error.as_ref() != Some(&text) {
+                    metrics
+                        .certificate_reloads
+                        .get_or_create(&ReloadLabels { result: "error" })
+                        .inc();
+                    tracing::warn!(error = %text, "serving certificate not reloaded; the previous one stays");
+                    last_error = Some(text);
+                }
+            }
+        }
+    }
+}
+
+async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.load(Ordering::Relaxed);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.encode();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "admin server failed");
+    }
+}

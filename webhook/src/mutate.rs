@@ -15,7 +15,7 @@ pub const ANNOTATION_ALLOW_SUBPATH: &str = "secrets-store.deckhouse.io/allow-sub
 pub const DEFAULT_MOUNT_PATH: &str = "/mnt/secrets";
 
 /// What to do with a `subPath` mount of a secrets-store volume, which never sees a rotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SubpathPolicy {
     Deny,
     Warn,

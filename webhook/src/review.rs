@@ -15,6 +15,20 @@ pub struct Reviewed {
     pub response: AdmissionResponse,
     /// Namespace and SSI names the admitted object references, for the existence warning.
     pub imports: Option<(String, Vec<String>)>,
+    pub verdict: Verdict,
+    /// The request's object kind ("" when the review could not be read).
+    pub kind: String,
+}
+
+/// What became of a review, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Allowed as it was (not ours to change, or nothing to change).
+    Unchanged,
+    Patched,
+    Denied,
+    /// Not a review we could read.
+    Invalid,
 }
 
 pub fn review(body: &[u8], policy: SubpathPolicy) -> Reviewed {
@@ -24,6 +38,8 @@ pub fn review(body: &[u8], policy: SubpathPolicy) -> Reviewed {
         Reviewed {
             response,
             imports: None,
+            verdict: Verdict::Invalid,
+            kind: String::new(),
         }
     };
     let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
@@ -35,6 +51,7 @@ pub fn review(body: &[u8], policy: SubpathPolicy) -> Reviewed {
         Err(_) => return invalid("the AdmissionReview carries no request".into()),
     };
     let response = AdmissionResponse::from(&request);
+    let kind = request.kind.kind.clone();
     let relevant = match (request.kind.kind.as_str(), &request.operation) {
         ("Pod", Operation::Create) => true,
         ("Pod", _) => false,
@@ -45,6 +62,8 @@ pub fn review(body: &[u8], policy: SubpathPolicy) -> Reviewed {
         return Reviewed {
             response,
             imports: None,
+            verdict: Verdict::Unchanged,
+            kind,
         };
     };
     let mut original = match serde_json::to_value(object) {
@@ -53,21 +72,23 @@ pub fn review(body: &[u8], policy: SubpathPolicy) -> Reviewed {
     };
     // NB: the apiserver sends the object with its kind, but the request's kind is authoritative.
     if let Some(map) = original.as_object_mut() {
-        map.insert("kind".into(), Value::String(request.kind.kind.clone()));
+        map.insert("kind".into(), Value::String(kind.clone()));
     }
     let mut mutated = original.clone();
     match mutate(&mut mutated, policy) {
         Err(denial) => Reviewed {
             response: response.deny(denial),
             imports: None,
+            verdict: Verdict::Denied,
+            kind,
         },
         Ok(Mutation { warnings, imports }) => {
             let patch = json_patch::diff(&original, &mutated);
-            let mut response = if patch.0.is_empty() {
-                response
+            let (mut response, verdict) = if patch.0.is_empty() {
+                (response, Verdict::Unchanged)
             } else {
                 match response.clone().with_patch(patch) {
-                    Ok(patched) => patched,
+                    Ok(patched) => (patched, Verdict::Patched),
                     Err(e) => return invalid(format!("failed to serialise the patch: {e}")),
                 }
             };
@@ -76,7 +97,12 @@ pub fn review(body: &[u8], policy: SubpathPolicy) -> Reviewed {
             }
             let namespace = request.namespace.clone().unwrap_or_default();
             let imports = (!imports.is_empty()).then_some((namespace, imports));
-            Reviewed { response, imports }
+            Reviewed {
+                response,
+                imports,
+                verdict,
+                kind,
+            }
         }
     }
 }
@@ -108,6 +134,7 @@ mod tests {
     fn the_guides_deployment_is_allowed_with_a_read_only_patch() {
         let reviewed = review(DEPLOYMENT.as_bytes(), SubpathPolicy::Deny);
         assert!(reviewed.response.allowed);
+        assert_eq!(reviewed.verdict, Verdict::Patched);
         assert_eq!(
             reviewed.response.uid,
             "0c9f5a3e-7d1b-4e55-9a43-6f2c8e1d0a01"
@@ -133,6 +160,7 @@ mod tests {
     fn the_guides_subpath_example_is_denied_without_echoing_the_pod() {
         let reviewed = review(SUBPATH_POD.as_bytes(), SubpathPolicy::Deny);
         assert!(!reviewed.response.allowed);
+        assert_eq!(reviewed.verdict, Verdict::Denied);
         assert_eq!(
             reviewed.response.uid,
             "5b7e2c10-1111-4c2d-8e3f-aa00bb11cc22"
@@ -160,6 +188,7 @@ mod tests {
     fn undecodable_input_is_invalid_and_keeps_the_uid_when_readable() {
         let garbage = review(b"not json", SubpathPolicy::Deny);
         assert!(!garbage.response.allowed);
+        assert_eq!(garbage.verdict, Verdict::Invalid);
         let partial = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                              "request": {"uid": "u-1", "kind": "broken"}});
         let reviewed = review(partial.to_string().as_bytes(), SubpathPolicy::Deny);
@@ -193,5 +222,6 @@ mod tests {
             second.response.patch.is_none(),
             "reinvocation must be a no-op"
         );
+        assert_eq!(second.verdict, Verdict::Unchanged);
     }
 }

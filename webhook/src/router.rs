@@ -1,7 +1,8 @@
 //! The HTTP surface: `POST /mutate` (AdmissionReview v1), always answered with 200 and a review.
 
+use crate::metrics::{Metrics, ReviewLabels, kind_label};
 use crate::mutate::SubpathPolicy;
-use crate::review::review;
+use crate::review::{Verdict, review};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -102,6 +103,7 @@ impl SsiChecker {
 pub struct AppState {
     pub policy: SubpathPolicy,
     pub ssis: SsiChecker,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -116,8 +118,10 @@ async fn mutate_handler(State(state): State<Arc<AppState>>, body: Body) -> impl 
     let Ok(body) = axum::body::to_bytes(body, BODY_LIMIT).await else {
         let reason =
             format!("the request body is larger than {BODY_LIMIT} bytes or could not be read");
+        state.count("", Verdict::Invalid, None);
         return axum::Json(kube::core::admission::AdmissionResponse::invalid(reason).into_review());
     };
+    let started = Instant::now();
     let mut reviewed = review(&body, state.policy);
     if let Some((namespace, names)) = &reviewed.imports {
         let extra = state.ssis.warnings(namespace, names).await;
@@ -129,7 +133,25 @@ async fn mutate_handler(State(state): State<Arc<AppState>>, body: Body) -> impl 
                 .extend(extra);
         }
     }
+    state.count(&reviewed.kind, reviewed.verdict, Some(started));
     axum::Json(reviewed.response.into_review())
+}
+
+impl AppState {
+    fn count(&self, kind: &str, verdict: Verdict, started: Option<Instant>) {
+        self.metrics
+            .reviews
+            .get_or_create(&ReviewLabels {
+                kind: kind_label(kind),
+                verdict,
+            })
+            .inc();
+        if let Some(started) = started {
+            self.metrics
+                .review_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +165,7 @@ mod tests {
         let state = Arc::new(AppState {
             policy: SubpathPolicy::Deny,
             ssis: SsiChecker::disabled(),
+            metrics: Arc::default(),
         });
         let response = router(state)
             .oneshot(

@@ -1,0 +1,109 @@
+//! Command line and environment configuration of the webhook.
+
+use crate::mutate::SubpathPolicy;
+use clap::{Parser, ValueEnum};
+use ssi_core::duration::{parse_duration, parse_duration_or_zero};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Admission webhook for workloads that use SecretsStoreImports: makes secrets-store volumes
+/// read-only, expands the import annotation, and refuses subPath mounts that would never rotate.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "ssi-webhook", version, about)]
+pub struct Args {
+    /// HTTPS address the apiserver calls (POST /mutate).
+    #[arg(long, env = "SSI_WEBHOOK_LISTEN_ADDR", default_value = "0.0.0.0:8443")]
+    pub listen_addr: SocketAddr,
+
+    /// PEM serving certificate (chain), e.g. the tls.crt of a mounted TLS Secret.
+    #[arg(
+        long,
+        env = "SSI_WEBHOOK_TLS_CERT",
+        default_value = "/etc/ssi-webhook/tls/tls.crt"
+    )]
+    pub tls_cert: PathBuf,
+
+    /// PEM private key of the serving certificate.
+    #[arg(
+        long,
+        env = "SSI_WEBHOOK_TLS_KEY",
+        default_value = "/etc/ssi-webhook/tls/tls.key"
+    )]
+    pub tls_key: PathBuf,
+
+    /// How often the certificate files are re-read; a changed, valid pair is served from the
+    /// next handshake on.
+    #[arg(long, env = "SSI_WEBHOOK_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+
+    /// Plain-HTTP address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "SSI_WEBHOOK_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+
+    /// What a subPath or subPathExpr mount of a secrets-store volume gets: deny (the default;
+    /// such a file never rotates) or warn.
+    #[arg(long, env = "SSI_WEBHOOK_SUBPATH_POLICY", value_enum, default_value_t = SubpathPolicy::Deny)]
+    pub subpath_policy: SubpathPolicy,
+
+    /// Warn when a workload names a SecretsStoreImport that does not exist (needs RBAC to get
+    /// secretsstoreimports; off means no Kubernetes API access at all).
+    #[arg(long, env = "SSI_WEBHOOK_SSI_LOOKUP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ssi_lookup: bool,
+
+    /// Bound on one SecretsStoreImport lookup; past it the review goes on with a warning.
+    #[arg(long, env = "SSI_WEBHOOK_SSI_LOOKUP_DEADLINE", default_value = "1s", value_parser = parse_duration)]
+    pub ssi_lookup_deadline: Duration,
+
+    /// How long a lookup's answer is reused.
+    #[arg(long, env = "SSI_WEBHOOK_SSI_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub ssi_cache_ttl: Duration,
+
+    /// After SIGTERM: how long to keep serving while /readyz already fails, so that endpoints
+    /// drop this replica before it stops accepting connections.
+    #[arg(long, env = "SSI_WEBHOOK_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration_or_zero)]
+    pub shutdown_delay: Duration,
+
+    #[arg(long, env = "SSI_WEBHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn defaults_follow_the_design_and_every_flag_has_an_env_var() {
+        let args = Args::try_parse_from(["ssi-webhook"]).expect("parses");
+        assert_eq!(args.subpath_policy, SubpathPolicy::Deny);
+        assert!(args.ssi_lookup);
+        assert_eq!(args.listen_addr.port(), 8443);
+        for arg in Args::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            if id != "help" && id != "version" {
+                assert!(arg.get_env().is_some(), "--{id} has no env var");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_what_to_write() {
+        let error = Args::try_parse_from(["ssi-webhook", "--subpath-policy", "allow"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("deny") && error.contains("warn"), "{error}");
+        let error = Args::try_parse_from(["ssi-webhook", "--tls-reload-interval", "0s"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("longer than zero"), "{error}");
+        let args = Args::try_parse_from(["ssi-webhook", "--ssi-lookup", "false"]).unwrap();
+        assert!(!args.ssi_lookup);
+    }
+}
