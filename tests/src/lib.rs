@@ -18,6 +18,7 @@ pub mod csi;
 mod pki;
 mod process;
 pub mod walkthrough;
+pub mod webhook;
 
 pub use bed::{Kube, OpenBao, SA_ISSUER, TestBed, TestBedBuilder, VAULT_AUDIENCE, run};
 

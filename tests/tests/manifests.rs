@@ -90,3 +90,165 @@ async fn csi_manifests_pass_a_server_side_dry_run_with_every_field_kept() {
             .starts_with("secrets-store-integration/ssi-csi:")
     );
 }
+
+#[tokio::test]
+async fn webhook_manifests_with_generated_certificates_pass_a_server_side_dry_run() {
+    let bed = TestBed::builder()
+        .without_openbao()
+        .start()
+        .await
+        .expect("test bed");
+    run(bed
+        .kubectl()
+        .args(["create", "namespace", "secrets-store-integration"]))
+    .unwrap();
+    // What a user without cert-manager runs: the generator, then `kubectl apply -k` its overlay.
+    let out = bed.dir().join("certs-out");
+    run(
+        std::process::Command::new(workspace_path("certs/generate.sh"))
+            .arg("--out")
+            .arg(&out),
+    )
+    .unwrap();
+    let output = run(bed.kubectl().args([
+        "apply",
+        "--dry-run=server",
+        "-o",
+        "json",
+        "-k",
+        out.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let applied: serde_json::Value = serde_json::from_str(&output).unwrap();
+    let items = applied["items"].as_array().unwrap();
+    let find = |kind: &str| {
+        items
+            .iter()
+            .find(|i| i["kind"] == kind)
+            .unwrap_or_else(|| panic!("{kind} missing"))
+    };
+
+    let config = find("MutatingWebhookConfiguration");
+    let webhook = &config["webhooks"][0];
+    assert_eq!(webhook["failurePolicy"], "Fail");
+    assert_eq!(webhook["sideEffects"], "None");
+    assert_eq!(
+        webhook["admissionReviewVersions"],
+        serde_json::json!(["v1"])
+    );
+    assert!(webhook["timeoutSeconds"].as_u64().unwrap() <= 10);
+    assert_eq!(webhook["reinvocationPolicy"], "IfNeeded");
+    let ca_bundle = std::fs::read_to_string(out.join("ca-bundle.b64")).unwrap();
+    assert_eq!(webhook["clientConfig"]["caBundle"], ca_bundle.trim());
+    assert_eq!(
+        webhook["clientConfig"]["service"],
+        serde_json::json!({"name": "ssi-webhook", "namespace": "secrets-store-integration",
+                           "path": "/mutate", "port": 443})
+    );
+    let resources: Vec<&str> = webhook["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["resources"].as_array().unwrap())
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert_eq!(
+        resources,
+        [
+            "pods",
+            "deployments",
+            "statefulsets",
+            "daemonsets",
+            "replicasets",
+            "jobs",
+            "cronjobs"
+        ]
+    );
+    let excluded = &webhook["namespaceSelector"]["matchExpressions"][0];
+    assert_eq!(excluded["operator"], "NotIn");
+    assert_eq!(
+        excluded["values"],
+        serde_json::json!(["kube-system", "secrets-store-integration"])
+    );
+    assert_eq!(
+        webhook["objectSelector"]["matchExpressions"][0]["key"],
+        "secrets-store.deckhouse.io/webhook"
+    );
+
+    let deployment = find("Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(pod["affinity"]["podAntiAffinity"].is_object());
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"],
+        serde_json::json!(["ALL"])
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    assert_eq!(pod["volumes"][0]["secret"]["secretName"], "ssi-webhook-tls");
+    assert!(
+        container["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("secrets-store-integration/ssi-webhook:")
+    );
+
+    let secret = find("Secret");
+    assert_eq!(secret["metadata"]["name"], "ssi-webhook-tls");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(find("PodDisruptionBudget")["spec"]["minAvailable"], 1);
+    assert_eq!(find("Service")["spec"]["ports"][0]["port"], 443);
+    // The webhook reads SecretsStoreImports one at a time, and nothing else (until env injection
+    // needs registry credentials).
+    assert_eq!(
+        find("ClusterRole")["rules"],
+        serde_json::json!([{"apiGroups": ["deckhouse.io"], "resources": ["secretsstoreimports"],
+                            "verbs": ["get"]}])
+    );
+}
+
+#[test]
+fn the_cert_manager_variant_issues_the_secret_the_deployment_mounts() {
+    let dir = workspace_path("manifests/webhook-cert-manager");
+    let output = run(std::process::Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(&dir))
+    .unwrap();
+    let objects: Vec<serde_json::Value> = output
+        .split("\n---\n")
+        .map(|document| serde_yaml::from_str(document).unwrap())
+        .collect();
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name} missing"))
+    };
+    let serving = find("Certificate", "ssi-webhook");
+    let deployment = find("Deployment", "ssi-webhook");
+    assert_eq!(
+        serving["spec"]["secretName"],
+        deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"]
+    );
+    assert!(
+        serving["spec"]["dnsNames"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(
+                "ssi-webhook.secrets-store-integration.svc"
+            ))
+    );
+    let config = find("MutatingWebhookConfiguration", "ssi-webhook");
+    assert_eq!(
+        config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "secrets-store-integration/ssi-webhook"
+    );
+    assert_eq!(
+        find("Issuer", "ssi-webhook-ca")["spec"]["ca"]["secretName"],
+        "ssi-webhook-ca"
+    );
+}

@@ -1,8 +1,10 @@
-//! The webhook's SecretsStoreImport existence warnings against the real kube-apiserver.
+//! The webhook against the real kube-apiserver: the SecretsStoreImport existence warnings, and
+//! the real binary called by the apiserver through the shipped MutatingWebhookConfiguration.
 
 // Tests fail by panicking, helpers included.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use ssi_tests::webhook::Webhook;
 use ssi_tests::{TestBed, run, workspace_path};
 use ssi_webhook::router::SsiChecker;
 use std::time::Duration;
@@ -57,5 +59,229 @@ async fn missing_ssis_are_warned_about_and_a_failed_lookup_is_only_a_warning() {
             .await
             .is_empty(),
         "cached answer"
+    );
+}
+
+/// `kubectl` with everything it printed: (success, stdout, stderr).
+fn kubectl_output(bed: &TestBed, args: &[&str]) -> (bool, String, String) {
+    let output = bed.kubectl().args(args).output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn get_json(bed: &TestBed, args: &[&str]) -> serde_json::Value {
+    let mut command = bed.kubectl();
+    command.arg("get").args(args).args(["-o", "json"]);
+    serde_json::from_str(&run(&mut command).unwrap()).unwrap()
+}
+
+fn guide(file: &str) -> String {
+    workspace_path(&format!("tests/fixtures/guide/{file}"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_apiserver_stores_mutated_workloads_and_refuses_the_guides_subpath_mount() {
+    let bed = TestBed::builder()
+        .without_openbao()
+        .start()
+        .await
+        .expect("test bed");
+    bed.install_crd().unwrap();
+    run(bed.kubectl().args(["create", "namespace", "my-namespace1"])).unwrap();
+    for file in ["backend-sa.yaml", "python-backend-ssi.yaml"] {
+        run(bed.kubectl().args(["apply", "-f", &guide(file)])).unwrap();
+    }
+    let webhook = Webhook::start(&bed, &[]).await.unwrap();
+    webhook.register(&bed).await.unwrap();
+
+    // The guide's Deployment, applied as the guide says: stored read-only, nothing to warn about.
+    let (ok, _, stderr) = kubectl_output(&bed, &["apply", "-f", &guide("backend-deployment.yaml")]);
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("Warning"), "{stderr}");
+    let stored = get_json(&bed, &["-n", "my-namespace1", "deployment", "backend"]);
+    let pod = &stored["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][0]["csi"]["readOnly"], true, "{pod}");
+    assert_eq!(pod["containers"][0]["volumeMounts"][0]["readOnly"], true);
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/mnt/secrets"
+    );
+    assert_eq!(stored["metadata"]["labels"]["app"], "backend", "untouched");
+    // Applying it again changes nothing (the stored object is a fixed point).
+    let generation = stored["metadata"]["generation"].clone();
+    let (ok, stdout, _) = kubectl_output(&bed, &["apply", "-f", &guide("backend-deployment.yaml")]);
+    assert!(ok && stdout.contains("unchanged"), "{stdout}");
+    let again = get_json(&bed, &["-n", "my-namespace1", "deployment", "backend"]);
+    assert_eq!(again["metadata"]["generation"], generation);
+
+    // The guide's subPath example: refused, and kubectl prints why and what to do.
+    let (ok, _, stderr) = kubectl_output(
+        &bed,
+        &["apply", "-f", &guide("backend-subpath-deployment.yaml")],
+    );
+    eprintln!("kubectl apply of the subPath Deployment printed:\n{stderr}");
+    assert!(!ok);
+    for part in [
+        "admission webhook \"workloads.secrets-store.deckhouse.io\" denied the request",
+        "Deployment backend-subpath",
+        "container \"backend\"",
+        "\"/app/settings.ini\"",
+        "volume \"app-config\"",
+        "Mount the volume as a directory",
+    ] {
+        assert!(stderr.contains(part), "{part:?} missing from {stderr}");
+    }
+    let (found, _, _) = kubectl_output(
+        &bed,
+        &[
+            "get",
+            "-n",
+            "my-namespace1",
+            "deployment",
+            "backend-subpath",
+        ],
+    );
+    assert!(!found, "a denied object is not stored");
+
+    // With the per-object annotation it is admitted, and kubectl prints our warning.
+    let allowed = std::fs::read_to_string(guide("backend-subpath-deployment.yaml"))
+        .unwrap()
+        .replacen(
+            "  labels:\n    app: backend-subpath\nspec:",
+            "  labels:\n    app: backend-subpath\n  annotations:\n    secrets-store.deckhouse.io/allow-subpath: \"true\"\nspec:",
+            1,
+        );
+    let path = bed.dir().join("allowed-subpath.yaml");
+    std::fs::write(&path, allowed).unwrap();
+    let (ok, _, stderr) = kubectl_output(&bed, &["apply", "-f", path.to_str().unwrap()]);
+    eprintln!("kubectl apply with allow-subpath printed:\n{stderr}");
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("Warning: Deployment backend-subpath: container \"backend\" mounts secrets-store volume \"app-config\""),
+        "{stderr}"
+    );
+
+    // The shorthand annotation: the volume and read-only mounts appear in the stored object;
+    // a dry run shows the same mutation and stores nothing.
+    let shorthand = r#"{"apiVersion":"apps/v1","kind":"Deployment",
+        "metadata":{"name":"shorthand","namespace":"my-namespace1"},
+        "spec":{"selector":{"matchLabels":{"app":"shorthand"}},"template":{
+          "metadata":{"labels":{"app":"shorthand"},
+                      "annotations":{"secrets-store.deckhouse.io/import":"python-backend"}},
+          "spec":{"serviceAccountName":"backend-sa",
+                  "containers":[{"name":"app","image":"some/app:0.0.1"}]}}}}"#;
+    let path = bed.dir().join("shorthand.json");
+    std::fs::write(&path, shorthand).unwrap();
+    let (ok, stdout, stderr) = kubectl_output(
+        &bed,
+        &[
+            "apply",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            path.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let dry: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        dry["spec"]["template"]["spec"]["volumes"][0]["csi"]["volumeAttributes"]["secretsStoreImport"],
+        "python-backend"
+    );
+    let (found, _, _) = kubectl_output(
+        &bed,
+        &["get", "-n", "my-namespace1", "deployment", "shorthand"],
+    );
+    assert!(!found, "a dry run stores nothing");
+    run(bed.kubectl().args(["apply", "-f", path.to_str().unwrap()])).unwrap();
+    let stored = get_json(&bed, &["-n", "my-namespace1", "deployment", "shorthand"]);
+    let pod = &stored["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][0]["csi"]["driver"],
+        "secrets-store.csi.deckhouse.io"
+    );
+    assert_eq!(pod["volumes"][0]["csi"]["readOnly"], true);
+    let mount = &pod["containers"][0]["volumeMounts"][0];
+    assert_eq!(mount["mountPath"], "/mnt/secrets");
+    assert_eq!(mount["readOnly"], true);
+    assert_eq!(mount["name"], pod["volumes"][0]["name"]);
+
+    // An SSI that does not exist: admitted with a warning.
+    let typo = shorthand
+        .replace("\"shorthand\"", "\"typo\"")
+        .replace("\"python-backend\"", "\"pyhton-backend\"");
+    std::fs::write(&path, typo).unwrap();
+    let (ok, _, stderr) = kubectl_output(&bed, &["apply", "-f", path.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("Warning: SecretsStoreImport my-namespace1/pyhton-backend does not exist"),
+        "{stderr}"
+    );
+
+    // An UPDATE that adds a subPath mount to the stored Deployment is refused too.
+    let (ok, _, stderr) = kubectl_output(
+        &bed,
+        &[
+            "patch",
+            "-n",
+            "my-namespace1",
+            "deployment",
+            "backend",
+            "--type=json",
+            "-p",
+            r#"[{"op":"add","path":"/spec/template/spec/containers/0/volumeMounts/0/subPath","value":"db-password"}]"#,
+        ],
+    );
+    assert!(!ok && stderr.contains("with subPath"), "{stderr}");
+
+    // A CronJob (batch/v1beta1 on 1.20) whose init container uses subPathExpr, and a Pod whose
+    // volume names no SSI: both refused.
+    let cronjob = r#"{"apiVersion":"batch/v1beta1","kind":"CronJob",
+        "metadata":{"name":"nightly","namespace":"my-namespace1"},
+        "spec":{"schedule":"0 3 * * *","jobTemplate":{"spec":{"template":{"spec":{
+          "restartPolicy":"Never",
+          "initContainers":[{"name":"prepare","image":"x","volumeMounts":[
+            {"name":"secrets","mountPath":"/s","subPathExpr":"$(POD_NAME)"}]}],
+          "containers":[{"name":"job","image":"x"}],
+          "volumes":[{"name":"secrets","csi":{"driver":"secrets-store.csi.deckhouse.io",
+                      "volumeAttributes":{"secretsStoreImport":"python-backend"}}}]}}}}}}"#;
+    std::fs::write(&path, cronjob).unwrap();
+    let (ok, _, stderr) = kubectl_output(&bed, &["apply", "-f", path.to_str().unwrap()]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("CronJob nightly: container \"prepare\"") && stderr.contains("subPathExpr"),
+        "{stderr}"
+    );
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"nameless","namespace":"my-namespace1"},
+        "spec":{"containers":[{"name":"app","image":"x"}],
+                "volumes":[{"name":"secrets","csi":{"driver":"secrets-store.csi.deckhouse.io"}}]}}"#;
+    std::fs::write(&path, pod).unwrap();
+    let (ok, _, stderr) = kubectl_output(&bed, &["apply", "-f", path.to_str().unwrap()]);
+    assert!(
+        !ok && stderr.contains("without volumeAttributes.secretsStoreImport"),
+        "{stderr}"
+    );
+
+    // The opt-out label: the webhook is not called at all.
+    let opted_out = shorthand
+        .replace("\"shorthand\"", "\"opted-out\"")
+        .replacen(
+            "\"namespace\":\"my-namespace1\"",
+            "\"namespace\":\"my-namespace1\",\"labels\":{\"secrets-store.deckhouse.io/webhook\":\"disabled\"}",
+            1,
+        );
+    std::fs::write(&path, opted_out).unwrap();
+    run(bed.kubectl().args(["apply", "-f", path.to_str().unwrap()])).unwrap();
+    let stored = get_json(&bed, &["-n", "my-namespace1", "deployment", "opted-out"]);
+    assert!(
+        stored["spec"]["template"]["spec"]["volumes"].is_null(),
+        "{stored}"
     );
 }

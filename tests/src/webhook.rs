@@ -1,0 +1,114 @@
+//! The real `ssi-webhook` binary on loopback, registered with the bed's kube-apiserver through
+//! the shipped MutatingWebhookConfiguration and a CA made by the users' generator.
+
+use crate::csi::workspace_binary;
+use crate::process::{Process, free_port};
+use crate::{TestBed, run, workspace_path};
+use anyhow::{Context, bail};
+use base64::Engine;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Webhook {
+    process: Process,
+    /// `https://127.0.0.1:<port>/mutate`
+    pub url: String,
+    /// `http://127.0.0.1:<port>` of /healthz, /readyz and /metrics.
+    pub admin: String,
+    /// `certs/generate.sh`'s output: ca.crt, tls.crt, tls.key, the overlay.
+    pub certs: PathBuf,
+}
+
+impl Webhook {
+    /// Generates certificates (SAN 127.0.0.1 added), starts the binary with the bed's kubeconfig
+    /// and `extra_args`, and waits until it is ready.
+    pub async fn start(bed: &TestBed, extra_args: &[&str]) -> crate::Result<Webhook> {
+        let certs = bed.dir().join("webhook-certs");
+        run(Command::new(workspace_path("certs/generate.sh"))
+            .args(["--ip", "127.0.0.1", "--out"])
+            .arg(&certs))?;
+        let (port, admin_port) = (free_port()?, free_port()?);
+        let mut command = Command::new(workspace_binary("ssi-webhook")?);
+        command
+            .env("KUBECONFIG", &bed.kube().kubeconfig)
+            .arg(format!("--tls-cert={}", certs.join("tls.crt").display()))
+            .arg(format!("--tls-key={}", certs.join("tls.key").display()))
+            .arg(format!("--listen-addr=127.0.0.1:{port}"))
+            .arg(format!("--admin-addr=127.0.0.1:{admin_port}"))
+            .arg("--shutdown-delay=0s")
+            .args(extra_args);
+        let mut process =
+            Process::spawn("ssi-webhook", command, &bed.dir().join("ssi-webhook.log"))?;
+        let admin = format!("http://127.0.0.1:{admin_port}");
+        for _ in 0..200 {
+            if let Some(status) = process.exited() {
+                bail!("ssi-webhook exited ({status}):\n{}", process.log_tail(30));
+            }
+            if reqwest::get(format!("{admin}/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return Ok(Webhook {
+                    process,
+                    url: format!("https://127.0.0.1:{port}/mutate"),
+                    admin,
+                    certs,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!(
+            "ssi-webhook did not become ready:\n{}",
+            process.log_tail(30)
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log_tail(200)
+    }
+
+    /// Applies `manifests/webhook/mutatingwebhookconfiguration.yaml` as shipped, except that
+    /// the apiserver calls this process by URL (a Service needs a cluster network) with the
+    /// generated CA as caBundle; waits until the apiserver sends reviews here.
+    pub async fn register(&self, bed: &TestBed) -> crate::Result<()> {
+        let shipped = std::fs::read_to_string(workspace_path(
+            "manifests/webhook/mutatingwebhookconfiguration.yaml",
+        ))?;
+        let mut config: serde_json::Value = serde_yaml::from_str(&shipped)?;
+        let ca = std::fs::read(self.certs.join("ca.crt"))?;
+        let webhooks = config["webhooks"]
+            .as_array_mut()
+            .context("the shipped configuration has no webhooks")?;
+        for webhook in webhooks {
+            webhook["clientConfig"] = serde_json::json!({
+                "url": self.url,
+                "caBundle": base64::engine::general_purpose::STANDARD.encode(&ca),
+            });
+        }
+        bed.apply_yaml(&config.to_string())?;
+        // NB: the apiserver picks configurations up from its informer, not at once.
+        let probe = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"webhook-probe","namespace":"default"},
+            "spec":{"containers":[{"name":"c","image":"x","volumeMounts":[{"name":"s","mountPath":"/s","subPath":"f"}]}],
+            "volumes":[{"name":"s","csi":{"driver":"secrets-store.csi.deckhouse.io","volumeAttributes":{"secretsStoreImport":"probe"}}}]}}"#;
+        let path = bed.dir().join("webhook-probe.json");
+        std::fs::write(&path, probe)?;
+        for _ in 0..100 {
+            let output = bed
+                .kubectl()
+                .args(["create", "--dry-run=server", "-f"])
+                .arg(&path)
+                .output()?;
+            if String::from_utf8_lossy(&output.stderr).contains("subPath") {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("the apiserver never called the webhook:\n{}", self.log())
+    }
+}
