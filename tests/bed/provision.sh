@@ -14,8 +14,8 @@ log() { printf '[provision] %s\n' "$*" >&2; }
 
 # --- Debian packages -------------------------------------------------------------------------
 # etcd-server: the apiserver's store. golang-go + dpkg-dev: build kube-apiserver from the source
-# package (its make rules need rsync). The reflect2/json-iterator sources replace the vendored copies (see build_kube below).
-packages=(etcd-server golang-go dpkg-dev make rsync openssl curl ca-certificates
+# package (its make rules need rsync). wrk: the webhook's HTTPS load benchmark. The reflect2/json-iterator sources replace the vendored copies (see build_kube below).
+packages=(etcd-server golang-go dpkg-dev make rsync openssl curl ca-certificates wrk
           golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
 missing=()
 for p in "${packages[@]}"; do

@@ -45,22 +45,15 @@ pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, Str
     let kind = object
         .get("kind")
         .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+        .unwrap_or_default();
     let name = object
-        .pointer("/metadata/name")
-        .or_else(|| object.pointer("/metadata/generateName"))
+        .get("metadata")
+        .and_then(|m| m.get("name").or_else(|| m.get("generateName")))
         .and_then(Value::as_str)
-        .unwrap_or("<unnamed>")
-        .to_owned();
-    let allow_subpath = object
-        .pointer(&format!(
-            "/metadata/annotations/{}",
-            ANNOTATION_ALLOW_SUBPATH.replace('/', "~1")
-        ))
-        .and_then(Value::as_str)
-        == Some("true");
-    let Some(path) = template_path(&kind) else {
+        .unwrap_or("<unnamed>");
+    let allow_subpath = annotation(object, ANNOTATION_ALLOW_SUBPATH) == Some("true");
+    let workload = format!("{kind} {name}");
+    let Some(path) = template_path(kind) else {
         return Ok(Mutation::default());
     };
     let mut template = &mut *object;
@@ -70,7 +63,6 @@ pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, Str
             _ => return Ok(Mutation::default()),
         }
     }
-    let workload = format!("{kind} {name}");
     let policy = if allow_subpath {
         SubpathPolicy::Warn
     } else {
@@ -85,13 +77,7 @@ fn mutate_template(
     policy: SubpathPolicy,
 ) -> Result<Mutation, String> {
     let mut mutation = Mutation::default();
-    let shorthand = template
-        .pointer(&format!(
-            "/metadata/annotations/{}",
-            ANNOTATION_IMPORT.replace('/', "~1")
-        ))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let shorthand = annotation(template, ANNOTATION_IMPORT).map(str::to_owned);
     let Some(spec) = template.get_mut("spec").filter(|s| s.is_object()) else {
         return Ok(mutation);
     };
@@ -124,7 +110,7 @@ fn mutate_template(
                          in the same namespace"
                     )
                 })?;
-            csi.insert("readOnly".into(), Value::Bool(true));
+            set_read_only(csi);
             if !mutation.imports.contains(&ssi) {
                 mutation.imports.push(ssi);
             }
@@ -184,11 +170,30 @@ fn mutate_template(
                         SubpathPolicy::Warn => mutation.warnings.push(message),
                     }
                 }
-                mount.insert("readOnly".into(), Value::Bool(true));
+                set_read_only(mount);
             }
         }
     }
     Ok(mutation)
+}
+
+/// An annotation of an object or pod template.
+fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
+    object
+        .get("metadata")?
+        .get("annotations")?
+        .get(key)?
+        .as_str()
+}
+
+/// Sets `readOnly: true`, allocating the key only when it is missing.
+fn set_read_only(map: &mut serde_json::Map<String, Value>) {
+    match map.get_mut("readOnly") {
+        Some(value) => *value = Value::Bool(true),
+        None => {
+            map.insert("readOnly".into(), Value::Bool(true));
+        }
+    }
 }
 
 fn volume_name(volume: &Value) -> String {

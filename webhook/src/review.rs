@@ -5,14 +5,17 @@
 //! act on, and nothing from the object (env values included) is echoed back.
 
 use crate::mutate::{Mutation, SubpathPolicy, mutate};
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
+
+const API_VERSION: &str = "admission.k8s.io/v1";
 
 /// The decided response, and what the caller may still check asynchronously (the SSIs).
 #[derive(Debug)]
 pub struct Reviewed {
-    pub response: AdmissionResponse,
+    pub response: Response,
     /// Namespace and SSI names the admitted object references, for the existence warning.
     pub imports: Option<(String, Vec<String>)>,
     pub verdict: Verdict,
@@ -31,42 +34,158 @@ pub enum Verdict {
     Invalid,
 }
 
-pub fn review(body: &[u8], policy: SubpathPolicy) -> Reviewed {
-    let invalid = |reason: String| {
-        let mut response = AdmissionResponse::invalid(reason);
-        response.uid = uid_of(body).unwrap_or_default();
-        Reviewed {
-            response,
-            imports: None,
-            verdict: Verdict::Invalid,
-            kind: String::new(),
+/// The parts of an AdmissionReview v1 request the webhook reads. Typed kube structs would parse
+/// and re-serialise the whole object (metadata included) on every review; the object is only
+/// ever needed as JSON.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IncomingReview {
+    api_version: String,
+    kind: String,
+    request: Option<IncomingRequest>,
+}
+
+#[derive(Deserialize)]
+struct IncomingRequest {
+    uid: String,
+    kind: RequestKind,
+    operation: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    object: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct RequestKind {
+    kind: String,
+}
+
+/// An AdmissionReview v1 response.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    pub uid: String,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+    /// The JSON patch, base64 in the wire format.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_base64")]
+    pub patch: Option<Vec<u8>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Why a request was refused (a metav1.Status); the apiserver shows `message` to the user.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub status: &'static str,
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn as_base64<S: serde::Serializer>(
+    patch: &Option<Vec<u8>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let bytes = patch.as_deref().unwrap_or_default();
+    serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+impl Response {
+    fn allow(uid: String) -> Response {
+        Response {
+            uid,
+            allowed: true,
+            ..Response::default()
         }
+    }
+
+    fn refuse(uid: String, code: u16, reason: &'static str, message: String) -> Response {
+        Response {
+            uid,
+            allowed: false,
+            status: Some(Status {
+                status: "Failure",
+                code,
+                reason,
+                message,
+            }),
+            ..Response::default()
+        }
+    }
+
+    /// An answer to a body that is not a review we can read.
+    pub fn invalid(uid: String, message: String) -> Response {
+        Response::refuse(uid, 400, "BadRequest", message)
+    }
+
+    /// The refusal message, if refused.
+    pub fn message(&self) -> Option<&str> {
+        self.status.as_ref().map(|s| s.message.as_str())
+    }
+
+    /// The whole AdmissionReview carrying this response, as JSON.
+    pub fn to_review_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct OutgoingReview<'a> {
+            api_version: &'static str,
+            kind: &'static str,
+            response: &'a Response,
+        }
+        // Serialising plain strings, bools and numbers cannot fail.
+        serde_json::to_vec(&OutgoingReview {
+            api_version: API_VERSION,
+            kind: "AdmissionReview",
+            response: self,
+        })
+        .unwrap_or_default()
+    }
+}
+
+pub fn review(body: &[u8], policy: SubpathPolicy) -> Reviewed {
+    let invalid = |reason: String| Reviewed {
+        response: Response::invalid(uid_of(body).unwrap_or_default(), reason),
+        imports: None,
+        verdict: Verdict::Invalid,
+        kind: String::new(),
     };
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+    let review: IncomingReview = match serde_json::from_slice(body) {
         Ok(review) => review,
         Err(e) => return invalid(format!("the body is not an AdmissionReview: {e}")),
     };
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(request) => request,
-        Err(_) => return invalid("the AdmissionReview carries no request".into()),
+    if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
+        return invalid(format!(
+            "expected an AdmissionReview of {API_VERSION}, got {} {}; list only v1 in admissionReviewVersions",
+            review.kind, review.api_version
+        ));
+    }
+    let Some(request) = review.request else {
+        return invalid("the AdmissionReview carries no request".into());
     };
-    let response = AdmissionResponse::from(&request);
-    let kind = request.kind.kind.clone();
-    let relevant = match (request.kind.kind.as_str(), &request.operation) {
-        ("Pod", Operation::Create) => true,
+    let kind = request.kind.kind;
+    let relevant = match (kind.as_str(), request.operation.as_str()) {
+        ("Pod", "CREATE") => true,
         ("Pod", _) => false,
-        (_, Operation::Create | Operation::Update) => true,
+        (_, "CREATE" | "UPDATE") => true,
         _ => false,
     };
-    let Some(object) = request.object.as_ref().filter(|_| relevant) else {
+    let Some(raw) = request
+        .object
+        .filter(|raw| relevant && may_concern_us(raw.get()))
+    else {
         return Reviewed {
-            response,
+            response: Response::allow(request.uid),
             imports: None,
             verdict: Verdict::Unchanged,
             kind,
         };
     };
-    let mut original = match serde_json::to_value(object) {
+    let mut original: Value = match serde_json::from_str(raw.get()) {
         Ok(value) => value,
         Err(e) => return invalid(format!("the object cannot be read: {e}")),
     };
@@ -77,25 +196,28 @@ pub fn review(body: &[u8], policy: SubpathPolicy) -> Reviewed {
     let mut mutated = original.clone();
     match mutate(&mut mutated, policy) {
         Err(denial) => Reviewed {
-            response: response.deny(denial),
+            response: Response::refuse(request.uid, 403, "Forbidden", denial),
             imports: None,
             verdict: Verdict::Denied,
             kind,
         },
         Ok(Mutation { warnings, imports }) => {
             let patch = json_patch::diff(&original, &mutated);
-            let (mut response, verdict) = if patch.0.is_empty() {
-                (response, Verdict::Unchanged)
+            let mut response = Response::allow(request.uid);
+            let verdict = if patch.0.is_empty() {
+                Verdict::Unchanged
             } else {
-                match response.clone().with_patch(patch) {
-                    Ok(patched) => (patched, Verdict::Patched),
+                match serde_json::to_vec(&patch) {
+                    Ok(bytes) => {
+                        response.patch = Some(bytes);
+                        response.patch_type = Some("JSONPatch");
+                        Verdict::Patched
+                    }
                     Err(e) => return invalid(format!("failed to serialise the patch: {e}")),
                 }
             };
-            if !warnings.is_empty() {
-                response.warnings = Some(warnings);
-            }
-            let namespace = request.namespace.clone().unwrap_or_default();
+            response.warnings = warnings;
+            let namespace = request.namespace.unwrap_or_default();
             let imports = (!imports.is_empty()).then_some((namespace, imports));
             Reviewed {
                 response,
@@ -105,6 +227,14 @@ pub fn review(body: &[u8], policy: SubpathPolicy) -> Reviewed {
             }
         }
     }
+}
+
+/// Whether the mutation could change anything: every volume, annotation and driver it acts on
+/// contains `secrets-store`. Most pods in a cluster do not, and are admitted without building,
+/// copying and diffing their object. NB: a JSON escape (`\u002d`) could hide the marker, so any
+/// `\u` takes the full path.
+fn may_concern_us(object: &str) -> bool {
+    object.contains("secrets-store") || object.contains("\\u")
 }
 
 /// The request uid of a body that is JSON but not a valid AdmissionReview.
@@ -152,7 +282,7 @@ mod tests {
             reviewed.imports,
             Some(("my-namespace1".into(), vec!["python-backend".into()]))
         );
-        let text = serde_json::to_string(&reviewed.response.into_review()).unwrap();
+        let text = String::from_utf8(reviewed.response.to_review_json()).unwrap();
         assert!(text.contains("\"patchType\":\"JSONPatch\""), "{text}");
     }
 
@@ -165,12 +295,12 @@ mod tests {
             reviewed.response.uid,
             "5b7e2c10-1111-4c2d-8e3f-aa00bb11cc22"
         );
-        let message = &reviewed.response.result.message;
+        let message = &reviewed.response.message().unwrap();
         assert!(
             message.contains("Pod backend-5d8f7c-") && message.contains("/app/settings.ini"),
             "{message}"
         );
-        let text = serde_json::to_string(&reviewed.response.into_review()).unwrap();
+        let text = String::from_utf8(reviewed.response.to_review_json()).unwrap();
         assert!(
             !text.contains("plain-value-in-spec"),
             "an env value leaked: {text}"
@@ -181,7 +311,7 @@ mod tests {
     fn with_the_warn_policy_the_subpath_pod_passes_with_a_warning() {
         let reviewed = review(SUBPATH_POD.as_bytes(), SubpathPolicy::Warn);
         assert!(reviewed.response.allowed);
-        assert_eq!(reviewed.response.warnings.as_ref().map(Vec::len), Some(1));
+        assert_eq!(reviewed.response.warnings.len(), 1);
     }
 
     #[test]
@@ -223,5 +353,29 @@ mod tests {
             "reinvocation must be a no-op"
         );
         assert_eq!(second.verdict, Verdict::Unchanged);
+    }
+
+    #[test]
+    fn objects_without_the_marker_are_admitted_untouched_and_escapes_cannot_hide_it() {
+        let plain = DEPLOYMENT.replace("secrets-store.csi.deckhouse.io", "other.csi.example.com");
+        let reviewed = review(plain.as_bytes(), SubpathPolicy::Deny);
+        assert!(reviewed.response.allowed);
+        assert_eq!(reviewed.verdict, Verdict::Unchanged);
+        assert!(reviewed.response.patch.is_none());
+
+        // The same driver name written with a JSON escape is still our driver.
+        let escaped = DEPLOYMENT.replace(
+            "secrets-store.csi.deckhouse.io",
+            "secrets\\u002dstore.csi.deckhouse.io",
+        );
+        assert_ne!(escaped, DEPLOYMENT);
+        let reviewed = review(escaped.as_bytes(), SubpathPolicy::Deny);
+        assert_eq!(reviewed.verdict, Verdict::Patched);
+        let escaped_subpath = SUBPATH_POD.replace(
+            "secrets-store.csi.deckhouse.io",
+            "secrets\\u002dstore.csi.deckhouse.io",
+        );
+        let reviewed = review(escaped_subpath.as_bytes(), SubpathPolicy::Deny);
+        assert_eq!(reviewed.verdict, Verdict::Denied);
     }
 }

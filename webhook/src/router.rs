@@ -2,7 +2,7 @@
 
 use crate::metrics::{Metrics, ReviewLabels, kind_label};
 use crate::mutate::SubpathPolicy;
-use crate::review::{Verdict, review};
+use crate::review::{Response, Verdict, review};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -119,22 +119,23 @@ async fn mutate_handler(State(state): State<Arc<AppState>>, body: Body) -> impl 
         let reason =
             format!("the request body is larger than {BODY_LIMIT} bytes or could not be read");
         state.count("", Verdict::Invalid, None);
-        return axum::Json(kube::core::admission::AdmissionResponse::invalid(reason).into_review());
+        return json(Response::invalid(String::new(), reason).to_review_json());
     };
     let started = Instant::now();
     let mut reviewed = review(&body, state.policy);
     if let Some((namespace, names)) = &reviewed.imports {
         let extra = state.ssis.warnings(namespace, names).await;
-        if !extra.is_empty() {
-            reviewed
-                .response
-                .warnings
-                .get_or_insert_with(Vec::new)
-                .extend(extra);
-        }
+        reviewed.response.warnings.extend(extra);
     }
     state.count(&reviewed.kind, reviewed.verdict, Some(started));
-    axum::Json(reviewed.response.into_review())
+    json(reviewed.response.to_review_json())
+}
+
+fn json(body: Vec<u8>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
 }
 
 impl AppState {

@@ -1,0 +1,198 @@
+//! HTTPS load on the real `ssi-webhook`, driven by `wrk` (Debian) with keep-alive, the guide's
+//! Deployment as the review, SSI lookups on against the test bed's apiserver. Targets (DESIGN.md
+//! section 6): at least 10,000 reviews/s on 2 cores, at least 70% of a no-op TLS handler measured
+//! in the same run, RSS at most 30 MiB.
+//!
+//! `cargo build --release --workspace --bins && target/release/webhook_bench [seconds]`
+//! (default 10 per server). Figures go to stdout; the README records them.
+//!
+//! The no-op handler is this binary re-run as `webhook_bench noop <cert> <key> <addr>`: the same
+//! rustls + hyper stack and certificate, a handler that reads the body and answers a constant.
+
+use anyhow::{Context, bail};
+use ssi_tests::webhook::Webhook;
+use ssi_tests::{TestBed, run, workspace_path};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+// The same allocator as ssi-webhook, so that the no-op handler differs from it only in the handler.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug)]
+struct Load {
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("noop") {
+        return noop_server(&args[2..]);
+    }
+    let seconds: u64 = args.get(1).map_or(Ok(10), |s| s.parse())?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench(seconds))
+}
+
+async fn bench(seconds: u64) -> anyhow::Result<()> {
+    let bed = TestBed::builder().without_openbao().start().await?;
+    bed.install_crd()?;
+    run(bed.kubectl().args(["create", "namespace", "my-namespace1"]))?;
+    run(bed.kubectl().args([
+        "apply",
+        "-f",
+        workspace_path("tests/fixtures/guide/python-backend-ssi.yaml")
+            .to_str()
+            .context("utf8")?,
+    ]))?;
+    let webhook = Webhook::start(&bed, &[]).await?;
+    let script = bed.dir().join("review.lua");
+    let body = workspace_path("webhook/tests/fixtures/deployment-create.json");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             wrk.body = io.open(\"{}\"):read(\"*a\")\n",
+            body.display()
+        ),
+    )?;
+
+    let noop_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut noop = Command::new(std::env::current_exe()?)
+        .arg("noop")
+        .arg(webhook.certs.join("tls.crt"))
+        .arg(webhook.certs.join("tls.key"))
+        .arg(format!("127.0.0.1:{noop_port}"))
+        .spawn()?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let noop_url = format!("https://127.0.0.1:{noop_port}/mutate");
+
+    // Warm both up, then measure the no-op first and the webhook second, in one run.
+    wrk(&script, &noop_url, 2)?;
+    wrk(&script, &webhook.url, 2)?;
+    let baseline = wrk(&script, &noop_url, seconds)?;
+    let reviews = wrk(&script, &webhook.url, seconds)?;
+    let _ = noop.kill();
+    let _ = noop.wait();
+
+    let metrics = reqwest::get(format!("{}/metrics", webhook.admin))
+        .await?
+        .text()
+        .await?;
+    let patched = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "ssi_webhook_admission_reviews_total{kind=\"Deployment\",verdict=\"patched\"}",
+            )
+        })
+        .context("no patched reviews counted")?;
+    let (rss, peak) = (
+        status_kib(webhook.pid(), "VmRSS:"),
+        status_kib(webhook.pid(), "VmHWM:"),
+    );
+    println!(
+        "ssi-webhook HTTPS benchmark: wrk -t2 -c32 -d{seconds}s, keep-alive, 2 cores shared by wrk and the server"
+    );
+    println!(
+        "no-op TLS handler : {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
+        baseline.per_second, baseline.p50_ms, baseline.p99_ms
+    );
+    println!(
+        "ssi-webhook       : {:>8.0} reviews/s  p50 {:.2} ms  p99 {:.2} ms  [>= 10,000/s]",
+        reviews.per_second, reviews.p50_ms, reviews.p99_ms
+    );
+    println!(
+        "ratio             : {:.0}% of the no-op handler [>= 70%]",
+        100.0 * reviews.per_second / baseline.per_second
+    );
+    println!(
+        "ssi-webhook RSS   : {:.1} MiB now, {:.1} MiB peak [<= 30 MiB]",
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    println!("counted           : {patched}");
+    Ok(())
+}
+
+fn wrk(script: &Path, url: &str, seconds: u64) -> anyhow::Result<Load> {
+    let output = Command::new("wrk")
+        .args(["-t2", "-c32", &format!("-d{seconds}s"), "--latency", "-s"])
+        .arg(script)
+        .arg(url)
+        .output()
+        .context("wrk runs (tests/bed/provision.sh installs it)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() || text.contains("Non-2xx") || text.contains("Socket errors") {
+        bail!(
+            "wrk reported failures:\n{text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::trim)
+            .with_context(|| format!("no {prefix:?} in wrk's output:\n{text}"))
+    };
+    Ok(Load {
+        per_second: field("Requests/sec:")?.parse()?,
+        p50_ms: millis(field("50%")?)?,
+        p99_ms: millis(field("99%")?)?,
+    })
+}
+
+/// wrk's latency figures: `812.00us`, `1.23ms`, `1.01s`.
+fn millis(text: &str) -> anyhow::Result<f64> {
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .context("latency without a unit")?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse()?;
+    Ok(match unit {
+        "us" => number / 1000.0,
+        "ms" => number,
+        "s" => number * 1000.0,
+        _ => bail!("unknown latency unit in {text}"),
+    })
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn noop_server(args: &[String]) -> anyhow::Result<()> {
+    let [cert, key, addr] = args else {
+        bail!("usage: webhook_bench noop <cert> <key> <addr>");
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Same runtime flavour as ssi-webhook's #[tokio::main].
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let certs = ssi_webhook::tls::CertStore::load(Path::new(cert), Path::new(key))?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let app = axum::Router::new().route(
+            "/mutate",
+            axum::routing::post(|body: axum::body::Bytes| async move {
+                let _ = body.len();
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#
+            }),
+        );
+        ssi_webhook::server::serve_https(listener, app, certs, std::future::pending()).await?;
+        Ok(())
+    })
+}
