@@ -1,0 +1,184 @@
+//! The injector's configuration: `SSI_INJECTOR_*` variables the webhook sets on the container.
+//! All of them are removed from the application's environment before it starts.
+
+use ssi_core::duration::parse_duration;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+/// Prefix of every configuration variable.
+pub const ENV_PREFIX: &str = "SSI_INJECTOR_";
+
+pub const ENV_ADDR: &str = "SSI_INJECTOR_ADDR";
+pub const ENV_AUTH_PATH: &str = "SSI_INJECTOR_AUTH_PATH";
+pub const ENV_ROLE: &str = "SSI_INJECTOR_ROLE";
+pub const ENV_NAMESPACE: &str = "SSI_INJECTOR_NAMESPACE";
+pub const ENV_CA_CERT: &str = "SSI_INJECTOR_CA_CERT";
+pub const ENV_SKIP_VERIFY: &str = "SSI_INJECTOR_TLS_SKIP_VERIFY";
+pub const ENV_TIMEOUT: &str = "SSI_INJECTOR_CLIENT_TIMEOUT";
+pub const ENV_IGNORE_MISSING: &str = "SSI_INJECTOR_IGNORE_MISSING_SECRETS";
+pub const ENV_FROM_PATH: &str = "SSI_INJECTOR_ENV_FROM_PATH";
+pub const ENV_TOKEN_PATH: &str = "SSI_INJECTOR_TOKEN_PATH";
+pub const ENV_LOG_LEVEL: &str = "SSI_INJECTOR_LOG_LEVEL";
+pub const ENV_JSON_LOG: &str = "SSI_INJECTOR_JSON_LOG";
+
+/// Where a projected ServiceAccount token is, unless the pod says otherwise.
+pub const DEFAULT_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub address: Url,
+    pub auth_path: String,
+    pub role: String,
+    pub namespace: Option<String>,
+    pub ca_cert: Option<PathBuf>,
+    pub skip_tls_verify: bool,
+    pub timeout: Duration,
+    pub ignore_missing: bool,
+    pub env_from_paths: Vec<String>,
+    pub token_path: PathBuf,
+    pub log_level: LogLevel,
+    pub json_log: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl Config {
+    /// Reads the configuration from `vars`; every problem is reported at once, naming the
+    /// variable and what it accepts.
+    pub fn from_env(vars: &HashMap<String, String>) -> Result<Config, String> {
+        let mut problems = Vec::new();
+        let get = |name: &str| vars.get(name).map(String::as_str).filter(|v| !v.is_empty());
+        let mut flag = |name: &str| match get(name) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                problems.push(format!("{name}={other:?} must be true or false"));
+                false
+            }
+        };
+        let skip_tls_verify = flag(ENV_SKIP_VERIFY);
+        let ignore_missing = flag(ENV_IGNORE_MISSING);
+        let json_log = flag(ENV_JSON_LOG);
+
+        let address = match get(ENV_ADDR).map(Url::parse) {
+            Some(Ok(url)) if matches!(url.scheme(), "http" | "https") => Some(url),
+            Some(Ok(url)) => {
+                problems.push(format!("{ENV_ADDR}={url} must be an http(s) URL"));
+                None
+            }
+            Some(Err(e)) => {
+                problems.push(format!("{ENV_ADDR} is not a URL: {e}"));
+                None
+            }
+            None => {
+                problems.push(format!(
+                    "{ENV_ADDR} is not set (the store address, e.g. https://vault.example.com:8200)"
+                ));
+                None
+            }
+        };
+        let role = get(ENV_ROLE).map(str::to_owned).unwrap_or_else(|| {
+            problems.push(format!(
+                "{ENV_ROLE} is not set (the role of the Kubernetes auth method)"
+            ));
+            String::new()
+        });
+        let timeout = match get(ENV_TIMEOUT).map(parse_duration) {
+            None => Duration::from_secs(10),
+            Some(Ok(timeout)) => timeout,
+            Some(Err(e)) => {
+                problems.push(format!("{ENV_TIMEOUT}: {e}"));
+                Duration::ZERO
+            }
+        };
+        let log_level = match get(ENV_LOG_LEVEL) {
+            None | Some("info") => LogLevel::Info,
+            Some("error") => LogLevel::Error,
+            Some("warn") => LogLevel::Warn,
+            Some("debug") => LogLevel::Debug,
+            Some(other) => {
+                problems.push(format!(
+                    "{ENV_LOG_LEVEL}={other:?} must be error, warn, info or debug"
+                ));
+                LogLevel::Info
+            }
+        };
+        let env_from_paths = get(ENV_FROM_PATH)
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        let Some(address) = address else {
+            return Err(format!("{ENV_ADDR} is not set"));
+        };
+        Ok(Config {
+            address,
+            auth_path: get(ENV_AUTH_PATH).unwrap_or("kubernetes").to_owned(),
+            role,
+            namespace: get(ENV_NAMESPACE).map(str::to_owned),
+            ca_cert: get(ENV_CA_CERT).map(PathBuf::from),
+            skip_tls_verify,
+            timeout,
+            ignore_missing,
+            env_from_paths,
+            token_path: PathBuf::from(get(ENV_TOKEN_PATH).unwrap_or(DEFAULT_TOKEN_PATH)),
+            log_level,
+            json_log,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_lists() {
+        let config = Config::from_env(&vars(&[
+            (ENV_ADDR, "https://vault.example.com:8200"),
+            (ENV_ROLE, "backend"),
+            (ENV_FROM_PATH, "secret/data/a, secret/data/b,"),
+        ]))
+        .unwrap();
+        assert_eq!(config.auth_path, "kubernetes");
+        assert_eq!(config.timeout, Duration::from_secs(10));
+        assert_eq!(config.token_path, PathBuf::from(DEFAULT_TOKEN_PATH));
+        assert_eq!(config.env_from_paths, ["secret/data/a", "secret/data/b"]);
+        assert!(!config.ignore_missing && !config.skip_tls_verify);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let error = Config::from_env(&vars(&[
+            (ENV_ADDR, "vault:8200"),
+            (ENV_TIMEOUT, "10"),
+            (ENV_IGNORE_MISSING, "yes"),
+        ]))
+        .unwrap_err();
+        for part in [ENV_ADDR, ENV_ROLE, ENV_TIMEOUT, ENV_IGNORE_MISSING] {
+            assert!(error.contains(part), "{part} missing from {error}");
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! From the container's environment to the application's: which secrets to read, and the
+//! environment rendered from what was read. Pure; the reads happen in [`crate::fetch_all`].
+
+use crate::config::ENV_PREFIX;
+use crate::reference::{self, Key, Part, Reference, TemplatePart};
+use ssi_vault::SecretValue;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+/// A secret's fields, or the store's 404.
+#[derive(Debug, Clone)]
+pub enum Fetched {
+    Found(BTreeMap<String, SecretValue>),
+    Missing,
+}
+
+/// One read: a path and, for KV v2, a version (`None` = latest).
+pub type Read = (String, Option<u64>);
+
+#[derive(Debug)]
+enum Entry {
+    Keep(OsString),
+    Resolve(reference::Value),
+}
+
+/// What the environment asks for.
+#[derive(Debug)]
+pub struct Plan {
+    entries: Vec<(OsString, Entry)>,
+    env_from_paths: Vec<String>,
+    /// Every distinct read, each done once however many variables use it.
+    pub reads: BTreeSet<Read>,
+}
+
+/// Parses every variable of `env` (the injector's own configuration dropped) and collects the
+/// reads. `Err` names the variable and what is wrong with its reference.
+pub fn plan(
+    env: impl IntoIterator<Item = (OsString, OsString)>,
+    env_from_paths: &[String],
+) -> Result<Plan, String> {
+    let mut entries = Vec::new();
+    let mut reads = BTreeSet::new();
+    let mut problems = Vec::new();
+    for (name, value) in env {
+        if name.as_bytes().starts_with(ENV_PREFIX.as_bytes()) {
+            continue;
+        }
+        let Some(text) = value.to_str() else {
+            entries.push((name, Entry::Keep(value)));
+            continue;
+        };
+        match reference::parse_value(text) {
+            Ok(reference::Value::Plain) => entries.push((name, Entry::Keep(value))),
+            Ok(parsed) => {
+                for reference in references(&parsed) {
+                    reads.insert((reference.path.clone(), reference.version));
+                }
+                entries.push((name, Entry::Resolve(parsed)));
+            }
+            Err(e) => problems.push(format!("env {}: {e}", name.to_string_lossy())),
+        }
+    }
+    for path in env_from_paths {
+        reads.insert((path.clone(), None));
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    Ok(Plan {
+        entries,
+        env_from_paths: env_from_paths.to_vec(),
+        reads,
+    })
+}
+
+fn references(value: &reference::Value) -> Vec<&Reference> {
+    match value {
+        reference::Value::Plain => Vec::new(),
+        reference::Value::Whole(reference) => vec![reference],
+        reference::Value::Interpolated(parts) => parts
+            .iter()
+            .filter_map(|part| match part {
+                Part::Reference(reference) => Some(reference),
+                Part::Text(_) => None,
+            })
+            .collect(),
+    }
+}
+
+/// The rendered environment, plus notices for the log (names and paths only).
+#[derive(Debug)]
+pub struct Rendered {
+    pub env: Vec<(OsString, OsString)>,
+    pub notices: Vec<String>,
+}
+
+/// Renders the application's environment. A reference to a missing secret (404) fails, unless
+/// `ignore_missing`, which leaves that variable out; any other problem always fails: the app
+/// never starts with an unresolved reference.
+pub fn render(
+    plan: Plan,
+    fetched: &HashMap<Read, Fetched>,
+    ignore_missing: bool,
+) -> Result<Rendered, String> {
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    let mut notices = Vec::new();
+    let mut problems = Vec::new();
+    for (name, entry) in plan.entries {
+        let parsed = match entry {
+            Entry::Keep(value) => {
+                env.push((name, value));
+                continue;
+            }
+            Entry::Resolve(parsed) => parsed,
+        };
+        let shown = name.to_string_lossy().into_owned();
+        match render_value(&parsed, fetched) {
+            Ok(value) => env.push((name, OsString::from_vec(value))),
+            Err(Problem::Missing(path)) if ignore_missing => notices.push(format!(
+                "env {shown} left out: secret {path} does not exist (ignore-missing-secrets)"
+            )),
+            Err(Problem::Missing(path)) => problems.push(format!(
+                "env {shown}: secret {path} does not exist (set secrets-store.deckhouse.io/ignore-missing-secrets: \"true\" to start without it)"
+            )),
+            Err(Problem::Other(e)) => problems.push(format!("env {shown}: {e}")),
+        }
+    }
+    for path in &plan.env_from_paths {
+        match fetched.get(&(path.clone(), None)) {
+            Some(Fetched::Found(fields)) => {
+                for (key, value) in fields {
+                    if key.is_empty() || key.contains(['=', '\0']) {
+                        problems.push(format!(
+                            "env-from-path {path}: key {key:?} cannot be an environment variable name"
+                        ));
+                        continue;
+                    }
+                    if value.expose().contains(&0) {
+                        problems.push(format!(
+                            "env-from-path {path}: the value of {key} contains a NUL byte"
+                        ));
+                        continue;
+                    }
+                    env.retain(|(name, _)| name.as_bytes() != key.as_bytes());
+                    env.push((key.into(), OsStr::from_bytes(value.expose()).to_owned()));
+                }
+            }
+            Some(Fetched::Missing) if ignore_missing => notices.push(format!(
+                "env-from-path {path} skipped: the secret does not exist (ignore-missing-secrets)"
+            )),
+            _ => problems.push(format!("env-from-path {path}: the secret does not exist")),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    Ok(Rendered { env, notices })
+}
+
+enum Problem {
+    Missing(String),
+    Other(String),
+}
+
+fn render_value(
+    value: &reference::Value,
+    fetched: &HashMap<Read, Fetched>,
+) -> Result<Vec<u8>, Problem> {
+    let mut out = Vec::new();
+    match value {
+        reference::Value::Plain => {}
+        reference::Value::Whole(reference) => out.extend(resolve(reference, fetched)?),
+        reference::Value::Interpolated(parts) => {
+            for part in parts {
+                match part {
+                    Part::Text(text) => out.extend_from_slice(text.as_bytes()),
+                    Part::Reference(reference) => out.extend(resolve(reference, fetched)?),
+                }
+            }
+        }
+    }
+    if out.contains(&0) {
+        return Err(Problem::Other(
+            "the resolved value contains a NUL byte, which an environment variable cannot hold"
+                .into(),
+        ));
+    }
+    Ok(out)
+}
+
+fn resolve(reference: &Reference, fetched: &HashMap<Read, Fetched>) -> Result<Vec<u8>, Problem> {
+    let shown = match reference.version {
+        Some(version) => format!("{} (version {version})", reference.path),
+        None => reference.path.clone(),
+    };
+    let fields = match fetched.get(&(reference.path.clone(), reference.version)) {
+        Some(Fetched::Found(fields)) => fields,
+        Some(Fetched::Missing) => return Err(Problem::Missing(shown)),
+        None => return Err(Problem::Other(format!("secret {shown} was not read"))),
+    };
+    let field = |key: &str| {
+        fields.get(key).map(|v| v.expose().to_vec()).ok_or_else(|| {
+            let available: Vec<&str> = fields.keys().map(String::as_str).collect();
+            Problem::Other(format!(
+                "secret {shown} has no key {key:?} (keys: {})",
+                available.join(", ")
+            ))
+        })
+    };
+    match &reference.key {
+        Key::Field(key) => field(key),
+        Key::Template(parts) => {
+            let mut out = Vec::new();
+            for part in parts {
+                match part {
+                    TemplatePart::Text(text) => out.extend_from_slice(text.as_bytes()),
+                    TemplatePart::Field(key) => out.extend(field(key)?),
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn secret(fields: &[(&str, &str)]) -> Fetched {
+        Fetched::Found(
+            fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), SecretValue::from(&json!(v))))
+                .collect(),
+        )
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    fn get<'a>(rendered: &'a Rendered, name: &str) -> Option<&'a str> {
+        rendered
+            .env
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.to_str())
+    }
+
+    fn store() -> HashMap<Read, Fetched> {
+        HashMap::from([
+            (
+                ("secret/data/db".into(), None),
+                secret(&[("user", "app"), ("password", "s3cret")]),
+            ),
+            (
+                ("secret/data/db".into(), Some(1)),
+                secret(&[("user", "app"), ("password", "old")]),
+            ),
+            (
+                ("secret/data/extra".into(), None),
+                secret(&[("TOKEN", "t0k"), ("PASSWORD", "from-path")]),
+            ),
+            (("secret/data/gone".into(), None), Fetched::Missing),
+        ])
+    }
+
+    #[test]
+    fn values_versions_templates_and_interpolation() {
+        let plan = plan(
+            env(&[
+                ("PASSWORD", "secrets-store:secret/data/db#password"),
+                ("OLD", "secrets-store:secret/data/db#password#1"),
+                (
+                    "DSN",
+                    "secrets-store:secret/data/db#postgres://${.user}:${.password}@db",
+                ),
+                ("GREETING", "hello ${secrets-store:secret/data/db#user}!"),
+                ("PLAIN", "untouched"),
+                ("SSI_INJECTOR_ROLE", "dropped"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            plan.reads,
+            BTreeSet::from([
+                ("secret/data/db".into(), None),
+                ("secret/data/db".into(), Some(1))
+            ]),
+            "each read once"
+        );
+        let rendered = render(plan, &store(), false).unwrap();
+        assert_eq!(get(&rendered, "PASSWORD"), Some("s3cret"));
+        assert_eq!(get(&rendered, "OLD"), Some("old"));
+        assert_eq!(get(&rendered, "DSN"), Some("postgres://app:s3cret@db"));
+        assert_eq!(get(&rendered, "GREETING"), Some("hello app!"));
+        assert_eq!(get(&rendered, "PLAIN"), Some("untouched"));
+        assert_eq!(
+            get(&rendered, "SSI_INJECTOR_ROLE"),
+            None,
+            "configuration removed"
+        );
+    }
+
+    #[test]
+    fn env_from_path_imports_every_key_and_wins_over_explicit_references() {
+        let plan = plan(
+            env(&[("PASSWORD", "secrets-store:secret/data/db#password")]),
+            &["secret/data/db".into(), "secret/data/extra".into()],
+        )
+        .unwrap();
+        let rendered = render(plan, &store(), false).unwrap();
+        assert_eq!(get(&rendered, "TOKEN"), Some("t0k"));
+        assert_eq!(get(&rendered, "user"), Some("app"));
+        assert_eq!(
+            get(&rendered, "PASSWORD"),
+            Some("from-path"),
+            "the later path wins"
+        );
+        assert_eq!(
+            rendered.env.iter().filter(|(n, _)| n == "PASSWORD").count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_missing_secret_fails_unless_ignored_and_never_leaks_values() {
+        let vars = env(&[
+            ("GONE", "secrets-store:secret/data/gone#x"),
+            ("KEYLESS", "secrets-store:secret/data/db#nope"),
+        ]);
+        let error = render(plan(vars.clone(), &[]).unwrap(), &store(), false).unwrap_err();
+        assert!(
+            error.contains("env GONE: secret secret/data/gone does not exist"),
+            "{error}"
+        );
+        assert!(
+            error.contains("no key \"nope\" (keys: password, user)"),
+            "{error}"
+        );
+        assert!(
+            !error.contains("s3cret") && !error.contains("app,"),
+            "{error}"
+        );
+
+        // ignore-missing tolerates the 404 only: the missing key still fails.
+        let error = render(plan(vars, &[]).unwrap(), &store(), true).unwrap_err();
+        assert!(
+            !error.contains("GONE") && error.contains("KEYLESS"),
+            "{error}"
+        );
+        let only_gone = env(&[("GONE", "secrets-store:secret/data/gone#x"), ("A", "b")]);
+        let rendered = render(plan(only_gone, &[]).unwrap(), &store(), true).unwrap();
+        assert_eq!(get(&rendered, "GONE"), None);
+        assert_eq!(get(&rendered, "A"), Some("b"));
+        assert_eq!(rendered.notices.len(), 1);
+    }
+
+    #[test]
+    fn a_malformed_reference_names_the_variable() {
+        let error = plan(env(&[("BROKEN", "secrets-store:secret/data/db")]), &[]).unwrap_err();
+        assert!(error.starts_with("env BROKEN:"), "{error}");
+    }
+}

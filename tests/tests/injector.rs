@@ -1,0 +1,344 @@
+//! The real `ssi-injector` binary with a real ServiceAccount token file against OpenBao, set up
+//! by the user's guide, starting real child programs (`env`, `sh`).
+
+// Tests fail by panicking, helpers included.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use ssi_tests::csi::workspace_binary;
+use ssi_tests::walkthrough::{self, AUTH_PATHS, Narrator, PASSWORD, ROLE, VaultSetup};
+use ssi_tests::{TestBed, run};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The guide's setup, a second version of the guide's secret, a policy that also covers a path
+/// that does not exist, and the pod's token in a file (what kubelet projects).
+async fn guide_bed() -> (TestBed, PathBuf) {
+    let bed = TestBed::start().await.expect("test bed");
+    let outcome = walkthrough::run(&bed, VaultSetup::Cli, &mut Narrator::quiet())
+        .await
+        .unwrap();
+    run(bed.bao().unwrap().args([
+        "kv",
+        "put",
+        "secret/database-for-python-app",
+        "password=rotated-password",
+        "username=app",
+    ]))
+    .unwrap();
+    let policy = bed.dir().join("wider.hcl");
+    std::fs::write(
+        &policy,
+        "path \"secret/data/*\" { capabilities = [\"read\"] }\n",
+    )
+    .unwrap();
+    run(bed
+        .bao()
+        .unwrap()
+        .args(["policy", "write", "backend", policy.to_str().unwrap()]))
+    .unwrap();
+    let token = bed.dir().join("token");
+    std::fs::write(&token, &outcome.backend_token).unwrap();
+    (bed, token)
+}
+
+/// The injector as the webhook configures it: its variables plus the app's own.
+fn injector(bed: &TestBed, token: &Path, app_env: &[(&str, &str)], argv: &[&str]) -> Command {
+    let mut command = Command::new(workspace_binary("ssi-injector").unwrap());
+    command
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("SSI_INJECTOR_ADDR", &bed.openbao().addr)
+        .env("SSI_INJECTOR_AUTH_PATH", AUTH_PATHS[0])
+        .env("SSI_INJECTOR_ROLE", ROLE)
+        .env("SSI_INJECTOR_TOKEN_PATH", token)
+        .envs(app_env.iter().copied())
+        .args(argv)
+        .stdin(Stdio::null());
+    command
+}
+
+fn output(command: &mut Command) -> (Output, String, String) {
+    let output = command.output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    );
+    (output, stdout, stderr)
+}
+
+fn lines(stdout: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    lines.sort_unstable();
+    lines
+}
+
+#[tokio::test]
+async fn values_versions_templates_and_env_from_path_reach_the_app_and_nothing_else_does() {
+    let (bed, token) = guide_bed().await;
+    let (result, stdout, stderr) = output(&mut injector(
+        &bed,
+        &token,
+        &[
+            (
+                "DB_PASSWORD",
+                "secrets-store:secret/data/database-for-python-app#password",
+            ),
+            (
+                "FIRST_PASSWORD",
+                "secrets-store:secret/data/database-for-python-app#password#1",
+            ),
+            (
+                "DSN",
+                "secrets-store:secret/data/database-for-python-app#postgres://${.username}:${.password}@db/app",
+            ),
+            (
+                "GREETING",
+                "user ${secrets-store:secret/data/database-for-python-app#username} says hi",
+            ),
+            ("PLAIN", "as-is"),
+        ],
+        &["env"],
+    ));
+    assert!(result.status.success(), "{stderr}");
+    let env = lines(&stdout);
+    for expected in [
+        "DB_PASSWORD=rotated-password",
+        &format!("FIRST_PASSWORD={PASSWORD}"),
+        "DSN=postgres://app:rotated-password@db/app",
+        "GREETING=user app says hi",
+        "PLAIN=as-is",
+        "PATH=/usr/bin:/bin",
+    ] {
+        assert!(env.contains(&expected), "{expected} missing from {env:?}");
+    }
+    assert!(
+        !stdout.contains("SSI_INJECTOR_"),
+        "configuration leaked into the app: {stdout}"
+    );
+    assert!(
+        !stderr.contains("rotated-password") && !stderr.contains(PASSWORD),
+        "{stderr}"
+    );
+
+    // env-from-path: every key of the path, winning over an explicit reference.
+    let (result, stdout, stderr) = output(&mut injector(
+        &bed,
+        &token,
+        &[
+            (
+                "SSI_INJECTOR_ENV_FROM_PATH",
+                "secret/data/database-for-python-app",
+            ),
+            (
+                "password",
+                "secrets-store:secret/data/database-for-python-app#password#1",
+            ),
+        ],
+        &["env"],
+    ));
+    assert!(result.status.success(), "{stderr}");
+    let env = lines(&stdout);
+    assert!(env.contains(&"password=rotated-password"), "{env:?}");
+    assert!(env.contains(&"username=app"), "{env:?}");
+}
+
+#[tokio::test]
+async fn a_missing_secret_stops_the_app_unless_ignored() {
+    let (bed, token) = guide_bed().await;
+    let missing = [
+        ("GONE", "secrets-store:secret/data/never-written#password"),
+        ("KEPT", "plain"),
+    ];
+    let marker = bed.dir().join("app-ran");
+    let touch = ["sh", "-c", "touch \"$0\"; env", marker.to_str().unwrap()];
+    let (result, _, stderr) = output(&mut injector(&bed, &token, &missing, &touch));
+    assert_eq!(result.status.code(), Some(1));
+    assert!(
+        stderr.contains("env GONE: secret secret/data/never-written does not exist"),
+        "{stderr}"
+    );
+    assert!(!marker.exists(), "the app must not start");
+
+    // A missing key is not a 404: it fails even with ignore-missing-secrets.
+    let (result, _, stderr) = output(&mut injector(
+        &bed,
+        &token,
+        &[
+            ("SSI_INJECTOR_IGNORE_MISSING_SECRETS", "true"),
+            (
+                "TYPO",
+                "secrets-store:secret/data/database-for-python-app#pasword",
+            ),
+        ],
+        &touch,
+    ));
+    assert_eq!(result.status.code(), Some(1));
+    assert!(
+        stderr.contains("has no key \"pasword\" (keys: password, username)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("rotated-password"), "{stderr}");
+    assert!(!marker.exists());
+
+    let mut ignoring = missing.to_vec();
+    ignoring.push(("SSI_INJECTOR_IGNORE_MISSING_SECRETS", "true"));
+    let (result, stdout, stderr) = output(&mut injector(&bed, &token, &ignoring, &touch));
+    assert!(result.status.success(), "{stderr}");
+    assert!(marker.exists());
+    assert!(
+        !stdout.contains("GONE=") && stdout.contains("KEPT=plain"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("env GONE left out"), "{stderr}");
+
+    // A role the store refuses: a clear error, and no app.
+    std::fs::remove_file(&marker).unwrap();
+    let reference = [(
+        "DB_PASSWORD",
+        "secrets-store:secret/data/database-for-python-app#password",
+    )];
+    let (result, _, stderr) =
+        output(injector(&bed, &token, &reference, &touch).env("SSI_INJECTOR_ROLE", "no-such-role"));
+    assert_eq!(result.status.code(), Some(1));
+    assert!(
+        stderr.contains("no-such-role") || stderr.contains("400"),
+        "{stderr}"
+    );
+    assert!(!marker.exists());
+}
+
+#[tokio::test]
+async fn the_app_replaces_the_injector_gets_signals_and_its_exit_code_counts() {
+    let (bed, token) = guide_bed().await;
+    let reference = [(
+        "DB_PASSWORD",
+        "secrets-store:secret/data/database-for-python-app#password",
+    )];
+
+    let (result, _, _) = output(&mut injector(
+        &bed,
+        &token,
+        &reference,
+        &["sh", "-c", "exit 7"],
+    ));
+    assert_eq!(result.status.code(), Some(7));
+
+    let (result, _, stderr) = output(&mut injector(
+        &bed,
+        &token,
+        &reference,
+        &["no-such-program"],
+    ));
+    assert_eq!(result.status.code(), Some(127));
+    assert!(
+        stderr.contains("failed to start no-such-program"),
+        "{stderr}"
+    );
+
+    // exec: the pid we started is the app itself, so SIGTERM reaches it directly.
+    let ready = bed.dir().join("trap-ready");
+    let script = "trap 'echo got-term; exit 3' TERM; touch \"$0\"; while :; do sleep 0.1; done";
+    let child = injector(
+        &bed,
+        &token,
+        &reference,
+        &["sh", "-c", script, ready.to_str().unwrap()],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "the app never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap();
+    assert_eq!(comm.trim(), "sh", "the injector must have exec'd the app");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let result = child.wait_with_output().unwrap();
+    assert_eq!(result.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&result.stdout).trim(), "got-term");
+}
+
+/// The shipped binary from `scripts/build-injector` (static, size-optimised).
+fn static_injector() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap();
+    let path = target.join("x86_64-unknown-linux-gnu/injector/ssi-injector");
+    assert!(
+        path.is_file(),
+        "{} is missing; build it with scripts/build-injector (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test]
+async fn the_static_binary_reaches_the_store_by_host_name() {
+    let (bed, token) = guide_bed().await;
+    let binary = static_injector();
+    let ldd = Command::new("ldd").arg(&binary).output().unwrap();
+    let ldd = String::from_utf8_lossy(&ldd.stdout) + String::from_utf8_lossy(&ldd.stderr);
+    assert!(
+        ldd.contains("statically linked") || ldd.contains("not a dynamic executable"),
+        "{ldd}"
+    );
+    // NB: a static glibc binary resolves names without loading NSS modules only for files and dns.
+    let by_name = bed.openbao().addr.replace("127.0.0.1", "localhost");
+    let reference = [(
+        "DB_PASSWORD",
+        "secrets-store:secret/data/database-for-python-app#password",
+    )];
+    let configured = injector(&bed, &token, &reference, &["env"]);
+    let mut command = Command::new(&binary);
+    command
+        .env_clear()
+        .envs(configured.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("SSI_INJECTOR_ADDR", by_name)
+        .args(configured.get_args());
+    let (result, stdout, stderr) = output(&mut command);
+    assert!(result.status.success(), "{stderr}");
+    assert!(
+        lines(&stdout).contains(&"DB_PASSWORD=rotated-password"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn copy_mode_installs_the_binary_for_the_app_containers() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(workspace_binary("ssi-injector").unwrap())
+        .env_clear()
+        .args(["copy"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let copied = dir.path().join("ssi-injector");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&copied).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    assert_eq!(
+        std::fs::read(&copied).unwrap(),
+        std::fs::read(workspace_binary("ssi-injector").unwrap()).unwrap()
+    );
+    // Without configuration and without `copy`, it refuses and says what is missing.
+    let output = Command::new(&copied)
+        .env_clear()
+        .arg("env")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("SSI_INJECTOR_ADDR") && stderr.contains("SSI_INJECTOR_ROLE"),
+        "{stderr}"
+    );
+}
