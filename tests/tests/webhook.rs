@@ -284,4 +284,56 @@ async fn the_apiserver_stores_mutated_workloads_and_refuses_the_guides_subpath_m
         stored["spec"]["template"]["spec"]["volumes"].is_null(),
         "{stored}"
     );
+
+    // Env injection: a Pod with the role annotation is stored with the init container, the
+    // in-memory volume, the projected token and its command running through the injector.
+    let injected = r#"{"apiVersion":"v1","kind":"Pod",
+        "metadata":{"name":"env-app","namespace":"my-namespace1","annotations":{
+          "secrets-store.deckhouse.io/role":"my-namespace1_backend",
+          "secrets-store.deckhouse.io/addr":"https://vault.example.com:8200",
+          "secrets-store.deckhouse.io/auth-path":"main-kube"}},
+        "spec":{"serviceAccountName":"backend-sa","automountServiceAccountToken":false,
+          "containers":[{"name":"app","image":"busybox","command":["sh","-c"],"args":["echo $DB_PASSWORD"],
+            "env":[{"name":"DB_PASSWORD","value":"secrets-store:secret/data/database-for-python-app#password"}]}]}}"#;
+    std::fs::write(&path, injected).unwrap();
+    run(bed.kubectl().args(["apply", "-f", path.to_str().unwrap()])).unwrap();
+    let stored = get_json(&bed, &["-n", "my-namespace1", "pod", "env-app"]);
+    let spec = &stored["spec"];
+    assert_eq!(
+        spec["initContainers"][0]["name"], "secrets-store-injector-copy",
+        "{spec}"
+    );
+    let app = &spec["containers"][0];
+    assert_eq!(
+        app["command"],
+        serde_json::json!(["/secrets-store-injector/ssi-injector"])
+    );
+    assert_eq!(
+        app["args"],
+        serde_json::json!(["sh", "-c", "echo $DB_PASSWORD"])
+    );
+    let env: Vec<&str> = app["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for name in [
+        "SSI_INJECTOR_ROLE",
+        "SSI_INJECTOR_ADDR",
+        "SSI_INJECTOR_AUTH_PATH",
+        "SSI_INJECTOR_TOKEN_PATH",
+    ] {
+        assert!(env.contains(&name), "{name} missing from {env:?}");
+    }
+    let token = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "secrets-store-injector-token")
+        .expect("projected token volume");
+    assert_eq!(
+        token["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+        "vault"
+    );
 }

@@ -31,7 +31,7 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("review_guide_deployment", |b| {
         b.iter(|| {
-            let reviewed = review(black_box(REVIEW.as_bytes()), SubpathPolicy::Deny);
+            let reviewed = review(black_box(REVIEW.as_bytes()), &SubpathPolicy::Deny.into());
             reviewed.response.to_review_json()
         })
     });
@@ -39,7 +39,7 @@ fn benches(c: &mut Criterion) {
     let unrelated = REVIEW.replace("secrets-store.csi.deckhouse.io", "other.csi.example.com");
     c.bench_function("review_unrelated_deployment", |b| {
         b.iter(|| {
-            let reviewed = review(black_box(unrelated.as_bytes()), SubpathPolicy::Deny);
+            let reviewed = review(black_box(unrelated.as_bytes()), &SubpathPolicy::Deny.into());
             reviewed.response.to_review_json()
         })
     });

@@ -59,6 +59,30 @@ pub struct Args {
     #[arg(long, env = "SSI_WEBHOOK_SSI_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
     pub ssi_cache_ttl: Duration,
 
+    /// Inject the env injector into Pods annotated with secrets-store.deckhouse.io/role.
+    #[arg(long, env = "SSI_WEBHOOK_ENV_INJECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub env_injection: bool,
+
+    /// Image of the injector's init container (holds /ssi-injector).
+    #[arg(
+        long,
+        env = "SSI_WEBHOOK_INJECTOR_IMAGE",
+        default_value = "secrets-store-integration/ssi-injector:0.1.0"
+    )]
+    pub injector_image: String,
+
+    /// Store address for Pods without the secrets-store.deckhouse.io/addr annotation.
+    #[arg(long, env = "SSI_WEBHOOK_INJECTOR_DEFAULT_ADDRESS")]
+    pub injector_default_address: Option<String>,
+
+    /// Audience of the projected ServiceAccount token the injector logs in with.
+    #[arg(
+        long,
+        env = "SSI_WEBHOOK_INJECTOR_TOKEN_AUDIENCE",
+        default_value = "vault"
+    )]
+    pub injector_token_audience: String,
+
     /// After SIGTERM: how long to keep serving while /readyz already fails, so that endpoints
     /// drop this replica before it stops accepting connections.
     #[arg(long, env = "SSI_WEBHOOK_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration_or_zero)]

@@ -13,6 +13,7 @@
 //! from the user's object.
 
 pub mod config;
+pub mod inject;
 pub mod metrics;
 pub mod mutate;
 pub mod review;
@@ -77,7 +78,14 @@ pub async fn run(
     ));
 
     let app = router::router(Arc::new(AppState {
-        policy: args.subpath_policy,
+        policy: review::Policy {
+            subpath: args.subpath_policy,
+            injector: args.env_injection.then(|| inject::InjectorSettings {
+                image: args.injector_image.clone(),
+                default_address: args.injector_default_address.clone(),
+                token_audience: args.injector_token_audience.clone(),
+            }),
+        },
         ssis,
         metrics,
     }));

@@ -4,6 +4,7 @@
 //! it can be read): undecodable input is `invalid`, a policy violation is a denial a person can
 //! act on, and nothing from the object (env values included) is echoed back.
 
+use crate::inject::{InjectorSettings, inject};
 use crate::mutate::{Mutation, SubpathPolicy, mutate};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,23 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 const API_VERSION: &str = "admission.k8s.io/v1";
+
+/// What the webhook enforces and adds, from its flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub subpath: SubpathPolicy,
+    /// Env injection into Pods; `None` leaves annotated Pods alone.
+    pub injector: Option<InjectorSettings>,
+}
+
+impl From<SubpathPolicy> for Policy {
+    fn from(subpath: SubpathPolicy) -> Policy {
+        Policy {
+            subpath,
+            injector: None,
+        }
+    }
+}
 
 /// The decided response, and what the caller may still check asynchronously (the SSIs).
 #[derive(Debug)]
@@ -147,7 +165,7 @@ impl Response {
     }
 }
 
-pub fn review(body: &[u8], policy: SubpathPolicy) -> Reviewed {
+pub fn review(body: &[u8], policy: &Policy) -> Reviewed {
     let invalid = |reason: String| Reviewed {
         response: Response::invalid(uid_of(body).unwrap_or_default(), reason),
         imports: None,
@@ -194,7 +212,13 @@ pub fn review(body: &[u8], policy: SubpathPolicy) -> Reviewed {
         map.insert("kind".into(), Value::String(kind.clone()));
     }
     let mut mutated = original.clone();
-    match mutate(&mut mutated, policy) {
+    let mutation = mutate(&mut mutated, policy.subpath).and_then(|mut mutation| {
+        if let (Some(settings), "Pod") = (&policy.injector, kind.as_str()) {
+            mutation.warnings.extend(inject(&mut mutated, settings)?);
+        }
+        Ok(mutation)
+    });
+    match mutation {
         Err(denial) => Reviewed {
             response: Response::refuse(request.uid, 403, "Forbidden", denial),
             imports: None,
@@ -262,7 +286,7 @@ mod tests {
 
     #[test]
     fn the_guides_deployment_is_allowed_with_a_read_only_patch() {
-        let reviewed = review(DEPLOYMENT.as_bytes(), SubpathPolicy::Deny);
+        let reviewed = review(DEPLOYMENT.as_bytes(), &SubpathPolicy::Deny.into());
         assert!(reviewed.response.allowed);
         assert_eq!(reviewed.verdict, Verdict::Patched);
         assert_eq!(
@@ -288,7 +312,7 @@ mod tests {
 
     #[test]
     fn the_guides_subpath_example_is_denied_without_echoing_the_pod() {
-        let reviewed = review(SUBPATH_POD.as_bytes(), SubpathPolicy::Deny);
+        let reviewed = review(SUBPATH_POD.as_bytes(), &SubpathPolicy::Deny.into());
         assert!(!reviewed.response.allowed);
         assert_eq!(reviewed.verdict, Verdict::Denied);
         assert_eq!(
@@ -309,26 +333,29 @@ mod tests {
 
     #[test]
     fn with_the_warn_policy_the_subpath_pod_passes_with_a_warning() {
-        let reviewed = review(SUBPATH_POD.as_bytes(), SubpathPolicy::Warn);
+        let reviewed = review(SUBPATH_POD.as_bytes(), &SubpathPolicy::Warn.into());
         assert!(reviewed.response.allowed);
         assert_eq!(reviewed.response.warnings.len(), 1);
     }
 
     #[test]
     fn undecodable_input_is_invalid_and_keeps_the_uid_when_readable() {
-        let garbage = review(b"not json", SubpathPolicy::Deny);
+        let garbage = review(b"not json", &SubpathPolicy::Deny.into());
         assert!(!garbage.response.allowed);
         assert_eq!(garbage.verdict, Verdict::Invalid);
         let partial = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                              "request": {"uid": "u-1", "kind": "broken"}});
-        let reviewed = review(partial.to_string().as_bytes(), SubpathPolicy::Deny);
+        let reviewed = review(partial.to_string().as_bytes(), &SubpathPolicy::Deny.into());
         assert!(!reviewed.response.allowed);
         assert_eq!(reviewed.response.uid, "u-1");
         let no_request = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
         assert!(
-            !review(no_request.to_string().as_bytes(), SubpathPolicy::Deny)
-                .response
-                .allowed
+            !review(
+                no_request.to_string().as_bytes(),
+                &SubpathPolicy::Deny.into()
+            )
+            .response
+            .allowed
         );
     }
 
@@ -336,17 +363,17 @@ mod tests {
     fn pod_updates_and_deletes_are_allowed_untouched() {
         let mut request: Value = serde_json::from_str(SUBPATH_POD).unwrap();
         request["request"]["operation"] = json!("UPDATE");
-        let reviewed = review(request.to_string().as_bytes(), SubpathPolicy::Deny);
+        let reviewed = review(request.to_string().as_bytes(), &SubpathPolicy::Deny.into());
         assert!(reviewed.response.allowed);
         assert!(reviewed.response.patch.is_none());
     }
 
     #[test]
     fn reviewing_the_patched_object_yields_no_patch() {
-        let first = review(DEPLOYMENT.as_bytes(), SubpathPolicy::Deny);
+        let first = review(DEPLOYMENT.as_bytes(), &SubpathPolicy::Deny.into());
         let mut request: Value = serde_json::from_str(DEPLOYMENT).unwrap();
         request["request"]["object"] = patched_object(DEPLOYMENT, &first);
-        let second = review(request.to_string().as_bytes(), SubpathPolicy::Deny);
+        let second = review(request.to_string().as_bytes(), &SubpathPolicy::Deny.into());
         assert!(second.response.allowed);
         assert!(
             second.response.patch.is_none(),
@@ -358,7 +385,7 @@ mod tests {
     #[test]
     fn objects_without_the_marker_are_admitted_untouched_and_escapes_cannot_hide_it() {
         let plain = DEPLOYMENT.replace("secrets-store.csi.deckhouse.io", "other.csi.example.com");
-        let reviewed = review(plain.as_bytes(), SubpathPolicy::Deny);
+        let reviewed = review(plain.as_bytes(), &SubpathPolicy::Deny.into());
         assert!(reviewed.response.allowed);
         assert_eq!(reviewed.verdict, Verdict::Unchanged);
         assert!(reviewed.response.patch.is_none());
@@ -369,13 +396,13 @@ mod tests {
             "secrets\\u002dstore.csi.deckhouse.io",
         );
         assert_ne!(escaped, DEPLOYMENT);
-        let reviewed = review(escaped.as_bytes(), SubpathPolicy::Deny);
+        let reviewed = review(escaped.as_bytes(), &SubpathPolicy::Deny.into());
         assert_eq!(reviewed.verdict, Verdict::Patched);
         let escaped_subpath = SUBPATH_POD.replace(
             "secrets-store.csi.deckhouse.io",
             "secrets\\u002dstore.csi.deckhouse.io",
         );
-        let reviewed = review(escaped_subpath.as_bytes(), SubpathPolicy::Deny);
+        let reviewed = review(escaped_subpath.as_bytes(), &SubpathPolicy::Deny.into());
         assert_eq!(reviewed.verdict, Verdict::Denied);
     }
 }

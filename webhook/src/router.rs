@@ -1,8 +1,7 @@
 //! The HTTP surface: `POST /mutate` (AdmissionReview v1), always answered with 200 and a review.
 
 use crate::metrics::{Metrics, ReviewLabels, kind_label};
-use crate::mutate::SubpathPolicy;
-use crate::review::{Response, Verdict, review};
+use crate::review::{Policy, Response, Verdict, review};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -101,7 +100,7 @@ impl SsiChecker {
 
 #[derive(Debug)]
 pub struct AppState {
-    pub policy: SubpathPolicy,
+    pub policy: Policy,
     pub ssis: SsiChecker,
     pub metrics: Arc<Metrics>,
 }
@@ -122,7 +121,7 @@ async fn mutate_handler(State(state): State<Arc<AppState>>, body: Body) -> impl 
         return json(Response::invalid(String::new(), reason).to_review_json());
     };
     let started = Instant::now();
-    let mut reviewed = review(&body, state.policy);
+    let mut reviewed = review(&body, &state.policy);
     if let Some((namespace, names)) = &reviewed.imports {
         let extra = state.ssis.warnings(namespace, names).await;
         reviewed.response.warnings.extend(extra);
@@ -158,13 +157,14 @@ impl AppState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mutate::SubpathPolicy;
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use tower::ServiceExt;
 
     async fn call(body: impl Into<Body>) -> (StatusCode, serde_json::Value) {
         let state = Arc::new(AppState {
-            policy: SubpathPolicy::Deny,
+            policy: SubpathPolicy::Deny.into(),
             ssis: SsiChecker::disabled(),
             metrics: Arc::default(),
         });

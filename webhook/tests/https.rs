@@ -31,7 +31,7 @@ async fn reviews_over_tls_and_a_swapped_certificate_is_served_without_restart() 
         listener.local_addr().unwrap().port()
     );
     let state = Arc::new(AppState {
-        policy: SubpathPolicy::Deny,
+        policy: SubpathPolicy::Deny.into(),
         ssis: SsiChecker::disabled(),
         metrics: Arc::default(),
     });

@@ -1,0 +1,551 @@
+//! Env injection (DESIGN.md 3.3): a Pod annotated with `secrets-store.deckhouse.io/role` gets
+//! the injector copied into an in-memory volume by an init container, and every app container
+//! that references the store starts through it.
+//!
+//! Only Pods are injected (on CREATE): a workload's template is left as written, so that what
+//! `kubectl get deployment` shows is what the user wrote.
+
+use serde_json::{Map, Value, json};
+use ssi_core::duration::parse_duration;
+
+pub const ANNOTATION_PREFIX: &str = "secrets-store.deckhouse.io/";
+/// The volume the init container fills and its mount path in every container.
+pub const VOLUME: &str = "secrets-store-injector";
+pub const DIR: &str = "/secrets-store-injector";
+pub const BINARY: &str = "/secrets-store-injector/ssi-injector";
+const INIT_CONTAINER: &str = "secrets-store-injector-copy";
+const TOKEN_VOLUME: &str = "secrets-store-injector-token";
+const TOKEN_DIR: &str = "/var/run/secrets/secrets-store";
+const TLS_VOLUME: &str = "secrets-store-injector-tls";
+const TLS_DIR: &str = "/secrets-store-injector-tls";
+
+/// The webhook's side of env injection, from its flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectorSettings {
+    /// Image holding `/ssi-injector`, for the init container.
+    pub image: String,
+    /// Store address for pods without the `addr` annotation.
+    pub default_address: Option<String>,
+    /// Audience of the projected token the injector logs in with.
+    pub token_audience: String,
+}
+
+fn annotation<'a>(pod: &'a Value, name: &str) -> Option<&'a str> {
+    pod.get("metadata")?
+        .get("annotations")?
+        .get(format!("{ANNOTATION_PREFIX}{name}"))?
+        .as_str()
+}
+
+/// The injector's configuration as container env vars, from the pod's annotations.
+fn injector_env(
+    pod: &Value,
+    settings: &InjectorSettings,
+    pod_name: &str,
+) -> Result<Vec<Value>, String> {
+    let role = annotation(pod, "role").unwrap_or_default().trim();
+    if role.is_empty() {
+        return Err(format!(
+            "Pod {pod_name}: annotation {ANNOTATION_PREFIX}role is empty; name the role of the store's Kubernetes auth method"
+        ));
+    }
+    let mut env = vec![json!({"name": "SSI_INJECTOR_ROLE", "value": role})];
+    let address = annotation(pod, "addr")
+        .or(settings.default_address.as_deref())
+        .ok_or_else(|| format!("Pod {pod_name}: no store address; set the annotation {ANNOTATION_PREFIX}addr (e.g. https://vault.example.com:8200)"))?;
+    if !(address.starts_with("https://") || address.starts_with("http://")) {
+        return Err(format!(
+            "Pod {pod_name}: annotation {ANNOTATION_PREFIX}addr {address:?} must be an http(s) URL"
+        ));
+    }
+    env.push(json!({"name": "SSI_INJECTOR_ADDR", "value": address}));
+    let flag = |name: &str| -> Result<Option<&str>, String> {
+        match annotation(pod, name) {
+            None => Ok(None),
+            Some(value @ ("true" | "false")) => Ok(Some(value)),
+            Some(other) => Err(format!(
+                "Pod {pod_name}: annotation {ANNOTATION_PREFIX}{name} is {other:?}; write \"true\" or \"false\""
+            )),
+        }
+    };
+    let plain = [
+        ("auth-path", "SSI_INJECTOR_AUTH_PATH"),
+        ("namespace", "SSI_INJECTOR_NAMESPACE"),
+        ("env-from-path", "SSI_INJECTOR_ENV_FROM_PATH"),
+    ];
+    for (name, variable) in plain {
+        if let Some(value) = annotation(pod, name).filter(|v| !v.is_empty()) {
+            env.push(json!({"name": variable, "value": value}));
+        }
+    }
+    for (name, variable) in [
+        ("tls-skip-verify", "SSI_INJECTOR_TLS_SKIP_VERIFY"),
+        (
+            "ignore-missing-secrets",
+            "SSI_INJECTOR_IGNORE_MISSING_SECRETS",
+        ),
+        ("enable-json-log", "SSI_INJECTOR_JSON_LOG"),
+    ] {
+        if let Some(value) = flag(name)? {
+            env.push(json!({"name": variable, "value": value}));
+        }
+    }
+    if let Some(timeout) = annotation(pod, "client-timeout") {
+        parse_duration(timeout).map_err(|e| {
+            format!("Pod {pod_name}: annotation {ANNOTATION_PREFIX}client-timeout: {e}")
+        })?;
+        env.push(json!({"name": "SSI_INJECTOR_CLIENT_TIMEOUT", "value": timeout}));
+    }
+    if let Some(level) = annotation(pod, "log-level") {
+        if !matches!(level, "error" | "warn" | "info" | "debug") {
+            return Err(format!(
+                "Pod {pod_name}: annotation {ANNOTATION_PREFIX}log-level is {level:?}; write error, warn, info or debug"
+            ));
+        }
+        env.push(json!({"name": "SSI_INJECTOR_LOG_LEVEL", "value": level}));
+    }
+    match annotation(pod, "restart-on-secret-change") {
+        None | Some("none") => {}
+        Some(mode @ ("watch-for-data" | "watch-for-lease")) => {
+            return Err(format!(
+                "Pod {pod_name}: annotation {ANNOTATION_PREFIX}restart-on-secret-change: {mode} is not supported by this version yet; remove it or use none"
+            ));
+        }
+        Some(other) => {
+            return Err(format!(
+                "Pod {pod_name}: annotation {ANNOTATION_PREFIX}restart-on-secret-change is {other:?}; write none, watch-for-data or watch-for-lease"
+            ));
+        }
+    }
+    let token_path = annotation(pod, "service-account-token-path")
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{TOKEN_DIR}/token"));
+    env.push(json!({"name": "SSI_INJECTOR_TOKEN_PATH", "value": token_path}));
+    if annotation(pod, "tls-secret").is_some() {
+        env.push(json!({"name": "SSI_INJECTOR_CA_CERT", "value": format!("{TLS_DIR}/ca.crt")}));
+    }
+    Ok(env)
+}
+
+/// Whether a container's own env refers to the store.
+fn references_the_store(container: &Value) -> bool {
+    container
+        .get("env")
+        .and_then(Value::as_array)
+        .is_some_and(|env| {
+            env.iter().any(|var| {
+                var.get("value")
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| v.contains("secrets-store:"))
+            })
+        })
+}
+
+fn push_unique(list: &mut Vec<Value>, item: Value) {
+    let name = item.get("name").cloned();
+    if !list
+        .iter()
+        .any(|existing| existing.get("name") == name.as_ref())
+    {
+        list.push(item);
+    }
+}
+
+fn array<'a>(map: &'a mut Map<String, Value>, key: &str) -> Result<&'a mut Vec<Value>, String> {
+    map.entry(key)
+        .or_insert_with(|| json!([]))
+        .as_array_mut()
+        .ok_or_else(|| format!("{key} is not a list"))
+}
+
+/// Injects the env injector into `pod` if it asks for it. `Ok` carries warnings; `Err` is a
+/// denial a person can act on. Running it on its own output changes nothing.
+pub fn inject(pod: &mut Value, settings: &InjectorSettings) -> Result<Vec<String>, String> {
+    if annotation(pod, "role").is_none() {
+        return Ok(Vec::new());
+    }
+    let pod_name = pod
+        .get("metadata")
+        .and_then(|m| m.get("name").or_else(|| m.get("generateName")))
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>")
+        .to_owned();
+    let mut warnings = Vec::new();
+    let env = injector_env(pod, settings, &pod_name)?;
+    let everyone = annotation(pod, "env-from-path").is_some_and(|p| !p.is_empty());
+    let skipped: Vec<String> = annotation(pod, "skip-mutate-containers")
+        .unwrap_or_default()
+        .split(',')
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .collect();
+    let mutate_probes = match annotation(pod, "mutate-probes") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(format!(
+                "Pod {pod_name}: annotation {ANNOTATION_PREFIX}mutate-probes is {other:?}; write \"true\" or \"false\""
+            ));
+        }
+    };
+    if annotation(pod, "secret-poll-interval").is_some() {
+        warnings.push(format!("Pod {pod_name}: annotation {ANNOTATION_PREFIX}secret-poll-interval has no effect without restart-on-secret-change"));
+    }
+    let own_token = annotation(pod, "service-account-token-path").is_none();
+    let tls_secret = annotation(pod, "tls-secret").map(str::to_owned);
+
+    let spec = pod
+        .get_mut("spec")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| format!("Pod {pod_name}: spec is not an object"))?;
+    let mut mounts = vec![json!({"name": VOLUME, "mountPath": DIR, "readOnly": true})];
+    if own_token {
+        mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}));
+    }
+    if tls_secret.is_some() {
+        mounts.push(json!({"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": true}));
+    }
+
+    let mut injected = 0;
+    let containers = array(spec, "containers").map_err(|e| format!("Pod {pod_name}: spec.{e}"))?;
+    for container in containers.iter_mut() {
+        let name = container
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let already = container
+            .get("command")
+            .and_then(|c| c.get(0))
+            .and_then(Value::as_str)
+            == Some(BINARY);
+        if already {
+            injected += 1;
+            continue;
+        }
+        if skipped.contains(&name) || !(everyone || references_the_store(container)) {
+            continue;
+        }
+        let Some(container) = container.as_object_mut() else {
+            return Err(format!(
+                "Pod {pod_name}: container {name:?} is not an object"
+            ));
+        };
+        let Some(command) = container
+            .get("command")
+            .and_then(Value::as_array)
+            .filter(|c| !c.is_empty())
+            .cloned()
+        else {
+            return Err(format!(
+                "Pod {pod_name}: container {name:?} has no command, and this webhook does not look up the image's ENTRYPOINT; \
+                 set command (and args) explicitly so the injector knows what to start"
+            ));
+        };
+        let mut argv = command;
+        if let Some(args) = container.get("args").and_then(Value::as_array) {
+            argv.extend(args.iter().cloned());
+        }
+        container.insert("command".into(), json!([BINARY]));
+        container.insert("args".into(), Value::Array(argv));
+        let container_env = array(container, "env")
+            .map_err(|e| format!("Pod {pod_name}: container {name:?}: {e}"))?;
+        for var in &env {
+            push_unique(container_env, var.clone());
+        }
+        let container_mounts = array(container, "volumeMounts")
+            .map_err(|e| format!("Pod {pod_name}: container {name:?}: {e}"))?;
+        for mount in &mounts {
+            push_unique(container_mounts, mount.clone());
+        }
+        if mutate_probes {
+            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                if let Some(command) = container
+                    .get_mut(probe)
+                    .and_then(|p| p.get_mut("exec"))
+                    .and_then(|e| e.get_mut("command"))
+                    .and_then(Value::as_array_mut)
+                    .filter(|c| c.first().and_then(Value::as_str) != Some(BINARY))
+                {
+                    command.insert(0, json!(BINARY));
+                }
+            }
+        }
+        injected += 1;
+    }
+    if injected == 0 {
+        warnings.push(format!(
+            "Pod {pod_name}: annotation {ANNOTATION_PREFIX}role is set, but no container has a secrets-store: env value \
+             (and env-from-path is not set); nothing was injected"
+        ));
+        return Ok(warnings);
+    }
+
+    let volumes = array(spec, "volumes").map_err(|e| format!("Pod {pod_name}: spec.{e}"))?;
+    push_unique(
+        volumes,
+        json!({"name": VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}),
+    );
+    if own_token {
+        push_unique(
+            volumes,
+            json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+                "audience": settings.token_audience, "expirationSeconds": 3600, "path": "token"}}]}}),
+        );
+    }
+    if let Some(secret) = tls_secret {
+        push_unique(
+            volumes,
+            json!({"name": TLS_VOLUME, "secret": {"secretName": secret}}),
+        );
+    }
+    let init = array(spec, "initContainers").map_err(|e| format!("Pod {pod_name}: spec.{e}"))?;
+    if !init
+        .iter()
+        .any(|c| c.get("name").and_then(Value::as_str) == Some(INIT_CONTAINER))
+    {
+        init.insert(
+            0,
+            json!({
+                "name": INIT_CONTAINER,
+                "image": settings.image,
+                "command": ["/ssi-injector", "copy", DIR],
+                "volumeMounts": [{"name": VOLUME, "mountPath": DIR}],
+                "securityContext": {
+                    "runAsNonRoot": true, "runAsUser": 65532, "readOnlyRootFilesystem": true,
+                    "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}
+                },
+                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}}
+            }),
+        );
+    }
+    Ok(warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> InjectorSettings {
+        InjectorSettings {
+            image: "registry.example.com/ssi-injector:1".into(),
+            default_address: Some("https://vault.example.com:8200".into()),
+            token_audience: "vault".into(),
+        }
+    }
+
+    fn pod(annotations: Value, containers: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "app", "namespace": "ns", "annotations": annotations},
+               "spec": {"containers": containers}})
+    }
+
+    fn app(env: Value) -> Value {
+        json!({"name": "app", "image": "app:1", "command": ["/app"], "args": ["--serve"], "env": env})
+    }
+
+    fn env_of(container: &Value) -> Vec<(String, String)> {
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap().into(),
+                    v["value"].as_str().unwrap_or("").into(),
+                )
+            })
+            .collect()
+    }
+
+    /// Injects, checks that the patch reproduces it and that a second pass changes nothing.
+    fn injected(mut pod: Value) -> Result<(Value, Vec<String>), String> {
+        let original = pod.clone();
+        let warnings = inject(&mut pod, &settings())?;
+        let patch = json_patch::diff(&original, &pod);
+        let mut patched = original;
+        json_patch::patch(&mut patched, &patch).unwrap();
+        assert_eq!(patched, pod);
+        let mut again = pod.clone();
+        inject(&mut again, &settings()).unwrap();
+        assert_eq!(again, pod, "a second pass must change nothing");
+        Ok((pod, warnings))
+    }
+
+    #[test]
+    fn a_container_with_references_starts_through_the_injector() {
+        let (pod, warnings) = injected(pod(
+            json!({"secrets-store.deckhouse.io/role": "backend", "secrets-store.deckhouse.io/auth-path": "main-kube"}),
+            json!([app(json!([{"name": "DB_PASSWORD", "value": "secrets-store:secret/data/db#password"}])),
+                   {"name": "sidecar", "image": "proxy:1"}]),
+        ))
+        .unwrap();
+        assert!(warnings.is_empty());
+        let container = &pod["spec"]["containers"][0];
+        assert_eq!(container["command"], json!([BINARY]));
+        assert_eq!(container["args"], json!(["/app", "--serve"]));
+        let env = env_of(container);
+        for expected in [
+            ("SSI_INJECTOR_ROLE", "backend"),
+            ("SSI_INJECTOR_ADDR", "https://vault.example.com:8200"),
+            ("SSI_INJECTOR_AUTH_PATH", "main-kube"),
+            (
+                "SSI_INJECTOR_TOKEN_PATH",
+                "/var/run/secrets/secrets-store/token",
+            ),
+            ("DB_PASSWORD", "secrets-store:secret/data/db#password"),
+        ] {
+            assert!(
+                env.contains(&(expected.0.into(), expected.1.into())),
+                "{expected:?} in {env:?}"
+            );
+        }
+        assert_eq!(
+            pod["spec"]["containers"][1],
+            json!({"name": "sidecar", "image": "proxy:1"}),
+            "no references, untouched"
+        );
+        let init = &pod["spec"]["initContainers"][0];
+        assert_eq!(init["image"], "registry.example.com/ssi-injector:1");
+        assert_eq!(init["command"], json!(["/ssi-injector", "copy", DIR]));
+        assert_eq!(init["securityContext"]["readOnlyRootFilesystem"], true);
+        let volumes = pod["spec"]["volumes"].as_array().unwrap();
+        assert_eq!(volumes[0]["emptyDir"]["medium"], "Memory");
+        assert_eq!(
+            volumes[1]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+            "vault"
+        );
+    }
+
+    #[test]
+    fn env_from_path_reaches_every_container_but_the_skipped_ones() {
+        let (pod, _) = injected(pod(
+            json!({"secrets-store.deckhouse.io/role": "r", "secrets-store.deckhouse.io/env-from-path": "secret/data/a",
+                   "secrets-store.deckhouse.io/skip-mutate-containers": "metrics",
+                   "secrets-store.deckhouse.io/service-account-token-path": "/var/run/secrets/kubernetes.io/serviceaccount/token",
+                   "secrets-store.deckhouse.io/tls-secret": "vault-ca"}),
+            json!([app(json!([])), {"name": "metrics", "image": "m:1", "command": ["/m"]}]),
+        ))
+        .unwrap();
+        let container = &pod["spec"]["containers"][0];
+        assert_eq!(container["command"], json!([BINARY]));
+        let env = env_of(container);
+        assert!(env.contains(&("SSI_INJECTOR_ENV_FROM_PATH".into(), "secret/data/a".into())));
+        assert!(env.contains(&(
+            "SSI_INJECTOR_CA_CERT".into(),
+            "/secrets-store-injector-tls/ca.crt".into()
+        )));
+        assert!(env.contains(&(
+            "SSI_INJECTOR_TOKEN_PATH".into(),
+            "/var/run/secrets/kubernetes.io/serviceaccount/token".into()
+        )));
+        assert_eq!(
+            pod["spec"]["containers"][1]["command"],
+            json!(["/m"]),
+            "skipped"
+        );
+        let volumes: Vec<&str> = pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            volumes,
+            [VOLUME, TLS_VOLUME],
+            "no projected token when the pod names its own"
+        );
+    }
+
+    #[test]
+    fn exec_probes_are_wrapped_only_when_asked() {
+        let mut container = app(json!([{"name": "X", "value": "secrets-store:p#k"}]));
+        container["livenessProbe"] = json!({"exec": {"command": ["/check"]}});
+        container["readinessProbe"] = json!({"httpGet": {"path": "/", "port": 80}});
+        let plain = pod(
+            json!({"secrets-store.deckhouse.io/role": "r"}),
+            json!([container.clone()]),
+        );
+        let (pod_plain, _) = injected(plain).unwrap();
+        assert_eq!(
+            pod_plain["spec"]["containers"][0]["livenessProbe"]["exec"]["command"],
+            json!(["/check"])
+        );
+        let probed = pod(
+            json!({"secrets-store.deckhouse.io/role": "r", "secrets-store.deckhouse.io/mutate-probes": "true"}),
+            json!([container]),
+        );
+        let (pod_probed, _) = injected(probed).unwrap();
+        let container = &pod_probed["spec"]["containers"][0];
+        assert_eq!(
+            container["livenessProbe"]["exec"]["command"],
+            json!([BINARY, "/check"])
+        );
+        assert_eq!(
+            container["readinessProbe"],
+            json!({"httpGet": {"path": "/", "port": 80}})
+        );
+    }
+
+    #[test]
+    fn no_role_no_change_and_no_references_a_warning() {
+        let untouched = pod(
+            json!({}),
+            json!([app(json!([{"name": "X", "value": "secrets-store:p#k"}]))]),
+        );
+        let (result, warnings) = injected(untouched.clone()).unwrap();
+        assert_eq!((result, warnings.len()), (untouched, 0));
+        let nothing = pod(
+            json!({"secrets-store.deckhouse.io/role": "r"}),
+            json!([app(json!([{"name": "X", "value": "plain"}]))]),
+        );
+        let (result, warnings) = injected(nothing.clone()).unwrap();
+        assert_eq!(result, nothing);
+        assert!(warnings[0].contains("nothing was injected"), "{warnings:?}");
+    }
+
+    #[test]
+    fn bad_annotations_and_missing_commands_are_denied_with_the_fix() {
+        let reference = json!([{"name": "X", "value": "secrets-store:p#k"}]);
+        let cases = [
+            (
+                json!({"secrets-store.deckhouse.io/role": ""}),
+                app(reference.clone()),
+                "role is empty",
+            ),
+            (
+                json!({"secrets-store.deckhouse.io/role": "r", "secrets-store.deckhouse.io/client-timeout": "10"}),
+                app(reference.clone()),
+                "client-timeout",
+            ),
+            (
+                json!({"secrets-store.deckhouse.io/role": "r", "secrets-store.deckhouse.io/ignore-missing-secrets": "yes"}),
+                app(reference.clone()),
+                "write \"true\" or \"false\"",
+            ),
+            (
+                json!({"secrets-store.deckhouse.io/role": "r", "secrets-store.deckhouse.io/addr": "vault:8200"}),
+                app(reference.clone()),
+                "http(s) URL",
+            ),
+            (
+                json!({"secrets-store.deckhouse.io/role": "r", "secrets-store.deckhouse.io/restart-on-secret-change": "always"}),
+                app(reference.clone()),
+                "none, watch-for-data or watch-for-lease",
+            ),
+            (
+                json!({"secrets-store.deckhouse.io/role": "r"}),
+                json!({"name": "app", "image": "app:1", "env": reference}),
+                "has no command",
+            ),
+        ];
+        for (annotations, container, expected) in cases {
+            let mut pod = pod(annotations, json!([container]));
+            let error = inject(&mut pod, &settings()).unwrap_err();
+            assert!(
+                error.contains(expected) && error.starts_with("Pod app:"),
+                "{expected}: {error}"
+            );
+        }
+    }
+}
