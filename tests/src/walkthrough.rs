@@ -448,3 +448,15 @@ async fn kubernetes_setup(bed: &TestBed, narrator: &mut Narrator) -> crate::Resu
     )?;
     Ok(())
 }
+
+/// Widens the guide's `backend` policy to every path below `secret/data/`, for tests that read
+/// more than the guide's one secret (or a path that does not exist, to get a 404, not a 403).
+pub fn allow_all_app_secrets(bed: &TestBed) -> crate::Result<()> {
+    let policy = bed.dir().join("backend-wide.hcl");
+    std::fs::write(
+        &policy,
+        "path \"secret/data/*\" { capabilities = [\"read\"] }\n",
+    )?;
+    run_command(bed.bao()?.args(["policy", "write", "backend"]).arg(&policy))?;
+    Ok(())
+}

@@ -203,24 +203,10 @@ fn ssi_yaml(
     yaml
 }
 
-fn allow_all_app_secrets(bed: &TestBed) {
-    let policy = bed.dir().join("backend-wide.hcl");
-    std::fs::write(
-        &policy,
-        "path \"secret/data/*\" { capabilities = [\"read\"] }\n",
-    )
-    .unwrap();
-    run(bed
-        .bao()
-        .unwrap()
-        .args(["policy", "write", "backend", policy.to_str().unwrap()]))
-    .unwrap();
-}
-
 #[tokio::test]
 async fn several_files_from_several_paths_with_base64_one_login_one_read_per_path() {
     let bed = guide_bed().await;
-    allow_all_app_secrets(&bed);
+    walkthrough::allow_all_app_secrets(&bed).unwrap();
     kv_put(
         &bed,
         "secret/app-config",
@@ -347,7 +333,7 @@ async fn several_files_from_several_paths_with_base64_one_login_one_read_per_pat
 #[tokio::test]
 async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
     let bed = guide_bed().await;
-    allow_all_app_secrets(&bed);
+    walkthrough::allow_all_app_secrets(&bed).unwrap();
     run(bed.bao().unwrap().args([
         "write",
         "auth/main-kube/role/someone-else",

@@ -26,17 +26,7 @@ async fn guide_bed() -> (TestBed, PathBuf) {
         "username=app",
     ]))
     .unwrap();
-    let policy = bed.dir().join("wider.hcl");
-    std::fs::write(
-        &policy,
-        "path \"secret/data/*\" { capabilities = [\"read\"] }\n",
-    )
-    .unwrap();
-    run(bed
-        .bao()
-        .unwrap()
-        .args(["policy", "write", "backend", policy.to_str().unwrap()]))
-    .unwrap();
+    walkthrough::allow_all_app_secrets(&bed).unwrap();
     let token = bed.dir().join("token");
     std::fs::write(&token, &outcome.backend_token).unwrap();
     (bed, token)
