@@ -112,3 +112,18 @@ impl Webhook {
         bail!("the apiserver never called the webhook:\n{}", self.log())
     }
 }
+
+/// A bed without OpenBao holding what the webhook looks at: the CRD, the guide's namespace,
+/// ServiceAccount and SecretsStoreImport.
+pub async fn bed_with_the_guides_ssi() -> crate::Result<TestBed> {
+    let bed = TestBed::builder().without_openbao().start().await?;
+    bed.install_crd()?;
+    run(bed.kubectl().args(["create", "namespace", "my-namespace1"]))?;
+    for file in ["backend-sa.yaml", "python-backend-ssi.yaml"] {
+        run(bed
+            .kubectl()
+            .args(["apply", "-f"])
+            .arg(workspace_path(&format!("tests/fixtures/guide/{file}"))))?;
+    }
+    Ok(bed)
+}

@@ -4,28 +4,14 @@
 // Tests fail by panicking, helpers included.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use ssi_tests::webhook::Webhook;
+use ssi_tests::webhook::{Webhook, bed_with_the_guides_ssi};
 use ssi_tests::{TestBed, run, workspace_path};
 use ssi_webhook::router::SsiChecker;
 use std::time::Duration;
 
 #[tokio::test]
 async fn missing_ssis_are_warned_about_and_a_failed_lookup_is_only_a_warning() {
-    let bed = TestBed::builder()
-        .without_openbao()
-        .start()
-        .await
-        .expect("test bed");
-    bed.install_crd().unwrap();
-    run(bed.kubectl().args(["create", "namespace", "my-namespace1"])).unwrap();
-    run(bed.kubectl().args([
-        "apply",
-        "-f",
-        workspace_path("tests/fixtures/guide/python-backend-ssi.yaml")
-            .to_str()
-            .unwrap(),
-    ]))
-    .unwrap();
+    let bed = bed_with_the_guides_ssi().await.expect("test bed");
 
     let checker = SsiChecker::new(
         bed.kube_client().await.unwrap(),
@@ -87,16 +73,7 @@ fn guide(file: &str) -> String {
 
 #[tokio::test]
 async fn the_apiserver_stores_mutated_workloads_and_refuses_the_guides_subpath_mount() {
-    let bed = TestBed::builder()
-        .without_openbao()
-        .start()
-        .await
-        .expect("test bed");
-    bed.install_crd().unwrap();
-    run(bed.kubectl().args(["create", "namespace", "my-namespace1"])).unwrap();
-    for file in ["backend-sa.yaml", "python-backend-ssi.yaml"] {
-        run(bed.kubectl().args(["apply", "-f", &guide(file)])).unwrap();
-    }
+    let bed = bed_with_the_guides_ssi().await.expect("test bed");
     let webhook = Webhook::start(&bed, &[]).await.unwrap();
     webhook.register(&bed).await.unwrap();
 

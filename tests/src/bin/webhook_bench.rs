@@ -10,8 +10,8 @@
 //! rustls + hyper stack and certificate, a handler that reads the body and answers a constant.
 
 use anyhow::{Context, bail};
-use ssi_tests::webhook::Webhook;
-use ssi_tests::{TestBed, run, workspace_path};
+use ssi_tests::webhook::{Webhook, bed_with_the_guides_ssi};
+use ssi_tests::workspace_path;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -40,16 +40,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn bench(seconds: u64) -> anyhow::Result<()> {
-    let bed = TestBed::builder().without_openbao().start().await?;
-    bed.install_crd()?;
-    run(bed.kubectl().args(["create", "namespace", "my-namespace1"]))?;
-    run(bed.kubectl().args([
-        "apply",
-        "-f",
-        workspace_path("tests/fixtures/guide/python-backend-ssi.yaml")
-            .to_str()
-            .context("utf8")?,
-    ]))?;
+    let bed = bed_with_the_guides_ssi().await?;
     let webhook = Webhook::start(&bed, &[]).await?;
     let script = bed.dir().join("review.lua");
     let body = workspace_path("webhook/tests/fixtures/deployment-create.json");
