@@ -336,6 +336,7 @@ impl Fetcher {
                 let operation = match operation {
                     Operation::Login { .. } => "login",
                     Operation::Read { .. } => "read",
+                    Operation::RenewLease { .. } => "renew",
                 };
                 let result = if ok { Outcome::Ok } else { Outcome::Error };
                 metrics

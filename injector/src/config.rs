@@ -22,6 +22,14 @@ pub const ENV_FROM_PATH: &str = "SSI_INJECTOR_ENV_FROM_PATH";
 pub const ENV_TOKEN_PATH: &str = "SSI_INJECTOR_TOKEN_PATH";
 pub const ENV_LOG_LEVEL: &str = "SSI_INJECTOR_LOG_LEVEL";
 pub const ENV_JSON_LOG: &str = "SSI_INJECTOR_JSON_LOG";
+pub const ENV_MODE: &str = "SSI_INJECTOR_MODE";
+pub const ENV_POLL_INTERVAL: &str = "SSI_INJECTOR_POLL_INTERVAL";
+pub const ENV_GRACE_PERIOD: &str = "SSI_INJECTOR_GRACE_PERIOD";
+
+/// How often `watch-for-data` re-reads the secrets unless told (the CSI driver's rotation period).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(120);
+/// How long the app gets between SIGTERM and SIGKILL when the injector restarts it.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 
 /// Where a projected ServiceAccount token is, unless the pod says otherwise.
 pub const DEFAULT_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
@@ -40,6 +48,21 @@ pub struct Config {
     pub token_path: PathBuf,
     pub log_level: LogLevel,
     pub json_log: bool,
+    pub mode: Mode,
+    pub grace_period: Duration,
+}
+
+/// What the injector does once the environment is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `exec` the app: it becomes PID 1 and the injector is gone.
+    Exec,
+    /// Stay PID 1, re-read the secrets every `interval` (+-30%) and restart the container
+    /// when what the app was given has changed.
+    WatchForData { interval: Duration },
+    /// Stay PID 1, renew the leases of the secrets the app was given and restart the container
+    /// before one ends.
+    WatchForLease,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -111,6 +134,27 @@ impl Config {
                 LogLevel::Info
             }
         };
+        let mut duration = |name: &str, default: Duration| match get(name).map(parse_duration) {
+            None => default,
+            Some(Ok(value)) => value,
+            Some(Err(e)) => {
+                problems.push(format!("{name}: {e}"));
+                default
+            }
+        };
+        let interval = duration(ENV_POLL_INTERVAL, DEFAULT_POLL_INTERVAL);
+        let grace_period = duration(ENV_GRACE_PERIOD, DEFAULT_GRACE_PERIOD);
+        let mode = match get(ENV_MODE) {
+            None | Some("none") => Mode::Exec,
+            Some("watch-for-data") => Mode::WatchForData { interval },
+            Some("watch-for-lease") => Mode::WatchForLease,
+            Some(other) => {
+                problems.push(format!(
+                    "{ENV_MODE}={other:?} must be none, watch-for-data or watch-for-lease"
+                ));
+                Mode::Exec
+            }
+        };
         let env_from_paths = get(ENV_FROM_PATH)
             .map(|list| {
                 list.split(',')
@@ -139,6 +183,8 @@ impl Config {
             token_path: PathBuf::from(get(ENV_TOKEN_PATH).unwrap_or(DEFAULT_TOKEN_PATH)),
             log_level,
             json_log,
+            mode,
+            grace_period,
         })
     }
 }
@@ -167,6 +213,42 @@ mod tests {
         assert_eq!(config.token_path, PathBuf::from(DEFAULT_TOKEN_PATH));
         assert_eq!(config.env_from_paths, ["secret/data/a", "secret/data/b"]);
         assert!(!config.ignore_missing && !config.skip_tls_verify);
+        assert_eq!(config.mode, Mode::Exec);
+        assert_eq!(config.grace_period, DEFAULT_GRACE_PERIOD);
+    }
+
+    #[test]
+    fn watch_modes() {
+        let base = [
+            (ENV_ADDR, "https://vault.example.com:8200"),
+            (ENV_ROLE, "backend"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            Config::from_env(&vars(&[&base[..], extra].concat()))
+        };
+        assert_eq!(
+            with(&[(ENV_MODE, "watch-for-data")]).unwrap().mode,
+            Mode::WatchForData {
+                interval: DEFAULT_POLL_INTERVAL
+            }
+        );
+        assert_eq!(
+            with(&[(ENV_MODE, "watch-for-data"), (ENV_POLL_INTERVAL, "30s")])
+                .unwrap()
+                .mode,
+            Mode::WatchForData {
+                interval: Duration::from_secs(30)
+            }
+        );
+        assert_eq!(
+            with(&[(ENV_MODE, "watch-for-lease")]).unwrap().mode,
+            Mode::WatchForLease
+        );
+        let error = with(&[(ENV_MODE, "poll"), (ENV_GRACE_PERIOD, "0s")]).unwrap_err();
+        assert!(
+            error.contains(ENV_MODE) && error.contains(ENV_GRACE_PERIOD),
+            "{error}"
+        );
     }
 
     #[test]

@@ -13,14 +13,20 @@
 pub mod config;
 pub mod reference;
 pub mod resolve;
+pub mod supervise;
 
 use config::{Config, LogLevel};
 use resolve::{Fetched, Read};
 use secrecy::SecretString;
-use ssi_vault::{Client, KubernetesAuth, Session, StoreConfig};
+use ssi_vault::{Client, KubernetesAuth, Lease, Session, StoreConfig};
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Where Kubernetes looks for a container's termination message.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
 
 /// Writes one log line to stderr. Lines carry names, paths and keys only.
 pub fn log(config_level: LogLevel, json: bool, level: LogLevel, message: &str) {
@@ -41,87 +47,164 @@ pub fn log(config_level: LogLevel, json: bool, level: LogLevel, message: &str) {
     }
 }
 
-/// Reads every secret once, concurrently, logged in once as the pod.
-pub async fn fetch_all(
-    config: &Config,
-    reads: &BTreeSet<Read>,
-) -> Result<HashMap<Read, Fetched>, String> {
-    if reads.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let jwt = std::fs::read_to_string(&config.token_path).map_err(|e| {
-        format!(
-            "failed to read the ServiceAccount token {}: {e} (set secrets-store.deckhouse.io/service-account-token-path)",
-            config.token_path.display()
-        )
-    })?;
-    let ca_pem = match &config.ca_cert {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("failed to read the CA bundle {}: {e}", path.display()))?,
-        ),
-        None => None,
-    };
-    let mut store = StoreConfig::new(config.address.clone());
-    store.namespace = config.namespace.clone();
-    store.ca_pem = ca_pem;
-    store.skip_tls_verify = config.skip_tls_verify;
-    store.timeout = config.timeout;
-    let client = Client::new(&store).map_err(|e| e.to_string())?;
-    let session = Arc::new(Session::new(
-        client,
-        KubernetesAuth {
-            auth_path: config.auth_path.clone(),
-            role: config.role.clone(),
-        },
-        SecretString::from(jwt.trim().to_owned()),
-    ));
-    // One login before the reads fan out, so that they share its token.
-    session.token().await.map_err(|e| e.to_string())?;
-    let mut tasks = tokio::task::JoinSet::new();
-    for read in reads.iter().cloned() {
-        let session = session.clone();
-        tasks.spawn(async move {
-            let result = session.read(&read.0, read.1).await;
-            (read, result)
-        });
-    }
-    let mut fetched = HashMap::new();
-    let mut problems = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        let (read, result) = joined.map_err(|e| format!("a read task failed: {e}"))?;
-        match result {
-            Ok(secret) => {
-                let fields = secret.fields().map(|(k, v)| (k.to_owned(), v)).collect();
-                fetched.insert(read, Fetched::Found(fields));
-            }
-            Err(ssi_vault::Error::NotFound { .. }) => {
-                fetched.insert(read, Fetched::Missing);
-            }
-            Err(e) => problems.push(e.to_string()),
-        }
-    }
-    if !problems.is_empty() {
-        problems.sort();
-        return Err(problems.join("; "));
-    }
-    Ok(fetched)
+/// The store as the pod: one session (its token cached for its TTL) for every fetch.
+#[derive(Debug)]
+pub struct Store {
+    session: Arc<Session>,
+    token_path: PathBuf,
 }
 
-/// The application's environment from the container's: references resolved, configuration gone.
+/// A lease on a secret the app was given.
+#[derive(Debug, Clone)]
+pub struct LeaseInfo {
+    pub path: String,
+    /// `None` when the store gives a duration but no lease to renew (KV v1 `ttl`).
+    pub id: Option<String>,
+    pub duration: Duration,
+    pub renewable: bool,
+}
+
+/// What one fetch returned: fields by read, and the leases among them.
+#[derive(Debug, Default)]
+pub struct Fetch {
+    pub values: HashMap<Read, Fetched>,
+    pub leases: Vec<LeaseInfo>,
+}
+
+impl Store {
+    pub fn connect(config: &Config) -> Result<Store, String> {
+        let ca_pem = match &config.ca_cert {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("failed to read the CA bundle {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let mut store = StoreConfig::new(config.address.clone());
+        store.namespace = config.namespace.clone();
+        store.ca_pem = ca_pem;
+        store.skip_tls_verify = config.skip_tls_verify;
+        store.timeout = config.timeout;
+        let client = Client::new(&store).map_err(|e| e.to_string())?;
+        let auth = KubernetesAuth {
+            auth_path: config.auth_path.clone(),
+            role: config.role.clone(),
+        };
+        Ok(Store {
+            session: Arc::new(Session::new(
+                client,
+                auth,
+                SecretString::from(String::new()),
+            )),
+            token_path: config.token_path.clone(),
+        })
+    }
+
+    /// Reads every secret once, concurrently, logged in as the pod. The token file is read
+    /// again each time because kubelet replaces a projected token before it expires.
+    pub async fn fetch_all(&self, reads: &BTreeSet<Read>) -> Result<Fetch, String> {
+        if reads.is_empty() {
+            return Ok(Fetch::default());
+        }
+        let jwt = std::fs::read_to_string(&self.token_path).map_err(|e| {
+            format!(
+                "failed to read the ServiceAccount token {}: {e} (set secrets-store.deckhouse.io/service-account-token-path)",
+                self.token_path.display()
+            )
+        })?;
+        self.session
+            .set_jwt(SecretString::from(jwt.trim().to_owned()));
+        // One login before the reads fan out, so that they share its token.
+        self.session.token().await.map_err(|e| e.to_string())?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for read in reads.iter().cloned() {
+            let session = self.session.clone();
+            tasks.spawn(async move {
+                let result = session.read(&read.0, read.1).await;
+                (read, result)
+            });
+        }
+        let mut fetch = Fetch::default();
+        let mut problems = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let (read, result) = joined.map_err(|e| format!("a read task failed: {e}"))?;
+            match result {
+                Ok(secret) => {
+                    if let Some(duration) = secret.lease_duration.filter(|d| !d.is_zero()) {
+                        fetch.leases.push(LeaseInfo {
+                            path: read.0.clone(),
+                            id: secret.lease_id.clone().filter(|id| !id.is_empty()),
+                            duration,
+                            renewable: secret.renewable,
+                        });
+                    }
+                    let fields = secret.fields().map(|(k, v)| (k.to_owned(), v)).collect();
+                    fetch.values.insert(read, Fetched::Found(fields));
+                }
+                Err(ssi_vault::Error::NotFound { .. }) => {
+                    fetch.values.insert(read, Fetched::Missing);
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if !problems.is_empty() {
+            problems.sort();
+            return Err(problems.join("; "));
+        }
+        Ok(fetch)
+    }
+
+    /// Extends a lease by its own duration; returns what the store granted.
+    pub async fn renew(&self, lease: &LeaseInfo, id: &str) -> Result<Lease, String> {
+        self.session
+            .renew_lease(&lease.path, id, lease.duration)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The application's environment, and the leases of what it was given.
+#[derive(Debug)]
+pub struct Resolved {
+    pub env: Vec<(OsString, OsString)>,
+    pub leases: Vec<LeaseInfo>,
+}
+
+/// Resolves the references in `env` (the container's environment) through `store`; notices
+/// about ignored missing secrets are logged.
+pub async fn resolve(
+    config: &Config,
+    store: &Store,
+    env: Vec<(OsString, OsString)>,
+) -> Result<Resolved, String> {
+    let plan = resolve::plan(env, &config.env_from_paths)?;
+    let fetch = store.fetch_all(&plan.reads).await?;
+    let rendered = resolve::render(plan, &fetch.values, config.ignore_missing)?;
+    for notice in &rendered.notices {
+        log(config.log_level, config.json_log, LogLevel::Warn, notice);
+    }
+    Ok(Resolved {
+        env: rendered.env,
+        leases: fetch.leases,
+    })
+}
+
+/// [`resolve`] on a runtime of its own, for the exec mode.
 pub fn resolve_environment(
     config: &Config,
     env: Vec<(OsString, OsString)>,
 ) -> Result<Vec<(OsString, OsString)>, String> {
-    let plan = resolve::plan(env, &config.env_from_paths)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let store = Store::connect(config)?;
+        Ok(resolve(config, &store, env).await?.env)
+    })
+}
+
+/// A current-thread runtime: the injector does a handful of requests, concurrency enough.
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("failed to start the runtime: {e}"))?;
-    let fetched = runtime.block_on(fetch_all(config, &plan.reads))?;
-    let rendered = resolve::render(plan, &fetched, config.ignore_missing)?;
-    for notice in &rendered.notices {
-        log(config.log_level, config.json_log, LogLevel::Warn, notice);
-    }
-    Ok(rendered.env)
+        .map_err(|e| format!("failed to start the runtime: {e}"))
 }

@@ -2,16 +2,13 @@
 //! `ssi-injector <argv...>` (with `SSI_INJECTOR_*` set): resolves the references in the
 //! environment and execs `argv` in place of itself.
 
-use ssi_injector::config::{Config, ENV_ROLE, LogLevel};
-use ssi_injector::{log, resolve_environment};
+use ssi_injector::config::{Config, ENV_ROLE, LogLevel, Mode};
+use ssi_injector::{TERMINATION_LOG, log, resolve_environment, supervise};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::ExitCode;
-
-/// Where Kubernetes looks for a container's termination message.
-const TERMINATION_LOG: &str = "/dev/termination-log";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -45,6 +42,11 @@ fn main() -> ExitCode {
             "no command to run: give the container a command, or let the webhook find the image's entrypoint",
         );
     };
+    if config.mode != Mode::Exec {
+        let result = supervise::block_signals()
+            .and_then(|mask| supervise::run(&config, &mask, program, program_args, env));
+        return result.unwrap_or_else(|e| fail(config.log_level, config.json_log, &e));
+    }
     let app_env = match resolve_environment(&config, env) {
         Ok(env) => env,
         Err(e) => return fail(config.log_level, config.json_log, &e),

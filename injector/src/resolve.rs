@@ -1,5 +1,5 @@
 //! From the container's environment to the application's: which secrets to read, and the
-//! environment rendered from what was read. Pure; the reads happen in [`crate::fetch_all`].
+//! environment rendered from what was read. Pure; the reads happen in [`crate::Store::fetch_all`].
 
 use crate::config::ENV_PREFIX;
 use crate::reference::{self, Key, Part, Reference, TemplatePart};

@@ -332,3 +332,254 @@ fn copy_mode_installs_the_binary_for_the_app_containers() {
         "{stderr}"
     );
 }
+
+/// Waits for `path` to appear (the app's sign that it runs).
+fn wait_for_file(path: &Path, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+}
+
+/// Children of `pid` that have died and not been reaped.
+fn zombie_children(pid: u32) -> Vec<String> {
+    let mut zombies = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() == Some(&"Z") && fields.get(1) == Some(&pid.to_string().as_str()) {
+            zombies.push(stat);
+        }
+    }
+    zombies
+}
+
+const WATCH_FOR_DATA: (&str, &str) = ("SSI_INJECTOR_MODE", "watch-for-data");
+
+#[tokio::test]
+async fn in_watch_mode_the_injector_stays_pid_1_forwards_signals_reaps_and_passes_exit_codes() {
+    let (bed, token) = guide_bed().await;
+    let env = [
+        (
+            "DB_PASSWORD",
+            "secrets-store:secret/data/database-for-python-app#password",
+        ),
+        WATCH_FOR_DATA,
+    ];
+    let (result, _, stderr) = output(&mut injector(&bed, &token, &env, &["sh", "-c", "exit 7"]));
+    assert_eq!(result.status.code(), Some(7), "{stderr}");
+    let (result, _, stderr) = output(&mut injector(
+        &bed,
+        &token,
+        &env,
+        &["sh", "-c", "kill -KILL $$"],
+    ));
+    assert_eq!(result.status.code(), Some(128 + 9), "{stderr}");
+    let (result, stdout, stderr) = output(&mut injector(&bed, &token, &env, &["env"]));
+    assert!(result.status.success(), "{stderr}");
+    assert!(lines(&stdout).contains(&"DB_PASSWORD=rotated-password"));
+    assert!(!stdout.contains("SSI_INJECTOR_"), "{stdout}");
+
+    // An orphan of the app (the subshell's `sleep`) is re-parented to the injector and reaped.
+    let ready = bed.dir().join("watch-ready");
+    let script = "trap 'echo got-usr1' USR1; trap 'echo got-term; exit 3' TERM; \
+                  (sleep 0.2 &); touch \"$0\"; while :; do sleep 0.1; done";
+    let child = injector(
+        &bed,
+        &token,
+        &env,
+        &["sh", "-c", script, ready.to_str().unwrap()],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for_file(&ready, Duration::from_secs(20));
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap();
+    assert_eq!(
+        comm.trim(),
+        "ssi-injector",
+        "in watch mode the injector stays"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(zombie_children(child.id()), Vec::<String>::new());
+    signal(child.id(), nix::sys::signal::Signal::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(500));
+    signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+    let result = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert_eq!(
+        result.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert_eq!(lines(&stdout), ["got-term", "got-usr1"]);
+}
+
+#[tokio::test]
+async fn watch_for_data_restarts_the_app_after_a_kv_put_and_kills_one_that_will_not_stop() {
+    let (bed, token) = guide_bed().await;
+    let env = [
+        (
+            "DB_PASSWORD",
+            "secrets-store:secret/data/database-for-python-app#password",
+        ),
+        WATCH_FOR_DATA,
+        ("SSI_INJECTOR_POLL_INTERVAL", "1s"),
+        ("SSI_INJECTOR_GRACE_PERIOD", "2s"),
+        ("SSI_INJECTOR_LOG_LEVEL", "debug"),
+    ];
+    let ready = bed.dir().join("data-ready");
+    let script = "trap 'echo got-term; exit 0' TERM; echo \"started with $DB_PASSWORD\"; \
+                  touch \"$0\"; while :; do sleep 0.1; done";
+    let child = injector(
+        &bed,
+        &token,
+        &env,
+        &["sh", "-c", script, ready.to_str().unwrap()],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for_file(&ready, Duration::from_secs(20));
+    // A few unchanged polls leave the app alone.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        std::fs::metadata(format!("/proc/{}", child.id())).is_ok(),
+        "the app was stopped though nothing changed"
+    );
+    run(bed.bao().unwrap().args([
+        "kv",
+        "put",
+        "secret/database-for-python-app",
+        "password=changed-in-vault",
+        "username=app",
+    ]))
+    .unwrap();
+    let changed_at = Instant::now();
+    let result = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr),
+    );
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(changed_at.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        lines(&stdout),
+        ["got-term", "started with rotated-password"]
+    );
+    assert!(stderr.contains("secret data changed"), "{stderr}");
+    assert!(stderr.contains("secrets unchanged"), "{stderr}");
+    assert!(
+        !stderr.contains("changed-in-vault") && !stderr.contains("rotated-password"),
+        "{stderr}"
+    );
+
+    // The restarted container gets the new value; an app that ignores SIGTERM is killed after
+    // the grace period.
+    let ready = bed.dir().join("stubborn-ready");
+    let script = "trap '' TERM; echo \"started with $DB_PASSWORD\"; touch \"$0\"; \
+                  while :; do sleep 0.1; done";
+    let child = injector(
+        &bed,
+        &token,
+        &env,
+        &["sh", "-c", script, ready.to_str().unwrap()],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for_file(&ready, Duration::from_secs(20));
+    run(bed.bao().unwrap().args([
+        "kv",
+        "put",
+        "secret/database-for-python-app",
+        "password=changed-again",
+    ]))
+    .unwrap();
+    let result = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&result.stdout).trim(),
+        "started with changed-in-vault"
+    );
+    assert!(
+        stderr.contains("did not stop within 2s; killing it"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn watch_for_lease_restarts_the_app_before_its_lease_ends() {
+    let (bed, token) = guide_bed().await;
+    // KV v1 turns a `ttl` field into a lease duration without a renewable lease: the app must
+    // be restarted a grace period before it ends.
+    run(bed
+        .bao()
+        .unwrap()
+        .args(["secrets", "enable", "-path=leased", "-version=1", "kv"]))
+    .unwrap();
+    run(bed
+        .bao()
+        .unwrap()
+        .args(["kv", "put", "leased/db", "password=short-lived", "ttl=4s"]))
+    .unwrap();
+    let policy = bed.dir().join("leased.hcl");
+    std::fs::write(
+        &policy,
+        "path \"secret/data/*\" { capabilities = [\"read\"] }\npath \"leased/*\" { capabilities = [\"read\"] }\n",
+    )
+    .unwrap();
+    run(bed
+        .bao()
+        .unwrap()
+        .args(["policy", "write", "backend"])
+        .arg(&policy))
+    .unwrap();
+    let env = [
+        ("DB_PASSWORD", "secrets-store:leased/db#password"),
+        ("SSI_INJECTOR_MODE", "watch-for-lease"),
+        ("SSI_INJECTOR_GRACE_PERIOD", "1s"),
+    ];
+    let started = Instant::now();
+    let (result, stdout, stderr) = output(&mut injector(
+        &bed,
+        &token,
+        &env,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; echo \"$DB_PASSWORD\"; while :; do sleep 0.1; done",
+        ],
+    ));
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert_eq!(stdout.trim(), "short-lived");
+    assert!(
+        stderr.contains("the lease of secret leased/db ends"),
+        "{stderr}"
+    );
+    let lived = started.elapsed();
+    assert!(
+        lived >= Duration::from_secs(2) && lived < Duration::from_secs(4),
+        "stopped after {lived:?}, not about a grace period before the 4 s lease ended"
+    );
+}

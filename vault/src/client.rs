@@ -96,6 +96,13 @@ impl fmt::Debug for VaultToken {
 /// store traffic (metrics, benchmarks) without the client knowing about any metrics system.
 pub type Observer = Arc<dyn Fn(&Operation, bool) + Send + Sync>;
 
+/// What a lease renewal granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub duration: Duration,
+    pub renewable: bool,
+}
+
 /// A connection to one store. Cheap to clone; clones share the connection pool.
 #[derive(Clone)]
 pub struct Client {
@@ -249,6 +256,42 @@ impl Client {
             })?;
         Secret::from_response(path, body)
             .map_err(|detail| Error::InvalidResponse { operation, detail })
+    }
+
+    /// Asks to extend the lease `lease_id` (of the secret read from `path`) by `increment`;
+    /// returns what the store granted, which is less near the lease's maximum TTL.
+    pub async fn renew_lease(
+        &self,
+        token: &VaultToken,
+        path: &str,
+        lease_id: &str,
+        increment: Duration,
+    ) -> Result<Lease, Error> {
+        let operation = Operation::RenewLease {
+            path: path.to_owned(),
+        };
+        let url = self.url("sys/leases/renew")?;
+        let body = json!({ "lease_id": lease_id, "increment": increment.as_secs() });
+        let response = self
+            .send(&operation, || {
+                self.http
+                    .put(url.clone())
+                    .header("X-Vault-Token", token.expose())
+                    .json(&body)
+            })
+            .await?;
+        Ok(Lease {
+            duration: Duration::from_secs(
+                response
+                    .get("lease_duration")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+            ),
+            renewable: response
+                .get("renewable")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        })
     }
 
     fn url(&self, path: &str) -> Result<Url, Error> {

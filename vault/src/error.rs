@@ -3,8 +3,19 @@ use std::fmt;
 /// What the client was doing when it failed; part of every error message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
-    Login { auth_path: String, role: String },
-    Read { path: String, version: Option<u64> },
+    Login {
+        auth_path: String,
+        role: String,
+    },
+    Read {
+        path: String,
+        version: Option<u64>,
+    },
+    /// Renewal of the lease of the secret read from `path` (the lease id is not shown: with a
+    /// token it is a handle on the credentials).
+    RenewLease {
+        path: String,
+    },
 }
 
 impl fmt::Display for Operation {
@@ -23,6 +34,7 @@ impl fmt::Display for Operation {
             } => {
                 write!(f, "read secret {path} version {v}")
             }
+            Operation::RenewLease { path } => write!(f, "renew the lease of secret {path}"),
         }
     }
 }

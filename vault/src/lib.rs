@@ -21,7 +21,7 @@ mod retry;
 mod secret;
 mod session;
 
-pub use client::{Client, Observer, StoreConfig, VaultToken};
+pub use client::{Client, Lease, Observer, StoreConfig, VaultToken};
 pub use error::{Error, Operation};
 pub use retry::RetryPolicy;
 pub use secret::{Secret, SecretValue};

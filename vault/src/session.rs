@@ -1,4 +1,4 @@
-use crate::{Client, Error, Secret, VaultToken};
+use crate::{Client, Error, Lease, Secret, VaultToken};
 use secrecy::SecretString;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,6 +103,19 @@ impl Session {
             }
             other => other,
         }
+    }
+
+    /// Renews a lease as this identity (see [`Client::renew_lease`]).
+    pub async fn renew_lease(
+        &self,
+        path: &str,
+        lease_id: &str,
+        increment: Duration,
+    ) -> Result<Lease, Error> {
+        let token = self.token().await?;
+        self.client
+            .renew_lease(&token, path, lease_id, increment)
+            .await
     }
 }
 

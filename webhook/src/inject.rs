@@ -104,17 +104,21 @@ fn injector_env(
         }
         env.push(json!({"name": "SSI_INJECTOR_LOG_LEVEL", "value": level}));
     }
-    match annotation(pod, "restart-on-secret-change") {
-        None | Some("none") => {}
-        Some(mode @ ("watch-for-data" | "watch-for-lease")) => {
-            return Err(format!(
-                "Pod {pod_name}: annotation {ANNOTATION_PREFIX}restart-on-secret-change: {mode} is not supported by this version yet; remove it or use none"
-            ));
-        }
-        Some(other) => {
-            return Err(format!(
-                "Pod {pod_name}: annotation {ANNOTATION_PREFIX}restart-on-secret-change is {other:?}; write none, watch-for-data or watch-for-lease"
-            ));
+    let mode = annotation(pod, "restart-on-secret-change").unwrap_or("none");
+    if !matches!(mode, "none" | "watch-for-data" | "watch-for-lease") {
+        return Err(format!(
+            "Pod {pod_name}: annotation {ANNOTATION_PREFIX}restart-on-secret-change is {mode:?}; write none, watch-for-data or watch-for-lease"
+        ));
+    }
+    if mode != "none" {
+        env.push(json!({"name": "SSI_INJECTOR_MODE", "value": mode}));
+    }
+    if let Some(interval) = annotation(pod, "secret-poll-interval") {
+        parse_duration(interval).map_err(|e| {
+            format!("Pod {pod_name}: annotation {ANNOTATION_PREFIX}secret-poll-interval: {e}")
+        })?;
+        if mode == "watch-for-data" {
+            env.push(json!({"name": "SSI_INJECTOR_POLL_INTERVAL", "value": interval}));
         }
     }
     let token_path = annotation(pod, "service-account-token-path")
@@ -127,18 +131,31 @@ fn injector_env(
     Ok(env)
 }
 
-/// Whether a container's own env refers to the store.
-fn references_the_store(container: &Value) -> bool {
-    container
-        .get("env")
-        .and_then(Value::as_array)
-        .is_some_and(|env| {
-            env.iter().any(|var| {
-                var.get("value")
-                    .and_then(Value::as_str)
-                    .is_some_and(|v| v.contains("secrets-store:"))
+/// Whether a container's environment may refer to the store: a `secrets-store:` value of its
+/// own, or a value kubelet takes from a ConfigMap or Secret at start. NB: the webhook does not
+/// read those (it reads Secrets only for registry credentials, DESIGN.md 4.7); the injector
+/// resolves whatever arrives, and without a reference it only execs the app.
+fn may_reference_the_store(container: &Value) -> bool {
+    let env = container.get("env").and_then(Value::as_array);
+    let own = env.is_some_and(|env| {
+        env.iter().any(|var| {
+            var.get("value")
+                .and_then(Value::as_str)
+                .is_some_and(|v| v.contains("secrets-store:"))
+        })
+    });
+    let from_objects = env.is_some_and(|env| {
+        env.iter().any(|var| {
+            var.get("valueFrom").is_some_and(|from| {
+                from.get("configMapKeyRef").is_some() || from.get("secretKeyRef").is_some()
             })
         })
+    });
+    let env_from = container
+        .get("envFrom")
+        .and_then(Value::as_array)
+        .is_some_and(|sources| !sources.is_empty());
+    own || from_objects || env_from
 }
 
 fn push_unique(list: &mut Vec<Value>, item: Value) {
@@ -188,8 +205,10 @@ pub fn inject(pod: &mut Value, settings: &InjectorSettings) -> Result<Vec<String
             ));
         }
     };
-    if annotation(pod, "secret-poll-interval").is_some() {
-        warnings.push(format!("Pod {pod_name}: annotation {ANNOTATION_PREFIX}secret-poll-interval has no effect without restart-on-secret-change"));
+    if annotation(pod, "secret-poll-interval").is_some()
+        && annotation(pod, "restart-on-secret-change") != Some("watch-for-data")
+    {
+        warnings.push(format!("Pod {pod_name}: annotation {ANNOTATION_PREFIX}secret-poll-interval has no effect without restart-on-secret-change: watch-for-data"));
     }
     let own_token = annotation(pod, "service-account-token-path").is_none();
     let tls_secret = annotation(pod, "tls-secret").map(str::to_owned);
@@ -223,7 +242,7 @@ pub fn inject(pod: &mut Value, settings: &InjectorSettings) -> Result<Vec<String
             injected += 1;
             continue;
         }
-        if skipped.contains(&name) || !(everyone || references_the_store(container)) {
+        if skipped.contains(&name) || !(everyone || may_reference_the_store(container)) {
             continue;
         }
         let Some(container) = container.as_object_mut() else {
@@ -547,5 +566,71 @@ mod tests {
                 "{expected}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn references_from_config_maps_and_secrets_get_the_injector() {
+        let from_config_map = app(json!([]));
+        let mut from_config_map = from_config_map;
+        from_config_map["envFrom"] = json!([{"configMapRef": {"name": "app-env"}}]);
+        let key_ref =
+            app(json!([{"name": "DB", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]));
+        let field_ref = app(
+            json!([{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]),
+        );
+        for (container, injected_expected) in
+            [(from_config_map, true), (key_ref, true), (field_ref, false)]
+        {
+            let (pod, _) = injected(pod(
+                json!({"secrets-store.deckhouse.io/role": "r"}),
+                json!([container]),
+            ))
+            .unwrap();
+            let command = &pod["spec"]["containers"][0]["command"];
+            assert_eq!(command == &json!([BINARY]), injected_expected, "{command}");
+        }
+    }
+
+    #[test]
+    fn watch_modes_reach_the_injector() {
+        let reference = json!([{"name": "X", "value": "secrets-store:p#k"}]);
+        let (pod_data, warnings) = injected(pod(
+            json!({"secrets-store.deckhouse.io/role": "r",
+                   "secrets-store.deckhouse.io/restart-on-secret-change": "watch-for-data",
+                   "secrets-store.deckhouse.io/secret-poll-interval": "30s"}),
+            json!([app(reference.clone())]),
+        ))
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let env = env_of(&pod_data["spec"]["containers"][0]);
+        assert!(env.contains(&("SSI_INJECTOR_MODE".into(), "watch-for-data".into())));
+        assert!(env.contains(&("SSI_INJECTOR_POLL_INTERVAL".into(), "30s".into())));
+
+        let (pod_lease, warnings) = injected(pod(
+            json!({"secrets-store.deckhouse.io/role": "r",
+                   "secrets-store.deckhouse.io/restart-on-secret-change": "watch-for-lease",
+                   "secrets-store.deckhouse.io/secret-poll-interval": "30s"}),
+            json!([app(reference.clone())]),
+        ))
+        .unwrap();
+        assert!(
+            warnings[0].contains("secret-poll-interval has no effect"),
+            "{warnings:?}"
+        );
+        let env = env_of(&pod_lease["spec"]["containers"][0]);
+        assert!(env.contains(&("SSI_INJECTOR_MODE".into(), "watch-for-lease".into())));
+        assert!(
+            !env.iter()
+                .any(|(name, _)| name == "SSI_INJECTOR_POLL_INTERVAL")
+        );
+
+        let mut bad = pod(
+            json!({"secrets-store.deckhouse.io/role": "r",
+                   "secrets-store.deckhouse.io/restart-on-secret-change": "watch-for-data",
+                   "secrets-store.deckhouse.io/secret-poll-interval": "often"}),
+            json!([app(reference)]),
+        );
+        let error = inject(&mut bad, &settings()).unwrap_err();
+        assert!(error.contains("secret-poll-interval"), "{error}");
     }
 }

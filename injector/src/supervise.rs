@@ -1,0 +1,409 @@
+//! Watch modes: the injector stays the container's PID 1 with the app as its child, and
+//! restarts the container (by exiting 2) when the app's secrets changed or a lease ends.
+//!
+//! PID 1 duties, as an init would: every catchable signal is forwarded to the app, every child
+//! (orphans included: the injector is a subreaper) is reaped, and the injector leaves with the
+//! app's exit code, or 128+n when the app died of signal n.
+//!
+//! Signals are blocked before any thread exists and taken with `sigwait` by a thread of their
+//! own, so none is lost between two polls and no handler runs asynchronously; the app starts
+//! with an empty mask (std resets it when spawning).
+
+use crate::config::{Config, LogLevel, Mode};
+use crate::{LeaseInfo, Resolved, Store, log, resolve};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use std::collections::hash_map::DefaultHasher;
+use std::ffi::OsString;
+use std::hash::{Hash, Hasher};
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::time::{Instant, sleep_until};
+
+/// Exit code of a restart the injector asked for, so that it stands out from the app's own.
+pub const RESTART_EXIT_CODE: u8 = 2;
+
+/// Signals the injector leaves alone: faults of its own (which must kill it, not be forwarded),
+/// SIGPIPE (ignored by the Rust runtime) and terminal job control it never gets as PID 1.
+const NOT_FORWARDED: [Signal; 10] = [
+    Signal::SIGFPE,
+    Signal::SIGILL,
+    Signal::SIGSEGV,
+    Signal::SIGBUS,
+    Signal::SIGABRT,
+    Signal::SIGTRAP,
+    Signal::SIGSYS,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGPIPE,
+];
+
+/// Blocks the signals the supervisor handles. Must run before any other thread starts, so that
+/// every thread inherits the mask and no signal is delivered to a default handler instead.
+pub fn block_signals() -> Result<SigSet, String> {
+    let mut mask = SigSet::all();
+    for signal in NOT_FORWARDED {
+        mask.remove(signal);
+    }
+    mask.thread_block()
+        .map_err(|e| format!("failed to block signals: {e}"))?;
+    Ok(mask)
+}
+
+/// Why the injector is stopping the app.
+struct Stop {
+    reason: String,
+    kill_at: Instant,
+}
+
+/// Runs `program` under supervision in `config.mode` (a watch mode) and returns the container's
+/// exit code. `mask` comes from [`block_signals`].
+pub fn run(
+    config: &Config,
+    mask: &SigSet,
+    program: &OsString,
+    args: &[OsString],
+    env: Vec<(OsString, OsString)>,
+) -> Result<ExitCode, String> {
+    // As PID 1 orphans are ours anyway; elsewhere (a shared process namespace) this makes them
+    // ours, so that the app's own children are reaped too.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    let (sender, mut signals) = tokio::sync::mpsc::unbounded_channel();
+    let waited = *mask;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            while let Ok(signal) = waited.wait() {
+                if sender.send(signal).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| format!("failed to start the signal thread: {e}"))?;
+    crate::runtime()?.block_on(async {
+        let store = Store::connect(config)?;
+        let first = resolve(config, &store, env.clone()).await?;
+        let mut watch = Watch::new(config, &first);
+        let child = std::process::Command::new(program)
+            .args(args)
+            .env_clear()
+            .envs(first.env)
+            .spawn()
+            .map_err(|e| format!("failed to start {}: {e}", program.to_string_lossy()))?;
+        let child = Pid::from_raw(child.id() as i32);
+        let say = |level, message: &str| log(config.log_level, config.json_log, level, message);
+        say(
+            LogLevel::Debug,
+            &format!("started {} as process {child}", program.to_string_lossy()),
+        );
+        let mut stop: Option<Stop> = None;
+        loop {
+            let check_at = watch.next_check();
+            tokio::select! {
+                Some(signal) = signals.recv() => {
+                    if signal == Signal::SIGCHLD {
+                        if let Some(status) = reap(child) {
+                            return Ok(match stop {
+                                Some(_) => ExitCode::from(RESTART_EXIT_CODE),
+                                None => exit_code(status),
+                            });
+                        }
+                    } else {
+                        // The app may be gone already; reaping will tell.
+                        let _ = kill(child, signal);
+                    }
+                }
+                () = sleep_until(check_at), if stop.is_none() => {
+                    if let Some(reason) = watch.check(config, &store, &env).await {
+                        say(LogLevel::Info, &format!("{reason}: stopping the application so that the container restarts"));
+                        write_termination_message(&format!("{reason}: restarted by ssi-injector"));
+                        let _ = kill(child, Signal::SIGTERM);
+                        stop = Some(Stop { reason, kill_at: Instant::now() + config.grace_period });
+                    }
+                }
+                () = sleep_until(stop.as_ref().map_or(check_at, |s| s.kill_at)), if stop.is_some() => {
+                    if let Some(stop) = stop.as_mut() {
+                        say(LogLevel::Warn, &format!("{}: the application did not stop within {:?}; killing it", stop.reason, config.grace_period));
+                        let _ = kill(child, Signal::SIGKILL);
+                        // Once: the SIGCHLD that follows ends the loop.
+                        stop.kill_at = Instant::now() + Duration::from_secs(24 * 3600);
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Reaps every exited child; returns the app's status once it is among them.
+fn reap(app: Pid) -> Option<WaitStatus> {
+    let mut app_status = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return app_status,
+            Ok(status @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _)))
+                if pid == app =>
+            {
+                app_status = Some(status);
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The container's exit code for the app's: its own, or 128+n after signal n, as a shell says.
+fn exit_code(status: WaitStatus) -> ExitCode {
+    match status {
+        WaitStatus::Exited(_, code) => ExitCode::from(code as u8),
+        WaitStatus::Signaled(_, signal, _) => ExitCode::from(128 + signal as u8),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn write_termination_message(message: &str) {
+    let path = std::path::Path::new(crate::TERMINATION_LOG);
+    if path.exists() {
+        let _ = std::fs::write(path, message);
+    }
+}
+
+/// What a watch mode looks at, and when next.
+enum Watch {
+    Data {
+        interval: Duration,
+        fingerprint: u64,
+        next: Instant,
+    },
+    Lease {
+        leases: Vec<Tracked>,
+    },
+    /// Nothing to watch: supervise only.
+    Idle,
+}
+
+/// A lease and what to do about it when `at` comes.
+struct Tracked {
+    lease: LeaseInfo,
+    expires: Instant,
+    at: Instant,
+    renew: bool,
+}
+
+impl Tracked {
+    fn new(lease: LeaseInfo, grace: Duration, now: Instant) -> Tracked {
+        let expires = now + lease.duration;
+        let renew = lease.renewable && lease.id.is_some();
+        let at = if renew {
+            // Two thirds in, as Vault's own agents do: room for a failed renewal to be seen.
+            now + lease.duration.mul_f64(2.0 / 3.0)
+        } else {
+            stop_time(expires, grace, now)
+        };
+        Tracked {
+            lease,
+            expires,
+            at,
+            renew,
+        }
+    }
+}
+
+/// When to stop the app so that it is gone before `expires`: one grace period earlier.
+fn stop_time(expires: Instant, grace: Duration, now: Instant) -> Instant {
+    expires.checked_sub(grace).unwrap_or(now).max(now)
+}
+
+/// A hash of the app's environment: a change of anything the app was given, and only that,
+/// restarts it; the values themselves are not kept.
+fn fingerprint(env: &[(OsString, OsString)]) -> u64 {
+    let mut sorted: Vec<_> = env.iter().collect();
+    sorted.sort();
+    let mut hasher = DefaultHasher::new();
+    sorted.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// An interval spread by +-30%, so that the replicas of a Deployment do not poll in step.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(0.7 + 0.6 * fastrand::f64())
+}
+
+impl Watch {
+    fn new(config: &Config, first: &Resolved) -> Watch {
+        let now = Instant::now();
+        match config.mode {
+            Mode::WatchForData { interval } => Watch::Data {
+                interval,
+                fingerprint: fingerprint(&first.env),
+                next: now + jittered(interval),
+            },
+            Mode::WatchForLease if !first.leases.is_empty() => Watch::Lease {
+                leases: first
+                    .leases
+                    .iter()
+                    .map(|lease| Tracked::new(lease.clone(), config.grace_period, now))
+                    .collect(),
+            },
+            Mode::WatchForLease | Mode::Exec => {
+                if config.mode == Mode::WatchForLease {
+                    log(
+                        config.log_level,
+                        config.json_log,
+                        LogLevel::Warn,
+                        "watch-for-lease: no secret the application was given has a lease; nothing to renew",
+                    );
+                }
+                Watch::Idle
+            }
+        }
+    }
+
+    fn next_check(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(24 * 3600);
+        match self {
+            Watch::Data { next, .. } => *next,
+            Watch::Lease { leases } => leases.iter().map(|t| t.at).min().unwrap_or(far),
+            Watch::Idle => far,
+        }
+    }
+
+    /// Does what is due; returns why the app must stop, if it must.
+    async fn check(
+        &mut self,
+        config: &Config,
+        store: &Store,
+        env: &[(OsString, OsString)],
+    ) -> Option<String> {
+        let say = |level, message: &str| log(config.log_level, config.json_log, level, message);
+        match self {
+            Watch::Data {
+                interval,
+                fingerprint: known,
+                next,
+            } => {
+                *next = Instant::now() + jittered(*interval);
+                match resolve(config, store, env.to_vec()).await {
+                    Ok(resolved) if fingerprint(&resolved.env) != *known => {
+                        Some("secret data changed".to_owned())
+                    }
+                    Ok(_) => {
+                        say(LogLevel::Debug, "secrets unchanged");
+                        None
+                    }
+                    Err(e) => {
+                        // The app keeps what it has: a store outage must not take it down.
+                        say(
+                            LogLevel::Warn,
+                            &format!("could not check the secrets for changes, will retry: {e}"),
+                        );
+                        None
+                    }
+                }
+            }
+            Watch::Lease { leases } => {
+                let now = Instant::now();
+                for tracked in leases.iter_mut().filter(|t| t.at <= now) {
+                    if !tracked.renew {
+                        return Some(format!("the lease of secret {} ends", tracked.lease.path));
+                    }
+                    let id = tracked.lease.id.clone().unwrap_or_default();
+                    match store.renew(&tracked.lease, &id).await {
+                        Ok(granted) if granted.duration >= tracked.lease.duration => {
+                            tracked.expires = now + granted.duration;
+                            tracked.at = now + granted.duration.mul_f64(2.0 / 3.0);
+                            say(
+                                LogLevel::Debug,
+                                &format!("renewed the lease of secret {}", tracked.lease.path),
+                            );
+                        }
+                        Ok(granted) => {
+                            // Near its maximum TTL: the store grants less than asked, and the
+                            // lease will end; stop the app before it does.
+                            tracked.expires = now + granted.duration;
+                            tracked.renew = false;
+                            tracked.at = stop_time(tracked.expires, config.grace_period, now);
+                        }
+                        Err(e) => {
+                            say(
+                                LogLevel::Warn,
+                                &format!("the app will be restarted before the lease ends: {e}"),
+                            );
+                            tracked.renew = false;
+                            tracked.at = stop_time(tracked.expires, config.grace_period, now);
+                        }
+                    }
+                }
+                None
+            }
+            Watch::Idle => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    #[test]
+    fn fingerprint_sees_values_not_order() {
+        let a = fingerprint(&env(&[("A", "1"), ("B", "2")]));
+        assert_eq!(a, fingerprint(&env(&[("B", "2"), ("A", "1")])));
+        assert_ne!(a, fingerprint(&env(&[("A", "1"), ("B", "3")])));
+        assert_ne!(a, fingerprint(&env(&[("A", "1")])));
+    }
+
+    #[test]
+    fn jitter_stays_within_thirty_percent() {
+        let interval = Duration::from_secs(100);
+        for _ in 0..1000 {
+            let d = jittered(interval);
+            assert!(
+                d >= Duration::from_secs(70) && d <= Duration::from_secs(130),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn leases_renew_two_thirds_in_or_stop_a_grace_period_before_the_end() {
+        let now = Instant::now();
+        let grace = Duration::from_secs(10);
+        let lease = |id: Option<&str>, renewable| LeaseInfo {
+            path: "database/creds/app".into(),
+            id: id.map(str::to_owned),
+            duration: Duration::from_secs(60),
+            renewable,
+        };
+        let renewable = Tracked::new(lease(Some("database/creds/app/x"), true), grace, now);
+        assert!(renewable.renew);
+        assert_eq!(renewable.at, now + Duration::from_secs(40));
+        let fixed = Tracked::new(lease(Some("database/creds/app/x"), false), grace, now);
+        assert!(!fixed.renew);
+        assert_eq!(fixed.at, now + Duration::from_secs(50));
+        let no_id = Tracked::new(lease(None, true), grace, now);
+        assert!(!no_id.renew);
+        assert_eq!(
+            stop_time(now + Duration::from_secs(5), grace, now),
+            now,
+            "a lease shorter than the grace period stops at once"
+        );
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        let pid = Pid::from_raw(42);
+        assert_eq!(exit_code(WaitStatus::Exited(pid, 3)), ExitCode::from(3));
+        assert_eq!(
+            exit_code(WaitStatus::Signaled(pid, Signal::SIGTERM, false)),
+            ExitCode::from(143)
+        );
+    }
+}
