@@ -15,8 +15,11 @@ log() { printf '[provision] %s\n' "$*" >&2; }
 # --- Debian packages -------------------------------------------------------------------------
 # etcd-server: the apiserver's store. golang-go + dpkg-dev: build kube-apiserver from the source
 # package (its make rules need rsync). wrk: the webhook's HTTPS load benchmark. The reflect2/json-iterator sources replace the vendored copies (see build_kube below).
+# docker-registry, umoci, skopeo, apache2-utils (htpasswd): the OCI registry the webhook's
+# ENTRYPOINT lookups run against, images made and pushed without Docker.
 packages=(etcd-server golang-go dpkg-dev make rsync openssl curl ca-certificates wrk
-          golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
+          golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev
+          docker-registry umoci skopeo apache2-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -25,6 +28,11 @@ if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The package's own registry service would listen on every interface (:5000); the bed starts its
+# own on loopback only, so make sure the packaged one is not running.
+if [ -x /etc/init.d/docker-registry ]; then
+  /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
 fi
 ln -sf "$(command -v etcd)" "$bin/etcd"
 # The walkthrough drives the cluster with kubectl, as the user does. Any recent kubectl talks to

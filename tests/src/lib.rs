@@ -17,6 +17,7 @@ mod bed;
 pub mod csi;
 mod pki;
 mod process;
+pub mod registry;
 pub mod walkthrough;
 pub mod webhook;
 

@@ -33,6 +33,7 @@ impl Webhook {
         let mut command = Command::new(workspace_binary("ssi-webhook")?);
         command
             .env("KUBECONFIG", &bed.kube().kubeconfig)
+            .env("RUST_LOG", "info,ssi_webhook=debug")
             .arg(format!("--tls-cert={}", certs.join("tls.crt").display()))
             .arg(format!("--tls-key={}", certs.join("tls.key").display()))
             .arg(format!("--listen-addr=127.0.0.1:{port}"))

@@ -202,12 +202,14 @@ async fn webhook_manifests_with_generated_certificates_pass_a_server_side_dry_ru
     assert_eq!(secret["type"], "kubernetes.io/tls");
     assert_eq!(find("PodDisruptionBudget")["spec"]["minAvailable"], 1);
     assert_eq!(find("Service")["spec"]["ports"][0]["port"], 443);
-    // The webhook reads SecretsStoreImports one at a time, and nothing else (until env injection
-    // needs registry credentials).
+    // The webhook gets SecretsStoreImports, and ServiceAccounts and Secrets for registry
+    // credentials, one at a time: never list, watch or write.
     assert_eq!(
         find("ClusterRole")["rules"],
         serde_json::json!([{"apiGroups": ["deckhouse.io"], "resources": ["secretsstoreimports"],
-                            "verbs": ["get"]}])
+                            "verbs": ["get"]},
+                           {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]},
+                           {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}])
     );
 }
 

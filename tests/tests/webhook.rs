@@ -314,3 +314,287 @@ async fn the_apiserver_stores_mutated_workloads_and_refuses_the_guides_subpath_m
         "vault"
     );
 }
+
+/// A Pod whose container leaves `command` to its image and refers to the store.
+fn image_pod(name: &str, image: &str, service_account: &str, pull_secret: Option<&str>) -> String {
+    let pull_secrets =
+        pull_secret.map_or(serde_json::json!([]), |s| serde_json::json!([{"name": s}]));
+    serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "apps", "annotations": {
+            "secrets-store.deckhouse.io/role": "apps_reader",
+            "secrets-store.deckhouse.io/addr": "https://vault.example.com:8200"}},
+        "spec": {"serviceAccountName": service_account, "automountServiceAccountToken": false,
+            "imagePullSecrets": pull_secrets,
+            "containers": [{"name": "app", "image": image,
+                "env": [{"name": "DB_PASSWORD", "value": "secrets-store:secret/data/db#password"}]}]}})
+    .to_string()
+}
+
+/// A dockerconfigjson pull Secret for `host`.
+fn pull_secret(name: &str, host: &str, user: &str, password: &str) -> String {
+    use base64::Engine;
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let config = serde_json::json!({"auths": {host: {"auth": b64(&format!("{user}:{password}"))}}});
+    serde_json::json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": name, "namespace": "apps"},
+        "data": {".dockerconfigjson": b64(&config.to_string())}})
+    .to_string()
+}
+
+fn manifest_requests(registry_log: &std::path::Path, repository: &str) -> usize {
+    std::fs::read_to_string(registry_log)
+        .unwrap()
+        .matches(&format!("GET /v2/{repository}/manifests/"))
+        .count()
+}
+
+#[tokio::test]
+async fn containers_without_command_start_their_images_entrypoint_found_with_the_pods_pull_secrets()
+{
+    use ssi_tests::registry::{ImageCommand, Registry};
+    let bed = TestBed::builder()
+        .without_openbao()
+        .start()
+        .await
+        .expect("test bed");
+    let open = Registry::start(&bed.dir().join("registry-open"), None)
+        .await
+        .unwrap();
+    let private = Registry::start(
+        &bed.dir().join("registry-private"),
+        Some(("puller", "pull-pw")),
+    )
+    .await
+    .unwrap();
+    let app = open
+        .push(
+            "team/app:1",
+            ImageCommand {
+                entrypoint: &["/bin/app", "-v"],
+                cmd: &["--serve"],
+            },
+        )
+        .unwrap();
+    let multi = open
+        .push_index(
+            "multi:1",
+            &[
+                (
+                    "arm64",
+                    ImageCommand {
+                        entrypoint: &["/bin/arm64-app"],
+                        cmd: &[],
+                    },
+                ),
+                (
+                    "amd64",
+                    ImageCommand {
+                        entrypoint: &["/bin/amd64-app"],
+                        cmd: &["run"],
+                    },
+                ),
+            ],
+        )
+        .unwrap();
+    let burst = open
+        .push(
+            "burst:1",
+            ImageCommand {
+                entrypoint: &[],
+                cmd: &["/bin/burst"],
+            },
+        )
+        .unwrap();
+    let secret_image = private
+        .push(
+            "private:1",
+            ImageCommand {
+                entrypoint: &["/bin/private"],
+                cmd: &[],
+            },
+        )
+        .unwrap();
+    // One bundle trusts both registries' CAs.
+    let bundle = bed.dir().join("registry-cas.pem");
+    let mut pem = std::fs::read(&open.ca_cert).unwrap();
+    pem.extend(std::fs::read(&private.ca_cert).unwrap());
+    std::fs::write(&bundle, pem).unwrap();
+
+    let webhook = Webhook::start(
+        &bed,
+        &[
+            &format!("--registry-ca-file={}", bundle.display()),
+            "--ssi-lookup=false",
+        ],
+    )
+    .await
+    .unwrap();
+    webhook.register(&bed).await.unwrap();
+    run(bed.kubectl().args(["create", "namespace", "apps"])).unwrap();
+    let apply = |name: &str, json: String| {
+        let path = bed.dir().join(format!("{name}.json"));
+        std::fs::write(&path, json).unwrap();
+        path
+    };
+    for (name, account_secret) in [
+        ("with-secret", Some("regcred-account")),
+        ("no-secret", None),
+    ] {
+        let account = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": "apps"},
+            "imagePullSecrets": account_secret.map_or(serde_json::json!([]), |s| serde_json::json!([{"name": s}]))});
+        run(bed
+            .kubectl()
+            .args(["apply", "-f"])
+            .arg(apply(name, account.to_string())))
+        .unwrap();
+    }
+    for name in ["regcred-pod", "regcred-account"] {
+        let secret = pull_secret(name, &private.host, "puller", "pull-pw");
+        run(bed.kubectl().args(["apply", "-f"]).arg(apply(name, secret))).unwrap();
+    }
+    let args_of = |pod: &serde_json::Value| pod["spec"]["containers"][0]["args"].clone();
+
+    // Stored by the apiserver: ENTRYPOINT + CMD of the image, started through the injector.
+    let path = apply("app", image_pod("app", &app, "no-secret", None));
+    run(bed.kubectl().args(["create", "-f"]).arg(&path)).unwrap();
+    let stored = get_json(&bed, &["-n", "apps", "pod", "app"]);
+    assert_eq!(
+        stored["spec"]["containers"][0]["command"],
+        serde_json::json!(["/secrets-store-injector/ssi-injector"])
+    );
+    assert_eq!(
+        args_of(&stored),
+        serde_json::json!(["/bin/app", "-v", "--serve"])
+    );
+
+    // A multi-arch index: the linux/amd64 image's.
+    let path = apply("multi", image_pod("multi", &multi, "no-secret", None));
+    let dry = run(bed
+        .kubectl()
+        .args(["create", "--dry-run=server", "-o", "json", "-f"])
+        .arg(&path))
+    .unwrap();
+    let dry: serde_json::Value = serde_json::from_str(&dry).unwrap();
+    assert_eq!(args_of(&dry), serde_json::json!(["/bin/amd64-app", "run"]));
+
+    // A basic-auth registry: the pod's own pull secret, or its ServiceAccount's, opens it.
+    let path = apply(
+        "private-pod",
+        image_pod(
+            "private-pod",
+            &secret_image,
+            "no-secret",
+            Some("regcred-pod"),
+        ),
+    );
+    let dry = run(bed
+        .kubectl()
+        .args(["create", "--dry-run=server", "-o", "json", "-f"])
+        .arg(&path))
+    .unwrap();
+    assert_eq!(
+        args_of(&serde_json::from_str(&dry).unwrap()),
+        serde_json::json!(["/bin/private"])
+    );
+    let private_log = bed.dir().join("registry-private/registry.log");
+    let private_lookups = manifest_requests(&private_log, "private");
+    let path = apply(
+        "private-sa",
+        image_pod("private-sa", &secret_image, "with-secret", None),
+    );
+    let dry = run(bed
+        .kubectl()
+        .args(["create", "--dry-run=server", "-o", "json", "-f"])
+        .arg(&path))
+    .unwrap();
+    assert_eq!(
+        args_of(&serde_json::from_str(&dry).unwrap()),
+        serde_json::json!(["/bin/private"])
+    );
+    assert_eq!(
+        manifest_requests(&private_log, "private"),
+        private_lookups,
+        "the same credentials from elsewhere share the cached answer"
+    );
+    // Without credentials: denied, saying why and what to do; the cached answer of the pods
+    // with credentials is not theirs to use.
+    let path = apply(
+        "private-none",
+        image_pod("private-none", &secret_image, "no-secret", None),
+    );
+    let (created, _, stderr) = kubectl_output(
+        &bed,
+        &["create", "--dry-run=server", "-f", path.to_str().unwrap()],
+    );
+    assert!(!created);
+    assert!(
+        stderr.contains("container \"app\" has no command")
+            && stderr.contains("Not authorized")
+            && stderr.contains("set command (and args) explicitly"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pull-pw"), "{stderr}");
+
+    // Answers are cached per image and credentials, and concurrent lookups of one image share
+    // one request.
+    let log = bed.dir().join("registry-open/registry.log");
+    let before = manifest_requests(&log, "team/app");
+    assert_eq!(before, 1);
+    let path = apply("app-again", image_pod("app-again", &app, "no-secret", None));
+    run(bed
+        .kubectl()
+        .args(["create", "--dry-run=server", "-f"])
+        .arg(&path))
+    .unwrap();
+    assert_eq!(manifest_requests(&log, "team/app"), before, "cached");
+    let creates: Vec<_> = (0..4)
+        .map(|i| {
+            let path = apply(
+                &format!("burst-{i}"),
+                image_pod(&format!("burst-{i}"), &burst, "no-secret", None),
+            );
+            bed.kubectl()
+                .args(["create", "--dry-run=server", "-o", "json", "-f"])
+                .arg(path)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for create in creates {
+        let output = create.wait_with_output().unwrap();
+        assert!(output.status.success());
+        let pod: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(args_of(&pod), serde_json::json!(["/bin/burst"]));
+    }
+    assert_eq!(
+        manifest_requests(&log, "burst"),
+        manifest_requests(&log, "team/app"),
+        "four concurrent lookups cost what one did"
+    );
+
+    // A registry that hangs: the review ends at the lookup deadline with a denial naming it,
+    // well before the apiserver's 10 s webhook timeout.
+    let frozen = nix::unistd::Pid::from_raw(open.pid() as i32);
+    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let path = apply(
+        "hanging",
+        image_pod(
+            "hanging",
+            &format!("{}/never-answered:1", open.host),
+            "no-secret",
+            None,
+        ),
+    );
+    let (created, _, stderr) = kubectl_output(
+        &bed,
+        &["create", "--dry-run=server", "-f", path.to_str().unwrap()],
+    );
+    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(!created);
+    assert!(
+        stderr.contains("the registry lookup took longer than 5s"),
+        "{stderr}"
+    );
+}

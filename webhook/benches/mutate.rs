@@ -6,6 +6,7 @@
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use ssi_webhook::mutate::{SubpathPolicy, mutate};
+use ssi_webhook::registry::Entrypoints;
 use ssi_webhook::review::review;
 use std::hint::black_box;
 
@@ -31,7 +32,11 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("review_guide_deployment", |b| {
         b.iter(|| {
-            let reviewed = review(black_box(REVIEW.as_bytes()), &SubpathPolicy::Deny.into());
+            let reviewed = review(
+                black_box(REVIEW.as_bytes()),
+                &SubpathPolicy::Deny.into(),
+                &Entrypoints::new(),
+            );
             reviewed.response.to_review_json()
         })
     });
@@ -39,7 +44,11 @@ fn benches(c: &mut Criterion) {
     let unrelated = REVIEW.replace("secrets-store.csi.deckhouse.io", "other.csi.example.com");
     c.bench_function("review_unrelated_deployment", |b| {
         b.iter(|| {
-            let reviewed = review(black_box(unrelated.as_bytes()), &SubpathPolicy::Deny.into());
+            let reviewed = review(
+                black_box(unrelated.as_bytes()),
+                &SubpathPolicy::Deny.into(),
+                &Entrypoints::new(),
+            );
             reviewed.response.to_review_json()
         })
     });

@@ -83,6 +83,37 @@ pub struct Args {
     )]
     pub injector_token_audience: String,
 
+    /// Look up the image's ENTRYPOINT/CMD for injected containers without a command (needs RBAC
+    /// to get secrets and serviceaccounts, for the pod's pull credentials). Off: such Pods are
+    /// denied with a message asking for an explicit command.
+    #[arg(long, env = "SSI_WEBHOOK_REGISTRY_LOOKUP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub registry_lookup: bool,
+
+    /// Bound on one Pod's registry lookups (credentials included); keep it below the webhook's
+    /// timeoutSeconds (10 s in manifests/webhook).
+    #[arg(long, env = "SSI_WEBHOOK_REGISTRY_DEADLINE", default_value = "5s", value_parser = parse_duration)]
+    pub registry_deadline: Duration,
+
+    /// How long an image's ENTRYPOINT/CMD is reused, per image and credentials.
+    #[arg(long, env = "SSI_WEBHOOK_REGISTRY_CACHE_TTL", default_value = "10m", value_parser = parse_duration)]
+    pub registry_cache_ttl: Duration,
+
+    /// PEM file of CA certificates trusted for registries besides the system's.
+    #[arg(long, env = "SSI_WEBHOOK_REGISTRY_CA_FILE")]
+    pub registry_ca_file: Option<PathBuf>,
+
+    /// Architecture picked from a multi-arch image index (the OS is linux).
+    #[arg(
+        long,
+        env = "SSI_WEBHOOK_REGISTRY_ARCHITECTURE",
+        default_value = "amd64"
+    )]
+    pub registry_architecture: String,
+
+    /// Registries (host:port, comma-separated) reached over plain HTTP; local registries only.
+    #[arg(long, env = "SSI_WEBHOOK_REGISTRY_PLAIN_HTTP", value_delimiter = ',')]
+    pub registry_plain_http: Vec<String>,
+
     /// After SIGTERM: how long to keep serving while /readyz already fails, so that endpoints
     /// drop this replica before it stops accepting connections.
     #[arg(long, env = "SSI_WEBHOOK_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration_or_zero)]

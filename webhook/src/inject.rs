@@ -5,6 +5,7 @@
 //! Only Pods are injected (on CREATE): a workload's template is left as written, so that what
 //! `kubectl get deployment` shows is what the user wrote.
 
+use crate::registry::{Entrypoints, ImageCommand};
 use serde_json::{Map, Value, json};
 use ssi_core::duration::parse_duration;
 
@@ -28,6 +29,18 @@ pub struct InjectorSettings {
     pub default_address: Option<String>,
     /// Audience of the projected token the injector logs in with.
     pub token_audience: String,
+    /// Whether a container without `command` may be injected after its image's ENTRYPOINT/CMD
+    /// is looked up; otherwise it is denied.
+    pub registry_lookup: bool,
+}
+
+/// What injection did, or what it needs first.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Injection {
+    pub warnings: Vec<String>,
+    /// Images whose ENTRYPOINT/CMD must be looked up before the Pod can be injected. When not
+    /// empty the Pod is unchanged: inject again with the answers.
+    pub lookups: Vec<String>,
 }
 
 fn annotation<'a>(pod: &'a Value, name: &str) -> Option<&'a str> {
@@ -177,9 +190,13 @@ fn array<'a>(map: &'a mut Map<String, Value>, key: &str) -> Result<&'a mut Vec<V
 
 /// Injects the env injector into `pod` if it asks for it. `Ok` carries warnings; `Err` is a
 /// denial a person can act on. Running it on its own output changes nothing.
-pub fn inject(pod: &mut Value, settings: &InjectorSettings) -> Result<Vec<String>, String> {
+pub fn inject(
+    pod: &mut Value,
+    settings: &InjectorSettings,
+    entrypoints: &Entrypoints,
+) -> Result<Injection, String> {
     if annotation(pod, "role").is_none() {
-        return Ok(Vec::new());
+        return Ok(Injection::default());
     }
     let pod_name = pod
         .get("metadata")
@@ -225,46 +242,78 @@ pub fn inject(pod: &mut Value, settings: &InjectorSettings) -> Result<Vec<String
         mounts.push(json!({"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": true}));
     }
 
-    let mut injected = 0;
+    let needs_injection = |container: &Value| {
+        let name = container
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        !already_injected(container)
+            && !skipped.iter().any(|s| s == name)
+            && (everyone || may_reference_the_store(container))
+    };
     let containers = array(spec, "containers").map_err(|e| format!("Pod {pod_name}: spec.{e}"))?;
+    let mut lookups: Vec<String> = Vec::new();
+    for container in containers
+        .iter()
+        .filter(|c| needs_injection(c) && command_of(c).is_none())
+    {
+        let name = container
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let Some(image) = container.get("image").and_then(Value::as_str) else {
+            return Err(format!(
+                "Pod {pod_name}: container {name:?} has neither command nor image"
+            ));
+        };
+        if entrypoints.contains_key(image) || lookups.iter().any(|i| i == image) {
+            continue;
+        }
+        if !settings.registry_lookup {
+            return Err(format!(
+                "Pod {pod_name}: container {name:?} has no command, and this webhook does not look up the image's ENTRYPOINT \
+                 (--registry-lookup=false); set command (and args) explicitly so the injector knows what to start"
+            ));
+        }
+        lookups.push(image.to_owned());
+    }
+    if !lookups.is_empty() {
+        return Ok(Injection {
+            warnings: Vec::new(),
+            lookups,
+        });
+    }
+
+    let mut injected = 0;
     for container in containers.iter_mut() {
         let name = container
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let already = container
-            .get("command")
-            .and_then(|c| c.get(0))
-            .and_then(Value::as_str)
-            == Some(BINARY);
-        if already {
+        if already_injected(container) {
             injected += 1;
             continue;
         }
-        if skipped.contains(&name) || !(everyone || may_reference_the_store(container)) {
+        if !needs_injection(container) {
             continue;
         }
+        let argv = match command_of(container) {
+            Some(command) => {
+                let mut argv = command;
+                if let Some(args) = container.get("args").and_then(Value::as_array) {
+                    argv.extend(args.iter().cloned());
+                }
+                argv
+            }
+            None => image_argv(container, entrypoints)
+                .map_err(|reason| format!("Pod {pod_name}: container {name:?} has no command, and {reason}; set command (and args) explicitly so the injector knows what to start"))?,
+        };
         let Some(container) = container.as_object_mut() else {
             return Err(format!(
                 "Pod {pod_name}: container {name:?} is not an object"
             ));
         };
-        let Some(command) = container
-            .get("command")
-            .and_then(Value::as_array)
-            .filter(|c| !c.is_empty())
-            .cloned()
-        else {
-            return Err(format!(
-                "Pod {pod_name}: container {name:?} has no command, and this webhook does not look up the image's ENTRYPOINT; \
-                 set command (and args) explicitly so the injector knows what to start"
-            ));
-        };
-        let mut argv = command;
-        if let Some(args) = container.get("args").and_then(Value::as_array) {
-            argv.extend(args.iter().cloned());
-        }
         container.insert("command".into(), json!([BINARY]));
         container.insert("args".into(), Value::Array(argv));
         let container_env = array(container, "env")
@@ -297,7 +346,10 @@ pub fn inject(pod: &mut Value, settings: &InjectorSettings) -> Result<Vec<String
             "Pod {pod_name}: annotation {ANNOTATION_PREFIX}role is set, but no container has a secrets-store: env value \
              (and env-from-path is not set); nothing was injected"
         ));
-        return Ok(warnings);
+        return Ok(Injection {
+            warnings,
+            lookups: Vec::new(),
+        });
     }
 
     let volumes = array(spec, "volumes").map_err(|e| format!("Pod {pod_name}: spec.{e}"))?;
@@ -338,7 +390,54 @@ pub fn inject(pod: &mut Value, settings: &InjectorSettings) -> Result<Vec<String
             }),
         );
     }
-    Ok(warnings)
+    Ok(Injection {
+        warnings,
+        lookups: Vec::new(),
+    })
+}
+
+fn already_injected(container: &Value) -> bool {
+    container
+        .get("command")
+        .and_then(|c| c.get(0))
+        .and_then(Value::as_str)
+        == Some(BINARY)
+}
+
+/// The container's own non-empty `command`.
+fn command_of(container: &Value) -> Option<Vec<Value>> {
+    container
+        .get("command")
+        .and_then(Value::as_array)
+        .filter(|c| !c.is_empty())
+        .cloned()
+}
+
+/// What the runtime would start for a container without `command`: the image's ENTRYPOINT
+/// followed by the container's `args`, or by the image's CMD when there are none.
+fn image_argv(container: &Value, entrypoints: &Entrypoints) -> Result<Vec<Value>, String> {
+    let image = container
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let ImageCommand { entrypoint, cmd } = match entrypoints.get(image) {
+        Some(Ok(command)) => command,
+        Some(Err(reason)) => {
+            return Err(format!(
+                "the image's ENTRYPOINT could not be looked up: {reason}"
+            ));
+        }
+        None => return Err(format!("the image {image}'s ENTRYPOINT was not looked up")),
+    };
+    let args = match container.get("args").and_then(Value::as_array) {
+        Some(args) => args.clone(),
+        None => cmd.iter().map(|a| json!(a)).collect(),
+    };
+    let argv: Vec<Value> = entrypoint.iter().map(|a| json!(a)).chain(args).collect();
+    if argv.is_empty() {
+        return Err(format!("the image {image} has neither ENTRYPOINT nor CMD"));
+    }
+    Ok(argv)
 }
 
 #[cfg(test)]
@@ -350,6 +449,7 @@ mod tests {
             image: "registry.example.com/ssi-injector:1".into(),
             default_address: Some("https://vault.example.com:8200".into()),
             token_audience: "vault".into(),
+            registry_lookup: false,
         }
     }
 
@@ -380,13 +480,14 @@ mod tests {
     /// Injects, checks that the patch reproduces it and that a second pass changes nothing.
     fn injected(mut pod: Value) -> Result<(Value, Vec<String>), String> {
         let original = pod.clone();
-        let warnings = inject(&mut pod, &settings())?;
+        let Injection { warnings, lookups } = inject(&mut pod, &settings(), &Entrypoints::new())?;
+        assert!(lookups.is_empty());
         let patch = json_patch::diff(&original, &pod);
         let mut patched = original;
         json_patch::patch(&mut patched, &patch).unwrap();
         assert_eq!(patched, pod);
         let mut again = pod.clone();
-        inject(&mut again, &settings()).unwrap();
+        inject(&mut again, &settings(), &Entrypoints::new()).unwrap();
         assert_eq!(again, pod, "a second pass must change nothing");
         Ok((pod, warnings))
     }
@@ -560,7 +661,7 @@ mod tests {
         ];
         for (annotations, container, expected) in cases {
             let mut pod = pod(annotations, json!([container]));
-            let error = inject(&mut pod, &settings()).unwrap_err();
+            let error = inject(&mut pod, &settings(), &Entrypoints::new()).unwrap_err();
             assert!(
                 error.contains(expected) && error.starts_with("Pod app:"),
                 "{expected}: {error}"
@@ -630,7 +731,87 @@ mod tests {
                    "secrets-store.deckhouse.io/secret-poll-interval": "often"}),
             json!([app(reference)]),
         );
-        let error = inject(&mut bad, &settings()).unwrap_err();
+        let error = inject(&mut bad, &settings(), &Entrypoints::new()).unwrap_err();
         assert!(error.contains("secret-poll-interval"), "{error}");
+    }
+
+    #[test]
+    fn containers_without_command_start_what_their_image_would() {
+        let reference = json!([{"name": "X", "value": "secrets-store:p#k"}]);
+        let annotations = json!({"secrets-store.deckhouse.io/role": "r"});
+        let lookup_on = InjectorSettings {
+            registry_lookup: true,
+            ..settings()
+        };
+        let containers = json!([
+            {"name": "plain", "image": "registry.example.com/app:1", "env": reference},
+            {"name": "with-args", "image": "registry.example.com/app:1", "args": ["--debug"], "env": reference},
+            {"name": "cmd-only", "image": "registry.example.com/tool:2", "env": reference},
+        ]);
+        // First pass: nothing changes, the two distinct images are asked for.
+        let mut first = pod(annotations.clone(), containers.clone());
+        let untouched = first.clone();
+        let injection = inject(&mut first, &lookup_on, &Entrypoints::new()).unwrap();
+        assert_eq!(first, untouched);
+        assert_eq!(
+            injection.lookups,
+            ["registry.example.com/app:1", "registry.example.com/tool:2"]
+        );
+        // Second pass with the answers: ENTRYPOINT + (args or CMD), as the runtime would run.
+        let answers: Entrypoints = [
+            (
+                "registry.example.com/app:1".to_owned(),
+                Ok(ImageCommand {
+                    entrypoint: vec!["/bin/app".into()],
+                    cmd: vec!["--serve".into()],
+                }),
+            ),
+            (
+                "registry.example.com/tool:2".to_owned(),
+                Ok(ImageCommand {
+                    entrypoint: vec![],
+                    cmd: vec!["/bin/tool".into(), "run".into()],
+                }),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let mut second = pod(annotations.clone(), containers.clone());
+        let injection = inject(&mut second, &lookup_on, &answers).unwrap();
+        assert!(injection.lookups.is_empty() && injection.warnings.is_empty());
+        let args: Vec<&Value> = (0..3)
+            .map(|i| &second["spec"]["containers"][i]["args"])
+            .collect();
+        assert_eq!(args[0], &json!(["/bin/app", "--serve"]));
+        assert_eq!(args[1], &json!(["/bin/app", "--debug"]));
+        assert_eq!(args[2], &json!(["/bin/tool", "run"]));
+        let mut again = second.clone();
+        inject(&mut again, &lookup_on, &Entrypoints::new()).unwrap();
+        assert_eq!(again, second, "an injected Pod needs no lookup");
+
+        // A failed lookup and an image with nothing to start are denied, naming the fix.
+        let failed: Entrypoints = [
+            (
+                "registry.example.com/app:1".to_owned(),
+                Err("image registry.example.com/app:1: Not authorized".to_owned()),
+            ),
+            (
+                "registry.example.com/tool:2".to_owned(),
+                Ok(ImageCommand::default()),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let mut denied = pod(annotations.clone(), json!([containers[0]]));
+        let error = inject(&mut denied, &lookup_on, &failed).unwrap_err();
+        assert!(
+            error.contains(
+                "could not be looked up: image registry.example.com/app:1: Not authorized"
+            ) && error.contains("set command"),
+            "{error}"
+        );
+        let mut empty = pod(annotations, json!([containers[2]]));
+        let error = inject(&mut empty, &lookup_on, &failed).unwrap_err();
+        assert!(error.contains("neither ENTRYPOINT nor CMD"), "{error}");
     }
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod inject;
 pub mod metrics;
 pub mod mutate;
+pub mod registry;
 pub mod review;
 pub mod router;
 pub mod server;
@@ -54,13 +55,45 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let certs = CertStore::load(&args.tls_cert, &args.tls_key)
         .context("failed to load the serving certificate (--tls-cert, --tls-key)")?;
-    let ssis = if args.ssi_lookup {
-        let client = kube::Client::try_default()
-            .await
-            .context("failed to set up the Kubernetes client (or start with --ssi-lookup=false)")?;
-        SsiChecker::new(client, args.ssi_lookup_deadline, args.ssi_cache_ttl)
+    let registry_lookup = args.env_injection && args.registry_lookup;
+    let kube = if args.ssi_lookup || registry_lookup {
+        Some(kube::Client::try_default().await.context(
+            "failed to set up the Kubernetes client (or start with --ssi-lookup=false --registry-lookup=false)",
+        )?)
     } else {
-        SsiChecker::disabled()
+        None
+    };
+    let ssis = match &kube {
+        Some(client) if args.ssi_lookup => {
+            SsiChecker::new(client.clone(), args.ssi_lookup_deadline, args.ssi_cache_ttl)
+        }
+        _ => SsiChecker::disabled(),
+    };
+    let registry = match &kube {
+        Some(client) if registry_lookup => {
+            let ca_certificates = match &args.registry_ca_file {
+                Some(path) => {
+                    let pem = std::fs::read(path).with_context(|| {
+                        format!("failed to read --registry-ca-file {}", path.display())
+                    })?;
+                    registry::ca_bundle(&pem).map_err(|e| {
+                        anyhow::anyhow!("--registry-ca-file {}: {e}", path.display())
+                    })?
+                }
+                None => Vec::new(),
+            };
+            Some(registry::Registry::new(
+                client.clone(),
+                registry::RegistrySettings {
+                    deadline: args.registry_deadline,
+                    cache_ttl: args.registry_cache_ttl,
+                    ca_certificates,
+                    architecture: args.registry_architecture.clone(),
+                    plain_http: args.registry_plain_http.clone(),
+                },
+            ))
+        }
+        _ => None,
     };
     let metrics = Arc::new(Metrics::default());
     let listener = tokio::net::TcpListener::bind(args.listen_addr)
@@ -84,9 +117,11 @@ pub async fn run(
                 image: args.injector_image.clone(),
                 default_address: args.injector_default_address.clone(),
                 token_audience: args.injector_token_audience.clone(),
+                registry_lookup,
             }),
         },
         ssis,
+        registry,
         metrics,
     }));
     let draining = {

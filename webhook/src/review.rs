@@ -4,8 +4,9 @@
 //! it can be read): undecodable input is `invalid`, a policy violation is a denial a person can
 //! act on, and nothing from the object (env values included) is echoed back.
 
-use crate::inject::{InjectorSettings, inject};
+use crate::inject::{Injection, InjectorSettings, inject};
 use crate::mutate::{Mutation, SubpathPolicy, mutate};
+use crate::registry::{Entrypoints, LookupRequest};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -39,6 +40,8 @@ pub struct Reviewed {
     pub verdict: Verdict,
     /// The request's object kind ("" when the review could not be read).
     pub kind: String,
+    /// Images to look up before the Pod can be decided; then review again with the answers.
+    pub lookup: Option<LookupRequest>,
 }
 
 /// What became of a review, for metrics.
@@ -165,12 +168,15 @@ impl Response {
     }
 }
 
-pub fn review(body: &[u8], policy: &Policy) -> Reviewed {
+/// Reviews one AdmissionReview body. `entrypoints` answers image lookups a previous call asked
+/// for in [`Reviewed::lookup`] (empty on the first call).
+pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Reviewed {
     let invalid = |reason: String| Reviewed {
         response: Response::invalid(uid_of(body).unwrap_or_default(), reason),
         imports: None,
         verdict: Verdict::Invalid,
         kind: String::new(),
+        lookup: None,
     };
     let review: IncomingReview = match serde_json::from_slice(body) {
         Ok(review) => review,
@@ -201,6 +207,7 @@ pub fn review(body: &[u8], policy: &Policy) -> Reviewed {
             imports: None,
             verdict: Verdict::Unchanged,
             kind,
+            lookup: None,
         };
     };
     let mut original: Value = match serde_json::from_str(raw.get()) {
@@ -212,18 +219,47 @@ pub fn review(body: &[u8], policy: &Policy) -> Reviewed {
         map.insert("kind".into(), Value::String(kind.clone()));
     }
     let mut mutated = original.clone();
+    let mut lookups = Vec::new();
     let mutation = mutate(&mut mutated, policy.subpath).and_then(|mut mutation| {
         if let (Some(settings), "Pod") = (&policy.injector, kind.as_str()) {
-            mutation.warnings.extend(inject(&mut mutated, settings)?);
+            let Injection {
+                warnings,
+                lookups: images,
+            } = inject(&mut mutated, settings, entrypoints)?;
+            mutation.warnings.extend(warnings);
+            lookups = images;
         }
         Ok(mutation)
     });
+    if !lookups.is_empty() && mutation.is_ok() {
+        let spec = &original["spec"];
+        let text = |value: &Value| value.as_str().map(str::to_owned);
+        return Reviewed {
+            response: Response::allow(request.uid),
+            imports: None,
+            verdict: Verdict::Unchanged,
+            kind,
+            lookup: Some(LookupRequest {
+                namespace: request.namespace.unwrap_or_default(),
+                service_account: text(&spec["serviceAccountName"])
+                    .unwrap_or_else(|| "default".to_owned()),
+                pull_secrets: spec["imagePullSecrets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|reference| text(&reference["name"]))
+                    .collect(),
+                images: lookups,
+            }),
+        };
+    }
     match mutation {
         Err(denial) => Reviewed {
             response: Response::refuse(request.uid, 403, "Forbidden", denial),
             imports: None,
             verdict: Verdict::Denied,
             kind,
+            lookup: None,
         },
         Ok(Mutation { warnings, imports }) => {
             let patch = json_patch::diff(&original, &mutated);
@@ -248,6 +284,7 @@ pub fn review(body: &[u8], policy: &Policy) -> Reviewed {
                 imports,
                 verdict,
                 kind,
+                lookup: None,
             }
         }
     }
@@ -286,7 +323,11 @@ mod tests {
 
     #[test]
     fn the_guides_deployment_is_allowed_with_a_read_only_patch() {
-        let reviewed = review(DEPLOYMENT.as_bytes(), &SubpathPolicy::Deny.into());
+        let reviewed = review(
+            DEPLOYMENT.as_bytes(),
+            &SubpathPolicy::Deny.into(),
+            &Entrypoints::new(),
+        );
         assert!(reviewed.response.allowed);
         assert_eq!(reviewed.verdict, Verdict::Patched);
         assert_eq!(
@@ -312,7 +353,11 @@ mod tests {
 
     #[test]
     fn the_guides_subpath_example_is_denied_without_echoing_the_pod() {
-        let reviewed = review(SUBPATH_POD.as_bytes(), &SubpathPolicy::Deny.into());
+        let reviewed = review(
+            SUBPATH_POD.as_bytes(),
+            &SubpathPolicy::Deny.into(),
+            &Entrypoints::new(),
+        );
         assert!(!reviewed.response.allowed);
         assert_eq!(reviewed.verdict, Verdict::Denied);
         assert_eq!(
@@ -333,26 +378,39 @@ mod tests {
 
     #[test]
     fn with_the_warn_policy_the_subpath_pod_passes_with_a_warning() {
-        let reviewed = review(SUBPATH_POD.as_bytes(), &SubpathPolicy::Warn.into());
+        let reviewed = review(
+            SUBPATH_POD.as_bytes(),
+            &SubpathPolicy::Warn.into(),
+            &Entrypoints::new(),
+        );
         assert!(reviewed.response.allowed);
         assert_eq!(reviewed.response.warnings.len(), 1);
     }
 
     #[test]
     fn undecodable_input_is_invalid_and_keeps_the_uid_when_readable() {
-        let garbage = review(b"not json", &SubpathPolicy::Deny.into());
+        let garbage = review(
+            b"not json",
+            &SubpathPolicy::Deny.into(),
+            &Entrypoints::new(),
+        );
         assert!(!garbage.response.allowed);
         assert_eq!(garbage.verdict, Verdict::Invalid);
         let partial = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                              "request": {"uid": "u-1", "kind": "broken"}});
-        let reviewed = review(partial.to_string().as_bytes(), &SubpathPolicy::Deny.into());
+        let reviewed = review(
+            partial.to_string().as_bytes(),
+            &SubpathPolicy::Deny.into(),
+            &Entrypoints::new(),
+        );
         assert!(!reviewed.response.allowed);
         assert_eq!(reviewed.response.uid, "u-1");
         let no_request = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
         assert!(
             !review(
                 no_request.to_string().as_bytes(),
-                &SubpathPolicy::Deny.into()
+                &SubpathPolicy::Deny.into(),
+                &Entrypoints::new()
             )
             .response
             .allowed
@@ -363,17 +421,29 @@ mod tests {
     fn pod_updates_and_deletes_are_allowed_untouched() {
         let mut request: Value = serde_json::from_str(SUBPATH_POD).unwrap();
         request["request"]["operation"] = json!("UPDATE");
-        let reviewed = review(request.to_string().as_bytes(), &SubpathPolicy::Deny.into());
+        let reviewed = review(
+            request.to_string().as_bytes(),
+            &SubpathPolicy::Deny.into(),
+            &Entrypoints::new(),
+        );
         assert!(reviewed.response.allowed);
         assert!(reviewed.response.patch.is_none());
     }
 
     #[test]
     fn reviewing_the_patched_object_yields_no_patch() {
-        let first = review(DEPLOYMENT.as_bytes(), &SubpathPolicy::Deny.into());
+        let first = review(
+            DEPLOYMENT.as_bytes(),
+            &SubpathPolicy::Deny.into(),
+            &Entrypoints::new(),
+        );
         let mut request: Value = serde_json::from_str(DEPLOYMENT).unwrap();
         request["request"]["object"] = patched_object(DEPLOYMENT, &first);
-        let second = review(request.to_string().as_bytes(), &SubpathPolicy::Deny.into());
+        let second = review(
+            request.to_string().as_bytes(),
+            &SubpathPolicy::Deny.into(),
+            &Entrypoints::new(),
+        );
         assert!(second.response.allowed);
         assert!(
             second.response.patch.is_none(),
@@ -385,7 +455,11 @@ mod tests {
     #[test]
     fn objects_without_the_marker_are_admitted_untouched_and_escapes_cannot_hide_it() {
         let plain = DEPLOYMENT.replace("secrets-store.csi.deckhouse.io", "other.csi.example.com");
-        let reviewed = review(plain.as_bytes(), &SubpathPolicy::Deny.into());
+        let reviewed = review(
+            plain.as_bytes(),
+            &SubpathPolicy::Deny.into(),
+            &Entrypoints::new(),
+        );
         assert!(reviewed.response.allowed);
         assert_eq!(reviewed.verdict, Verdict::Unchanged);
         assert!(reviewed.response.patch.is_none());
@@ -396,13 +470,21 @@ mod tests {
             "secrets\\u002dstore.csi.deckhouse.io",
         );
         assert_ne!(escaped, DEPLOYMENT);
-        let reviewed = review(escaped.as_bytes(), &SubpathPolicy::Deny.into());
+        let reviewed = review(
+            escaped.as_bytes(),
+            &SubpathPolicy::Deny.into(),
+            &Entrypoints::new(),
+        );
         assert_eq!(reviewed.verdict, Verdict::Patched);
         let escaped_subpath = SUBPATH_POD.replace(
             "secrets-store.csi.deckhouse.io",
             "secrets\\u002dstore.csi.deckhouse.io",
         );
-        let reviewed = review(escaped_subpath.as_bytes(), &SubpathPolicy::Deny.into());
+        let reviewed = review(
+            escaped_subpath.as_bytes(),
+            &SubpathPolicy::Deny.into(),
+            &Entrypoints::new(),
+        );
         assert_eq!(reviewed.verdict, Verdict::Denied);
     }
 }

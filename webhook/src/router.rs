@@ -1,6 +1,7 @@
 //! The HTTP surface: `POST /mutate` (AdmissionReview v1), always answered with 200 and a review.
 
 use crate::metrics::{Metrics, ReviewLabels, kind_label};
+use crate::registry::{Entrypoints, Registry};
 use crate::review::{Policy, Response, Verdict, review};
 use axum::Router;
 use axum::body::Body;
@@ -102,6 +103,8 @@ impl SsiChecker {
 pub struct AppState {
     pub policy: Policy,
     pub ssis: SsiChecker,
+    /// Image ENTRYPOINT lookups for env injection; `None` when switched off.
+    pub registry: Option<Registry>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -121,7 +124,23 @@ async fn mutate_handler(State(state): State<Arc<AppState>>, body: Body) -> impl 
         return json(Response::invalid(String::new(), reason).to_review_json());
     };
     let started = Instant::now();
-    let mut reviewed = review(&body, &state.policy);
+    let mut reviewed = review(&body, &state.policy, &Entrypoints::new());
+    if let Some(request) = reviewed.lookup.take() {
+        let answers = match &state.registry {
+            Some(registry) => registry.entrypoints(&request).await,
+            None => request
+                .images
+                .iter()
+                .map(|image| {
+                    (
+                        image.clone(),
+                        Err("registry lookups are not configured".to_owned()),
+                    )
+                })
+                .collect(),
+        };
+        reviewed = review(&body, &state.policy, &answers);
+    }
     if let Some((namespace, names)) = &reviewed.imports {
         let extra = state.ssis.warnings(namespace, names).await;
         reviewed.response.warnings.extend(extra);
@@ -166,6 +185,7 @@ mod tests {
         let state = Arc::new(AppState {
             policy: SubpathPolicy::Deny.into(),
             ssis: SsiChecker::disabled(),
+            registry: None,
             metrics: Arc::default(),
         });
         let response = router(state)

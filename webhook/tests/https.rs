@@ -33,6 +33,7 @@ async fn reviews_over_tls_and_a_swapped_certificate_is_served_without_restart() 
     let state = Arc::new(AppState {
         policy: SubpathPolicy::Deny.into(),
         ssis: SsiChecker::disabled(),
+        registry: None,
         metrics: Arc::default(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
