@@ -46,7 +46,11 @@ fn command(volume: &Path, extra: &[&str]) -> Command {
         .arg(volume.join("tls.crt"))
         .arg("--tls-key")
         .arg(volume.join("tls.key"))
-        .args(["--ssi-lookup=false", "--tls-reload-interval=100ms"])
+        .args([
+            "--ssi-lookup=false",
+            "--registry-lookup=false",
+            "--tls-reload-interval=100ms",
+        ])
         .args(extra)
         .stdin(Stdio::null());
     command
