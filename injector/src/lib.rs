@@ -168,6 +168,8 @@ impl Store {
 pub struct Resolved {
     pub env: Vec<(OsString, OsString)>,
     pub leases: Vec<LeaseInfo>,
+    /// Time spent waiting for the store (login and reads), for the startup log line.
+    pub store_time: Duration,
 }
 
 /// Resolves the references in `env` (the container's environment) through `store`; notices
@@ -178,7 +180,9 @@ pub async fn resolve(
     env: Vec<(OsString, OsString)>,
 ) -> Result<Resolved, String> {
     let plan = resolve::plan(env, &config.env_from_paths)?;
+    let started = std::time::Instant::now();
     let fetch = store.fetch_all(&plan.reads).await?;
+    let store_time = started.elapsed();
     let rendered = resolve::render(plan, &fetch.values, config.ignore_missing)?;
     for notice in &rendered.notices {
         log(config.log_level, config.json_log, LogLevel::Warn, notice);
@@ -186,6 +190,7 @@ pub async fn resolve(
     Ok(Resolved {
         env: rendered.env,
         leases: fetch.leases,
+        store_time,
     })
 }
 
@@ -193,11 +198,22 @@ pub async fn resolve(
 pub fn resolve_environment(
     config: &Config,
     env: Vec<(OsString, OsString)>,
-) -> Result<Vec<(OsString, OsString)>, String> {
+) -> Result<Resolved, String> {
+    // NB: without a reference there is nothing to read; setting up the HTTP client (system
+    // roots included) would be the larger part of the injector's start-up for nothing.
+    let plan = resolve::plan(env.clone(), &config.env_from_paths)?;
+    if plan.reads.is_empty() {
+        let rendered = resolve::render(plan, &HashMap::new(), config.ignore_missing)?;
+        return Ok(Resolved {
+            env: rendered.env,
+            leases: Vec::new(),
+            store_time: Duration::ZERO,
+        });
+    }
     let runtime = runtime()?;
     runtime.block_on(async {
         let store = Store::connect(config)?;
-        Ok(resolve(config, &store, env).await?.env)
+        resolve(config, &store, env).await
     })
 }
 

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    let started = std::time::Instant::now();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let utf8: HashMap<String, String> = env
@@ -47,8 +48,8 @@ fn main() -> ExitCode {
             .and_then(|mask| supervise::run(&config, &mask, program, program_args, env));
         return result.unwrap_or_else(|e| fail(config.log_level, config.json_log, &e));
     }
-    let app_env = match resolve_environment(&config, env) {
-        Ok(env) => env,
+    let resolved = match resolve_environment(&config, env) {
+        Ok(resolved) => resolved,
         Err(e) => return fail(config.log_level, config.json_log, &e),
     };
     log(
@@ -56,10 +57,13 @@ fn main() -> ExitCode {
         config.json_log,
         LogLevel::Debug,
         &format!(
-            "environment resolved; starting {}",
+            "environment resolved in {} us, {} us of it waiting for the store; starting {}",
+            started.elapsed().as_micros(),
+            resolved.store_time.as_micros(),
             program.to_string_lossy()
         ),
     );
+    let app_env = resolved.env;
     let error = std::process::Command::new(program)
         .args(program_args)
         .env_clear()

@@ -560,6 +560,13 @@ impl TestBed {
             .env("BAO_ADDR", &openbao.addr)
             .env("BAO_TOKEN", &openbao.root_token)
             .env("HOME", self.dir());
+        if let Some(pem) = &openbao.ca_pem {
+            let ca = self.dir().join("openbao-cli-ca.pem");
+            if !ca.exists() {
+                std::fs::write(&ca, pem)?;
+            }
+            command.env("BAO_CACERT", ca);
+        }
         Ok(command)
     }
 

@@ -583,3 +583,19 @@ async fn watch_for_lease_restarts_the_app_before_its_lease_ends() {
         "stopped after {lived:?}, not about a grace period before the 4 s lease ended"
     );
 }
+
+#[test]
+fn without_references_the_app_starts_without_asking_the_store() {
+    // Env from a ConfigMap may hold no reference at all: then no token, no store is needed.
+    let (result, stdout, stderr) = output(
+        Command::new(workspace_binary("ssi-injector").unwrap())
+            .env_clear()
+            .env("SSI_INJECTOR_ADDR", "http://127.0.0.1:9")
+            .env("SSI_INJECTOR_ROLE", "r")
+            .env("SSI_INJECTOR_TOKEN_PATH", "/nonexistent/token")
+            .env("FROM_CONFIG_MAP", "plain value")
+            .arg("/usr/bin/env"),
+    );
+    assert!(result.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "FROM_CONFIG_MAP=plain value");
+}

@@ -154,6 +154,10 @@ impl Client {
                 return Err(invalid("the CA bundle holds no certificate".into()));
             }
             builder = builder.tls_certs_only(certs);
+        } else if config.address.scheme() == "http" {
+            // Plain HTTP never uses TLS (redirects are not followed): skip loading the system's
+            // roots, which costs milliseconds at every injector start.
+            builder = builder.tls_certs_only(Vec::new());
         }
         let http = builder
             .build()
