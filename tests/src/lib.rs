@@ -15,6 +15,7 @@
 
 mod bed;
 pub mod csi;
+pub mod demo;
 mod pki;
 mod process;
 pub mod registry;

@@ -385,7 +385,8 @@ async fn vault_setup_http(bed: &TestBed, narrator: &mut Narrator) -> crate::Resu
     Ok(())
 }
 
-fn kubectl(bed: &TestBed, narrator: &Narrator, args: &[&str]) -> crate::Result<String> {
+/// Runs kubectl as the narrated step shows it, and prints what it printed.
+pub fn kubectl(bed: &TestBed, narrator: &Narrator, args: &[&str]) -> crate::Result<String> {
     narrator.command(&format!("kubectl {}", args.join(" ")));
     let output = run_command(bed.kubectl().args(args))?;
     narrator.result(&output);
