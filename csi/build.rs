@@ -1,4 +1,4 @@
-//! Compiles the vendored CSI v1.9.0 spec. protoc comes from the protoc-bin-vendored crate so that
+//! Compiles the vendored CSI v1.9.0 spec and kubelet's plugin registration API v1. protoc comes from the protoc-bin-vendored crate so that
 //! a fresh machine builds without installing protobuf-compiler first.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     let include = protoc_bin_vendored::include_path()?;
     println!("cargo:rerun-if-changed=proto/csi.proto");
+    println!("cargo:rerun-if-changed=proto/pluginregistration/api.proto");
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
@@ -14,7 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip_debug(["csi.v1.NodePublishVolumeRequest"])
         .compile_with_config(
             config,
-            &["proto/csi.proto".into()],
+            &[
+                "proto/csi.proto".into(),
+                "proto/pluginregistration/api.proto".into(),
+            ],
             &["proto".into(), include],
         )?;
     Ok(())

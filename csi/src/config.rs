@@ -16,6 +16,22 @@ pub struct Args {
     #[arg(long, env = "SSI_CSI_SOCKET", default_value = "/csi/csi.sock")]
     pub socket: PathBuf,
 
+    /// Also serve kubelet's plugin registration API on this socket, so that kubelet's plugin
+    /// watcher registers the driver without the node-driver-registrar sidecar. Put it in
+    /// kubelet's watch directory: <kubelet-root>/plugins_registry/secrets-store.csi.deckhouse.io-reg.sock.
+    #[arg(long, env = "SSI_REGISTRATION_SOCKET")]
+    pub registration_socket: Option<PathBuf>,
+
+    /// Path of the CSI socket as kubelet sees it, announced at registration; defaults to
+    /// --socket (set it when the driver's container mounts the host directory elsewhere).
+    #[arg(long, env = "SSI_KUBELET_CSI_SOCKET")]
+    pub kubelet_csi_socket: Option<PathBuf>,
+
+    /// After SIGTERM: how long calls in flight (and clients that keep connections open) get
+    /// before the driver stops anyway; keep it below the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "SSI_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
     /// This node's name, reported by NodeGetInfo.
     #[arg(long, env = "SSI_NODE_ID")]
     pub node_id: String,

@@ -34,6 +34,8 @@ pub struct Driver {
     pub rotation_concurrency: usize,
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
+    /// Whether kubelet reported a successful plugin registration (with --registration-socket).
+    pub registered: Arc<AtomicBool>,
     fetcher: Fetcher,
     events: Events,
     records: state::Store,
@@ -67,6 +69,7 @@ impl Driver {
             rotation_concurrency: rotation_concurrency.max(1),
             metrics,
             ready: AtomicBool::new(false),
+            registered: Arc::default(),
             fetcher,
             events,
             records,

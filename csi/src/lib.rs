@@ -21,6 +21,7 @@ pub mod events;
 pub mod fetch;
 pub mod metrics;
 pub mod mount;
+pub mod registration;
 pub mod request;
 pub mod service;
 pub mod state;
@@ -30,6 +31,12 @@ pub mod proto {
     //! The CSI v1.9.0 API, generated from `proto/csi.proto`.
     #![allow(clippy::all, missing_debug_implementations)]
     tonic::include_proto!("csi.v1");
+}
+
+pub mod registration_proto {
+    //! Kubelet's plugin registration API v1, generated from `proto/pluginregistration/api.proto`.
+    #![allow(clippy::all, missing_debug_implementations)]
+    tonic::include_proto!("pluginregistration");
 }
 
 use anyhow::Context;
@@ -116,7 +123,24 @@ pub async fn run(
     let service = service::CsiService {
         driver: driver.clone(),
     };
-    let result = tonic::transport::Server::builder()
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let registration = match &args.registration_socket {
+        Some(path) => {
+            let endpoint = args.kubelet_csi_socket.as_ref().unwrap_or(&args.socket);
+            Some(tokio::spawn(serve_registration(
+                listen(path)?,
+                registration::Registrar {
+                    endpoint: endpoint.display().to_string(),
+                    registered: driver.registered.clone(),
+                },
+                stop,
+            )))
+        }
+        None => None,
+    };
+    let mut stopped = stopping.subscribe();
+    let grace = args.shutdown_grace;
+    let server = tonic::transport::Server::builder()
         .add_service(proto::identity_server::IdentityServer::new(service.clone()))
         .add_service(proto::node_server::NodeServer::new(service))
         .serve_with_incoming_shutdown(
@@ -124,15 +148,60 @@ pub async fn run(
                 tokio_stream::wrappers::UnixListenerStream::new(listener),
                 |conn| conn.map(authority::AuthorityFix::new),
             ),
-            shutdown,
-        )
-        .await;
+            async move {
+                shutdown.await;
+                let _ = stopping.send(true);
+            },
+        );
+    // NB: the graceful drain waits for every client to close its connection; one that keeps it
+    // open must not keep the driver (and its sockets) alive past the grace period.
+    let result = tokio::select! {
+        result = server => result,
+        () = async {
+            let _ = stopped.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "connections still open after the grace period; stopping anyway");
+            Ok(())
+        }
+    };
     rotation.abort();
-    let _ = std::fs::remove_file(&args.socket);
+    if let Some(registration) = registration {
+        registration.abort();
+        let _ = registration.await;
+    }
+    for socket in std::iter::once(&args.socket).chain(&args.registration_socket) {
+        let _ = std::fs::remove_file(socket);
+    }
     result.context("the CSI server failed")
 }
 
-/// Binds the CSI socket, readable and writable by root only from the moment it exists.
+/// Serves kubelet's plugin registration API until `stop` turns true. Kubelet < 1.26 sends the
+/// same invalid `:authority` here as on the CSI socket, so the same fix applies.
+async fn serve_registration(
+    listener: UnixListener,
+    registrar: registration::Registrar,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    tracing::info!(endpoint = %registrar.endpoint, "serving kubelet plugin registration");
+    let result = tonic::transport::Server::builder()
+        .add_service(registration_proto::registration_server::RegistrationServer::new(registrar))
+        .serve_with_incoming_shutdown(
+            tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                |conn| conn.map(authority::AuthorityFix::new),
+            ),
+            async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            },
+        )
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "the plugin registration server failed");
+    }
+}
+
+/// Binds a socket, readable and writable by root only from the moment it exists.
 fn listen(path: &std::path::Path) -> anyhow::Result<UnixListener> {
     match std::fs::symlink_metadata(path) {
         // NB: a socket left by a killed driver blocks bind; remove it, but nothing else.

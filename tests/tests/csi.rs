@@ -686,6 +686,101 @@ async fn after_sigkill_and_restart_unpublish_works_and_rotation_resumes() {
     );
 }
 
+/// grpcurl on a unix socket with a vendored proto of `csi/proto`.
+fn grpcurl(socket: &std::path::Path, proto: &str, method: &str, body: Option<String>) -> String {
+    let proto_dir = ssi_tests::workspace_path("csi/proto");
+    let mut command = std::process::Command::new(ssi_tests::tool_path("grpcurl").unwrap());
+    command.args([
+        "-plaintext",
+        "-unix",
+        // NB: kubelet 1.20's grpc-go sends the socket path as :authority, which HTTP/2
+        // forbids; the driver must cope (csi/src/authority.rs), so send it exactly so.
+        "-authority",
+        socket.to_str().unwrap(),
+        "-import-path",
+        proto_dir.to_str().unwrap(),
+        "-proto",
+        proto,
+    ]);
+    if let Some(body) = &body {
+        command.args(["-d", body]);
+    }
+    command.arg(socket.to_str().unwrap()).arg(method);
+    run(&mut command).unwrap()
+}
+
+#[tokio::test]
+async fn kubelets_plugin_watcher_can_register_the_driver_without_a_registrar_sidecar() {
+    let bed = guide_bed().await;
+    let registration = bed
+        .dir()
+        .join("csi/kubelet/plugins_registry/secrets-store.csi.deckhouse.io-reg.sock");
+    let driver = CsiDriver::start(
+        &bed,
+        DriverOptions {
+            extra_args: vec![
+                format!("--registration-socket={}", registration.display()),
+                "--kubelet-csi-socket=/var/lib/kubelet/plugins/secrets-store.csi.deckhouse.io/csi.sock".into(),
+                // The harness's own CSI connection stays open; do not wait the default 10 s.
+                "--shutdown-grace=1s".into(),
+            ],
+            ..DriverOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&registration)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "root only");
+    let info: serde_json::Value = serde_json::from_str(&grpcurl(
+        &registration,
+        "pluginregistration/api.proto",
+        "pluginregistration.Registration/GetInfo",
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        info,
+        serde_json::json!({"type": "CSIPlugin", "name": "secrets-store.csi.deckhouse.io",
+            "endpoint": "/var/lib/kubelet/plugins/secrets-store.csi.deckhouse.io/csi.sock",
+            "supportedVersions": ["1.0.0"]})
+    );
+    grpcurl(
+        &registration,
+        "pluginregistration/api.proto",
+        "pluginregistration.Registration/NotifyRegistrationStatus",
+        Some(r#"{"pluginRegistered": false, "error": "version mismatch"}"#.into()),
+    );
+    grpcurl(
+        &registration,
+        "pluginregistration/api.proto",
+        "pluginregistration.Registration/NotifyRegistrationStatus",
+        Some(r#"{"pluginRegistered": true}"#.into()),
+    );
+    let log = driver.log();
+    assert!(
+        log.contains("kubelet refused to register the driver")
+            && log.contains("version mismatch")
+            && log.contains("kubelet registered the driver"),
+        "{log}"
+    );
+    // On SIGTERM both sockets go, so that kubelet deregisters the driver.
+    let pid = nix::unistd::Pid::from_raw(driver.pid().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registration.exists() || driver.socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "sockets left behind:\n{}",
+            driver.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[tokio::test]
 async fn grpcurl_drives_the_driver_with_the_vendored_proto() {
     let bed = guide_bed().await;
@@ -693,25 +788,7 @@ async fn grpcurl_drives_the_driver_with_the_vendored_proto() {
         .await
         .unwrap();
     let grpcurl = |method: &str, body: Option<String>| -> String {
-        let proto_dir = ssi_tests::workspace_path("csi/proto");
-        let mut command = std::process::Command::new(ssi_tests::tool_path("grpcurl").unwrap());
-        command.args([
-            "-plaintext",
-            "-unix",
-            // NB: kubelet 1.20's grpc-go sends the socket path as :authority, which HTTP/2
-            // forbids; the driver must cope (csi/src/authority.rs), so send it exactly so.
-            "-authority",
-            driver.socket.to_str().unwrap(),
-            "-import-path",
-            proto_dir.to_str().unwrap(),
-            "-proto",
-            "csi.proto",
-        ]);
-        if let Some(body) = &body {
-            command.args(["-d", body]);
-        }
-        command.arg(driver.socket.to_str().unwrap()).arg(method);
-        run(&mut command).unwrap()
+        grpcurl(&driver.socket, "csi.proto", method, body)
     };
     let info: serde_json::Value =
         serde_json::from_str(&grpcurl("csi.v1.Identity/GetPluginInfo", None)).unwrap();
