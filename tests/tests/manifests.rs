@@ -66,8 +66,43 @@ async fn csi_manifests_pass_a_server_side_dry_run_with_every_field_kept() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(names, ["driver", "node-driver-registrar", "liveness-probe"]);
+    // One container: the driver registers itself with kubelet (no registrar sidecar).
+    assert_eq!(names, ["driver"]);
     let driver_container = &containers[0];
+    let env = |name: &str| {
+        driver_container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .and_then(|v| v["value"].as_str())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        env("SSI_REGISTRATION_SOCKET").as_deref(),
+        Some("/registration/secrets-store.csi.deckhouse.io-reg.sock")
+    );
+    assert_eq!(
+        env("SSI_KUBELET_CSI_SOCKET").as_deref(),
+        Some("/var/lib/kubelet/plugins/secrets-store.csi.deckhouse.io/csi.sock")
+    );
+    let registration_mount = driver_container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/registration")
+        .expect("registration dir mounted");
+    let volumes = daemonset["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
+    let registration_volume = volumes
+        .iter()
+        .find(|v| v["name"] == registration_mount["name"])
+        .unwrap();
+    assert_eq!(
+        registration_volume["hostPath"]["path"],
+        "/var/lib/kubelet/plugins_registry"
+    );
     assert_eq!(driver_container["securityContext"]["privileged"], true);
     let kubelet_mount = driver_container["volumeMounts"]
         .as_array()
