@@ -17,9 +17,12 @@ log() { printf '[provision] %s\n' "$*" >&2; }
 # package (its make rules need rsync). wrk: the webhook's HTTPS load benchmark. The reflect2/json-iterator sources replace the vendored copies (see build_kube below).
 # docker-registry, umoci, skopeo, apache2-utils (htpasswd): the OCI registry the webhook's
 # ENTRYPOINT lookups run against, images made and pushed without Docker.
+# containerd, runc, containernetworking-plugins, busybox-static, gcc: the real node (kubelet's
+# runtime, pod networking, the test workloads' image, the pause binary).
 packages=(etcd-server golang-go dpkg-dev make rsync openssl curl ca-certificates wrk
           golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev
-          docker-registry umoci skopeo apache2-utils)
+          docker-registry umoci skopeo apache2-utils
+          containerd runc containernetworking-plugins busybox-static gcc libc6-dev iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -34,6 +37,7 @@ fi
 if [ -x /etc/init.d/docker-registry ]; then
   /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
 fi
+# Likewise the node starts its own containerd (own config, root, state and socket).
 ln -sf "$(command -v etcd)" "$bin/etcd"
 # The walkthrough drives the cluster with kubectl, as the user does. Any recent kubectl talks to
 # the 1.20 apiserver; Debian's own (kubernetes-client, 1.20) is the fallback.
@@ -122,4 +126,47 @@ if [ ! -x "$cache/kube/kube-apiserver" ] || [ ! -x "$cache/kube/kube-controller-
 fi
 ln -sf "$cache/kube/kube-apiserver" "$bin/kube-apiserver"
 ln -sf "$cache/kube/kube-controller-manager" "$bin/kube-controller-manager"
+
+# --- the real node: kubelet + kube-scheduler from the same tree, and the pause binary -------------
+# NB: kubelet sets vm.overcommit_memory, kernel.panic and kernel.panic_on_oops on the host at
+# start ("modify" unless --protect-kernel-defaults, which fails instead). The test kubelet must not
+# touch the machine's kernel, so it is built to only warn about kernel tunables.
+build_node() {
+  local work="$cache/kubernetes-src"
+  local orig
+  orig=$(ls "$work"/kubernetes_*.orig.tar.* 2>/dev/null | head -n1)
+  [ -n "$orig" ] || { log "the kubernetes source tarball is missing from $work"; exit 1; }
+  local src="$work/node-src"
+  rm -rf "$src" && mkdir -p "$src"
+  tar -xf "$orig" -C "$src" --strip-components=1
+  local gocode=/usr/share/gocode/src/github.com
+  for dep in modern-go/reflect2 json-iterator/go; do
+    rm -rf "$src/vendor/github.com/$dep"
+    cp -r "$gocode/$dep" "$src/vendor/github.com/$dep"
+    find "$src/vendor/github.com/$dep" -name '*_test.go' -delete
+  done
+  local tunables="$src/pkg/kubelet/cm/container_manager_linux.go"
+  sed -i 's/^\tb := KernelTunableModify$/\tb := KernelTunableWarn \/\/ ssi test bed: never change host sysctls/' "$tunables"
+  grep -q 'b := KernelTunableWarn // ssi test bed' "$tunables" || {
+    log "could not make kubelet leave kernel tunables alone ($tunables changed upstream?)"; exit 1; }
+  local upstream
+  upstream=$(cat "$cache/kube/VERSION")
+  log "building kubelet and kube-scheduler (about 3 minutes on 2 cores)"
+  (cd "$src" && GOPROXY=off GOFLAGS=-mod=vendor CGO_ENABLED=0 GO111MODULE=on \
+     KUBE_GIT_VERSION="v$upstream" KUBE_GIT_TREE_STATE=clean \
+     make WHAT="cmd/kubelet cmd/kube-scheduler" >"$work/node-build.log" 2>&1) || {
+    tail -n 40 "$work/node-build.log" >&2; log "node build failed; full log: $work/node-build.log"; exit 1; }
+  local out="$src/_output/local/bin/linux/amd64"
+  cp "$out/kubelet" "$out/kube-scheduler" "$cache/kube/"
+  # The sandbox ("pause") process of every pod, compiled from the same tree: no image pull.
+  gcc -Os -static -DVERSION="v$upstream-ssi-test-bed" -o "$cache/kube/pause" "$src/build/pause/linux/pause.c"
+  strip "$cache/kube/pause"
+  rm -rf "$src"
+}
+if [ ! -x "$cache/kube/kubelet" ] || [ ! -x "$cache/kube/kube-scheduler" ] || [ ! -x "$cache/kube/pause" ]; then
+  build_node
+fi
+for tool in kubelet kube-scheduler pause; do
+  ln -sf "$cache/kube/$tool" "$bin/$tool"
+done
 log "test bed ready in $cache (kube $(cat "$cache/kube/VERSION"), $("$bin/bao" version | head -n1))"
