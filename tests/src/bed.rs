@@ -249,6 +249,11 @@ impl TestBed {
             .unwrap_or_else(|| panic!("this test bed was built without OpenBao"))
     }
 
+    /// OpenBao, when this bed has it.
+    pub fn openbao_if_started(&self) -> Option<&OpenBao> {
+        self.openbao.as_ref()
+    }
+
     async fn start_openbao(&mut self, root: &Path, tls: bool) -> crate::Result<()> {
         let bao = tool("bao")?;
         let root_token = "root".to_owned();
@@ -432,6 +437,8 @@ impl TestBed {
                     // gate the apiserver silently drops them.
                     .arg("--feature-gates=CSIServiceAccountToken=true")
                     .arg("--allow-privileged=true")
+                    // The real node has no resolvable host name; logs and exec go to its IP.
+                    .arg("--kubelet-preferred-address-types=InternalIP")
                     .arg("--profiling=false")
                     .arg("--v=1");
                 command

@@ -16,6 +16,8 @@
 mod bed;
 pub mod csi;
 pub mod demo;
+pub mod images;
+pub mod node;
 mod pki;
 mod process;
 pub mod registry;

@@ -1,0 +1,636 @@
+//! The real node of DESIGN.md section 5: kubelet and kube-scheduler v1.20 from the bed's source
+//! tree, with Debian's containerd and runc, inside a network namespace of the bed's own.
+//!
+//! Design choices:
+//! - Isolation: a holder process (`unshare --net`) owns the namespace; a veth pair gives it a
+//!   private /30 (the apiserver reaches kubelet there for logs). Nothing routes out of it.
+//!   Kubelet, containerd and the pods' shims enter it with `nsenter --net` only, so the mount
+//!   namespace stays the host's and CSI mounts are seen by containerd.
+//! - The bed's servers listen on the host's 127.0.0.1; inside the namespace a proxy listens on
+//!   the same ports (thread-local `setns`, then plain copying) so kubeconfigs and store addresses
+//!   read the same on both sides. Pods on the CNI bridge reach them at the bridge's gateway.
+//! - Everything lives below the bed's directory or a cgroup named after it; `stop()` tears it
+//!   down and fails if any process, mount, cgroup, the namespace, or a changed sysctl remains.
+
+use crate::process::{Process, free_port, tool};
+use crate::{TestBed, run};
+use anyhow::{Context, bail, ensure};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The node's name as the apiserver knows it.
+pub const NODE_NAME: &str = "ssi-node";
+
+/// Host sysctls kubelet would change at start; the bed's kubelet is built to leave them alone.
+const WATCHED_SYSCTLS: [&str; 6] = [
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+];
+
+#[derive(Debug)]
+pub struct Node {
+    dir: PathBuf,
+    /// The node's address inside its namespace (the apiserver talks to kubelet there).
+    pub ip: String,
+    /// The CNI bridge's gateway, where pods reach the proxied bed servers.
+    pub pod_gateway: String,
+    pub containerd_socket: PathBuf,
+    pub kubelet_root: PathBuf,
+    cgroup_root: String,
+    /// Host side of the veth pair; it vanishes with the namespace.
+    veth: String,
+    sysctls: Vec<(String, String)>,
+    pod_logs_before: Vec<String>,
+    shim_sockets_before: Vec<String>,
+    stop_proxies: Arc<AtomicBool>,
+    kubelet: Option<Process>,
+    scheduler: Option<Process>,
+    containerd: Option<Process>,
+    holder: Option<Process>,
+}
+
+fn read_sysctls() -> Vec<(String, String)> {
+    WATCHED_SYSCTLS
+        .iter()
+        .map(|name| {
+            let value = std::fs::read_to_string(format!("/proc/sys/{name}")).unwrap_or_default();
+            ((*name).to_owned(), value.trim().to_owned())
+        })
+        .collect()
+}
+
+/// containerd's shims put their sockets in /run/containerd/s whatever its state dir says.
+const SHIM_SOCKETS: &str = "/run/containerd/s";
+
+fn shim_sockets() -> Vec<String> {
+    list_dir(SHIM_SOCKETS)
+}
+
+fn pod_log_dirs() -> Vec<String> {
+    list_dir("/var/log/pods")
+}
+
+fn list_dir(path: &str) -> Vec<String> {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs `f` on a thread that has entered the network namespace `netns`.
+fn in_netns<T: Send + 'static>(
+    netns: &Path,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> crate::Result<T> {
+    let file = std::fs::File::open(netns).with_context(|| format!("open {}", netns.display()))?;
+    let thread = std::thread::spawn(move || -> crate::Result<T> {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("setns into the node's network namespace")?;
+        Ok(f()?)
+    });
+    thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the netns thread panicked"))?
+}
+
+/// Listens on `port` on every address of the node's namespace and forwards each connection to
+/// 127.0.0.1:`port` on the host, until `stop`.
+fn proxy_port(netns: &Path, port: u16, stop: Arc<AtomicBool>) -> crate::Result<()> {
+    let listener = in_netns(netns, move || {
+        let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    })?;
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((inbound, _)) => {
+                    let _ = inbound.set_nonblocking(false);
+                    let Ok(outbound) = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))
+                    else {
+                        continue;
+                    };
+                    let (Ok(mut in_read), Ok(mut out_read)) =
+                        (inbound.try_clone(), outbound.try_clone())
+                    else {
+                        continue;
+                    };
+                    let (mut in_write, mut out_write) = (inbound, outbound);
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut in_read, &mut out_write);
+                        let _ = out_write.shutdown(std::net::Shutdown::Write);
+                    });
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut out_read, &mut in_write);
+                        let _ = in_write.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    Ok(())
+}
+
+fn port_of(url: &str) -> crate::Result<u16> {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .with_context(|| format!("no port in {url}"))
+}
+
+impl Node {
+    /// Brings the node up and waits until the apiserver reports it Ready.
+    pub async fn start(bed: &TestBed) -> crate::Result<Node> {
+        let dir = bed.dir().join("node");
+        std::fs::create_dir_all(&dir)?;
+        // A /30 of its own per bed, so parallel beds never collide.
+        let subnet = fastrand::u8(1..=250);
+        let id = format!("{:x}", fastrand::u32(..));
+        let cgroup_root = format!("/ssi-node-{id}");
+        let mut node = Node {
+            ip: format!("10.213.{subnet}.2"),
+            pod_gateway: format!("10.214.{subnet}.1"),
+            containerd_socket: dir.join("containerd/containerd.sock"),
+            kubelet_root: dir.join("kubelet"),
+            cgroup_root,
+            veth: format!("ssi{id}").chars().take(15).collect(),
+            sysctls: read_sysctls(),
+            pod_logs_before: pod_log_dirs(),
+            shim_sockets_before: shim_sockets(),
+            stop_proxies: Arc::default(),
+            kubelet: None,
+            scheduler: None,
+            containerd: None,
+            holder: None,
+            dir,
+        };
+        node.bring_up(bed, subnet).await?;
+        Ok(node)
+    }
+
+    fn netns(&self) -> crate::Result<PathBuf> {
+        let holder = self.holder.as_ref().context("no namespace holder")?;
+        Ok(PathBuf::from(format!("/proc/{}/ns/net", holder.pid())))
+    }
+
+    /// `command` run inside the node's network namespace.
+    fn in_node(&self, program: &Path) -> crate::Result<Command> {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={}", self.netns()?.display()))
+            .arg("--")
+            .arg(program);
+        Ok(command)
+    }
+
+    async fn bring_up(&mut self, bed: &TestBed, subnet: u8) -> crate::Result<()> {
+        let dir = self.dir.clone();
+        let mut holder = Command::new("unshare");
+        holder.args(["--net", "sleep", "infinity"]);
+        self.holder = Some(Process::spawn(
+            "netns-holder",
+            holder,
+            &dir.join("holder.log"),
+        )?);
+        let holder_pid = self.holder.as_ref().map(Process::pid).unwrap_or_default();
+        // unshare needs a moment before the namespace is the holder's own.
+        let host_ns = std::fs::read_link("/proc/self/ns/net")?;
+        for _ in 0..100 {
+            if std::fs::read_link(format!("/proc/{holder_pid}/ns/net"))
+                .is_ok_and(|ns| ns != host_ns)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let veth = self.veth.clone();
+        let veth = veth.as_str();
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &holder_pid.to_string(),
+        ]))?;
+        run(Command::new("ip").args([
+            "addr",
+            "add",
+            &format!("10.213.{subnet}.1/30"),
+            "dev",
+            veth,
+        ]))?;
+        run(Command::new("ip").args(["link", "set", veth, "up"]))?;
+        let ip = Path::new("/usr/sbin/ip");
+        run(self.in_node(ip)?.args(["link", "set", "lo", "up"]))?;
+        run(self
+            .in_node(ip)?
+            .args(["addr", "add", &format!("{}/30", self.ip), "dev", "eth0"]))?;
+        run(self.in_node(ip)?.args(["link", "set", "eth0", "up"]))?;
+
+        // The bed's servers, reachable inside by the same 127.0.0.1 addresses.
+        let netns = self.netns()?;
+        let mut ports = vec![port_of(&bed.kube().url)?];
+        if let Some(openbao) = bed.openbao_if_started() {
+            ports.push(port_of(&openbao.addr)?);
+        }
+        for port in ports {
+            proxy_port(&netns, port, self.stop_proxies.clone())?;
+        }
+
+        // containerd with everything of its own below the node's directory.
+        let containerd_dir = dir.join("containerd");
+        std::fs::create_dir_all(&containerd_dir)?;
+        let cni_dir = dir.join("cni");
+        std::fs::create_dir_all(&cni_dir)?;
+        std::fs::write(
+            cni_dir.join("10-bridge.conf"),
+            serde_json::json!({"cniVersion": "0.4.0", "name": "ssi-node", "type": "bridge",
+                "bridge": "cni0", "isGateway": true, "ipMasq": false,
+                "ipam": {"type": "host-local", "subnet": format!("10.214.{subnet}.0/24"),
+                         "dataDir": dir.join("cni-ipam").display().to_string(),
+                         "routes": [{"dst": "0.0.0.0/0"}]}})
+            .to_string(),
+        )?;
+        let config = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+[grpc]
+  address = "{socket}"
+[ttrpc]
+  address = "{socket}.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "ssi-testbed/pause:1"
+  # NB: root here lacks CAP_SYS_RESOURCE; without this runc fails with "can't get final
+  # child's PID from pipe: EOF".
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      SystemdCgroup = false
+      Root = "{runc}"
+"#,
+            root = containerd_dir.join("root").display(),
+            state = containerd_dir.join("state").display(),
+            socket = self.containerd_socket.display(),
+            cni = cni_dir.display(),
+            runc = containerd_dir.join("runc").display(),
+        );
+        let config_path = containerd_dir.join("config.toml");
+        std::fs::write(&config_path, config)?;
+        let mut containerd = self.in_node(Path::new("/usr/bin/containerd"))?;
+        containerd.arg("--config").arg(&config_path);
+        self.containerd = Some(Process::spawn(
+            "containerd",
+            containerd,
+            &dir.join("containerd.log"),
+        )?);
+        for _ in 0..100 {
+            if self
+                .ctr()?
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let pause = crate::images::pause_image(&dir.join("images"))?;
+        self.load_image(&pause)?;
+
+        // Kubelet's cgroups live below a root named after this node, in every hierarchy.
+        for hierarchy in cgroup_hierarchies() {
+            std::fs::create_dir_all(hierarchy.join(self.cgroup_root.trim_start_matches('/')))?;
+        }
+        let kube = bed.kube();
+        let kubeconfig = dir.join("kubelet.kubeconfig");
+        std::fs::copy(&kube.kubeconfig, &kubeconfig)?;
+        let kubelet_config = dir.join("kubelet-config.yaml");
+        std::fs::write(
+            &kubelet_config,
+            format!(
+                r#"apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: {ip}
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: {healthz}
+# The apiserver calls kubelet for logs without a client certificate; the node is reachable only
+# from this machine through its veth.
+authentication:
+  anonymous:
+    enabled: true
+  webhook:
+    enabled: false
+authorization:
+  mode: AlwaysAllow
+cgroupDriver: cgroupfs
+cgroupRoot: {cgroup_root}
+failSwapOn: false
+makeIPTablesUtilChains: false
+resolvConf: ""
+clusterDomain: cluster.local
+# Pods re-sync (and CSI volumes with requiresRepublish are republished) this often.
+syncFrequency: 10s
+fileCheckFrequency: 10s
+serializeImagePulls: false
+evictionHard:
+  memory.available: "1Mi"
+  nodefs.available: "1%"
+  imagefs.available: "1%"
+featureGates:
+  CSIServiceAccountToken: true
+"#,
+                ip = self.ip,
+                healthz = free_port()?,
+                cgroup_root = self.cgroup_root,
+            ),
+        )?;
+        let mut kubelet = self.in_node(&tool("kubelet")?)?;
+        kubelet
+            .arg(format!("--config={}", kubelet_config.display()))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg("--container-runtime=remote")
+            .arg(format!(
+                "--container-runtime-endpoint=unix://{}",
+                self.containerd_socket.display()
+            ))
+            .arg(format!("--root-dir={}", self.kubelet_root.display()))
+            .arg(format!("--cert-dir={}", dir.join("kubelet-pki").display()))
+            .arg(format!("--node-ip={}", self.ip))
+            .arg(format!("--hostname-override={NODE_NAME}"))
+            .arg("--v=2");
+        self.kubelet = Some(Process::spawn(
+            "kubelet",
+            kubelet,
+            &dir.join("kubelet.log"),
+        )?);
+
+        let mut scheduler = Command::new(tool("kube-scheduler")?);
+        scheduler
+            .arg(format!("--kubeconfig={}", kube.kubeconfig.display()))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={}", free_port()?))
+            .arg("--port=0")
+            .arg("--leader-elect=false")
+            .arg("--v=1");
+        self.scheduler = Some(Process::spawn(
+            "kube-scheduler",
+            scheduler,
+            &dir.join("kube-scheduler.log"),
+        )?);
+
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let ready = bed
+                .kubectl()
+                .args([
+                    "get",
+                    "node",
+                    NODE_NAME,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ])
+                .output()?;
+            if String::from_utf8_lossy(&ready.stdout).trim() == "True" {
+                return Ok(());
+            }
+            if let Some(kubelet) = self.kubelet.as_mut()
+                && let Some(status) = kubelet.exited()
+            {
+                bail!("kubelet exited ({status}):\n{}", kubelet.log_tail(40));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the node did not become Ready in 120 s:\n{}",
+                    self.kubelet
+                        .as_ref()
+                        .map(|k| k.log_tail(40))
+                        .unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// `ctr` against the node's containerd, in the Kubernetes namespace.
+    pub fn ctr(&self) -> crate::Result<Command> {
+        let mut command = Command::new("ctr");
+        command
+            .arg("--address")
+            .arg(&self.containerd_socket)
+            .args(["-n", "k8s.io"]);
+        Ok(command)
+    }
+
+    /// Loads a docker-archive into the node's containerd.
+    pub fn load_image(&self, archive: &Path) -> crate::Result<()> {
+        run(self.ctr()?.args(["images", "import"]).arg(archive))?;
+        Ok(())
+    }
+
+    /// Tears the node down and fails if anything is left behind.
+    pub fn stop(mut self) -> crate::Result<()> {
+        self.teardown();
+        let mut left = Vec::new();
+        let dir = self.dir.display().to_string();
+        for pid in self.our_processes() {
+            left.push(format!("process {pid}"));
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in mountinfo.lines() {
+            if let Some(point) = line.split(' ').nth(4)
+                && point.starts_with(&dir)
+            {
+                left.push(format!("mount {point}"));
+            }
+        }
+        for hierarchy in cgroup_hierarchies() {
+            let path = hierarchy.join(self.cgroup_root.trim_start_matches('/'));
+            if path.exists() {
+                left.push(format!("cgroup {}", path.display()));
+            }
+        }
+        let new_logs: Vec<String> = pod_log_dirs()
+            .into_iter()
+            .filter(|d| !self.pod_logs_before.contains(d))
+            .collect();
+        left.extend(new_logs.iter().map(|d| format!("/var/log/pods/{d}")));
+        for socket in shim_sockets() {
+            if !self.shim_sockets_before.contains(&socket) {
+                left.push(format!("{SHIM_SOCKETS}/{socket}"));
+            }
+        }
+        if self.shim_sockets_before.is_empty() && Path::new(SHIM_SOCKETS).exists() {
+            left.push(SHIM_SOCKETS.to_owned());
+        }
+        let now = read_sysctls();
+        for (before, after) in self.sysctls.iter().zip(&now) {
+            if before != after {
+                left.push(format!(
+                    "sysctl {} changed from {} to {}",
+                    before.0, before.1, after.1
+                ));
+            }
+        }
+        // NB: the kernel destroys a namespace (and its veth) asynchronously.
+        let veth = Path::new("/sys/class/net").join(&self.veth);
+        for _ in 0..50 {
+            if !veth.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if veth.exists() {
+            left.push(format!("network interface {}", self.veth));
+        }
+        ensure!(left.is_empty(), "the node left things behind: {left:?}");
+        Ok(())
+    }
+
+    /// Processes that belong to the node: in its cgroups or talking to its containerd.
+    fn our_processes(&self) -> Vec<i32> {
+        let socket = self.containerd_socket.display().to_string();
+        let mut pids = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return pids;
+        };
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cgroups = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cgroups.contains(&format!("{}/", self.cgroup_root)) || cmdline.contains(&socket) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    fn teardown(&mut self) {
+        self.kubelet = None;
+        self.scheduler = None;
+        // Stopped through containerd first, the shims exit and remove their sockets.
+        if let Ok(mut list) = self.ctr().map(|mut c| {
+            c.args(["tasks", "ls", "-q"]);
+            c
+        }) && let Ok(output) = list.output()
+        {
+            for task in String::from_utf8_lossy(&output.stdout).lines() {
+                if let Ok(mut kill) = self.ctr() {
+                    let _ = kill
+                        .args(["tasks", "kill", "-a", "-s", "SIGKILL", task])
+                        .output();
+                }
+                if let Ok(mut delete) = self.ctr() {
+                    let _ = delete.args(["tasks", "delete", "-f", task]).output();
+                }
+            }
+        }
+        // Whatever is left (containers and shims are not our children): find and kill it.
+        for _ in 0..50 {
+            let pids = self.our_processes();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.containerd = None;
+        let dir = self.dir.display().to_string();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .filter(|point| point.starts_with(&dir))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+        }
+        for hierarchy in cgroup_hierarchies() {
+            remove_cgroup_tree(&hierarchy.join(self.cgroup_root.trim_start_matches('/')));
+        }
+        for log_dir in pod_log_dirs() {
+            if !self.pod_logs_before.contains(&log_dir) {
+                let _ = std::fs::remove_dir_all(Path::new("/var/log/pods").join(log_dir));
+            }
+        }
+        for socket in shim_sockets() {
+            if !self.shim_sockets_before.contains(&socket) {
+                let _ = std::fs::remove_file(Path::new(SHIM_SOCKETS).join(socket));
+            }
+        }
+        // Only empty directories go: another bed's node may be using them.
+        let _ = std::fs::remove_dir(SHIM_SOCKETS);
+        let _ = std::fs::remove_dir("/run/containerd");
+        self.stop_proxies.store(true, Ordering::Relaxed);
+        // The namespace (and the veth with it) goes with its last process.
+        self.holder = None;
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Mount points of the cgroup v1 hierarchies (and the v2 root, if mounted).
+fn cgroup_hierarchies() -> Vec<PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir() && !p.is_symlink())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes a cgroup and its children, deepest first (cgroupfs removes directories only empty).
+fn remove_cgroup_tree(path: &Path) {
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            if entry.path().is_dir() {
+                remove_cgroup_tree(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(path);
+}
