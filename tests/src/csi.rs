@@ -43,6 +43,9 @@ pub struct DriverOptions {
     pub rotation_interval: String,
     pub store_timeout: String,
     pub extra_args: Vec<String>,
+    /// A real kubelet's root directory: the driver's socket goes where that kubelet looks for
+    /// it, and the driver registers itself through kubelet's plugin watcher.
+    pub kubelet_root: Option<PathBuf>,
 }
 
 impl Default for DriverOptions {
@@ -52,6 +55,7 @@ impl Default for DriverOptions {
             rotation_interval: "2s".into(),
             store_timeout: "2s".into(),
             extra_args: Vec::new(),
+            kubelet_root: None,
         }
     }
 }
@@ -74,11 +78,18 @@ pub struct CsiDriver {
 impl CsiDriver {
     pub async fn start(bed: &TestBed, options: DriverOptions) -> crate::Result<CsiDriver> {
         let root = bed.dir().join("csi");
-        let kubelet_root = root.join("kubelet");
+        let (kubelet_root, socket) = match &options.kubelet_root {
+            Some(kubelet_root) => (
+                kubelet_root.clone(),
+                kubelet_root.join(format!("plugins/{}/csi.sock", ssi_core::DRIVER_NAME)),
+            ),
+            None => (root.join("kubelet"), root.join("plugin/csi.sock")),
+        };
+        std::fs::create_dir_all(&root)?;
         std::fs::create_dir_all(&kubelet_root)?;
         let mut driver = CsiDriver {
             process: None,
-            socket: root.join("plugin/csi.sock"),
+            socket,
             kubelet_root,
             state_dir: root.join("state"),
             admin: String::new(),
@@ -114,6 +125,17 @@ impl CsiDriver {
             ))
             .arg(format!("--admin-addr={}", self.admin))
             .args(&self.options.extra_args);
+        if self.options.kubelet_root.is_some() {
+            command.arg(format!(
+                "--registration-socket={}",
+                self.kubelet_root
+                    .join(format!(
+                        "plugins_registry/{}-reg.sock",
+                        ssi_core::DRIVER_NAME
+                    ))
+                    .display()
+            ));
+        }
         let log = self.log_dir.join(format!("ssi-csi.{}.log", self.starts));
         let mut process = Process::spawn("ssi-csi", command, &log)?;
         for _ in 0..100 {

@@ -159,8 +159,13 @@ impl Node {
     pub async fn start(bed: &TestBed) -> crate::Result<Node> {
         let dir = bed.dir().join("node");
         std::fs::create_dir_all(&dir)?;
-        // A /30 of its own per bed, so parallel beds never collide.
-        let subnet = fastrand::u8(1..=250);
+        // A /30 of its own per bed, one no interface on this machine uses yet, so that parallel
+        // beds never collide.
+        let in_use = run(Command::new("ip").args(["-br", "addr"]))?;
+        let subnet = (0..100)
+            .map(|_| fastrand::u8(1..=250))
+            .find(|n| !in_use.contains(&format!("10.213.{n}.")))
+            .context("no free 10.213.x.0/30")?;
         let id = format!("{:x}", fastrand::u32(..));
         let cgroup_root = format!("/ssi-node-{id}");
         let mut node = Node {

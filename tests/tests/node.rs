@@ -4,8 +4,10 @@
 // Tests fail by panicking, helpers included.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use ssi_tests::csi::{CsiDriver, DriverOptions};
 use ssi_tests::node::{NODE_NAME, Node};
-use ssi_tests::{TestBed, run};
+use ssi_tests::walkthrough::{self, Narrator, VaultSetup};
+use ssi_tests::{TestBed, run, workspace_path};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -58,5 +60,163 @@ async fn the_node_comes_up_runs_a_pod_and_leaves_nothing_behind() {
     assert_eq!(node_name, NODE_NAME);
     let logs = run(bed.kubectl().args(["logs", "hello"])).unwrap();
     assert_eq!(logs.trim(), "hello from hello");
+    node.stop().expect("clean teardown");
+}
+
+/// Polls `kubectl logs` of the pods matching `selector` until `expected` appears.
+async fn wait_for_log(bed: &TestBed, selector: &str, expected: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let output = bed
+            .kubectl()
+            .args([
+                "logs",
+                "-n",
+                walkthrough::NAMESPACE,
+                "-l",
+                selector,
+                "--tail=5",
+            ])
+            .output()
+            .unwrap();
+        let logs = String::from_utf8_lossy(&output.stdout).into_owned();
+        if logs.contains(expected) {
+            return logs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{expected:?} not in the log within {within:?}: {logs}{}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            run(bed.kubectl().args([
+                "describe",
+                "pods",
+                "-n",
+                walkthrough::NAMESPACE,
+                "-l",
+                selector
+            ]))
+            .unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reaches_the_pod() {
+    let bed = TestBed::start().await.expect("test bed");
+    walkthrough::run(&bed, VaultSetup::Cli, &mut Narrator::quiet())
+        .await
+        .unwrap();
+    let node = Node::start(&bed).await.expect("node");
+    node.load_image(&ssi_tests::images::busybox_image(&bed.dir().join("images")).unwrap())
+        .unwrap();
+    run(bed
+        .kubectl()
+        .args(["apply", "-f"])
+        .arg(workspace_path("manifests/csi/csidriver.yaml")))
+    .unwrap();
+    let driver = CsiDriver::start(
+        &bed,
+        DriverOptions {
+            kubelet_root: Some(node.kubelet_root.clone()),
+            rotation_interval: "3s".into(),
+            ..DriverOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // Kubelet's plugin watcher finds the registration socket; CSINode then lists the driver.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let drivers = run(bed.kubectl().args([
+            "get",
+            "csinode",
+            NODE_NAME,
+            "-o",
+            "jsonpath={.spec.drivers[*].name}",
+        ]))
+        .unwrap_or_default();
+        if drivers.contains("secrets-store.csi.deckhouse.io") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "CSINode lists {drivers:?}:\n{}",
+            driver.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(driver.log().contains("kubelet registered the driver"));
+
+    // The guide's Deployment with a busybox app that prints the mounted password.
+    let deployment = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "backend", "namespace": walkthrough::NAMESPACE},
+        "spec": {"selector": {"matchLabels": {"app": "backend"}},
+            "template": {"metadata": {"labels": {"app": "backend"}},
+                "spec": {"serviceAccountName": walkthrough::SERVICE_ACCOUNT,
+                    "automountServiceAccountToken": false,
+                    "containers": [{"name": "backend", "image": "ssi-testbed/busybox:1",
+                        "imagePullPolicy": "Never",
+                        "command": ["sh", "-c", "while true; do echo \"$(date +%T) $(cat /mnt/secrets/db-password)\"; sleep 1; done"],
+                        "volumeMounts": [{"name": "secrets", "mountPath": "/mnt/secrets"}]}],
+                    "volumes": [{"name": "secrets", "csi": {"driver": "secrets-store.csi.deckhouse.io",
+                        "volumeAttributes": {"secretsStoreImport": "python-backend"}}}]}}}});
+    let path = bed.dir().join("backend.json");
+    std::fs::write(&path, deployment.to_string()).unwrap();
+    run(bed.kubectl().args(["apply", "-f"]).arg(&path)).unwrap();
+    wait_for_log(
+        &bed,
+        "app=backend",
+        walkthrough::PASSWORD,
+        Duration::from_secs(120),
+    )
+    .await;
+
+    run(bed.bao().unwrap().args([
+        "kv",
+        "put",
+        "secret/database-for-python-app",
+        "password=changed-on-the-node",
+    ]))
+    .unwrap();
+    wait_for_log(
+        &bed,
+        "app=backend",
+        "changed-on-the-node",
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // Deleting the pod unmounts and removes the volume.
+    run(bed.kubectl().args([
+        "delete",
+        "deployment",
+        "backend",
+        "-n",
+        walkthrough::NAMESPACE,
+        "--wait=true",
+    ]))
+    .unwrap();
+    let pods = node.kubelet_root.join("pods");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|line| {
+                line.contains(pods.to_str().unwrap()) && line.contains("kubernetes.io~csi")
+            });
+        if !mounted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the CSI volume stayed mounted:\n{}",
+            driver.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(driver);
     node.stop().expect("clean teardown");
 }
