@@ -116,3 +116,24 @@ pub fn busybox_image(dir: &Path) -> crate::Result<PathBuf> {
         &["/bin/sh"],
     )
 }
+
+/// The injector's image (what the webhook's init container runs): the static binary from
+/// `scripts/build-injector` as `/ssi-injector`.
+pub fn injector_image(dir: &Path) -> crate::Result<PathBuf> {
+    let binary = crate::workspace_path("target/x86_64-unknown-linux-gnu/injector/ssi-injector");
+    anyhow::ensure!(
+        binary.is_file(),
+        "{} is missing; build it with scripts/build-injector (scripts/test does)",
+        binary.display()
+    );
+    build_image(
+        dir,
+        "secrets-store-integration/ssi-injector:0.1.0",
+        &[ImageFile {
+            source: &binary,
+            target: "/ssi-injector",
+        }],
+        &[],
+        &["/ssi-injector"],
+    )
+}

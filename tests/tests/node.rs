@@ -7,6 +7,7 @@
 use ssi_tests::csi::{CsiDriver, DriverOptions};
 use ssi_tests::node::{NODE_NAME, Node};
 use ssi_tests::walkthrough::{self, Narrator, VaultSetup};
+use ssi_tests::webhook::Webhook;
 use ssi_tests::{TestBed, run, workspace_path};
 use std::time::{Duration, Instant};
 
@@ -218,5 +219,107 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     drop(driver);
+    node.stop().expect("clean teardown");
+}
+
+#[tokio::test]
+async fn env_injected_pods_run_the_copied_injector_and_watch_for_data_restarts_the_container() {
+    let bed = TestBed::start().await.expect("test bed");
+    walkthrough::run(&bed, VaultSetup::Cli, &mut Narrator::quiet())
+        .await
+        .unwrap();
+    let node = Node::start(&bed).await.expect("node");
+    let images = bed.dir().join("images");
+    node.load_image(&ssi_tests::images::busybox_image(&images).unwrap())
+        .unwrap();
+    node.load_image(&ssi_tests::images::injector_image(&images).unwrap())
+        .unwrap();
+    let webhook = Webhook::start(&bed, &[]).await.unwrap();
+    webhook.register(&bed).await.unwrap();
+    // Pods on the node's bridge reach OpenBao through the node's proxy at the bridge gateway.
+    let port = bed.openbao().addr.rsplit(':').next().unwrap().to_owned();
+    let address = format!("http://{}:{port}", node.pod_gateway);
+    let pod = |name: &str, extra: serde_json::Value| {
+        let mut annotations = serde_json::json!({
+            "secrets-store.deckhouse.io/role": walkthrough::ROLE,
+            "secrets-store.deckhouse.io/addr": address,
+            "secrets-store.deckhouse.io/auth-path": "main-kube"});
+        for (key, value) in extra.as_object().unwrap() {
+            annotations[key] = value.clone();
+        }
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": walkthrough::NAMESPACE, "labels": {"app": name},
+                "annotations": annotations},
+            "spec": {"serviceAccountName": walkthrough::SERVICE_ACCOUNT,
+                "automountServiceAccountToken": false,
+                "containers": [{"name": "app", "image": "ssi-testbed/busybox:1",
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c"],
+                    "args": ["echo \"DB_PASSWORD=$DB_PASSWORD\"; echo \"injector variables: $(env | grep -c SSI_INJECTOR_)\"; sleep 3600"],
+                    "env": [{"name": "DB_PASSWORD",
+                             "value": "secrets-store:secret/data/database-for-python-app#password"}]}]}})
+    };
+    let apply = |name: &str, json: serde_json::Value| {
+        let path = bed.dir().join(format!("{name}.json"));
+        std::fs::write(&path, json.to_string()).unwrap();
+        run(bed.kubectl().args(["apply", "-f"]).arg(&path)).unwrap();
+    };
+    apply("env-app", pod("env-app", serde_json::json!({})));
+    apply(
+        "env-watch",
+        pod(
+            "env-watch",
+            serde_json::json!({
+                "secrets-store.deckhouse.io/restart-on-secret-change": "watch-for-data",
+                "secrets-store.deckhouse.io/secret-poll-interval": "2s"}),
+        ),
+    );
+    let logs = wait_for_log(
+        &bed,
+        "app=env-app",
+        "injector variables",
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(
+        logs.contains(&format!("DB_PASSWORD={}", walkthrough::PASSWORD)),
+        "{logs}"
+    );
+    assert!(logs.contains("injector variables: 0"), "{logs}");
+    wait_for_log(
+        &bed,
+        "app=env-watch",
+        walkthrough::PASSWORD,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    run(bed.bao().unwrap().args([
+        "kv",
+        "put",
+        "secret/database-for-python-app",
+        "password=changed-for-env",
+    ]))
+    .unwrap();
+    wait_for_log(
+        &bed,
+        "app=env-watch",
+        "DB_PASSWORD=changed-for-env",
+        Duration::from_secs(90),
+    )
+    .await;
+    let restarts = run(bed.kubectl().args([
+        "get", "pod", "env-watch", "-n", walkthrough::NAMESPACE,
+        "-o", "jsonpath={.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].lastState.terminated.exitCode} {.status.containerStatuses[0].lastState.terminated.message}",
+    ]))
+    .unwrap();
+    assert!(
+        restarts.starts_with("1 2 secret data changed"),
+        "restartCount, last exit code and message: {restarts}"
+    );
+    // The plain exec-mode pod keeps what it started with.
+    let logs = wait_for_log(&bed, "app=env-app", "DB_PASSWORD=", Duration::from_secs(5)).await;
+    assert!(!logs.contains("changed-for-env"), "{logs}");
+    drop(webhook);
     node.stop().expect("clean teardown");
 }
