@@ -5,14 +5,26 @@ use crate::run;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// One file of an image: where it comes from on this machine and where it goes in the image.
+/// One file of an image: where it comes from on this machine, where it goes in the image, and
+/// its mode there.
 #[derive(Debug, Clone, Copy)]
 pub struct ImageFile<'a> {
     pub source: &'a Path,
     pub target: &'a str,
+    pub mode: u32,
 }
 
-/// Builds `reference` (`name:tag`) holding `files` (mode 0755) and `links` (target, link name),
+impl<'a> ImageFile<'a> {
+    pub fn executable(source: &'a Path, target: &'a str) -> ImageFile<'a> {
+        ImageFile {
+            source,
+            target,
+            mode: 0o755,
+        }
+    }
+}
+
+/// Builds `reference` (`name:tag`) holding `files` and `links` (target, link name),
 /// starting `entrypoint`; returns the docker-archive's path in `dir`.
 pub fn build_image(
     dir: &Path,
@@ -43,7 +55,7 @@ pub fn build_image(
         }
         std::fs::copy(file.source, &target)?;
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(file.mode))?;
     }
     for (target, link) in links {
         let link = rootfs.join(link.trim_start_matches('/'));
@@ -85,10 +97,7 @@ pub fn pause_image(dir: &Path) -> crate::Result<PathBuf> {
     build_image(
         dir,
         "ssi-testbed/pause:1",
-        &[ImageFile {
-            source: &pause,
-            target: "/pause",
-        }],
+        &[ImageFile::executable(&pause, "/pause")],
         &[],
         &["/pause"],
     )
@@ -108,10 +117,7 @@ pub fn busybox_image(dir: &Path) -> crate::Result<PathBuf> {
     build_image(
         dir,
         "ssi-testbed/busybox:1",
-        &[ImageFile {
-            source: busybox,
-            target: "/bin/busybox",
-        }],
+        &[ImageFile::executable(busybox, "/bin/busybox")],
         &links,
         &["/bin/sh"],
     )
@@ -129,10 +135,7 @@ pub fn injector_image(dir: &Path) -> crate::Result<PathBuf> {
     build_image(
         dir,
         "secrets-store-integration/ssi-injector:0.1.0",
-        &[ImageFile {
-            source: &binary,
-            target: "/ssi-injector",
-        }],
+        &[ImageFile::executable(&binary, "/ssi-injector")],
         &[],
         &["/ssi-injector"],
     )

@@ -150,7 +150,10 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
     }
     assert!(driver.log().contains("kubelet registered the driver"));
 
-    // The guide's Deployment with a busybox app that prints the mounted password.
+    // The guide's Deployment with a busybox app that prints the mounted password, admitted
+    // through our webhook.
+    let webhook = Webhook::start(&bed, &[]).await.unwrap();
+    webhook.register(&bed).await.unwrap();
     let deployment = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "backend", "namespace": walkthrough::NAMESPACE},
         "spec": {"selector": {"matchLabels": {"app": "backend"}},
@@ -173,6 +176,18 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
         Duration::from_secs(120),
     )
     .await;
+    let volume = run(bed.kubectl().args([
+        "get",
+        "pods",
+        "-n",
+        walkthrough::NAMESPACE,
+        "-l",
+        "app=backend",
+        "-o",
+        "jsonpath={.items[0].spec.volumes[0].csi.readOnly}",
+    ]))
+    .unwrap();
+    assert_eq!(volume, "true", "the webhook made the volume read-only");
 
     run(bed.bao().unwrap().args([
         "kv",
@@ -219,6 +234,7 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     drop(driver);
+    drop(webhook);
     node.stop().expect("clean teardown");
 }
 
@@ -236,6 +252,17 @@ async fn env_injected_pods_run_the_copied_injector_and_watch_for_data_restarts_t
         .unwrap();
     let webhook = Webhook::start(&bed, &[]).await.unwrap();
     webhook.register(&bed).await.unwrap();
+    // The guide's subPath variant never reaches the node.
+    let subpath = bed
+        .kubectl()
+        .args(["apply", "-f"])
+        .arg(workspace_path(
+            "tests/fixtures/guide/backend-subpath-deployment.yaml",
+        ))
+        .output()
+        .unwrap();
+    assert!(!subpath.status.success());
+    assert!(String::from_utf8_lossy(&subpath.stderr).contains("never sees secret rotation"));
     // Pods on the node's bridge reach OpenBao through the node's proxy at the bridge gateway.
     let port = bed.openbao().addr.rsplit(':').next().unwrap().to_owned();
     let address = format!("http://{}:{port}", node.pod_gateway);
@@ -321,5 +348,81 @@ async fn env_injected_pods_run_the_copied_injector_and_watch_for_data_restarts_t
     let logs = wait_for_log(&bed, "app=env-app", "DB_PASSWORD=", Duration::from_secs(5)).await;
     assert!(!logs.contains("changed-for-env"), "{logs}");
     drop(webhook);
+    node.stop().expect("clean teardown");
+}
+
+#[tokio::test]
+async fn the_shipped_images_start_on_the_node() {
+    let bed = TestBed::builder()
+        .without_openbao()
+        .start()
+        .await
+        .expect("test bed");
+    let node = Node::start(&bed).await.expect("node");
+    for name in ["ssi-csi", "ssi-webhook", "ssi-injector"] {
+        let archive = workspace_path(&format!(
+            "target/images/secrets-store-integration-{name}-0.1.0.tar"
+        ));
+        assert!(
+            archive.is_file(),
+            "{} is missing; build it with scripts/build-images (scripts/test does)",
+            archive.display()
+        );
+        node.load_image(&archive).unwrap();
+    }
+    // Each image is one static binary on an empty root: it starts, or this fails.
+    let pods = [
+        (
+            "csi",
+            "ssi-csi",
+            vec!["/ssi-csi", "--version"],
+            "ssi-csi 0.1.0",
+        ),
+        (
+            "webhook",
+            "ssi-webhook",
+            vec!["/ssi-webhook", "--version"],
+            "ssi-webhook 0.1.0",
+        ),
+        (
+            "injector",
+            "ssi-injector",
+            vec!["/ssi-injector", "copy", "/work"],
+            "copied to /work/ssi-injector",
+        ),
+    ];
+    for (pod, image, command, _) in &pods {
+        let json = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": "default"},
+            "spec": {"automountServiceAccountToken": false, "restartPolicy": "Never",
+                "containers": [{"name": "main", "image": format!("secrets-store-integration/{image}:0.1.0"),
+                    "imagePullPolicy": "Never", "command": command,
+                    "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
+                "volumes": [{"name": "work", "emptyDir": {}}]}});
+        let path = bed.dir().join(format!("{pod}.json"));
+        std::fs::write(&path, json.to_string()).unwrap();
+        run(bed.kubectl().args(["create", "-f"]).arg(&path)).unwrap();
+    }
+    for (pod, _, _, expected) in &pods {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let phase =
+                run(bed
+                    .kubectl()
+                    .args(["get", "pod", pod, "-o", "jsonpath={.status.phase}"]))
+                .unwrap();
+            if phase == "Succeeded" {
+                break;
+            }
+            assert!(
+                phase != "Failed" && Instant::now() < deadline,
+                "{pod}: {phase}\n{}",
+                run(bed.kubectl().args(["describe", "pod", pod])).unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let logs = run(bed.kubectl().args(["logs", pod])).unwrap();
+        assert!(logs.contains(expected), "{pod}: {logs}");
+    }
     node.stop().expect("clean teardown");
 }
