@@ -39,3 +39,16 @@ pub fn workspace_path(relative: &str) -> std::path::PathBuf {
     let tests_crate = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     tests_crate.parent().unwrap_or(tests_crate).join(relative)
 }
+
+/// A `/proc/<pid>/status` figure in KiB (`VmRSS:`, `VmHWM:` ...), 0 when unreadable; for the
+/// benchmarks' memory figures.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -371,6 +371,30 @@ fn zombie_children(pid: u32) -> Vec<String> {
 
 const WATCH_FOR_DATA: (&str, &str) = ("SSI_INJECTOR_MODE", "watch-for-data");
 
+/// Starts the injector with `script` as the app (`sh -c script <ready file>`), its output piped,
+/// and returns once the app has touched its ready file.
+fn start_app(
+    bed: &TestBed,
+    token: &Path,
+    env: &[(&str, &str)],
+    name: &str,
+    script: &str,
+) -> std::process::Child {
+    let ready = bed.dir().join(name);
+    let child = injector(
+        bed,
+        token,
+        env,
+        &["sh", "-c", script, ready.to_str().unwrap()],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for_file(&ready, Duration::from_secs(20));
+    child
+}
+
 #[tokio::test]
 async fn in_watch_mode_the_injector_stays_pid_1_forwards_signals_reaps_and_passes_exit_codes() {
     let (bed, token) = guide_bed().await;
@@ -396,20 +420,9 @@ async fn in_watch_mode_the_injector_stays_pid_1_forwards_signals_reaps_and_passe
     assert!(!stdout.contains("SSI_INJECTOR_"), "{stdout}");
 
     // An orphan of the app (the subshell's `sleep`) is re-parented to the injector and reaped.
-    let ready = bed.dir().join("watch-ready");
     let script = "trap 'echo got-usr1' USR1; trap 'echo got-term; exit 3' TERM; \
                   (sleep 0.2 &); touch \"$0\"; while :; do sleep 0.1; done";
-    let child = injector(
-        &bed,
-        &token,
-        &env,
-        &["sh", "-c", script, ready.to_str().unwrap()],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    wait_for_file(&ready, Duration::from_secs(20));
+    let child = start_app(&bed, &token, &env, "watch-ready", script);
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap();
     assert_eq!(
         comm.trim(),
@@ -445,20 +458,9 @@ async fn watch_for_data_restarts_the_app_after_a_kv_put_and_kills_one_that_will_
         ("SSI_INJECTOR_GRACE_PERIOD", "2s"),
         ("SSI_INJECTOR_LOG_LEVEL", "debug"),
     ];
-    let ready = bed.dir().join("data-ready");
     let script = "trap 'echo got-term; exit 0' TERM; echo \"started with $DB_PASSWORD\"; \
                   touch \"$0\"; while :; do sleep 0.1; done";
-    let child = injector(
-        &bed,
-        &token,
-        &env,
-        &["sh", "-c", script, ready.to_str().unwrap()],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    wait_for_file(&ready, Duration::from_secs(20));
+    let child = start_app(&bed, &token, &env, "data-ready", script);
     // A few unchanged polls leave the app alone.
     std::thread::sleep(Duration::from_secs(3));
     assert!(
@@ -494,20 +496,9 @@ async fn watch_for_data_restarts_the_app_after_a_kv_put_and_kills_one_that_will_
 
     // The restarted container gets the new value; an app that ignores SIGTERM is killed after
     // the grace period.
-    let ready = bed.dir().join("stubborn-ready");
     let script = "trap '' TERM; echo \"started with $DB_PASSWORD\"; touch \"$0\"; \
                   while :; do sleep 0.1; done";
-    let child = injector(
-        &bed,
-        &token,
-        &env,
-        &["sh", "-c", script, ready.to_str().unwrap()],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    wait_for_file(&ready, Duration::from_secs(20));
+    let child = start_app(&bed, &token, &env, "stubborn-ready", script);
     run(bed.bao().unwrap().args([
         "kv",
         "put",

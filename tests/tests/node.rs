@@ -11,6 +11,35 @@ use ssi_tests::webhook::Webhook;
 use ssi_tests::{TestBed, run, workspace_path};
 use std::time::{Duration, Instant};
 
+/// Waits until the pod ran to completion; its description if it failed or took over 2 minutes.
+async fn wait_until_succeeded(bed: &TestBed, namespace: &str, pod: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let phase = run(bed.kubectl().args([
+            "get",
+            "pod",
+            pod,
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.status.phase}",
+        ]))
+        .unwrap();
+        if phase == "Succeeded" {
+            return;
+        }
+        assert!(
+            phase != "Failed" && Instant::now() < deadline,
+            "{pod}: {phase}\n{}",
+            run(bed
+                .kubectl()
+                .args(["describe", "pod", pod, "-n", namespace]))
+            .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_node_comes_up_runs_a_pod_and_leaves_nothing_behind() {
     let bed = TestBed::builder()
@@ -31,28 +60,7 @@ async fn the_node_comes_up_runs_a_pod_and_leaves_nothing_behind() {
     let path = bed.dir().join("hello.json");
     std::fs::write(&path, pod.to_string()).unwrap();
     run(bed.kubectl().args(["create", "-f"]).arg(&path)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let phase =
-            run(bed
-                .kubectl()
-                .args(["get", "pod", "hello", "-o", "jsonpath={.status.phase}"]))
-            .unwrap();
-        if phase == "Succeeded" {
-            break;
-        }
-        assert!(
-            phase != "Failed",
-            "{}",
-            run(bed.kubectl().args(["describe", "pod", "hello"])).unwrap()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "pod phase {phase}: {}",
-            run(bed.kubectl().args(["describe", "pod", "hello"])).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_until_succeeded(&bed, "default", "hello").await;
     let node_name =
         run(bed
             .kubectl()
@@ -404,23 +412,7 @@ async fn the_shipped_images_start_on_the_node() {
         run(bed.kubectl().args(["create", "-f"]).arg(&path)).unwrap();
     }
     for (pod, _, _, expected) in &pods {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let phase =
-                run(bed
-                    .kubectl()
-                    .args(["get", "pod", pod, "-o", "jsonpath={.status.phase}"]))
-                .unwrap();
-            if phase == "Succeeded" {
-                break;
-            }
-            assert!(
-                phase != "Failed" && Instant::now() < deadline,
-                "{pod}: {phase}\n{}",
-                run(bed.kubectl().args(["describe", "pod", pod])).unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        wait_until_succeeded(&bed, "default", pod).await;
         let logs = run(bed.kubectl().args(["logs", pod])).unwrap();
         assert!(logs.contains(expected), "{pod}: {logs}");
     }

@@ -8,7 +8,7 @@
 use anyhow::Context;
 use secrecy::SecretString;
 use ssi_tests::csi::{CsiDriver, DriverOptions, create_pod, publish_request};
-use ssi_tests::{TestBed, VAULT_AUDIENCE, run};
+use ssi_tests::{TestBed, VAULT_AUDIENCE, run, status_kib};
 use ssi_vault::{Client, KubernetesAuth, Session, StoreConfig};
 use std::time::{Duration, Instant};
 
@@ -22,17 +22,6 @@ const PATHS: [&str; 3] = [
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples.get(samples.len() / 2).copied().unwrap_or_default()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn setup(bed: &TestBed, identities: usize) -> anyhow::Result<()> {
@@ -214,7 +203,7 @@ async fn scenario(mounts: usize, identities: usize) -> anyhow::Result<()> {
     if let Some(pid) = driver.pid() {
         println!(
             "driver RSS at {mounts} mounts: {:.1} MiB",
-            rss_kib(pid) as f64 / 1024.0
+            status_kib(pid, "VmRSS:") as f64 / 1024.0
         );
     }
     // Unmount everything before the bed's directory goes (the tmpfs mounts are the host's).

@@ -15,7 +15,7 @@
 
 use anyhow::{Context, bail};
 use ssi_tests::walkthrough::{self, AUTH_PATHS, Narrator, ROLE, VaultSetup};
-use ssi_tests::{TestBed, run, workspace_path};
+use ssi_tests::{TestBed, run, status_kib, workspace_path};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,17 +24,6 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
     let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
     samples.get(index).copied().unwrap_or_default()
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn injector_binary() -> anyhow::Result<PathBuf> {

@@ -11,7 +11,7 @@
 
 use anyhow::{Context, bail};
 use ssi_tests::webhook::{Webhook, bed_with_the_guides_ssi};
-use ssi_tests::workspace_path;
+use ssi_tests::{status_kib, workspace_path};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -154,17 +154,6 @@ fn millis(text: &str) -> anyhow::Result<f64> {
         "s" => number * 1000.0,
         _ => bail!("unknown latency unit in {text}"),
     })
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn noop_server(args: &[String]) -> anyhow::Result<()> {
