@@ -285,15 +285,31 @@ async fn vault_setup_http(bed: &TestBed, narrator: &mut Narrator) -> crate::Resu
                     "curl --header \"X-Vault-Token: ${{VAULT_TOKEN}}\" ${{VAULT_ADDR}}/v1/{path}"
                 ),
             };
-            let mut request = http.request(method, &url).header("X-Vault-Token", token);
-            if let Some(body) = body {
-                request = request.json(&body);
+            // NB: a freshly enabled KV v2 mount upgrades itself in the background and answers
+            // 400 "Upgrading from non-versioned to versioned data" meanwhile; the CLI waits for
+            // it, so a person running curl retries too.
+            let mut attempts = 0;
+            loop {
+                let mut request = http
+                    .request(method.clone(), &url)
+                    .header("X-Vault-Token", &token);
+                if let Some(body) = &body {
+                    request = request.json(body);
+                }
+                let response = request.send().await?;
+                let status = response.status();
+                let text_body = response.text().await?;
+                attempts += 1;
+                if status == reqwest::StatusCode::BAD_REQUEST
+                    && text_body.contains("Upgrading from non-versioned to versioned data")
+                    && attempts < 50
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                ensure!(status.is_success(), "{text} answered {status}: {text_body}");
+                return Ok::<_, anyhow::Error>((text, text_body));
             }
-            let response = request.send().await?;
-            let status = response.status();
-            let text_body = response.text().await?;
-            ensure!(status.is_success(), "{text} answered {status}: {text_body}");
-            Ok::<_, anyhow::Error>((text, text_body))
         }
     };
     let mut show = |title: &str, (command, body): (String, String)| {
