@@ -454,6 +454,15 @@ async fn containers_without_command_start_their_images_entrypoint_found_with_the
         run(bed.kubectl().args(["apply", "-f"]).arg(apply(name, secret))).unwrap();
     }
     let args_of = |pod: &serde_json::Value| pod["spec"]["containers"][0]["args"].clone();
+    // What the apiserver would store, webhook applied, without storing it.
+    let dry_run = |path: &std::path::Path| -> serde_json::Value {
+        let json = run(bed
+            .kubectl()
+            .args(["create", "--dry-run=server", "-o", "json", "-f"])
+            .arg(path))
+        .unwrap();
+        serde_json::from_str(&json).unwrap()
+    };
 
     // Stored by the apiserver: ENTRYPOINT + CMD of the image, started through the injector.
     let path = apply("app", image_pod("app", &app, "no-secret", None));
@@ -470,12 +479,7 @@ async fn containers_without_command_start_their_images_entrypoint_found_with_the
 
     // A multi-arch index: the linux/amd64 image's.
     let path = apply("multi", image_pod("multi", &multi, "no-secret", None));
-    let dry = run(bed
-        .kubectl()
-        .args(["create", "--dry-run=server", "-o", "json", "-f"])
-        .arg(&path))
-    .unwrap();
-    let dry: serde_json::Value = serde_json::from_str(&dry).unwrap();
+    let dry = dry_run(&path);
     assert_eq!(args_of(&dry), serde_json::json!(["/bin/amd64-app", "run"]));
 
     // A basic-auth registry: the pod's own pull secret, or its ServiceAccount's, opens it.
@@ -488,30 +492,16 @@ async fn containers_without_command_start_their_images_entrypoint_found_with_the
             Some("regcred-pod"),
         ),
     );
-    let dry = run(bed
-        .kubectl()
-        .args(["create", "--dry-run=server", "-o", "json", "-f"])
-        .arg(&path))
-    .unwrap();
-    assert_eq!(
-        args_of(&serde_json::from_str(&dry).unwrap()),
-        serde_json::json!(["/bin/private"])
-    );
+    let dry = dry_run(&path);
+    assert_eq!(args_of(&dry), serde_json::json!(["/bin/private"]));
     let private_log = bed.dir().join("registry-private/registry.log");
     let private_lookups = manifest_requests(&private_log, "private");
     let path = apply(
         "private-sa",
         image_pod("private-sa", &secret_image, "with-secret", None),
     );
-    let dry = run(bed
-        .kubectl()
-        .args(["create", "--dry-run=server", "-o", "json", "-f"])
-        .arg(&path))
-    .unwrap();
-    assert_eq!(
-        args_of(&serde_json::from_str(&dry).unwrap()),
-        serde_json::json!(["/bin/private"])
-    );
+    let dry = dry_run(&path);
+    assert_eq!(args_of(&dry), serde_json::json!(["/bin/private"]));
     assert_eq!(
         manifest_requests(&private_log, "private"),
         private_lookups,
