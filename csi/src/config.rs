@@ -97,12 +97,16 @@ pub struct StoreDefaults {
 
     /// Store addresses a SecretsStoreImport may name in spec.address, comma separated. The
     /// default address is always allowed; nothing else is unless listed.
+    /// An empty value (the shipped ConfigMap's) allows none.
+    // NB: the qualified path keeps clap from treating the field as repeated values: the parser
+    // takes the whole list, so an empty variable means no addresses instead of one empty URL.
     #[arg(
         long = "allowed-store-addresses",
         env = "SSI_ALLOWED_STORE_ADDRESSES",
-        value_delimiter = ','
+        value_parser = parse_address_list,
+        default_value = ""
     )]
-    pub allowed_addresses: Vec<Url>,
+    pub allowed_addresses: ::std::vec::Vec<Url>,
 
     /// Let a SecretsStoreImport set skipTLSVerify: true.
     #[arg(long = "allow-skip-tls-verify", env = "SSI_ALLOW_SKIP_TLS_VERIFY")]
@@ -120,6 +124,16 @@ pub enum LogFormat {
 }
 
 /// A tmpfs `size=` value: digits with an optional k, m or g suffix.
+fn parse_address_list(text: &str) -> Result<Vec<Url>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|address| !address.is_empty())
+        .map(|address| {
+            Url::parse(address).map_err(|e| format!("{address:?} is not a store URL ({e})"))
+        })
+        .collect()
+}
+
 fn parse_size(text: &str) -> Result<String, String> {
     let digits = text.trim_end_matches(['k', 'm', 'g', 'K', 'M', 'G']);
     if digits.is_empty()
@@ -145,6 +159,39 @@ mod tests {
     #[case("size=4m,exec", false)]
     fn parses_tmpfs_sizes(#[case] text: &str, #[case] valid: bool) {
         assert_eq!(parse_size(text).is_ok(), valid);
+    }
+
+    #[rstest]
+    #[case("", 0)]
+    #[case("https://vault-2.example.com:8200", 1)]
+    #[case("https://a.example.com, https://b.example.com:8200,", 2)]
+    fn allowed_addresses_parse_as_a_list_and_empty_means_none(
+        #[case] value: &str,
+        #[case] count: usize,
+    ) {
+        let args = Args::try_parse_from([
+            "ssi-csi",
+            "--node-id",
+            "n1",
+            "--allowed-store-addresses",
+            value,
+        ])
+        .expect("parses");
+        assert_eq!(args.store.allowed_addresses.len(), count);
+    }
+
+    #[test]
+    fn an_allowed_address_that_is_not_a_url_is_refused_by_name() {
+        let error = Args::try_parse_from([
+            "ssi-csi",
+            "--node-id",
+            "n1",
+            "--allowed-store-addresses",
+            "https://a.example.com,vault-b",
+        ])
+        .expect_err("refused")
+        .to_string();
+        assert!(error.contains("\"vault-b\" is not a store URL"), "{error}");
     }
 
     #[test]

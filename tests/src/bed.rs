@@ -439,6 +439,9 @@ impl TestBed {
                     .arg("--allow-privileged=true")
                     // The real node has no resolvable host name; logs and exec go to its IP.
                     .arg("--kubelet-preferred-address-types=InternalIP")
+                    // Webhooks behind a Service are called at their pods' addresses: the bed
+                    // has no kube-proxy to route the Service's ClusterIP.
+                    .arg("--enable-aggregator-routing=true")
                     .arg("--profiling=false")
                     .arg("--v=1");
                 command

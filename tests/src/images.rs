@@ -106,9 +106,7 @@ pub fn pause_image(dir: &Path) -> crate::Result<PathBuf> {
 /// A workload image: Debian's static busybox with the applets the guide's pods use.
 pub fn busybox_image(dir: &Path) -> crate::Result<PathBuf> {
     let busybox = Path::new("/bin/busybox");
-    let applets = [
-        "sh", "cat", "echo", "sleep", "env", "ls", "date", "inotifyd", "true",
-    ];
+    let applets = ["sh", "cat", "echo", "sleep", "env", "ls", "date", "true"];
     let links: Vec<(&str, String)> = applets
         .iter()
         .map(|a| ("busybox", format!("/bin/{a}")))

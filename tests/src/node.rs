@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 /// The node's name as the apiserver knows it.
 pub const NODE_NAME: &str = "ssi-node";
 
+/// The `kubernetes` Service's ClusterIP: the first address of the bed's service range.
+const KUBERNETES_SERVICE_IP: &str = "10.0.0.1";
+
 /// Host sysctls kubelet would change at start; the bed's kubelet is built to leave them alone.
 const WATCHED_SYSCTLS: [&str; 6] = [
     "vm/overcommit_memory",
@@ -105,11 +108,16 @@ fn in_netns<T: Send + 'static>(
         .map_err(|_| anyhow::anyhow!("the netns thread panicked"))?
 }
 
-/// Listens on `port` on every address of the node's namespace and forwards each connection to
+/// Listens on `listen` inside the node's namespace and forwards each connection to
 /// 127.0.0.1:`port` on the host, until `stop`.
-fn proxy_port(netns: &Path, port: u16, stop: Arc<AtomicBool>) -> crate::Result<()> {
+fn proxy_port(
+    netns: &Path,
+    listen: SocketAddr,
+    port: u16,
+    stop: Arc<AtomicBool>,
+) -> crate::Result<()> {
     let listener = in_netns(netns, move || {
-        let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))?;
+        let listener = TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
         Ok(listener)
     })?;
@@ -259,9 +267,40 @@ impl Node {
         if let Some(openbao) = bed.openbao_if_started() {
             ports.push(port_of(&openbao.addr)?);
         }
-        for port in ports {
-            proxy_port(&netns, port, self.stop_proxies.clone())?;
+        for &port in &ports {
+            let every_address = SocketAddr::from(([0, 0, 0, 0], port));
+            proxy_port(&netns, every_address, port, self.stop_proxies.clone())?;
         }
+        // What kube-proxy would do for the one Service pods need: `kubernetes` (the first address
+        // of the service range, 10.0.0.1:443, in the apiserver's certificate) leads to the
+        // apiserver, so in-cluster clients (our webhook and driver pods) work unchanged.
+        run(self.in_node(ip)?.args([
+            "addr",
+            "add",
+            &format!("{KUBERNETES_SERVICE_IP}/32"),
+            "dev",
+            "lo",
+        ]))?;
+        proxy_port(
+            &netns,
+            SocketAddr::new(KUBERNETES_SERVICE_IP.parse()?, 443),
+            ports[0],
+            self.stop_proxies.clone(),
+        )?;
+        // The apiserver calls webhooks at their pods' addresses (--enable-aggregator-routing):
+        // the host routes the pod network through the veth, and the node forwards it.
+        run(Command::new("ip").args([
+            "route",
+            "add",
+            &format!("10.214.{subnet}.0/24"),
+            "via",
+            &self.ip,
+            "dev",
+            veth,
+        ]))?;
+        run(self
+            .in_node(Path::new("/usr/sbin/sysctl"))?
+            .args(["-qw", "net.ipv4.ip_forward=1"]))?;
 
         // containerd with everything of its own below the node's directory.
         let containerd_dir = dir.join("containerd");
