@@ -68,6 +68,13 @@ if ! "$bin/grpcurl" -version >/dev/null 2>&1; then
   "$bin/grpcurl" -version
 fi
 
+# --- inotify_simple from PyPI: docs/examples/watch_secrets.py, run by the rotation tests -------
+inotify_simple_version=2.0.1
+if ! python3 -c "import inotify_simple, sys; sys.exit(inotify_simple.__version__ != '$inotify_simple_version')" 2>/dev/null; then
+  log "installing inotify_simple==$inotify_simple_version from PyPI"
+  python3 -m pip install -q --disable-pip-version-check "inotify_simple==$inotify_simple_version"
+fi
+
 # --- kube-apiserver + kube-controller-manager v1.20.x from Debian's source package -------------
 build_kube() {
   local work="$cache/kubernetes-src"

@@ -19,7 +19,7 @@ pub mod demo;
 pub mod images;
 pub mod node;
 mod pki;
-mod process;
+pub mod process;
 pub mod registry;
 pub mod walkthrough;
 pub mod webhook;

@@ -135,7 +135,8 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
     .await
     .unwrap();
 
-    // Kubelet's plugin watcher finds the registration socket; CSINode then lists the driver.
+    // Kubelet's plugin watcher finds the registration socket; CSINode then lists the driver, and
+    // kubelet tells the driver (NotifyRegistrationStatus, which may come a moment after).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let drivers = run(bed.kubectl().args([
@@ -146,7 +147,9 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
             "jsonpath={.spec.drivers[*].name}",
         ]))
         .unwrap_or_default();
-        if drivers.contains("secrets-store.csi.deckhouse.io") {
+        if drivers.contains("secrets-store.csi.deckhouse.io")
+            && driver.log().contains("kubelet registered the driver")
+        {
             break;
         }
         assert!(
@@ -156,7 +159,6 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(driver.log().contains("kubelet registered the driver"));
 
     // The guide's Deployment with a busybox app that prints the mounted password, admitted
     // through our webhook.
