@@ -213,37 +213,32 @@ fn csi_overlay(base: &Path, store: &str, node: &Node) -> String {
             "      - {{op: test, path: {path}, value: {old}}}\n      - {{op: replace, path: {path}, value: {new}}}\n"
         )
     };
+    let kubelet = "/var/lib/kubelet";
+    let plugin = format!("{kubelet}/plugins/secrets-store.csi.deckhouse.io");
+    let moved = [
+        (format!("{container}/env/2/value"), kubelet.to_owned()),
+        (
+            format!("{container}/env/7/value"),
+            format!("{plugin}/csi.sock"),
+        ),
+        (
+            format!("{container}/volumeMounts/2/mountPath"),
+            kubelet.to_owned(),
+        ),
+        (format!("{spec}/volumes/0/hostPath/path"), plugin.clone()),
+        (
+            format!("{spec}/volumes/1/hostPath/path"),
+            format!("{kubelet}/plugins_registry"),
+        ),
+        (
+            format!("{spec}/volumes/2/hostPath/path"),
+            kubelet.to_owned(),
+        ),
+    ];
     let mut patch = String::new();
-    patch += &replace(
-        &format!("{container}/env/2/value"),
-        "/var/lib/kubelet",
-        &root.to_string(),
-    );
-    patch += &replace(
-        &format!("{container}/env/7/value"),
-        "/var/lib/kubelet/plugins/secrets-store.csi.deckhouse.io/csi.sock",
-        &format!("{root}/plugins/secrets-store.csi.deckhouse.io/csi.sock"),
-    );
-    patch += &replace(
-        &format!("{container}/volumeMounts/2/mountPath"),
-        "/var/lib/kubelet",
-        &root.to_string(),
-    );
-    patch += &replace(
-        &format!("{spec}/volumes/0/hostPath/path"),
-        "/var/lib/kubelet/plugins/secrets-store.csi.deckhouse.io",
-        &format!("{root}/plugins/secrets-store.csi.deckhouse.io"),
-    );
-    patch += &replace(
-        &format!("{spec}/volumes/1/hostPath/path"),
-        "/var/lib/kubelet/plugins_registry",
-        &format!("{root}/plugins_registry"),
-    );
-    patch += &replace(
-        &format!("{spec}/volumes/2/hostPath/path"),
-        "/var/lib/kubelet",
-        &root.to_string(),
-    );
+    for (path, old) in &moved {
+        patch += &replace(path, old, &old.replacen(kubelet, &root.to_string(), 1));
+    }
     patch += &replace(
         &format!("{spec}/volumes/3/hostPath/path"),
         "/var/lib/ssi-csi",
