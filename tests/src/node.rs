@@ -405,6 +405,10 @@ clusterDomain: cluster.local
 syncFrequency: 10s
 fileCheckFrequency: 10s
 serializeImagePulls: false
+# The bed loads its images (pause included) without a registry: kubelet must never collect them.
+# Its disk usage is the whole machine's, which may be high for reasons of its own.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 evictionHard:
   memory.available: "1Mi"
   nodefs.available: "1%"
