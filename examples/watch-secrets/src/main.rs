@@ -12,6 +12,8 @@
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,6 +38,14 @@ fn main() -> ExitCode {
 }
 
 fn watch(dir: &Path, file: &Path) -> Result<(), String> {
+    // As a container's PID 1 the process gets no default action for SIGTERM: without handling
+    // it, every pod deletion would wait out the grace period and end in SIGKILL.
+    let mut stop = SigSet::empty();
+    stop.add(Signal::SIGTERM);
+    stop.add(Signal::SIGINT);
+    stop.thread_block().map_err(|e| format!("block signals: {e}"))?;
+    let signals = SignalFd::with_flags(&stop, SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd: {e}"))?;
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
         .map_err(|e| format!("inotify: {e}"))?;
     // Watch before the first read, so a change between the two is not missed.
@@ -50,8 +60,14 @@ fn watch(dir: &Path, file: &Path) -> Result<(), String> {
     let mut current = read(&path);
     print(file, &current);
     loop {
-        let mut ready = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+        let mut ready = [
+            PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
         poll(&mut ready, PollTimeout::NONE).map_err(|e| format!("poll: {e}"))?;
+        if ready[1].any().unwrap_or(false) {
+            return Ok(());
+        }
         // One rotation is a burst of events (new generation, link, rename, clean-up): let it
         // finish, take all of it, and compare the content, so the application reacts once per
         // actual change.
