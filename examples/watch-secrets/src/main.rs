@@ -43,9 +43,10 @@ fn watch(dir: &Path, file: &Path) -> Result<(), String> {
     let mut stop = SigSet::empty();
     stop.add(Signal::SIGTERM);
     stop.add(Signal::SIGINT);
-    stop.thread_block().map_err(|e| format!("block signals: {e}"))?;
-    let signals = SignalFd::with_flags(&stop, SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| format!("signalfd: {e}"))?;
+    stop.thread_block()
+        .map_err(|e| format!("block signals: {e}"))?;
+    let signals =
+        SignalFd::with_flags(&stop, SfdFlags::SFD_CLOEXEC).map_err(|e| format!("signalfd: {e}"))?;
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
         .map_err(|e| format!("inotify: {e}"))?;
     // Watch before the first read, so a change between the two is not missed.
