@@ -123,7 +123,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// A tmpfs `size=` value: digits with an optional k, m or g suffix.
+/// A comma-separated list of store URLs; empty items (and an empty list) are skipped.
 fn parse_address_list(text: &str) -> Result<Vec<Url>, String> {
     text.split(',')
         .map(str::trim)
@@ -134,6 +134,7 @@ fn parse_address_list(text: &str) -> Result<Vec<Url>, String> {
         .collect()
 }
 
+/// A tmpfs `size=` value: digits with an optional k, m or g suffix.
 fn parse_size(text: &str) -> Result<String, String> {
     let digits = text.trim_end_matches(['k', 'm', 'g', 'K', 'M', 'G']);
     if digits.is_empty()

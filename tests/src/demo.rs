@@ -6,10 +6,10 @@
 //! node's kubelet directory, which is not /var/lib/kubelet on the test bed.
 
 use crate::images::{ImageFile, build_image, busybox_image};
-use crate::node::{NODE_NAME, Node};
+use crate::node::{NODE_NAME, Node, port_of};
 use crate::walkthrough::{NAMESPACE, Narrator, PASSWORD, kubectl};
 use crate::{TestBed, run, workspace_path};
-use anyhow::{Context, bail, ensure};
+use anyhow::{bail, ensure};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -90,11 +90,7 @@ async fn install(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::
     let store = format!(
         "http://{}:{}",
         node.pod_gateway,
-        bed.openbao()
-            .addr
-            .rsplit(':')
-            .next()
-            .context("OpenBao port")?
+        port_of(&bed.openbao().addr)?
     );
 
     narrator.step("Install the CSI node driver: kubectl apply -k with an overlay of manifests/csi");

@@ -155,7 +155,7 @@ fn proxy_port(
     Ok(())
 }
 
-fn port_of(url: &str) -> crate::Result<u16> {
+pub(crate) fn port_of(url: &str) -> crate::Result<u16> {
     url.rsplit(':')
         .next()
         .and_then(|p| p.trim_end_matches('/').parse().ok())
