@@ -1,8 +1,10 @@
-//! Kubelet before 1.26 (grpc-go dialled with a bare socket path) sends that path as the HTTP/2
-//! `:authority` of every CSI call, e.g. `/var/lib/kubelet/plugins/<driver>/csi.sock`. A path is
-//! not a valid authority (RFC 9113 8.3.1), and the Rust HTTP/2 stack answers such a request with
-//! RST_STREAM(PROTOCOL_ERROR), so kubelet could never mount a volume. Fixed upstream in
-//! kubernetes#112597; Kubernetes 1.20 to 1.25 still need this.
+//! Clients that dial a unix socket by its bare path with grpc-go send that path as the HTTP/2
+//! `:authority`, e.g. `/var/lib/kubelet/plugins_registry/<driver>-reg.sock`. A path is not a
+//! valid authority (RFC 9113 8.3.1), and the Rust HTTP/2 stack answers such a request with
+//! RST_STREAM(PROTOCOL_ERROR). Kubelet does so on the plugin registration socket to this day
+//! (1.37: `pkg/kubelet/pluginmanager/operationexecutor`), so without this layer the driver never
+//! registers; before 1.26 it did so on every CSI call too (kubernetes#112597), and CSI tools built
+//! with an older grpc-go (grpcurl 1.8) still do.
 //!
 //! [`AuthorityFix`] wraps the server side of each connection and rewrites the request header
 //! blocks the client sends: an invalid `:authority` becomes `localhost`, everything else is

@@ -48,7 +48,9 @@ pub struct Args {
     pub store: StoreDefaults,
 
     /// Audience of the pod token kubelet passes (must be listed in the CSIDriver's tokenRequests).
-    #[arg(long, env = "SSI_TOKEN_AUDIENCE", default_value = "vault")]
+    /// Empty (the default): the Kubernetes API's own audience, which a store role without
+    /// `audience` accepts on any cluster.
+    #[arg(long, env = "SSI_TOKEN_AUDIENCE", default_value = "")]
     pub token_audience: String,
 
     /// How often every mounted volume is re-read from the store (jittered by +-10%).
@@ -199,7 +201,7 @@ mod tests {
     fn every_flag_has_an_env_var_and_defaults_match_the_design() {
         let args = Args::try_parse_from(["ssi-csi", "--node-id", "n1"]).expect("parses");
         assert_eq!(args.rotation_interval, Duration::from_secs(120));
-        assert_eq!(args.token_audience, "vault");
+        assert_eq!(args.token_audience, "");
         assert_eq!(args.store.auth_path, "kubernetes");
         assert!(!args.store.allow_skip_tls_verify);
         use clap::CommandFactory;

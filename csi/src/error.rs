@@ -36,8 +36,9 @@ pub enum Error {
     },
 
     #[error(
-        "kubelet passed no ServiceAccount token for audience {audience:?}; list it in the CSIDriver's \
-         spec.tokenRequests (and enable the CSIServiceAccountToken feature gate on Kubernetes 1.20)"
+        "kubelet passed no ServiceAccount token for audience {audience:?}{}; list it in the CSIDriver's \
+         spec.tokenRequests",
+        if audience.is_empty() { " (the Kubernetes API's own)" } else { "" }
     )]
     MissingToken { audience: String },
 

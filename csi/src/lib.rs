@@ -176,8 +176,9 @@ pub async fn run(
     result.context("the CSI server failed")
 }
 
-/// Serves kubelet's plugin registration API until `stop` turns true. Kubelet < 1.26 sends the
-/// same invalid `:authority` here as on the CSI socket, so the same fix applies.
+/// Serves kubelet's plugin registration API until `stop` turns true. Kubelet (1.37 included)
+/// dials this socket by its path, so every GetInfo carries the path as `:authority`: the fix of
+/// the CSI socket applies here too, and is what makes registration work at all.
 async fn serve_registration(
     listener: UnixListener,
     registrar: registration::Registrar,

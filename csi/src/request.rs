@@ -105,8 +105,7 @@ pub fn parse(
     // pass them in `secrets` instead.
     let tokens_json = context.get(TOKENS).or_else(|| request.secrets.get(TOKENS)).ok_or_else(|| {
         invalid(format!(
-            "{TOKENS} is missing: the CSIDriver object must request a token (spec.tokenRequests) and, on \
-             Kubernetes 1.20, the CSIServiceAccountToken feature gate must be on"
+            "{TOKENS} is missing: the CSIDriver object must request a token (spec.tokenRequests)"
         ))
     })?;
     let tokens = parse_tokens(tokens_json)?;

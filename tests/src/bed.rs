@@ -10,10 +10,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The audience Vault's Kubernetes auth expects on pod tokens (the CSIDriver asks kubelet for it).
-pub const VAULT_AUDIENCE: &str = "vault";
-/// The ServiceAccount issuer of the bed's apiserver.
+/// The ServiceAccount issuer of the bed's apiserver. With no `--api-audiences`, as on a stock
+/// cluster, it is also the apiserver's only audience: what a token requested with an empty
+/// audience carries, and what our components ask for by default.
 pub const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+/// The empty audience, as the CSIDriver and the injector ask for by default: kubelet (and a
+/// TokenRequest) then issue the token for the apiserver's own audiences.
+pub const KUBE_API_AUDIENCE: &str = "";
+/// The dedicated audience of the documented option (`audience=vault` on the store's role, the
+/// same audience in the CSIDriver and the injector's settings).
+pub const VAULT_AUDIENCE: &str = "vault";
 
 /// How to reach the bed's Kubernetes API.
 #[derive(Debug, Clone)]
@@ -24,6 +30,8 @@ pub struct Kube {
     pub ca_pem: String,
     pub admin_token: String,
     pub kubeconfig: PathBuf,
+    /// The kubectl built with the bed's release (not whatever is on PATH).
+    pub kubectl: PathBuf,
 }
 
 /// How to reach the bed's OpenBao dev server.
@@ -359,6 +367,7 @@ impl TestBed {
         let etcd = tool("etcd")?;
         let apiserver = tool("kube-apiserver")?;
         let controller_manager = tool("kube-controller-manager")?;
+        let kubectl = tool("kubectl")?;
         let pki = Pki::create(&root.join("pki"))?;
 
         let etcd_data = root.join("etcd");
@@ -411,8 +420,11 @@ impl TestBed {
                     .arg(format!("--etcd-servers=http://127.0.0.1:{}", etcd_ports[0]))
                     .arg("--bind-address=127.0.0.1")
                     .arg("--advertise-address=127.0.0.1")
+                    // NB: the bed serves on loopback only, which the endpoint reconciler refuses
+                    // to publish as the `kubernetes` Service's endpoint; the node's proxy serves
+                    // that Service's address instead (tests/src/node.rs).
+                    .arg("--endpoint-reconciler-type=none")
                     .arg(format!("--secure-port={}", p[0]))
-                    .arg("--insecure-port=0")
                     .arg(format!("--cert-dir={}", cert_dir.display()))
                     .arg(format!("--tls-cert-file={}", pki.server_cert.display()))
                     .arg(format!(
@@ -431,11 +443,8 @@ impl TestBed {
                         "--service-account-signing-key-file={}",
                         pki.sa_key.display()
                     ))
-                    .arg(format!("--api-audiences={SA_ISSUER},{VAULT_AUDIENCE}"))
                     .arg("--service-cluster-ip-range=10.0.0.0/24")
-                    // NB: CSIDriver tokenRequests/requiresRepublish are alpha in 1.20; without the
-                    // gate the apiserver silently drops them.
-                    .arg("--feature-gates=CSIServiceAccountToken=true")
+                    // As kubeadm and every managed cluster set it: the driver is privileged.
                     .arg("--allow-privileged=true")
                     // The real node has no resolvable host name; logs and exec go to its IP.
                     .arg("--kubelet-preferred-address-types=InternalIP")
@@ -477,6 +486,7 @@ impl TestBed {
             ca_pem,
             admin_token,
             kubeconfig: kubeconfig.clone(),
+            kubectl,
         });
 
         // The controller manager serves nothing we need, so no ports: it is ready when it has
@@ -493,7 +503,6 @@ impl TestBed {
                 kubeconfig.display()
             ))
             .arg("--bind-address=127.0.0.1")
-            .arg("--port=0")
             .arg("--secure-port=0")
             .arg("--leader-elect=false")
             .arg(format!(
@@ -501,7 +510,6 @@ impl TestBed {
                 pki.sa_key.display()
             ))
             .arg(format!("--root-ca-file={}", pki.ca_cert.display()))
-            .arg("--feature-gates=CSIServiceAccountToken=true")
             .arg("--v=1");
         let mut process = Process::spawn(
             "kube-controller-manager",
@@ -534,9 +542,19 @@ impl TestBed {
 
     /// `kubectl --kubeconfig <bed>` ready for arguments.
     pub fn kubectl(&self) -> Command {
-        let mut command = Command::new("kubectl");
+        let mut command = Command::new(&self.kube().kubectl);
         command.arg(format!("--kubeconfig={}", self.kube().kubeconfig.display()));
         command
+    }
+
+    /// The apiserver's release, as `kubectl version` reports it (e.g. `v1.37.2`).
+    pub fn kube_version(&self) -> crate::Result<String> {
+        let version: serde_json::Value =
+            serde_json::from_str(&run(self.kubectl().args(["version", "-o", "json"]))?)?;
+        version["serverVersion"]["gitVersion"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no serverVersion.gitVersion in {version}"))
     }
 
     /// Installs the SecretsStoreImport CRD from `manifests/crd/` and waits until it is served.
@@ -580,7 +598,8 @@ impl TestBed {
         Ok(command)
     }
 
-    /// A ServiceAccount token for `audience`, as kubelet would request it for a pod.
+    /// A ServiceAccount token for `audience`, as kubelet would request it for a pod (empty: the
+    /// apiserver's own audiences).
     pub async fn service_account_token(
         &self,
         namespace: &str,
@@ -590,7 +609,11 @@ impl TestBed {
         let api: Api<ServiceAccount> = Api::namespaced(self.kube_client().await?, namespace);
         let request = TokenRequest {
             spec: TokenRequestSpec {
-                audiences: vec![audience.to_owned()],
+                audiences: if audience.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![audience.to_owned()]
+                },
                 expiration_seconds: Some(600),
                 ..Default::default()
             },

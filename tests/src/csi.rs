@@ -3,7 +3,7 @@
 //! CSIDriver's audience, and kubelet's volume context keys.
 
 use crate::process::{Process, free_port};
-use crate::{TestBed, VAULT_AUDIENCE};
+use crate::{KUBE_API_AUDIENCE, TestBed};
 use anyhow::{Context, bail};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
@@ -238,7 +238,7 @@ pub async fn create_pod(
         "metadata": {"name": name},
         "spec": {
             "serviceAccountName": service_account,
-            // The pod never runs; without this, 1.20's admission waits for the SA's token Secret.
+            // The pod never runs: no API token mounted into it.
             "automountServiceAccountToken": false,
             "containers": [{"name": "app", "image": "some/app:0.0.1",
                             "volumeMounts": [{"name": "secrets", "mountPath": "/mnt/secrets"}]}],
@@ -266,13 +266,17 @@ pub async fn create_pod(
     })
 }
 
-/// A token for the pod's ServiceAccount, bound to the pod, as kubelet requests it for
-/// `tokenRequests` of the CSIDriver.
-pub async fn pod_token(bed: &TestBed, volume: &PodVolume) -> crate::Result<String> {
+/// A token for the pod's ServiceAccount, bound to the pod, as kubelet requests it for an entry
+/// of the CSIDriver's `tokenRequests` (an empty `audience`: the apiserver's own).
+pub async fn pod_token(bed: &TestBed, volume: &PodVolume, audience: &str) -> crate::Result<String> {
     let api: Api<ServiceAccount> = Api::namespaced(bed.kube_client().await?, &volume.namespace);
     let request = TokenRequest {
         spec: TokenRequestSpec {
-            audiences: vec![VAULT_AUDIENCE.into()],
+            audiences: if audience.is_empty() {
+                Vec::new()
+            } else {
+                vec![audience.to_owned()]
+            },
             expiration_seconds: Some(3600),
             bound_object_ref: Some(BoundObjectReference {
                 api_version: Some("v1".into()),
@@ -289,13 +293,23 @@ pub async fn pod_token(bed: &TestBed, volume: &PodVolume) -> crate::Result<Strin
     Ok(response.status.context("no token")?.token)
 }
 
-/// The NodePublishVolume request kubelet 1.20 sends for the pod's inline volume.
+/// The NodePublishVolume request kubelet sends for the pod's inline volume, with the token of the
+/// shipped CSIDriver (the apiserver's own audience).
 pub async fn publish_request(
     bed: &TestBed,
     volume: &PodVolume,
 ) -> crate::Result<NodePublishVolumeRequest> {
-    let token = pod_token(bed, volume).await?;
-    let tokens = serde_json::json!({VAULT_AUDIENCE: {"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"}});
+    publish_request_with_audience(bed, volume, KUBE_API_AUDIENCE).await
+}
+
+/// The NodePublishVolume request of a CSIDriver whose `tokenRequests` names `audience`.
+pub async fn publish_request_with_audience(
+    bed: &TestBed,
+    volume: &PodVolume,
+    audience: &str,
+) -> crate::Result<NodePublishVolumeRequest> {
+    let token = pod_token(bed, volume, audience).await?;
+    let tokens = serde_json::json!({audience: {"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"}});
     let context: HashMap<String, String> = [
         ("secretsStoreImport", volume.ssi.clone()),
         ("csi.storage.k8s.io/pod.name", volume.pod.clone()),

@@ -1,8 +1,9 @@
 //! `ssi-tests`: the real test bed of DESIGN.md section 5 and the end-to-end suites built on it.
 //!
 //! Design choices:
-//! - Real servers only: etcd, kube-apiserver and kube-controller-manager v1.20 built from Debian's
-//!   source package, and an OpenBao dev server, each a child process on free loopback ports.
+//! - Real servers only: etcd, and kube-apiserver and kube-controller-manager of a current release
+//!   built from their Go modules (`tests/bed/kube/go.mod`) and started with stock settings, and
+//!   an OpenBao dev server, each a child process on free loopback ports.
 //!   `tests/bed/provision.sh` installs them; a missing one is an error that names that script.
 //! - One bed per test, in its own temporary directory with its own PKI and ports, so that test
 //!   binaries and tests running in parallel never share state.
@@ -24,7 +25,9 @@ pub mod registry;
 pub mod walkthrough;
 pub mod webhook;
 
-pub use bed::{Kube, OpenBao, SA_ISSUER, TestBed, TestBedBuilder, VAULT_AUDIENCE, run};
+pub use bed::{
+    KUBE_API_AUDIENCE, Kube, OpenBao, SA_ISSUER, TestBed, TestBedBuilder, VAULT_AUDIENCE, run,
+};
 
 /// Result type of the harness: any failure is a test failure with a readable chain.
 pub type Result<T> = anyhow::Result<T>;

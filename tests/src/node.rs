@@ -1,5 +1,6 @@
-//! The real node of DESIGN.md section 5: kubelet and kube-scheduler v1.20 from the bed's source
-//! tree, with Debian's containerd and runc, inside a network namespace of the bed's own.
+//! The real node of DESIGN.md section 5: kubelet and kube-scheduler of the bed's release (built
+//! from its Go modules by `tests/bed/provision.sh`), with containerd and runc, inside a network
+//! namespace of the bed's own.
 //!
 //! Design choices:
 //! - Isolation: a holder process (`unshare --net`) owns the namespace; a veth pair gives it a
@@ -413,9 +414,11 @@ evictionHard:
   memory.available: "1Mi"
   nodefs.available: "1%"
   imagefs.available: "1%"
-featureGates:
-  CSIServiceAccountToken: true
+# NB: these hosts run cgroup v1, which kubelet refuses from 1.35 on unless told otherwise.
+failCgroupV1: false
+containerRuntimeEndpoint: unix://{containerd_socket}
 "#,
+                containerd_socket = self.containerd_socket.display(),
                 ip = self.ip,
                 healthz = free_port()?,
                 cgroup_root = self.cgroup_root,
@@ -425,11 +428,6 @@ featureGates:
         kubelet
             .arg(format!("--config={}", kubelet_config.display()))
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg("--container-runtime=remote")
-            .arg(format!(
-                "--container-runtime-endpoint=unix://{}",
-                self.containerd_socket.display()
-            ))
             .arg(format!("--root-dir={}", self.kubelet_root.display()))
             .arg(format!("--cert-dir={}", dir.join("kubelet-pki").display()))
             .arg(format!("--node-ip={}", self.ip))
@@ -446,7 +444,6 @@ featureGates:
             .arg(format!("--kubeconfig={}", kube.kubeconfig.display()))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--secure-port={}", free_port()?))
-            .arg("--port=0")
             .arg("--leader-elect=false")
             .arg("--v=1");
         self.scheduler = Some(Process::spawn(

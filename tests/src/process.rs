@@ -14,9 +14,29 @@ const DEFAULT_CACHE: &str = "/var/cache/ssi-testbed";
 /// A bed tool from the provisioned cache (`$SSI_TESTBED_CACHE/bin`), or a clear error saying how
 /// to install it.
 pub fn tool(name: &str) -> crate::Result<PathBuf> {
-    let cache = std::env::var_os("SSI_TESTBED_CACHE")
-        .map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
-    tool_in(&cache, name)
+    tool_in(&cache_dir(), name)
+}
+
+/// The provisioned cache (`$SSI_TESTBED_CACHE`, by default /var/cache/ssi-testbed).
+fn cache_dir() -> PathBuf {
+    std::env::var_os("SSI_TESTBED_CACHE")
+        .map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from)
+}
+
+/// The CRDs of cert-manager that `tests/bed/provision.sh` took from its Go module.
+pub fn cert_manager_crds() -> crate::Result<Vec<PathBuf>> {
+    let dir = cache_dir().join("cert-manager-crds");
+    let mut crds: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| {
+            format!(
+                "cert-manager's CRDs are missing from {}; run tests/bed/provision.sh",
+                dir.display()
+            )
+        })?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    crds.sort();
+    Ok(crds)
 }
 
 fn tool_in(cache: &Path, name: &str) -> crate::Result<PathBuf> {
@@ -26,7 +46,7 @@ fn tool_in(cache: &Path, name: &str) -> crate::Result<PathBuf> {
     }
     bail!(
         "test-bed tool {name} is missing (looked for {}); install the test bed with `tests/bed/provision.sh` \
-         (run as root; it builds kube-apiserver once per machine and installs etcd and OpenBao)",
+         (run as root; it builds Kubernetes once per machine and installs etcd and OpenBao)",
         path.display()
     )
 }

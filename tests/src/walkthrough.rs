@@ -8,7 +8,7 @@
 //! Both the main job (`cargo run -p ssi-tests --bin walkthrough`) and the test suite call
 //! [`run`], so the demo a person watches is the code the tests check.
 
-use crate::{TestBed, VAULT_AUDIENCE, run as run_command, workspace_path};
+use crate::{KUBE_API_AUDIENCE, TestBed, run as run_command, workspace_path};
 use anyhow::{Context, bail, ensure};
 use serde_json::json;
 use ssi_vault::{Client, KubernetesAuth, SecretString, Session, StoreConfig};
@@ -73,7 +73,8 @@ impl Narrator {
 /// What the walkthrough established, for the caller to check further.
 #[derive(Debug)]
 pub struct Outcome {
-    /// A TokenRequest token of `backend-sa` with audience `vault`, as kubelet would pass it.
+    /// A TokenRequest token of `backend-sa` for the apiserver's own audience, as kubelet passes
+    /// it to the driver and projects it for the injector by default.
     pub backend_token: String,
     /// One logged-in session per auth path, as `backend-sa`.
     pub sessions: Vec<Session>,
@@ -91,9 +92,9 @@ pub async fn run(
     }
     kubernetes_setup(bed, narrator).await?;
 
-    narrator.step("The pod's identity: a backend-sa token for audience \"vault\" (what kubelet hands the CSI driver)");
+    narrator.step("The pod's identity: a backend-sa token for the Kubernetes API's own audience (what kubelet hands the CSI driver)");
     let backend_token = bed
-        .service_account_token(NAMESPACE, SERVICE_ACCOUNT, VAULT_AUDIENCE)
+        .service_account_token(NAMESPACE, SERVICE_ACCOUNT, KUBE_API_AUDIENCE)
         .await?;
     narrator.result("TokenRequest ok");
 
@@ -463,6 +464,92 @@ async fn kubernetes_setup(bed: &TestBed, narrator: &mut Narrator) -> crate::Resu
         narrator,
         &["-n", NAMESPACE, "get", "ssi", "python-backend"],
     )?;
+    Ok(())
+}
+
+/// The role name of the documented dedicated-audience option: the guide's role with
+/// `audience=vault`.
+pub const DEDICATED_AUDIENCE_ROLE: &str = "backend-vault-audience";
+
+/// The documented option of a dedicated token audience (docs/install.md, "Token audience") at
+/// `auth_path`: a reviewer ServiceAccount of the store's own reviews the tokens (the pod's own
+/// token cannot: the apiserver accepts only tokens for its own audience as credentials), and
+/// the role [`DEDICATED_AUDIENCE_ROLE`] wants `audience`. The commands are install.md's.
+pub async fn use_a_dedicated_audience(
+    bed: &TestBed,
+    auth_path: &str,
+    audience: &str,
+) -> crate::Result<()> {
+    let kubectl = |args: &[&str]| run_command(bed.kubectl().args(args));
+    if kubectl(&[
+        "-n",
+        "kube-system",
+        "get",
+        "serviceaccount",
+        "vault-reviewer",
+    ])
+    .is_err()
+    {
+        kubectl(&[
+            "-n",
+            "kube-system",
+            "create",
+            "serviceaccount",
+            "vault-reviewer",
+        ])?;
+        kubectl(&[
+            "create",
+            "clusterrolebinding",
+            "vault-reviewer-auth-delegator",
+            "--clusterrole=system:auth-delegator",
+            "--serviceaccount=kube-system:vault-reviewer",
+        ])?;
+        bed.apply_yaml(
+            "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/service-account-token\nmetadata:\n  \
+             name: vault-reviewer-token\n  namespace: kube-system\n  annotations:\n    \
+             kubernetes.io/service-account.name: vault-reviewer\n",
+        )?;
+    }
+    // The token controller fills the Secret in a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let reviewer_jwt = loop {
+        let token = kubectl(&[
+            "-n",
+            "kube-system",
+            "get",
+            "secret",
+            "vault-reviewer-token",
+            "-o",
+            "jsonpath={.data.token}",
+        ])?;
+        if !token.trim().is_empty() {
+            let jwt =
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, token.trim())?;
+            break String::from_utf8(jwt)?;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the token controller never filled kube-system/vault-reviewer-token"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let kube = bed.kube();
+    run_command(bed.bao()?.args([
+        "write",
+        &format!("auth/{auth_path}/config"),
+        &format!("kubernetes_host={}", kube.url),
+        &format!("kubernetes_ca_cert=@{}", kube.ca_cert.display()),
+        &format!("token_reviewer_jwt={reviewer_jwt}"),
+    ]))?;
+    run_command(bed.bao()?.args([
+        "write",
+        &format!("auth/{auth_path}/role/{DEDICATED_AUDIENCE_ROLE}"),
+        &format!("bound_service_account_names={SERVICE_ACCOUNT}"),
+        &format!("bound_service_account_namespaces={NAMESPACE}"),
+        &format!("audience={audience}"),
+        "policies=backend",
+        "ttl=10m",
+    ]))?;
     Ok(())
 }
 

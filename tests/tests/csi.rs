@@ -6,10 +6,11 @@
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use ssi_tests::csi::{
-    CsiDriver, DriverOptions, PodVolume, create_pod, mount_of, publish, publish_request, unpublish,
+    CsiDriver, DriverOptions, PodVolume, create_pod, mount_of, publish, publish_request,
+    publish_request_with_audience, unpublish,
 };
 use ssi_tests::walkthrough::{self, NAMESPACE, Narrator, PASSWORD, SERVICE_ACCOUNT, VaultSetup};
-use ssi_tests::{TestBed, run};
+use ssi_tests::{SA_ISSUER, TestBed, VAULT_AUDIENCE, run};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -342,6 +343,10 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
         "policies=backend",
     ]))
     .unwrap();
+    // The documented option of a dedicated token audience: a role that wants `vault`.
+    walkthrough::use_a_dedicated_audience(&bed, "main-kube", VAULT_AUDIENCE)
+        .await
+        .unwrap();
     run(bed.kubectl().args(["create", "namespace", "other-ns"])).unwrap();
     let guide_file = [(
         "db-password",
@@ -419,10 +424,32 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
             &guide_file,
         ),
     );
+    // The role wants `vault`, the SSI leaves the audience to the driver's default.
+    apply(
+        &bed,
+        &ssi_yaml(NAMESPACE, "audience-mismatch", "", &guide_file).replace(
+            "role: my-namespace1_backend",
+            "role: backend-vault-audience",
+        ),
+    );
+    // The SSI asks for `vault`, but the CSIDriver's tokenRequests (the shipped one) has no
+    // such entry, so kubelet passes no such token.
+    let dedicated = ssi_yaml(
+        NAMESPACE,
+        "audience-vault",
+        &format!("  audience: {VAULT_AUDIENCE}\n"),
+        &guide_file,
+    )
+    .replace(
+        "role: my-namespace1_backend",
+        "role: backend-vault-audience",
+    );
+    apply(&bed, &dedicated);
     let driver = CsiDriver::start(&bed, DriverOptions::default())
         .await
         .unwrap();
 
+    let issuer_audience = format!("token was issued for audience [{SA_ISSUER:?}]");
     let cases = [
         (
             "missing-key",
@@ -479,6 +506,23 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
             tonic::Code::NotFound,
             vec!["my-namespace1/does-not-exist"],
         ),
+        (
+            "audience-mismatch",
+            tonic::Code::PermissionDenied,
+            vec![
+                "backend-vault-audience",
+                issuer_audience.as_str(),
+                "a role with `audience` set accepts only tokens requested for that audience",
+            ],
+        ),
+        (
+            "audience-vault",
+            tonic::Code::InvalidArgument,
+            vec![
+                "no ServiceAccount token for audience \"vault\"",
+                "tokenRequests",
+            ],
+        ),
     ];
     for (i, (ssi, code, needles)) in cases.into_iter().enumerate() {
         let volume = create_pod(
@@ -520,6 +564,31 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
             "{ssi}: a failed publish left a mount"
         );
     }
+
+    // With `vault` listed in the CSIDriver's tokenRequests, kubelet passes that token too, and
+    // the SSI that asks for it is mounted.
+    let volume = create_pod(
+        &bed,
+        &driver,
+        NAMESPACE,
+        "dedicated-audience",
+        SERVICE_ACCOUNT,
+        "audience-vault",
+    )
+    .await
+    .unwrap();
+    let request = publish_request_with_audience(&bed, &volume, VAULT_AUDIENCE)
+        .await
+        .unwrap();
+    driver
+        .node()
+        .await
+        .unwrap()
+        .node_publish_volume(request)
+        .await
+        .expect("a dedicated audience on both sides");
+    assert_eq!(read(&volume, "db-password"), PASSWORD);
+    unpublish(&driver, &volume).await.unwrap();
 
     // A target path outside kubelet's root is refused before anything else happens.
     let volume = create_pod(
@@ -693,8 +762,9 @@ fn grpcurl(socket: &std::path::Path, proto: &str, method: &str, body: Option<Str
     command.args([
         "-plaintext",
         "-unix",
-        // NB: kubelet 1.20's grpc-go sends the socket path as :authority, which HTTP/2
-        // forbids; the driver must cope (csi/src/authority.rs), so send it exactly so.
+        // NB: kubelet's plugin registration (and before 1.26 every CSI call) sends the socket
+        // path as :authority, which HTTP/2 forbids; the driver must cope (csi/src/authority.rs),
+        // so send it exactly so.
         "-authority",
         socket.to_str().unwrap(),
         "-import-path",

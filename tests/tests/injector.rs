@@ -5,8 +5,10 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use ssi_tests::csi::workspace_binary;
-use ssi_tests::walkthrough::{self, AUTH_PATHS, Narrator, PASSWORD, ROLE, VaultSetup};
-use ssi_tests::{TestBed, run};
+use ssi_tests::walkthrough::{
+    self, AUTH_PATHS, NAMESPACE, Narrator, PASSWORD, ROLE, SERVICE_ACCOUNT, VaultSetup,
+};
+use ssi_tests::{SA_ISSUER, TestBed, VAULT_AUDIENCE, run};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -196,6 +198,36 @@ async fn a_missing_secret_stops_the_app_unless_ignored() {
         "{stderr}"
     );
     assert!(!marker.exists());
+
+    // The documented option of a dedicated audience: a role that wants `vault` refuses the
+    // default token, naming the audience the token has, and takes a token projected for `vault`.
+    walkthrough::use_a_dedicated_audience(&bed, "main-kube", VAULT_AUDIENCE)
+        .await
+        .unwrap();
+    let (result, _, stderr) = output(
+        injector(&bed, &token, &reference, &touch)
+            .env("SSI_INJECTOR_ROLE", "backend-vault-audience"),
+    );
+    assert_eq!(result.status.code(), Some(1));
+    assert!(
+        stderr.contains(&format!("token was issued for audience [{SA_ISSUER:?}]")),
+        "{stderr}"
+    );
+    assert!(!marker.exists());
+    let vault_token = bed.dir().join("vault-token");
+    std::fs::write(
+        &vault_token,
+        bed.service_account_token(NAMESPACE, SERVICE_ACCOUNT, VAULT_AUDIENCE)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let (result, stdout, stderr) = output(
+        injector(&bed, &vault_token, &reference, &touch)
+            .env("SSI_INJECTOR_ROLE", "backend-vault-audience"),
+    );
+    assert!(result.status.success(), "{stderr}");
+    assert!(stdout.contains("DB_PASSWORD=rotated-password"), "{stdout}");
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 // Tests fail by panicking, helpers included.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use ssi_tests::process::{cert_manager_crds, tool};
 use ssi_tests::{TestBed, run, workspace_path};
 
 #[tokio::test]
@@ -45,8 +46,18 @@ async fn csi_manifests_pass_a_server_side_dry_run_with_every_field_kept() {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
 
-    // NB: on 1.20 tokenRequests and requiresRepublish are alpha; an apiserver without the
-    // CSIServiceAccountToken gate accepts the object and silently drops both.
+    // The driver is privileged: its namespace admits it under Pod Security Admission even on
+    // clusters whose default level is stricter.
+    let namespace = items.iter().find(|i| i["kind"] == "Namespace").unwrap();
+    for mode in ["enforce", "warn", "audit"] {
+        assert_eq!(
+            namespace["metadata"]["labels"][format!("pod-security.kubernetes.io/{mode}")],
+            "privileged",
+            "{namespace}"
+        );
+    }
+
+    // Nothing the driver relies on dropped by the apiserver.
     let driver = items.iter().find(|i| i["kind"] == "CSIDriver").unwrap();
     let spec = &driver["spec"];
     assert_eq!(spec["attachRequired"], false);
@@ -55,7 +66,12 @@ async fn csi_manifests_pass_a_server_side_dry_run_with_every_field_kept() {
         spec["volumeLifecycleModes"],
         serde_json::json!(["Ephemeral"])
     );
-    assert_eq!(spec["tokenRequests"][0]["audience"], "vault", "{spec}");
+    // The empty audience: tokens for the apiserver's own, which the guide's roles accept.
+    assert_eq!(
+        spec["tokenRequests"],
+        serde_json::json!([{"audience": "", "expirationSeconds": 3600}]),
+        "{spec}"
+    );
     assert_eq!(spec["requiresRepublish"], true, "{spec}");
 
     let daemonset = items.iter().find(|i| i["kind"] == "DaemonSet").unwrap();
@@ -251,7 +267,7 @@ async fn webhook_manifests_with_generated_certificates_pass_a_server_side_dry_ru
 #[test]
 fn the_cert_manager_variant_issues_the_secret_the_deployment_mounts() {
     let dir = workspace_path("manifests/webhook-cert-manager");
-    let output = run(std::process::Command::new("kubectl")
+    let output = run(std::process::Command::new(tool("kubectl").unwrap())
         .args(["kustomize"])
         .arg(&dir))
     .unwrap();
@@ -288,4 +304,55 @@ fn the_cert_manager_variant_issues_the_secret_the_deployment_mounts() {
         find("Issuer", "ssi-webhook-ca")["spec"]["ca"]["secretName"],
         "ssi-webhook-ca"
     );
+}
+
+#[tokio::test]
+async fn the_cert_manager_variant_passes_a_server_side_dry_run_with_cert_managers_crds() {
+    let bed = TestBed::builder()
+        .without_openbao()
+        .start()
+        .await
+        .expect("test bed");
+    for crd in cert_manager_crds().unwrap() {
+        run(bed.kubectl().arg("apply").arg("-f").arg(&crd)).unwrap();
+    }
+    run(bed.kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/certificates.cert-manager.io",
+        "crd/issuers.cert-manager.io",
+    ]))
+    .unwrap();
+    run(bed
+        .kubectl()
+        .args(["create", "namespace", "secrets-store-integration"]))
+    .unwrap();
+    let dir = workspace_path("manifests/webhook-cert-manager");
+    let output = run(bed.kubectl().args([
+        "apply",
+        "--dry-run=server",
+        "-o",
+        "json",
+        "-k",
+        dir.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let applied: serde_json::Value = serde_json::from_str(&output).unwrap();
+    let kinds: Vec<&str> = applied["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["kind"].as_str())
+        .collect();
+    for kind in [
+        "Namespace",
+        "Issuer",
+        "Certificate",
+        "Deployment",
+        "PodDisruptionBudget",
+        "MutatingWebhookConfiguration",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
 }

@@ -5,7 +5,7 @@
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
-use ssi_tests::{TestBed, run};
+use ssi_tests::{KUBE_API_AUDIENCE, SA_ISSUER, TestBed, run};
 
 fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -17,10 +17,18 @@ async fn full_bed_comes_up_and_tears_down_completely() {
     let bed = TestBed::start().await.expect("test bed starts");
     let dir = bed.dir().to_owned();
 
-    // kube-apiserver v1.20 from Debian's source package answers as the admin.
+    // The release pinned in tests/bed/kube/go.mod answers as the admin, and kubectl is its own.
+    let pinned = std::fs::read_to_string(ssi_tests::workspace_path("tests/bed/kube/go.mod"))
+        .expect("go.mod");
+    let pinned = pinned
+        .lines()
+        .find_map(|line| line.strip_prefix("require k8s.io/kubernetes "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("k8s.io/kubernetes pinned");
     let version = run(bed.kubectl().args(["version", "-o", "json"])).expect("kubectl version");
     let version: serde_json::Value = serde_json::from_str(&version).expect("version JSON");
-    assert_eq!(version["serverVersion"]["minor"], "20", "{version}");
+    assert_eq!(version["serverVersion"]["gitVersion"], pinned, "{version}");
+    assert_eq!(version["clientVersion"]["gitVersion"], pinned, "{version}");
 
     // kube-controller-manager works: namespaces get their default ServiceAccount.
     let client = bed.kube_client().await.expect("kube client");
@@ -50,12 +58,19 @@ async fn full_bed_comes_up_and_tears_down_completely() {
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     assert_eq!(status["sealed"], false);
 
-    // A ServiceAccount token with the vault audience, as kubelet would get it for a pod.
+    // A ServiceAccount token as kubelet gets it for a pod by default: for the apiserver's own
+    // audience, which on a stock apiserver is the issuer alone.
     let token = bed
-        .service_account_token("probe", "default", "vault")
+        .service_account_token("probe", "default", KUBE_API_AUDIENCE)
         .await
         .expect("token");
     assert_eq!(token.split('.').count(), 3, "a JWT");
+    let claims = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["aud"], serde_json::json!([SA_ISSUER]), "{claims}");
 
     let processes = bed.process_ids();
     let names: Vec<&str> = processes.iter().map(|(name, _)| name.as_str()).collect();

@@ -154,7 +154,8 @@ async fn session_reuses_its_token_and_logs_in_again_when_revoked_or_expiring() {
         SecretString::from("not-a-jwt".to_owned()),
     );
     let err = late.read(SECRET_PATH, None).await.expect_err("bad jwt");
-    assert!(matches!(err, Error::Api { .. }), "{err}");
+    assert!(matches!(err, Error::LoginRefused { .. }), "{err}");
+    assert!(err.to_string().contains("no readable audience"), "{err}");
     assert!(
         !err.to_string().contains("not-a-jwt"),
         "the JWT must not appear in errors: {err}"

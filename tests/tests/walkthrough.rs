@@ -4,8 +4,11 @@
 // Tests fail by panicking, helpers included.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use ssi_tests::walkthrough::{self, NAMESPACE, Narrator, PASSWORD, ROLE, SECRET_PATH, VaultSetup};
-use ssi_tests::{TestBed, VAULT_AUDIENCE, run};
+use ssi_tests::walkthrough::{
+    self, DEDICATED_AUDIENCE_ROLE, NAMESPACE, Narrator, PASSWORD, ROLE, SECRET_PATH,
+    SERVICE_ACCOUNT, VaultSetup,
+};
+use ssi_tests::{KUBE_API_AUDIENCE, SA_ISSUER, TestBed, VAULT_AUDIENCE, run};
 use ssi_vault::{Client, Error, KubernetesAuth, SecretString, Session, StoreConfig};
 
 fn session(bed: &TestBed, auth_path: &str, role: &str, jwt: &str) -> Session {
@@ -35,7 +38,7 @@ async fn token_for_new_service_account(bed: &TestBed, name: &str, auth_delegator
         ]))
         .unwrap();
     }
-    bed.service_account_token(NAMESPACE, name, VAULT_AUDIENCE)
+    bed.service_account_token(NAMESPACE, name, KUBE_API_AUDIENCE)
         .await
         .unwrap()
 }
@@ -144,6 +147,79 @@ async fn guide_with_the_bao_cli_then_every_mistake_has_its_own_error() {
     );
 }
 
+/// The token audience on a stock apiserver: the guide's role (no `audience`) takes the default
+/// token, the documented option (a dedicated audience on both sides, with a reviewer of the
+/// store's own) works, and each mismatch is refused with a message naming the audience the token
+/// carries.
+#[tokio::test]
+async fn token_audiences_default_dedicated_and_mismatched() {
+    let bed = TestBed::start().await.expect("test bed");
+    walkthrough::run(&bed, VaultSetup::Cli, &mut Narrator::quiet())
+        .await
+        .expect("the guide works with the default audience");
+    let default_token = bed
+        .service_account_token(NAMESPACE, SERVICE_ACCOUNT, KUBE_API_AUDIENCE)
+        .await
+        .unwrap();
+    let vault_token = bed
+        .service_account_token(NAMESPACE, SERVICE_ACCOUNT, VAULT_AUDIENCE)
+        .await
+        .unwrap();
+    let refusal = |err: Error, audience: &str| {
+        let text = err.to_string();
+        assert!(matches!(err, Error::LoginRefused { .. }), "{err:?}");
+        assert!(
+            text.contains(&format!("token was issued for audience [{audience:?}]")),
+            "{text}"
+        );
+        // Nothing of either token is echoed.
+        for token in [&default_token, &vault_token] {
+            assert!(!text.contains(token.rsplit('.').next().unwrap()), "{text}");
+        }
+        text
+    };
+
+    // The guide's set-up (the pod's token reviews itself) with a token requested for `vault`:
+    // the stock apiserver does not take it as a credential.
+    let err = session(&bed, "main-kube", ROLE, &vault_token)
+        .read(SECRET_PATH, None)
+        .await
+        .expect_err("the apiserver does not take a vault token");
+    let text = refusal(err, VAULT_AUDIENCE);
+    eprintln!("guide's role, vault token: {text}");
+
+    // The documented option: a reviewer of the store's own, a role with audience=vault, a token
+    // requested for `vault`.
+    walkthrough::use_a_dedicated_audience(&bed, "main-kube", VAULT_AUDIENCE)
+        .await
+        .unwrap();
+    let secret = session(&bed, "main-kube", DEDICATED_AUDIENCE_ROLE, &vault_token)
+        .read(SECRET_PATH, None)
+        .await
+        .expect("dedicated audience on both sides");
+    assert_eq!(
+        secret.value("password").unwrap().expose(),
+        PASSWORD.as_bytes()
+    );
+    // The guide's role and the default token still work with the reviewer.
+    session(&bed, "main-kube", ROLE, &default_token)
+        .read(SECRET_PATH, None)
+        .await
+        .expect("the guide's role with the reviewer");
+
+    // The role wants `vault`, the token is the default one.
+    let err = session(&bed, "main-kube", DEDICATED_AUDIENCE_ROLE, &default_token)
+        .read(SECRET_PATH, None)
+        .await
+        .expect_err("the role wants another audience");
+    let text = refusal(err, SA_ISSUER);
+    eprintln!("role audience=vault, default token: {text}");
+    assert!(
+        text.contains("a role with `audience` set accepts only tokens requested for that audience"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn guide_with_curl_calls_and_the_faq_on_auth_delegator() {
     let bed = TestBed::start().await.expect("test bed");
@@ -245,11 +321,11 @@ async fn the_apiserver_enforces_the_crd_schema() {
         (
             "  type: CSI\n  role: r\n  files:\n  - name: a/b\n    source: {path: p, key: k}\n"
                 .to_owned(),
-            "spec.files.name",
+            "spec.files[0].name",
         ),
         (
             "  type: CSI\n  role: r\n  files:\n  - name: a\n    source: {path: p}\n".to_owned(),
-            "spec.files.source.key",
+            "spec.files[0].source.key",
         ),
         (
             format!("  type: CSI\n  role: r\n  address: vault.example.com\n{good_file}"),

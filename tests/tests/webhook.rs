@@ -218,9 +218,9 @@ async fn the_apiserver_stores_mutated_workloads_and_refuses_the_guides_subpath_m
     );
     assert!(!ok && stderr.contains("with subPath"), "{stderr}");
 
-    // A CronJob (batch/v1beta1 on 1.20) whose init container uses subPathExpr, and a Pod whose
+    // A CronJob whose init container uses subPathExpr, and a Pod whose
     // volume names no SSI: both refused.
-    let cronjob = r#"{"apiVersion":"batch/v1beta1","kind":"CronJob",
+    let cronjob = r#"{"apiVersion":"batch/v1","kind":"CronJob",
         "metadata":{"name":"nightly","namespace":"my-namespace1"},
         "spec":{"schedule":"0 3 * * *","jobTemplate":{"spec":{"template":{"spec":{
           "restartPolicy":"Never",
@@ -261,6 +261,31 @@ async fn the_apiserver_stores_mutated_workloads_and_refuses_the_guides_subpath_m
         stored["spec"]["template"]["spec"]["volumes"].is_null(),
         "{stored}"
     );
+
+    // kube-system and the components' own namespace are left alone by name (the label every
+    // namespace carries since 1.21): the guide's subPath Deployment passes there unchecked.
+    run(bed
+        .kubectl()
+        .args(["create", "namespace", "secrets-store-integration"]))
+    .unwrap();
+    let subpath = std::fs::read_to_string(guide("backend-subpath-deployment.yaml")).unwrap();
+    assert!(subpath.contains("namespace: my-namespace1"), "{subpath}");
+    for namespace in ["kube-system", "secrets-store-integration"] {
+        let moved = bed.dir().join(format!("subpath-in-{namespace}.yaml"));
+        std::fs::write(
+            &moved,
+            subpath.replace(
+                "namespace: my-namespace1",
+                &format!("namespace: {namespace}"),
+            ),
+        )
+        .unwrap();
+        let (ok, _, stderr) = kubectl_output(
+            &bed,
+            &["apply", "--dry-run=server", "-f", moved.to_str().unwrap()],
+        );
+        assert!(ok, "{namespace}: {stderr}");
+    }
 
     // Env injection: a Pod with the role annotation is stored with the init container, the
     // in-memory volume, the projected token and its command running through the injector.
@@ -309,9 +334,11 @@ async fn the_apiserver_stores_mutated_workloads_and_refuses_the_guides_subpath_m
         .iter()
         .find(|v| v["name"] == "secrets-store-injector-token")
         .expect("projected token volume");
+    // No audience: kubelet projects a token for the apiserver's own, which the guide's roles
+    // (no `audience`) accept.
     assert_eq!(
-        token["projected"]["sources"][0]["serviceAccountToken"]["audience"],
-        "vault"
+        token["projected"]["sources"][0]["serviceAccountToken"],
+        serde_json::json!({"expirationSeconds": 3600, "path": "token"})
     );
 }
 

@@ -201,7 +201,22 @@ impl Client {
         let body = json!({ "jwt": jwt.expose_secret(), "role": role });
         let response = self
             .send(&operation, || self.http.post(url.clone()).json(&body))
-            .await?;
+            .await
+            .map_err(|error| match error {
+                // Refusals only: a store that cannot be reached or failed (5xx) says nothing
+                // about the token.
+                Error::Api {
+                    operation,
+                    status: status @ 400..=499,
+                    errors,
+                } => Error::LoginRefused {
+                    operation,
+                    status,
+                    errors,
+                    token_audiences: crate::audience::token_audiences(jwt.expose_secret()),
+                },
+                other => other,
+            })?;
         let auth = response
             .get("auth")
             .filter(|a| a.is_object())

@@ -65,6 +65,24 @@ pub enum Error {
         errors: Vec<String>,
     },
 
+    /// A refused Kubernetes login: the store's reason, and the audiences of the token presented,
+    /// since a role's `audience` that the token lacks is the most common cause and the store's
+    /// own text rarely says so.
+    #[error(
+        "failed to {operation}: the store answered HTTP {status}{}; the pod's token was issued for \
+         audience {}: a role with `audience` set accepts only tokens requested for that audience, and \
+         an auth mount without token_reviewer_jwt only tokens for the Kubernetes API's own audience \
+         (our default); see docs/install.md, \"Token audience\"",
+        fmt_store_errors(.errors),
+        fmt_audiences(.token_audiences)
+    )]
+    LoginRefused {
+        operation: Operation,
+        status: u16,
+        errors: Vec<String>,
+        token_audiences: Vec<String>,
+    },
+
     #[error(
         "failed to read secret {path}: nothing at this path (HTTP 404); check the path (KV version 2 paths contain /data/, e.g. secret/data/app) and the version"
     )]
@@ -88,7 +106,7 @@ impl Error {
     /// The HTTP status the store answered with, if it answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Error::Api { status, .. } => Some(*status),
+            Error::Api { status, .. } | Error::LoginRefused { status, .. } => Some(*status),
             Error::NotFound { .. } => Some(404),
             _ => None,
         }
@@ -97,6 +115,14 @@ impl Error {
     /// The store refused the identity or the token (HTTP 403).
     pub fn is_permission_denied(&self) -> bool {
         self.status() == Some(403)
+    }
+}
+
+fn fmt_audiences(audiences: &[String]) -> String {
+    if audiences.is_empty() {
+        "(none: the token has no readable audience, is it a ServiceAccount token?)".to_owned()
+    } else {
+        format!("{audiences:?}")
     }
 }
 
@@ -122,6 +148,29 @@ fn fmt_store_errors(errors: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_login_names_the_tokens_audience() {
+        let err = Error::LoginRefused {
+            operation: Operation::Login {
+                auth_path: "main-kube".into(),
+                role: "r".into(),
+            },
+            status: 403,
+            errors: vec!["invalid audience (aud) claim".into()],
+            token_audiences: vec!["https://kubernetes.default.svc.cluster.local".into()],
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "failed to log in at auth/main-kube as role \"r\": the store answered HTTP 403: \
+                 invalid audience (aud) claim; the pod's token was issued for audience \
+                 [\"https://kubernetes.default.svc.cluster.local\"]: a role with `audience` set"
+            ),
+            "{text}"
+        );
+        assert!(err.is_permission_denied());
+    }
 
     #[test]
     fn api_error_names_operation_status_and_store_text() {

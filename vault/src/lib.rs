@@ -15,6 +15,7 @@
 //!   expires, logs in again when the store answers 403 (revoked token), and lets the caller swap in
 //!   the freshest ServiceAccount JWT.
 
+mod audience;
 mod client;
 mod error;
 mod retry;

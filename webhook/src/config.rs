@@ -75,12 +75,10 @@ pub struct Args {
     #[arg(long, env = "SSI_WEBHOOK_INJECTOR_DEFAULT_ADDRESS")]
     pub injector_default_address: Option<String>,
 
-    /// Audience of the projected ServiceAccount token the injector logs in with.
-    #[arg(
-        long,
-        env = "SSI_WEBHOOK_INJECTOR_TOKEN_AUDIENCE",
-        default_value = "vault"
-    )]
+    /// Audience of the projected ServiceAccount token the injector logs in with. Empty (the
+    /// default): the Kubernetes API's own audience, which a store role without `audience`
+    /// accepts on any cluster.
+    #[arg(long, env = "SSI_WEBHOOK_INJECTOR_TOKEN_AUDIENCE", default_value = "")]
     pub injector_token_audience: String,
 
     /// Look up the image's ENTRYPOINT/CMD for injected containers without a command (needs RBAC

@@ -27,7 +27,8 @@ pub struct InjectorSettings {
     pub image: String,
     /// Store address for pods without the `addr` annotation.
     pub default_address: Option<String>,
-    /// Audience of the projected token the injector logs in with.
+    /// Audience of the projected token the injector logs in with; empty for the Kubernetes
+    /// API's own.
     pub token_audience: String,
     /// Whether a container without `command` may be injected after its image's ENTRYPOINT/CMD
     /// is looked up; otherwise it is denied.
@@ -169,6 +170,16 @@ fn may_reference_the_store(container: &Value) -> bool {
         .and_then(Value::as_array)
         .is_some_and(|sources| !sources.is_empty());
     own || from_objects || env_from
+}
+
+/// A projected ServiceAccount token source; without an audience the apiserver issues it for its
+/// own audiences.
+fn projected_token(audience: &str) -> Value {
+    let mut source = json!({"expirationSeconds": 3600, "path": "token"});
+    if !audience.is_empty() {
+        source["audience"] = json!(audience);
+    }
+    source
 }
 
 fn push_unique(list: &mut Vec<Value>, item: Value) {
@@ -360,8 +371,8 @@ pub fn inject(
     if own_token {
         push_unique(
             volumes,
-            json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
-                "audience": settings.token_audience, "expirationSeconds": 3600, "path": "token"}}]}}),
+            json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken":
+                projected_token(&settings.token_audience)}]}}),
         );
     }
     if let Some(secret) = tls_secret {
@@ -448,7 +459,7 @@ mod tests {
         InjectorSettings {
             image: "registry.example.com/ssi-injector:1".into(),
             default_address: Some("https://vault.example.com:8200".into()),
-            token_audience: "vault".into(),
+            token_audience: String::new(),
             registry_lookup: false,
         }
     }
@@ -532,8 +543,21 @@ mod tests {
         let volumes = pod["spec"]["volumes"].as_array().unwrap();
         assert_eq!(volumes[0]["emptyDir"]["medium"], "Memory");
         assert_eq!(
-            volumes[1]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
-            "vault"
+            volumes[1]["projected"]["sources"][0]["serviceAccountToken"],
+            json!({"expirationSeconds": 3600, "path": "token"}),
+            "no audience: the apiserver's own"
+        );
+    }
+
+    #[test]
+    fn a_dedicated_token_audience_is_requested_when_configured() {
+        let settings = InjectorSettings {
+            token_audience: "vault".into(),
+            ..settings()
+        };
+        assert_eq!(
+            projected_token(&settings.token_audience),
+            json!({"audience": "vault", "expirationSeconds": 3600, "path": "token"})
         );
     }
 

@@ -8,7 +8,7 @@
 use anyhow::Context;
 use secrecy::SecretString;
 use ssi_tests::csi::{CsiDriver, DriverOptions, create_pod, publish_request};
-use ssi_tests::{TestBed, VAULT_AUDIENCE, run, status_kib};
+use ssi_tests::{KUBE_API_AUDIENCE, TestBed, run, status_kib};
 use ssi_vault::{Client, KubernetesAuth, Session, StoreConfig};
 use std::time::{Duration, Instant};
 
@@ -86,7 +86,7 @@ async fn round_trips(bed: &TestBed, with_login: bool) -> anyhow::Result<Duration
     let kube = bed.kube_client().await?;
     let api: kube::Api<ssi_core::SecretsStoreImport> = kube::Api::namespaced(kube, NS);
     let token = bed
-        .service_account_token(NS, "sa-0", VAULT_AUDIENCE)
+        .service_account_token(NS, "sa-0", KUBE_API_AUDIENCE)
         .await?;
     let client = Client::new(&StoreConfig::new(bed.openbao().addr.parse()?))?;
     let new_session = || {

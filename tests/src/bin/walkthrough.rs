@@ -12,11 +12,12 @@ use std::time::Instant;
 async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     println!(
-        "Starting the test bed: etcd, kube-apiserver 1.20, kube-controller-manager, OpenBao (all on 127.0.0.1)"
+        "Starting the test bed: etcd, kube-apiserver, kube-controller-manager, OpenBao (all on 127.0.0.1)"
     );
     let bed = TestBed::start().await?;
     println!(
-        "  kube-apiserver {}   OpenBao {}",
+        "  kube-apiserver {} at {}   OpenBao {}",
+        bed.kube_version()?,
         bed.kube().url,
         bed.openbao().addr
     );

@@ -1,0 +1,7 @@
+// cert-manager's CRDs, for the server-side dry run of manifests/webhook-cert-manager
+// (tests/bed/provision.sh copies deploy/crds from this module; nothing is built).
+module ssi.test/certmanager
+
+go 1.26.0
+
+require github.com/cert-manager/cert-manager v1.21.2

@@ -1,0 +1,106 @@
+//! The audiences a ServiceAccount token was issued for, read from its claims to explain a refused
+//! login. The claims are decoded, never trusted: the store verifies the token, we only name what
+//! it carried.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
+
+/// Tokens larger than this are not decoded (kubelet's are about 1 KiB).
+const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// At most this many audiences, each at most this long, are named in a message.
+const MAX_AUDIENCES: usize = 8;
+const MAX_AUDIENCE_LEN: usize = 256;
+
+/// The `aud` claim of `jwt` (a string or a list of strings), empty when it cannot be read.
+pub fn token_audiences(jwt: &str) -> Vec<String> {
+    if jwt.len() > MAX_TOKEN_LEN {
+        return Vec::new();
+    }
+    let Some(payload) = jwt.split('.').nth(1) else {
+        return Vec::new();
+    };
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')) else {
+        return Vec::new();
+    };
+    let Ok(claims) = serde_json::from_slice::<Value>(&bytes) else {
+        return Vec::new();
+    };
+    let audiences = match claims.get("aud") {
+        Some(Value::String(one)) => vec![one.clone()],
+        Some(Value::Array(many)) => many
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    audiences
+        .into_iter()
+        .take(MAX_AUDIENCES)
+        .map(|mut audience| {
+            if audience.len() > MAX_AUDIENCE_LEN {
+                let cut = (0..=MAX_AUDIENCE_LEN)
+                    .rev()
+                    .find(|&i| audience.is_char_boundary(i))
+                    .unwrap_or(0);
+                audience.truncate(cut);
+                audience.push_str("...");
+            }
+            audience
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(claims: &str) -> String {
+        format!(
+            "{}.{}.signature",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256"}"#),
+            URL_SAFE_NO_PAD.encode(claims)
+        )
+    }
+
+    #[test]
+    fn reads_a_list_of_audiences() {
+        let token = jwt(
+            r#"{"aud":["https://kubernetes.default.svc.cluster.local","k3s"],"sub":"system:serviceaccount:a:b"}"#,
+        );
+        assert_eq!(
+            token_audiences(&token),
+            ["https://kubernetes.default.svc.cluster.local", "k3s"]
+        );
+    }
+
+    #[test]
+    fn reads_a_single_audience() {
+        assert_eq!(token_audiences(&jwt(r#"{"aud":"vault"}"#)), ["vault"]);
+    }
+
+    #[test]
+    fn anything_else_names_no_audience() {
+        for token in [
+            String::new(),
+            "not-a-jwt".to_owned(),
+            "a.%%%.c".to_owned(),
+            jwt("not json"),
+            jwt(r#"{"sub":"x"}"#),
+            jwt(r#"{"aud":42}"#),
+            format!("a.{}.c", "A".repeat(MAX_TOKEN_LEN)),
+        ] {
+            assert!(token_audiences(&token).is_empty(), "{token:.40}");
+        }
+    }
+
+    #[test]
+    fn long_and_many_audiences_are_bounded() {
+        let many: Vec<String> = (0..20).map(|i| format!("\"a{i}\"")).collect();
+        let token = jwt(&format!(r#"{{"aud":[{}]}}"#, many.join(",")));
+        assert_eq!(token_audiences(&token).len(), MAX_AUDIENCES);
+        let long = jwt(&format!(r#"{{"aud":"{}"}}"#, "x".repeat(1000)));
+        assert_eq!(token_audiences(&long)[0].len(), MAX_AUDIENCE_LEN + 3);
+    }
+}
