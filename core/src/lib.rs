@@ -14,6 +14,7 @@ pub mod ssi;
 
 pub use ssi::{
     FileSource, ImportType, InvalidSpec, SecretFile, SecretsStoreImport, SecretsStoreImportSpec,
+    is_object_name,
 };
 
 /// The CSI driver name pods put in `volumes[].csi.driver`.

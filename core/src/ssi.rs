@@ -212,10 +212,57 @@ pub fn is_safe_path(path: &str) -> bool {
         })
 }
 
+/// A Kubernetes object name of the DNS-1123 subdomain kind, as SecretsStoreImports have: at
+/// most 253 characters, dot-separated labels of lowercase letters, digits and `-`, each starting
+/// and ending with a letter or digit. Checked before a name from a pod reaches an API URL.
+pub fn is_object_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            let bytes = label.as_bytes();
+            match (bytes.first(), bytes.last()) {
+                (Some(first), Some(last)) => {
+                    first.is_ascii_alphanumeric()
+                        && last.is_ascii_alphanumeric()
+                        && bytes
+                            .iter()
+                            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                }
+                _ => false,
+            }
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    #[rstest]
+    #[case("python-backend", true)]
+    #[case("a", true)]
+    #[case("a.b-c.d0", true)]
+    #[case("", false)]
+    #[case("Python", false)]
+    #[case("-a", false)]
+    #[case("a-", false)]
+    #[case("a..b", false)]
+    #[case("../other", false)]
+    #[case("a/b", false)]
+    #[case("a?watch=1", false)]
+    #[case("a%2F", false)]
+    #[case("a b", false)]
+    fn object_names(#[case] name: &str, #[case] valid: bool) {
+        assert_eq!(is_object_name(name), valid, "{name:?}");
+    }
+
+    #[test]
+    fn object_names_are_at_most_253_characters() {
+        let label = "a".repeat(63);
+        let long = [label.as_str(); 4].join(".");
+        assert_eq!(long.len(), 255);
+        assert!(!is_object_name(&long));
+        assert!(is_object_name(&long[..253]));
+    }
 
     fn mk_spec(files: &[(&str, &str, &str)]) -> SecretsStoreImportSpec {
         SecretsStoreImportSpec {

@@ -44,6 +44,31 @@ pub struct Driver {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// How long filesystem work on one volume may take. Everything in a volume is on a tmpfs and
+/// small, so this is only reached when something the pod put there blocks.
+const VOLUME_IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `work` on the volume at `target` on a blocking thread, under [`VOLUME_IO_TIMEOUT`]:
+/// whatever a pod left in its volume can stall that volume only, never the async workers that
+/// serve kubelet and rotate the others.
+async fn on_volume<T: Send + 'static>(
+    action: &'static str,
+    target: &Path,
+    work: impl FnOnce(&Path) -> std::io::Result<T> + Send + 'static,
+) -> Result<T, Error> {
+    let dir = target.to_owned();
+    let task = tokio::task::spawn_blocking(move || work(&dir));
+    let result = match tokio::time::timeout(VOLUME_IO_TIMEOUT, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(std::io::Error::other(format!("the worker failed: {join}"))),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("gave up after {VOLUME_IO_TIMEOUT:?}"),
+        )),
+    };
+    result.map_err(Error::io(action, target))
+}
+
 fn access(record: &Record) -> Access {
     record.mount_group.map_or(Access::World, Access::Group)
 }
@@ -140,7 +165,11 @@ impl Driver {
         let target = record.target_path.clone();
         if republish
             && mount::is_mount_point(&target).unwrap_or(false)
-            && writer::current(&target).ok().flatten().is_some()
+            && on_volume("read the files of", &target, writer::current)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
         {
             return Ok(());
         }
@@ -171,9 +200,13 @@ impl Driver {
             mount::mount_tmpfs(&target, &self.tmpfs_size)
                 .map_err(Error::io("mount a tmpfs on", &target))?;
         }
-        writer::write(&target, &files, access(&record))
-            .map_err(Error::io("write the files into", &target))
-            .map_err(undo)?;
+        let access = access(&record);
+        let written = files.clone();
+        on_volume("write the files into", &target, move |dir| {
+            writer::write(dir, &written, access)
+        })
+        .await
+        .map_err(undo)?;
         self.records
             .save(&record)
             .map_err(Error::io("save the mount record of", &target))
@@ -289,9 +322,15 @@ impl Driver {
                     "the volume is no longer mounted",
                 )),
             ),
-            Ok((files, identity)) => writer::write(&record.target_path, &files, access(&record))
+            Ok((files, identity)) => {
+                let access = access(&record);
+                let written = files.clone();
+                on_volume("write the files into", &record.target_path, move |dir| {
+                    writer::write(dir, &written, access)
+                })
+                .await
                 .map(|changed| (changed, identity, files))
-                .map_err(Error::io("write the files into", &record.target_path)),
+            }
             Err(e) => Err(e),
         };
         let mut failures = 0;

@@ -54,6 +54,16 @@ pub fn parse(
     }
     let target_path =
         confine(&PathBuf::from(&request.target_path), kubelet_root).map_err(invalid)?;
+    // A writable volume would let the pod plant what the root driver later reads and deletes
+    // (and its writes would be lost at the next rotation anyway), as the upstream secrets-store
+    // CSI driver also refuses.
+    if !request.readonly {
+        return Err(invalid(
+            "the volume must be read-only: set readOnly: true on the pod's csi volume (the webhook \
+             does this unless the pod opts out of it)"
+                .into(),
+        ));
+    }
 
     let capability = request
         .volume_capability
@@ -95,6 +105,15 @@ pub fn parse(
                 ssi_core::ATTR_SECRETS_STORE_IMPORT
             ))
         })?;
+    if !ssi_core::is_object_name(&ssi) {
+        // NB: the name comes from the pod spec and goes into an API URL; echo a bounded part.
+        return Err(invalid(format!(
+            "volumeAttributes.{} {:?} is not a SecretsStoreImport name (lowercase letters, digits, \
+             '-' and '.', at most 253 characters)",
+            ssi_core::ATTR_SECRETS_STORE_IMPORT,
+            ssi.chars().take(64).collect::<String>()
+        )));
+    }
     let pod = PodInfo {
         namespace: get(POD_NAMESPACE)?,
         name: get(POD_NAME)?,
@@ -154,6 +173,40 @@ mod tests {
             volume_context: context,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_ssi_name_that_is_no_object_name_is_refused() {
+        let root = Path::new("/var/lib/kubelet");
+        for name in [
+            "../../secrets/x",
+            "a?watch=true",
+            "Python",
+            &"x".repeat(300),
+        ] {
+            let mut request = request(root);
+            request
+                .volume_context
+                .insert(ssi_core::ATTR_SECRETS_STORE_IMPORT.into(), name.to_owned());
+            let error = parse(&request, root).expect_err(name).to_string();
+            assert!(
+                error.contains("is not a SecretsStoreImport name"),
+                "{error}"
+            );
+            assert!(error.len() < 300, "the name is echoed bounded: {error}");
+        }
+    }
+
+    #[test]
+    fn a_writable_volume_is_refused() {
+        let root = Path::new("/var/lib/kubelet");
+        let mut writable = request(root);
+        writable.readonly = false;
+        let error = parse(&writable, root).expect_err("refused").to_string();
+        assert!(
+            error.contains("must be read-only") && error.contains("readOnly: true"),
+            "{error}"
+        );
     }
 
     #[test]

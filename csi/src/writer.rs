@@ -12,15 +12,28 @@
 //! inotify watch on the directory sees the swap as IN_MOVED_TO of `..data`; a watch on a file
 //! sees nothing, because the file's inode never changes (new bytes live in a new inode).
 
+//!
+//! The directory is on a tmpfs mounted into a pod, so everything in it is treated as written by the
+//! pod: the current generation is read through directory handles without following links
+//! (`O_NOFOLLOW` on every name), regular files only, each size-capped, and `..data` must name a
+//! generation of our own shape directly below the volume. Only such a generation is ever deleted.
+
+use nix::dir::Dir;
+use nix::fcntl::{OFlag, openat, readlinkat};
+use nix::sys::stat::Mode;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
 use std::path::Path;
 
 const DATA_LINK: &str = "..data";
 const DATA_LINK_TMP: &str = "..data_tmp";
+/// Largest file read back from a volume. What the driver writes is bounded by the volume's tmpfs
+/// (4 MiB by default), so anything larger was not written by the driver.
+const MAX_FILE_SIZE: u64 = 16 * 1024 * 1024;
 
 /// File name -> content. `Debug` lists names only.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -43,17 +56,123 @@ pub enum Access {
 
 /// The files currently visible in `dir`, or `None` when nothing was written there yet.
 pub fn current(dir: &Path) -> io::Result<Option<Files>> {
-    let data = dir.join(DATA_LINK);
-    if fs::symlink_metadata(&data).is_err() {
+    let root = open_dir(dir)?;
+    let Some(generation) = current_generation(&root)? else {
         return Ok(None);
-    }
+    };
+    let generation_dir = openat(
+        &root,
+        generation.as_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        foreign(format!(
+            "generation {generation} is not a directory of ours ({e})"
+        ))
+    })?;
+    let mut listing = Dir::from_fd(generation_dir.try_clone()?)?;
     let mut files = BTreeMap::new();
-    for entry in fs::read_dir(&data)? {
+    for entry in listing.iter() {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        files.insert(name, fs::read(entry.path())?);
+        if name == "." || name == ".." {
+            continue;
+        }
+        if !is_file_name(&name) {
+            return Err(foreign(format!(
+                "unexpected entry {name:?} in {generation}"
+            )));
+        }
+        files.insert(name.clone(), read_regular_file(&generation_dir, &name)?);
     }
     Ok(Some(Files(files)))
+}
+
+/// Opens `dir` itself without following a link in its place.
+fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW).bits())
+        .open(dir)?;
+    Ok(OwnedFd::from(file))
+}
+
+/// The generation `..data` names, `None` when there is no `..data` yet. Anything but a link to a
+/// name of our generations' shape is an error: the pod put it there.
+fn current_generation(root: &OwnedFd) -> io::Result<Option<String>> {
+    match readlinkat(root, DATA_LINK) {
+        Ok(target) => {
+            let target = target.to_string_lossy().into_owned();
+            if is_generation_name(&target) {
+                Ok(Some(target))
+            } else {
+                Err(foreign(format!(
+                    "{DATA_LINK} points at {target:?}, not at a generation of the driver"
+                )))
+            }
+        }
+        Err(nix::errno::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(foreign(format!(
+            "{DATA_LINK} is not a link of the driver ({e})"
+        ))),
+    }
+}
+
+/// Reads `name` below `dir` if it is a regular file of at most [`MAX_FILE_SIZE`] bytes. A FIFO
+/// opens without blocking (`O_NONBLOCK`) and is refused before any read, like a device.
+fn read_regular_file(dir: &OwnedFd, name: &str) -> io::Result<Vec<u8>> {
+    let fd = openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| foreign(format!("cannot open {name:?} as a plain file ({e})")))?;
+    let file = fs::File::from(fd);
+    let metadata = file.metadata()?;
+    if !metadata.file_type().is_file() {
+        return Err(foreign(format!("{name:?} is not a regular file")));
+    }
+    if metadata.len() > MAX_FILE_SIZE {
+        return Err(foreign(format!(
+            "{name:?} is larger than {MAX_FILE_SIZE} bytes"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(foreign(format!("{name:?} grew past {MAX_FILE_SIZE} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// Something in the volume that the driver did not put there.
+fn foreign(what: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("the volume holds something the driver did not write: {what}"),
+    )
+}
+
+/// A user file name: one path component, not reserved for the layout.
+fn is_file_name(name: &str) -> bool {
+    !(name.is_empty() || name.contains('/') || name == "." || name.starts_with(".."))
+}
+
+/// `..YYYY_MM_DD_HH_MM_SS.NNNNNNNNN`, as [`new_generation_name`] makes them.
+fn is_generation_name(name: &str) -> bool {
+    const SHAPE: &[u8] = b"dddd_dd_dd_dd_dd_dd.ddddddddd";
+    name.strip_prefix("..").is_some_and(|rest| {
+        rest.len() == SHAPE.len()
+            && rest.bytes().zip(SHAPE.iter()).all(|(c, &s)| {
+                if s == b'd' {
+                    c.is_ascii_digit()
+                } else {
+                    c == s
+                }
+            })
+    })
 }
 
 /// Makes `files` the content of `dir` atomically. Returns `false`, touching nothing, when the
@@ -61,7 +180,7 @@ pub fn current(dir: &Path) -> io::Result<Option<Files>> {
 pub fn write(dir: &Path, files: &Files, access: Access) -> io::Result<bool> {
     for name in files.0.keys() {
         // The SSI was validated, but this is the last line of defence of the privileged writer.
-        if name.is_empty() || name.contains('/') || name == "." || name.starts_with("..") {
+        if !is_file_name(name) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("refusing file name {name:?}"),
@@ -72,7 +191,8 @@ pub fn write(dir: &Path, files: &Files, access: Access) -> io::Result<bool> {
     if previous.as_ref() == Some(files) {
         return Ok(false);
     }
-    let old_generation = fs::read_link(dir.join(DATA_LINK)).ok();
+    // Validated by current(): a name of our shape, directly below `dir`.
+    let old_generation = current_generation(&open_dir(dir)?)?;
 
     let generation = new_generation_name();
     let generation_dir = dir.join(&generation);
@@ -113,7 +233,9 @@ pub fn write(dir: &Path, files: &Files, access: Access) -> io::Result<bool> {
             fs::remove_file(dir.join(name))?;
         }
     }
-    if let Some(old) = old_generation.filter(|old| old.as_os_str() != generation.as_str()) {
+    if let Some(old) = old_generation.filter(|old| *old != generation) {
+        // NB: remove_dir_all does not follow links, so a pod that swapped the old generation
+        // for a link loses only that link.
         fs::remove_dir_all(dir.join(old))?;
     }
     Ok(true)
@@ -282,6 +404,123 @@ mod tests {
         assert!(
             debug.contains("db-password") && !debug.contains("hunter2"),
             "{debug}"
+        );
+    }
+
+    /// The current generation's directory, where a pod with a writable volume would plant things.
+    fn generation_dir(dir: &Path) -> std::path::PathBuf {
+        dir.join(fs::read_link(dir.join("..data")).unwrap())
+    }
+
+    #[test]
+    fn generation_names_have_one_shape() {
+        assert!(is_generation_name(&new_generation_name()));
+        for name in [
+            "..data",
+            "..",
+            "../etc",
+            "/etc",
+            "..2026_11_28_03_22_43.12345678",
+            "..2026_11_28_03_22_43.1234567890",
+            "..2026_11_28_03_22_43/123456789",
+            "x.2026_11_28_03_22_43.123456789",
+        ] {
+            assert!(!is_generation_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &files(&[("a", "1")]), Access::World).unwrap();
+        let planted = generation_dir(dir.path()).join("a");
+        fs::remove_file(&planted).unwrap();
+        nix::unistd::mkfifo(&planted, Mode::from_bits_truncate(0o644)).unwrap();
+        // Opening a FIFO for reading blocks until a writer comes, unless O_NONBLOCK.
+        let error = current(dir.path()).expect_err("a FIFO is not ours");
+        assert!(
+            error.to_string().contains("\"a\" is not a regular file"),
+            "{error}"
+        );
+        let error = write(dir.path(), &files(&[("a", "2")]), Access::World).expect_err("refused");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn links_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &files(&[("a", "1")]), Access::World).unwrap();
+        let planted = generation_dir(dir.path()).join("a");
+        fs::remove_file(&planted).unwrap();
+        // An endless source behind a link: followed, it would fill the driver's memory.
+        symlink("/dev/zero", &planted).unwrap();
+        let error = current(dir.path()).expect_err("a link is not ours");
+        assert!(error.to_string().contains("cannot open \"a\""), "{error}");
+    }
+
+    #[test]
+    fn oversized_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &files(&[("a", "1")]), Access::World).unwrap();
+        let planted = generation_dir(dir.path()).join("a");
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&planted)
+            .unwrap()
+            .set_len(MAX_FILE_SIZE + 1)
+            .unwrap();
+        let error = current(dir.path()).expect_err("too large");
+        assert!(error.to_string().contains("larger than"), "{error}");
+    }
+
+    #[test]
+    fn data_pointing_elsewhere_deletes_nothing_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("precious"), "keep me").unwrap();
+        write(dir.path(), &files(&[("a", "1")]), Access::World).unwrap();
+        for target in [
+            outside.path().to_str().unwrap().to_owned(),
+            format!(
+                "../{}",
+                outside.path().file_name().unwrap().to_str().unwrap()
+            ),
+        ] {
+            let data = dir.path().join("..data");
+            fs::remove_file(&data).unwrap();
+            symlink(&target, &data).unwrap();
+            let error =
+                write(dir.path(), &files(&[("a", "2")]), Access::World).expect_err("refused");
+            assert!(
+                error
+                    .to_string()
+                    .contains("not at a generation of the driver"),
+                "{error}"
+            );
+            assert_eq!(
+                fs::read_to_string(outside.path().join("precious")).unwrap(),
+                "keep me"
+            );
+        }
+    }
+
+    #[test]
+    fn a_swapped_old_generation_loses_only_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("precious"), "keep me").unwrap();
+        write(dir.path(), &files(&[("a", "1")]), Access::World).unwrap();
+        let old = generation_dir(dir.path());
+        let content = fs::read(old.join("a")).unwrap();
+        fs::remove_dir_all(&old).unwrap();
+        // The generation's name now leads to a directory outside: replaced by a link, which
+        // current() refuses to open as a directory.
+        symlink(outside.path(), &old).unwrap();
+        assert!(current(dir.path()).is_err());
+        assert_eq!(content, b"1");
+        assert_eq!(
+            fs::read_to_string(outside.path().join("precious")).unwrap(),
+            "keep me"
         );
     }
 }

@@ -6,8 +6,11 @@
 //! app's exit code, or 128+n when the app died of signal n.
 //!
 //! Signals are blocked before any thread exists and taken with `sigwait` by a thread of their
-//! own, so none is lost between two polls and no handler runs asynchronously; the app starts
-//! with an empty mask (std resets it when spawning).
+//! own, so none is lost between two polls and no handler runs asynchronously. Real-time signals
+//! stay blocked and are never taken: they cannot be forwarded by name, and are ignored rather
+//! than allowed to kill the supervisor. The app starts as a shell would start it: an empty mask
+//! and default dispositions (std's `Command` alone keeps the caller's mask, which would leave the
+//! app deaf to the very SIGTERM forwarded to it).
 
 use crate::config::{Config, LogLevel, Mode};
 use crate::{LeaseInfo, Resolved, Store, log, resolve};
@@ -39,16 +42,56 @@ const NOT_FORWARDED: [Signal; 10] = [
     Signal::SIGPIPE,
 ];
 
-/// Blocks the signals the supervisor handles. Must run before any other thread starts, so that
-/// every thread inherits the mask and no signal is delivered to a default handler instead.
+/// Blocks the signals the supervisor handles, real-time ones included, and returns the ones it
+/// forwards (the standard signals). Must run before any other thread starts, so that every
+/// thread inherits the mask and no signal is delivered to a default handler instead.
 pub fn block_signals() -> Result<SigSet, String> {
-    let mut mask = SigSet::all();
-    for signal in NOT_FORWARDED {
-        mask.remove(signal);
+    let mut blocked = SigSet::all();
+    let mut forwarded = SigSet::empty();
+    for signal in Signal::iterator() {
+        forwarded.add(signal);
     }
-    mask.thread_block()
+    for signal in NOT_FORWARDED {
+        blocked.remove(signal);
+        forwarded.remove(signal);
+    }
+    blocked
+        .thread_block()
         .map_err(|e| format!("failed to block signals: {e}"))?;
-    Ok(mask)
+    Ok(forwarded)
+}
+
+/// Starts the app with an empty signal mask, in `env` only. Its dispositions are the defaults:
+/// the injector installs no handler, and std restores SIGPIPE in the child.
+///
+/// NB: not posix_spawn: glibc's sets its two internal signals (32 and 33) to SIG_IGN in the
+/// child whenever the parent blocks them, and no public API can put them into the set to reset.
+#[allow(unsafe_code)]
+fn spawn_app(
+    program: &OsString,
+    args: &[OsString],
+    env: Vec<(OsString, OsString)>,
+) -> Result<Pid, String> {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(program);
+    command.args(args).env_clear().envs(env);
+    // SAFETY: the closure runs in the forked child before exec and only calls sigprocmask(2),
+    // which is async-signal-safe, on a set built on the stack; it allocates nothing and touches
+    // no lock.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&SigSet::empty()),
+                None,
+            )
+            .map_err(std::io::Error::from)
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| format!("failed to start {}: {e}", program.to_string_lossy()))?;
+    Ok(Pid::from_raw(child.id() as i32))
 }
 
 /// Why the injector is stopping the app.
@@ -86,13 +129,7 @@ pub fn run(
         let store = Store::connect(config)?;
         let first = resolve(config, &store, env.clone()).await?;
         let mut watch = Watch::new(config, &first);
-        let child = std::process::Command::new(program)
-            .args(args)
-            .env_clear()
-            .envs(first.env)
-            .spawn()
-            .map_err(|e| format!("failed to start {}: {e}", program.to_string_lossy()))?;
-        let child = Pid::from_raw(child.id() as i32);
+        let child = spawn_app(program, args, first.env.clone())?;
         let say = |level, message: &str| log(config.log_level, config.json_log, level, message);
         say(
             LogLevel::Debug,

@@ -71,19 +71,22 @@ fi
 
 # --- Kubernetes from its Go modules: apiserver, controller-manager, scheduler, kubelet, kubectl ---
 # tests/bed/kube/go.mod pins the release (k8s.io/kubernetes v1.x.y and every staging module at the
-# matching v0.x.y); its go.sum is committed, so the module proxy can only serve what was reviewed.
+# matching v0.x.y); its go.sum is committed, so the build uses exactly the module contents recorded
+# there (`go mod verify` re-checks what an earlier run left in Go's module cache). Go's module and
+# build caches stay Go's own ($HOME/go/pkg/mod, $HOME/.cache/go-build); only the binaries land here.
 kube_module="$(cd "$(dirname "$0")" && pwd)/kube"
 kube_version=$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\).*$/\1/p' "$kube_module/go.mod")
 [ -n "$kube_version" ] || { log "no k8s.io/kubernetes version in $kube_module/go.mod"; exit 1; }
 kube_dir="$cache/kube-$kube_version"
 
-go_minor() { go env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p'; }
+# NB: GOTOOLCHAIN=local everywhere: Go must never fetch and run another toolchain.
+go_minor() { (cd "$kube_module" && GOTOOLCHAIN=local go env GOVERSION 2>/dev/null) | sed -n 's/^go1\.\([0-9]*\).*/\1/p'; }
 build_kube() {
   command -v go >/dev/null || { log "Go 1.26 or newer is needed to build Kubernetes $kube_version (not found)"; exit 1; }
   local minor
   minor=$(go_minor)
   if [ -z "$minor" ] || [ "$minor" -lt 26 ]; then
-    log "Go 1.26 or newer is needed to build Kubernetes $kube_version (found $(go env GOVERSION))"; exit 1
+    log "Go 1.26 or newer is needed to build Kubernetes $kube_version (found $(GOTOOLCHAIN=local go env GOVERSION))"; exit 1
   fi
   local work="$cache/kube-build"
   rm -rf "$work" "$kube_dir.partial" && mkdir -p "$work" "$kube_dir.partial"
@@ -98,8 +101,9 @@ build_kube() {
   done
   local go_env=(env GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0)
 
-  log "downloading Kubernetes $kube_version modules (module proxy; about 1 minute)"
-  (cd "$kube_module" && "${go_env[@]}" go mod download) >"$work/download.log" 2>&1 || {
+  log "downloading Kubernetes $kube_version modules (module proxy, about 600 MB; under a minute here)"
+  (cd "$kube_module" && "${go_env[@]}" go mod download && "${go_env[@]}" go mod verify) \
+    >"$work/download.log" 2>&1 || {
     tail -n 20 "$work/download.log" >&2; log "module download failed; log: $work/download.log"; exit 1; }
   local src
   src=$(cd "$kube_module" && "${go_env[@]}" go list -m -f '{{.Dir}}' k8s.io/kubernetes)
@@ -122,7 +126,7 @@ build_kube() {
   (cd "$kubelet_module" && GOTOOLCHAIN=local go mod edit -replace "k8s.io/kubernetes=$patched")
 
   log "building Kubernetes $kube_version: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet"
-  log "  (the first build compiles ~3,000 packages: about 25 minutes on 2 cores; log: $work/build.log)"
+  log "  (the first build compiles some 3,000 packages: about 6 minutes on 2 cores; log: $work/build.log)"
   (cd "$kube_module" &&
      "${go_env[@]}" go build -trimpath -ldflags "$ldflags" -o "$kube_dir.partial/" \
        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
@@ -155,14 +159,16 @@ done
 # The manifests test dry-runs manifests/webhook-cert-manager against the real CRDs.
 cert_manager_module="$(cd "$(dirname "$0")" && pwd)/cert-manager"
 cert_manager_version=$(sed -n 's/^require github.com\/cert-manager\/cert-manager \(v[0-9.]*\)$/\1/p' "$cert_manager_module/go.mod")
+[ -n "$cert_manager_version" ] || { log "no cert-manager version in $cert_manager_module/go.mod"; exit 1; }
 cert_manager_crds="$cache/cert-manager-crds-$cert_manager_version"
 if [ ! -f "$cert_manager_crds/cert-manager.io_certificates.yaml" ]; then
   log "fetching cert-manager $cert_manager_version CRDs (module proxy)"
-  src=$(cd "$cert_manager_module" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly go mod download -json github.com/cert-manager/cert-manager |
-        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  [ -d "$src/deploy/crds" ] || { log "no deploy/crds in cert-manager $cert_manager_version"; exit 1; }
+  cert_manager_src=$(cd "$cert_manager_module" &&
+    GOTOOLCHAIN=local GOFLAGS=-mod=readonly go mod download -json "github.com/cert-manager/cert-manager@$cert_manager_version" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$cert_manager_src/deploy/crds" ] || { log "no deploy/crds in cert-manager $cert_manager_version"; exit 1; }
   rm -rf "$cert_manager_crds.partial" && mkdir -p "$cert_manager_crds.partial"
-  cp "$src"/deploy/crds/*.yaml "$cert_manager_crds.partial/"
+  cp "$cert_manager_src"/deploy/crds/*.yaml "$cert_manager_crds.partial/"
   rm -rf "$cert_manager_crds" && mv "$cert_manager_crds.partial" "$cert_manager_crds"
 fi
 ln -sfn "$cert_manager_crds" "$cache/cert-manager-crds"

@@ -337,7 +337,8 @@ pub async fn publish_request_with_audience(
                 mode: volume_capability::access_mode::Mode::SingleNodeWriter as i32,
             }),
         }),
-        readonly: false,
+        // The pod's csi volume says readOnly: true (the webhook sees to it); kubelet passes that on.
+        readonly: true,
         volume_context: context,
         ..Default::default()
     })

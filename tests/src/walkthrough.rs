@@ -470,16 +470,23 @@ async fn kubernetes_setup(bed: &TestBed, narrator: &mut Narrator) -> crate::Resu
 /// The role name of the documented dedicated-audience option: the guide's role with
 /// `audience=vault`.
 pub const DEDICATED_AUDIENCE_ROLE: &str = "backend-vault-audience";
+/// The auth mount of that option: one of its own, so that the guide's mounts keep the guide's
+/// set-up (the pod's own token reviews itself).
+pub const DEDICATED_AUDIENCE_AUTH_PATH: &str = "dedicated-kube";
 
 /// The documented option of a dedicated token audience (docs/install.md, "Token audience") at
-/// `auth_path`: a reviewer ServiceAccount of the store's own reviews the tokens (the pod's own
-/// token cannot: the apiserver accepts only tokens for its own audience as credentials), and
-/// the role [`DEDICATED_AUDIENCE_ROLE`] wants `audience`. The commands are install.md's.
-pub async fn use_a_dedicated_audience(
-    bed: &TestBed,
-    auth_path: &str,
-    audience: &str,
-) -> crate::Result<()> {
+/// [`DEDICATED_AUDIENCE_AUTH_PATH`]: a reviewer ServiceAccount of the store's own reviews the
+/// tokens (the pod's own token cannot: the apiserver accepts only tokens for its own audience as
+/// credentials), and the role [`DEDICATED_AUDIENCE_ROLE`] wants `audience`. The commands are
+/// install.md's.
+pub async fn use_a_dedicated_audience(bed: &TestBed, audience: &str) -> crate::Result<()> {
+    let auth_path = DEDICATED_AUDIENCE_AUTH_PATH;
+    run_command(bed.bao()?.args([
+        "auth",
+        "enable",
+        &format!("-path={auth_path}"),
+        "kubernetes",
+    ]))?;
     let kubectl = |args: &[&str]| run_command(bed.kubectl().args(args));
     if kubectl(&[
         "-n",

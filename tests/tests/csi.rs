@@ -9,7 +9,9 @@ use ssi_tests::csi::{
     CsiDriver, DriverOptions, PodVolume, create_pod, mount_of, publish, publish_request,
     publish_request_with_audience, unpublish,
 };
-use ssi_tests::walkthrough::{self, NAMESPACE, Narrator, PASSWORD, SERVICE_ACCOUNT, VaultSetup};
+use ssi_tests::walkthrough::{
+    self, DEDICATED_AUDIENCE_AUTH_PATH, NAMESPACE, Narrator, PASSWORD, SERVICE_ACCOUNT, VaultSetup,
+};
 use ssi_tests::{SA_ISSUER, TestBed, VAULT_AUDIENCE, run};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -344,7 +346,7 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
     ]))
     .unwrap();
     // The documented option of a dedicated token audience: a role that wants `vault`.
-    walkthrough::use_a_dedicated_audience(&bed, "main-kube", VAULT_AUDIENCE)
+    walkthrough::use_a_dedicated_audience(&bed, VAULT_AUDIENCE)
         .await
         .unwrap();
     run(bed.kubectl().args(["create", "namespace", "other-ns"])).unwrap();
@@ -427,7 +429,13 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
     // The role wants `vault`, the SSI leaves the audience to the driver's default.
     apply(
         &bed,
-        &ssi_yaml(NAMESPACE, "audience-mismatch", "", &guide_file).replace(
+        &ssi_yaml(
+            NAMESPACE,
+            "audience-mismatch",
+            &format!("  authPath: {DEDICATED_AUDIENCE_AUTH_PATH}\n"),
+            &guide_file,
+        )
+        .replace(
             "role: my-namespace1_backend",
             "role: backend-vault-audience",
         ),
@@ -437,7 +445,7 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
     let dedicated = ssi_yaml(
         NAMESPACE,
         "audience-vault",
-        &format!("  audience: {VAULT_AUDIENCE}\n"),
+        &format!("  audience: {VAULT_AUDIENCE}\n  authPath: {DEDICATED_AUDIENCE_AUTH_PATH}\n"),
         &guide_file,
     )
     .replace(
@@ -886,6 +894,7 @@ async fn grpcurl_drives_the_driver_with_the_vendored_proto() {
         "volumeId": request.volume_id,
         "targetPath": request.target_path,
         "volumeCapability": {"mount": {}, "accessMode": {"mode": "SINGLE_NODE_WRITER"}},
+        "readonly": true,
         "volumeContext": request.volume_context,
     });
     grpcurl("csi.v1.Node/NodePublishVolume", Some(body.to_string()));
@@ -894,4 +903,133 @@ async fn grpcurl_drives_the_driver_with_the_vendored_proto() {
         serde_json::json!({"volumeId": request.volume_id, "targetPath": request.target_path});
     grpcurl("csi.v1.Node/NodeUnpublishVolume", Some(body.to_string()));
     assert!(!volume.target.exists());
+}
+
+/// What a pod could do if its volume were writable: the driver refuses to publish it writable,
+/// and even in a volume made writable behind its back (the test writes as root, as a pod would),
+/// a FIFO, a link to /dev/zero and a `..data` pointing outside neither hang, bloat nor steer the
+/// driver; the other volumes keep rotating.
+#[tokio::test]
+async fn a_pod_writing_into_its_volume_cannot_hang_bloat_or_steer_the_driver() {
+    let bed = guide_bed().await;
+    let driver = CsiDriver::start(&bed, DriverOptions::default())
+        .await
+        .unwrap();
+    let mut volumes = Vec::new();
+    for name in ["healthy", "fifo", "zero", "elsewhere", "writable"] {
+        volumes.push(
+            create_pod(
+                &bed,
+                &driver,
+                NAMESPACE,
+                name,
+                SERVICE_ACCOUNT,
+                "python-backend",
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let writable = volumes.pop().unwrap();
+    let mut request = publish_request(&bed, &writable).await.unwrap();
+    request.readonly = false;
+    let status = driver
+        .node()
+        .await
+        .unwrap()
+        .node_publish_volume(request)
+        .await
+        .expect_err("a writable volume");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("must be read-only"),
+        "{}",
+        status.message()
+    );
+    assert!(!writable.target.exists() && mount_of(&writable.target).is_none());
+
+    for volume in &volumes {
+        publish(&bed, &driver, volume).await.expect("publish");
+        assert_eq!(read(volume, "db-password"), PASSWORD);
+    }
+    let generation = |volume: &PodVolume| {
+        volume
+            .target
+            .join(std::fs::read_link(volume.target.join("..data")).unwrap())
+    };
+    // A FIFO: reading it would block the reader until a writer comes.
+    let planted = generation(&volumes[1]).join("db-password");
+    std::fs::remove_file(&planted).unwrap();
+    nix::unistd::mkfifo(&planted, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    // A link to an endless source: reading it would fill the driver's memory.
+    let planted = generation(&volumes[2]).join("db-password");
+    std::fs::remove_file(&planted).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &planted).unwrap();
+    // `..data` pointing outside the volume: the old generation is what the driver deletes.
+    let outside = bed.dir().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("precious"), "keep me").unwrap();
+    let data = volumes[3].target.join("..data");
+    std::fs::remove_file(&data).unwrap();
+    std::os::unix::fs::symlink(&outside, &data).unwrap();
+
+    kv_put(
+        &bed,
+        "secret/database-for-python-app",
+        &["password=after-the-attack"],
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the healthy volume rotated",
+        || read(&volumes[0], "db-password") == "after-the-attack",
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "each attacked volume's refusal",
+        || {
+            driver
+                .log()
+                .matches("the volume holds something the driver did not write")
+                .count()
+                >= 3
+        },
+    )
+    .await;
+    let log = driver.log();
+    for needle in [
+        "is not a regular file",
+        "as a plain file",
+        "not at a generation of the driver",
+    ] {
+        assert!(
+            log.contains(needle),
+            "{needle} not in the driver's log:\n{log}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(outside.join("precious")).unwrap(),
+        "keep me"
+    );
+    assert!(!log.contains("after-the-attack"), "a value in the log");
+    // Still serving, and still rotating after the refusals.
+    kv_put(
+        &bed,
+        "secret/database-for-python-app",
+        &["password=once-more"],
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the healthy volume rotated again",
+        || read(&volumes[0], "db-password") == "once-more",
+    )
+    .await;
+    for volume in &volumes {
+        unpublish(&driver, volume).await.expect("unpublish");
+        assert!(mount_of(&volume.target).is_none());
+    }
+    assert_eq!(
+        std::fs::read_to_string(outside.join("precious")).unwrap(),
+        "keep me"
+    );
 }

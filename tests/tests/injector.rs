@@ -6,7 +6,8 @@
 
 use ssi_tests::csi::workspace_binary;
 use ssi_tests::walkthrough::{
-    self, AUTH_PATHS, NAMESPACE, Narrator, PASSWORD, ROLE, SERVICE_ACCOUNT, VaultSetup,
+    self, AUTH_PATHS, DEDICATED_AUDIENCE_AUTH_PATH, NAMESPACE, Narrator, PASSWORD, ROLE,
+    SERVICE_ACCOUNT, VaultSetup,
 };
 use ssi_tests::{SA_ISSUER, TestBed, VAULT_AUDIENCE, run};
 use std::path::{Path, PathBuf};
@@ -201,12 +202,13 @@ async fn a_missing_secret_stops_the_app_unless_ignored() {
 
     // The documented option of a dedicated audience: a role that wants `vault` refuses the
     // default token, naming the audience the token has, and takes a token projected for `vault`.
-    walkthrough::use_a_dedicated_audience(&bed, "main-kube", VAULT_AUDIENCE)
+    walkthrough::use_a_dedicated_audience(&bed, VAULT_AUDIENCE)
         .await
         .unwrap();
     let (result, _, stderr) = output(
         injector(&bed, &token, &reference, &touch)
-            .env("SSI_INJECTOR_ROLE", "backend-vault-audience"),
+            .env("SSI_INJECTOR_ROLE", "backend-vault-audience")
+            .env("SSI_INJECTOR_AUTH_PATH", DEDICATED_AUDIENCE_AUTH_PATH),
     );
     assert_eq!(result.status.code(), Some(1));
     assert!(
@@ -224,7 +226,8 @@ async fn a_missing_secret_stops_the_app_unless_ignored() {
     .unwrap();
     let (result, stdout, stderr) = output(
         injector(&bed, &vault_token, &reference, &touch)
-            .env("SSI_INJECTOR_ROLE", "backend-vault-audience"),
+            .env("SSI_INJECTOR_ROLE", "backend-vault-audience")
+            .env("SSI_INJECTOR_AUTH_PATH", DEDICATED_AUDIENCE_AUTH_PATH),
     );
     assert!(result.status.success(), "{stderr}");
     assert!(stdout.contains("DB_PASSWORD=rotated-password"), "{stdout}");
@@ -475,6 +478,68 @@ async fn in_watch_mode_the_injector_stays_pid_1_forwards_signals_reaps_and_passe
         String::from_utf8_lossy(&result.stderr)
     );
     assert_eq!(lines(&stdout), ["got-term", "got-usr1"]);
+
+    // The app starts as a shell would start it: nothing blocked, no standard signal ignored, so
+    // an app without a trap dies of the forwarded SIGTERM (and of its own). NB: signals 32 and
+    // 33 are glibc's own; a process that glibc's posix_spawn started (this test's injector) has
+    // them ignored and no glibc call can change that, so only signals 1-31 are checked.
+    let (result, stdout, stderr) = output(&mut injector(
+        &bed,
+        &token,
+        &env,
+        &["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"],
+    ));
+    assert!(result.status.success(), "{stderr}");
+    let mask = |name: &str| {
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"));
+        u64::from_str_radix(line.trim(), 16).unwrap()
+    };
+    assert_eq!(mask("SigBlk:"), 0, "{stdout}");
+    assert_eq!(mask("SigIgn:") & 0x7fff_ffff, 0, "{stdout}");
+    let (result, _, stderr) = output(&mut injector(
+        &bed,
+        &token,
+        &env,
+        &["sh", "-c", "kill -TERM $$"],
+    ));
+    assert_eq!(result.status.code(), Some(128 + 15), "{stderr}");
+    let child = start_app(
+        &bed,
+        &token,
+        &env,
+        "sleep-ready",
+        "touch \"$0\"; exec sleep 60",
+    );
+    // A real-time signal is neither forwarded by name nor fatal: the injector ignores it.
+    let rtmin3 = nix::libc::SIGRTMIN() + 3;
+    let status = Command::new("kill")
+        .arg(format!("-{rtmin3}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+            .is_ok_and(|s| !s.contains("State:\tZ")),
+        "the injector survived the real-time signal"
+    );
+    signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+    let result = child.wait_with_output().unwrap();
+    assert_eq!(
+        result.status.code(),
+        Some(128 + 15),
+        "sleep, which sets no trap, got the forwarded SIGTERM: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&result.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
 }
 
 #[tokio::test]

@@ -356,3 +356,51 @@ async fn the_cert_manager_variant_passes_a_server_side_dry_run_with_cert_manager
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
 }
+
+#[tokio::test]
+async fn the_bases_install_on_their_own_too() {
+    let bed = TestBed::builder()
+        .without_openbao()
+        .start()
+        .await
+        .expect("test bed");
+    // The namespace base creates what the others' objects live in; a dry run creates nothing,
+    // so apply it for real first.
+    let namespace = workspace_path("manifests/namespace");
+    run(bed
+        .kubectl()
+        .args(["apply", "-k", namespace.to_str().unwrap()]))
+    .unwrap();
+    let labels = run(bed.kubectl().args([
+        "get",
+        "namespace",
+        "secrets-store-integration",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]))
+    .unwrap();
+    assert!(
+        labels.contains("\"pod-security.kubernetes.io/enforce\":\"privileged\""),
+        "{labels}"
+    );
+    // The webhook base without a certificate overlay: what `kubectl apply -k manifests/webhook`
+    // sends before cert-manager or certs/generate.sh fill in the caBundle and Secret.
+    let webhook = workspace_path("manifests/webhook");
+    let output = run(bed.kubectl().args([
+        "apply",
+        "--dry-run=server",
+        "-o",
+        "json",
+        "-k",
+        webhook.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let applied: serde_json::Value = serde_json::from_str(&output).unwrap();
+    let pdb = applied["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "PodDisruptionBudget")
+        .expect("the PDB");
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+}

@@ -48,6 +48,30 @@ async fn the_node_comes_up_runs_a_pod_and_leaves_nothing_behind() {
         .await
         .expect("test bed");
     let node = Node::start(&bed).await.expect("node");
+    // The node runs the bed's release, on the runtime the README names.
+    let info: serde_json::Value = serde_json::from_str(
+        &run(bed.kubectl().args([
+            "get",
+            "node",
+            NODE_NAME,
+            "-o",
+            "jsonpath={.status.nodeInfo}",
+        ]))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        info["kubeletVersion"],
+        bed.kube_version().unwrap(),
+        "{info}"
+    );
+    assert!(
+        info["containerRuntimeVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("containerd://")),
+        "{info}"
+    );
+    eprintln!("node: {info}");
     let busybox = ssi_tests::images::busybox_image(&bed.dir().join("images")).unwrap();
     node.load_image(&busybox).unwrap();
 

@@ -26,6 +26,18 @@ async fn missing_ssis_are_warned_about_and_a_failed_lookup_is_only_a_warning() {
             && warnings[0].contains("does not exist"),
         "{warnings:?}"
     );
+    // A name that is no object name never reaches the API (it would land in the URL).
+    let warnings = checker
+        .warnings(
+            "my-namespace1",
+            &["../../namespaces/kube-system/x".to_owned()],
+        )
+        .await;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("is not a SecretsStoreImport name"),
+        "{warnings:?}"
+    );
     // The SSI is looked up in the object's namespace only.
     let warnings = checker.warnings("default", &names[..1]).await;
     assert!(

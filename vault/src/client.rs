@@ -203,17 +203,26 @@ impl Client {
             .send(&operation, || self.http.post(url.clone()).json(&body))
             .await
             .map_err(|error| match error {
-                // Refusals only: a store that cannot be reached or failed (5xx) says nothing
-                // about the token.
+                // Refusals of the token only: a missing mount (404), a bad request (400), a
+                // store that cannot be reached or failed (5xx) say nothing about the token.
                 Error::Api {
                     operation,
-                    status: status @ 400..=499,
+                    status: status @ (401 | 403),
                     errors,
                 } => Error::LoginRefused {
                     operation,
                     status,
-                    errors,
+                    errors: without_token(errors, jwt.expose_secret()),
                     token_audiences: crate::audience::token_audiences(jwt.expose_secret()),
+                },
+                Error::Api {
+                    operation,
+                    status,
+                    errors,
+                } => Error::Api {
+                    operation,
+                    status,
+                    errors: without_token(errors, jwt.expose_secret()),
                 },
                 other => other,
             })?;
@@ -419,9 +428,48 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The store's error texts with the JWT, and each of its parts, cut out: a store or a proxy in
+/// front of it that echoes the request must not put the pod's token into our messages.
+fn without_token(errors: Vec<String>, jwt: &str) -> Vec<String> {
+    let mut secrets: Vec<&str> = jwt.split('.').filter(|part| part.len() >= 8).collect();
+    secrets.insert(0, jwt);
+    errors
+        .into_iter()
+        .map(|mut text| {
+            for secret in &secrets {
+                if !secret.is_empty() && text.contains(secret) {
+                    text = text.replace(secret, "<token>");
+                }
+            }
+            text
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_echoed_token_is_cut_out_of_store_errors() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOlsidmF1bHQiXX0.c2lnbmF0dXJlLWJ5dGVz";
+        let errors = without_token(
+            vec![
+                format!("bad token {jwt}"),
+                "payload eyJhdWQiOlsidmF1bHQiXX0 rejected".to_owned(),
+                "permission denied".to_owned(),
+            ],
+            jwt,
+        );
+        assert_eq!(
+            errors,
+            [
+                "bad token <token>",
+                "payload <token> rejected",
+                "permission denied"
+            ]
+        );
+    }
 
     fn client(address: &str) -> Client {
         Client::new(&StoreConfig::new(Url::parse(address).expect("url"))).expect("client")

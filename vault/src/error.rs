@@ -70,9 +70,10 @@ pub enum Error {
     /// own text rarely says so.
     #[error(
         "failed to {operation}: the store answered HTTP {status}{}; the pod's token was issued for \
-         audience {}: a role with `audience` set accepts only tokens requested for that audience, and \
-         an auth mount without token_reviewer_jwt only tokens for the Kubernetes API's own audience \
-         (our default); see docs/install.md, \"Token audience\"",
+         audience {}. If the audience is the cause: a role with `audience` set accepts only tokens \
+         requested for that audience, and a store that reviews tokens with the pod's own token (no \
+         token_reviewer_jwt, store outside the cluster) only tokens for the Kubernetes API's own \
+         audience, our default; see docs/install.md, \"Token audience\"",
         fmt_store_errors(.errors),
         fmt_audiences(.token_audiences)
     )]
@@ -165,7 +166,8 @@ mod tests {
             text.starts_with(
                 "failed to log in at auth/main-kube as role \"r\": the store answered HTTP 403: \
                  invalid audience (aud) claim; the pod's token was issued for audience \
-                 [\"https://kubernetes.default.svc.cluster.local\"]: a role with `audience` set"
+                 [\"https://kubernetes.default.svc.cluster.local\"]. If the audience is the cause: \
+                 a role with `audience` set"
             ),
             "{text}"
         );

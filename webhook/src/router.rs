@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 /// The apiserver caps admission requests well below this; anything larger is not a review.
 pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
 
+/// SSI existence answers kept at most: names come from reviewed objects, so anyone who may create
+/// a workload decides how many there are.
+pub const SSI_CACHE_ENTRIES: usize = 4096;
+
 /// Warns about SSIs that do not exist in the object's namespace. Looked up with a short
 /// deadline and cached; a failed lookup is a warning too, never an error: admission must not
 /// depend on a lookup that only produces advice.
@@ -55,47 +59,76 @@ impl SsiChecker {
         }
     }
 
+    /// One warning per named SSI that does not exist or could not be checked. All lookups run
+    /// at once, under one deadline for the whole review.
     pub async fn warnings(&self, namespace: &str, names: &[String]) -> Vec<String> {
         let Some(client) = &self.client else {
             return Vec::new();
         };
-        let mut warnings = Vec::new();
-        for name in names {
-            let key = (namespace.to_owned(), name.clone());
-            let cached = self
-                .cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key)
-                .filter(|(at, _)| at.elapsed() < self.ttl)
-                .map(|(_, exists)| *exists);
-            let exists = match cached {
-                Some(exists) => Ok(exists),
-                None => {
-                    let api: Api<SecretsStoreImport> = Api::namespaced(client.clone(), namespace);
-                    match tokio::time::timeout(self.deadline, api.get_opt(name)).await {
-                        Ok(Ok(found)) => {
-                            let exists = found.is_some();
-                            self.cache
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .insert(key, (Instant::now(), exists));
-                            Ok(exists)
-                        }
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err(format!("no answer within {:?}", self.deadline)),
-                    }
+        let api: Api<SecretsStoreImport> = Api::namespaced(client.clone(), namespace);
+        let lookups = names.iter().map(|name| {
+            let api = api.clone();
+            async move {
+                if !ssi_core::is_object_name(name) {
+                    // The pod's own text, bounded; never sent to the API.
+                    let shown: String = name.chars().take(64).collect();
+                    return Some(format!(
+                        "{shown:?} is not a SecretsStoreImport name (lowercase letters, digits, '-' and '.')"
+                    ));
                 }
-            };
-            match exists {
-                Ok(true) => {}
-                Ok(false) => warnings.push(format!(
-                    "SecretsStoreImport {namespace}/{name} does not exist; pods will not start until it is created"
-                )),
-                Err(e) => warnings.push(format!("could not check that SecretsStoreImport {namespace}/{name} exists: {e}")),
+                let key = (namespace.to_owned(), name.clone());
+                let exists = match self.cached(&key) {
+                    Some(exists) => Ok(exists),
+                    None => match api.get_opt(name).await {
+                        Ok(found) => {
+                            self.remember(key, found.is_some());
+                            Ok(found.is_some())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                match exists {
+                    Ok(true) => None,
+                    Ok(false) => Some(format!(
+                        "SecretsStoreImport {namespace}/{name} does not exist; pods will not start until it is created"
+                    )),
+                    Err(e) => Some(format!(
+                        "could not check that SecretsStoreImport {namespace}/{name} exists: {e}"
+                    )),
+                }
+            }
+        });
+        match tokio::time::timeout(self.deadline, futures_util::future::join_all(lookups)).await {
+            Ok(results) => results.into_iter().flatten().collect(),
+            Err(_) => vec![format!(
+                "could not check that the {} SecretsStoreImport(s) named exist in {namespace}: no answer within {:?}",
+                names.len(),
+                self.deadline
+            )],
+        }
+    }
+
+    fn cached(&self, key: &(String, String)) -> Option<bool> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, exists)| *exists)
+    }
+
+    /// Caches an answer. The cache holds at most [`SSI_CACHE_ENTRIES`]: when full, expired
+    /// entries go first, then everything (a refill costs one lookup per name).
+    fn remember(&self, key: (String, String), exists: bool) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= SSI_CACHE_ENTRIES {
+            let ttl = self.ttl;
+            cache.retain(|_, (at, _)| at.elapsed() < ttl);
+            if cache.len() >= SSI_CACHE_ENTRIES {
+                cache.clear();
             }
         }
-        warnings
+        cache.insert(key, (Instant::now(), exists));
     }
 }
 
@@ -180,6 +213,24 @@ mod tests {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use tower::ServiceExt;
+
+    #[test]
+    fn the_ssi_cache_stays_bounded() {
+        let checker = SsiChecker {
+            ttl: Duration::from_secs(60),
+            ..SsiChecker::disabled()
+        };
+        for i in 0..SSI_CACHE_ENTRIES * 3 {
+            checker.remember(("ns".into(), format!("ssi-{i}")), true);
+            let len = checker.cache.lock().unwrap().len();
+            assert!(len <= SSI_CACHE_ENTRIES, "{len} entries");
+        }
+        assert_eq!(
+            checker.cached(&("ns".into(), format!("ssi-{}", SSI_CACHE_ENTRIES * 3 - 1))),
+            Some(true),
+            "the newest answer is kept"
+        );
+    }
 
     async fn call(body: impl Into<Body>) -> (StatusCode, serde_json::Value) {
         let state = Arc::new(AppState {
