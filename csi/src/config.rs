@@ -117,6 +117,12 @@ pub struct StoreDefaults {
     /// Bound on each request to the store.
     #[arg(long = "store-timeout", env = "SSI_STORE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    /// Largest store reply read, in bytes (a secret larger than this is refused with an error
+    /// naming its path).
+    #[arg(long = "store-max-response-bytes", env = "SSI_STORE_MAX_RESPONSE_BYTES",
+          default_value_t = ssi_vault::DEFAULT_MAX_RESPONSE_BYTES)]
+    pub max_response_bytes: usize,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

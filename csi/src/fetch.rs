@@ -30,6 +30,7 @@ pub struct Settings {
     pub allow_skip_tls_verify: bool,
     pub token_audience: String,
     pub timeout: Duration,
+    pub max_response_bytes: usize,
 }
 
 /// Everything that decides whose Vault token it is: a token is reused only for the same key.
@@ -330,6 +331,7 @@ impl Fetcher {
         config.ca_pem = store.ca_pem.clone();
         config.skip_tls_verify = store.skip_tls_verify;
         config.timeout = self.settings.timeout;
+        config.max_response_bytes = self.settings.max_response_bytes;
         let metrics = self.metrics.clone();
         let client = Client::new(&config)?.with_observer(Arc::new(
             move |operation: &Operation, ok: bool| {

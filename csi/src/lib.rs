@@ -89,6 +89,7 @@ pub async fn run(
         allow_skip_tls_verify: args.store.allow_skip_tls_verify,
         token_audience: args.token_audience.clone(),
         timeout: args.store.timeout,
+        max_response_bytes: args.store.max_response_bytes,
     };
     let metrics = Arc::new(Metrics::default());
     let records = state::Store::open(&args.state_dir)

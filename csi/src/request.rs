@@ -5,7 +5,7 @@ use crate::fetch::Tokens;
 use crate::mount::confine;
 use crate::proto::{NodePublishVolumeRequest, volume_capability};
 use crate::state::{PodInfo, Record};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,38 @@ pub fn parse_tokens(json: &str) -> Result<Tokens, Error> {
         .into_iter()
         .map(|(audience, entry)| (audience, SecretString::from(entry.token)))
         .collect())
+}
+
+/// Refuses a token whose own claims name another ServiceAccount or pod than the request does:
+/// sessions are cached by the pod's identity, so the two must agree. The claims are compared,
+/// not trusted: the store verifies the token.
+fn check_token_identity(pod: &PodInfo, jwt: &str) -> Result<(), Error> {
+    let identity = ssi_vault::token_identity(jwt).ok_or_else(|| {
+        Error::InvalidRequest(format!(
+            "{TOKENS} holds a token that is not a Kubernetes ServiceAccount token"
+        ))
+    })?;
+    let same_account =
+        identity.namespace == pod.namespace && identity.service_account == pod.service_account;
+    let same_pod = identity.pod_uid.as_ref().is_none_or(|uid| *uid == pod.uid);
+    if same_account && same_pod {
+        return Ok(());
+    }
+    Err(Error::InvalidRequest(format!(
+        "the ServiceAccount token is for {}/{}{}, but the request is for pod {}/{} (uid {}) \
+         of ServiceAccount {}",
+        identity.namespace,
+        identity.service_account,
+        identity
+            .pod_uid
+            .as_ref()
+            .map(|uid| format!(" bound to pod uid {uid}"))
+            .unwrap_or_default(),
+        pod.namespace,
+        pod.name,
+        pod.uid,
+        pod.service_account
+    )))
 }
 
 pub fn parse(
@@ -128,6 +160,9 @@ pub fn parse(
         ))
     })?;
     let tokens = parse_tokens(tokens_json)?;
+    for token in tokens.values() {
+        check_token_identity(&pod, token.expose_secret())?;
+    }
 
     Ok(PublishRequest {
         record: Record {
@@ -146,6 +181,24 @@ mod tests {
     use super::*;
     use crate::proto::{VolumeCapability, volume_capability::MountVolume};
 
+    /// A token shaped as kubelet's: claims of `namespace`/`account`, bound to pod `uid`.
+    fn token(namespace: &str, account: &str, uid: &str) -> String {
+        use base64::Engine;
+        let encode = |text: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+        format!(
+            "{}.{}.c2lnbmF0dXJl",
+            encode(r#"{"alg":"RS256"}"#.to_owned()),
+            encode(format!(
+                r#"{{"aud":["https://kubernetes.default.svc"],"kubernetes.io":{{"namespace":"{namespace}",
+                   "pod":{{"name":"backend-1","uid":"{uid}"}},"serviceaccount":{{"name":"{account}"}}}}}}"#
+            ))
+        )
+    }
+
+    fn tokens(jwt: &str) -> String {
+        format!(r#"{{"vault":{{"token":"{jwt}","expirationTimestamp":"2026-11-28T04:00:00Z"}}}}"#)
+    }
+
     fn request(root: &Path) -> NodePublishVolumeRequest {
         let context: HashMap<String, String> = [
             ("secretsStoreImport", "python-backend"),
@@ -153,7 +206,10 @@ mod tests {
             (POD_NAMESPACE, "my-namespace1"),
             (POD_UID, "uid-1"),
             (SERVICE_ACCOUNT, "backend-sa"),
-            (TOKENS, r#"{"vault":{"token":"eyJ.secret.jwt","expirationTimestamp":"2026-11-28T04:00:00Z"}}"#),
+            (
+                TOKENS,
+                &tokens(&token("my-namespace1", "backend-sa", "uid-1")),
+            ),
             ("csi.storage.k8s.io/ephemeral", "true"),
         ]
         .into_iter()
@@ -218,9 +274,38 @@ mod tests {
         assert_eq!(parsed.record.mount_group, None);
         assert!(parsed.tokens.contains_key("vault"));
         assert!(
-            !format!("{parsed:?}").contains("eyJ.secret.jwt"),
+            !format!("{parsed:?}").contains("c2lnbmF0dXJl"),
             "tokens never print"
         );
+    }
+
+    #[test]
+    fn a_token_of_another_identity_is_refused() {
+        let root = Path::new("/var/lib/kubelet");
+        for (jwt, names) in [
+            (
+                token("my-namespace1", "other-sa", "uid-1"),
+                "my-namespace1/other-sa",
+            ),
+            (
+                token("other-ns", "backend-sa", "uid-1"),
+                "other-ns/backend-sa",
+            ),
+            (
+                token("my-namespace1", "backend-sa", "uid-2"),
+                "bound to pod uid uid-2",
+            ),
+            (
+                "eyJ.not.claims".to_owned(),
+                "not a Kubernetes ServiceAccount token",
+            ),
+        ] {
+            let mut request = request(root);
+            request.volume_context.insert(TOKENS.into(), tokens(&jwt));
+            let error = parse(&request, root).expect_err(names).to_string();
+            assert!(error.contains(names), "{error}");
+            assert!(!error.contains("c2lnbmF0dXJl"), "no token in {error}");
+        }
     }
 
     #[test]

@@ -626,6 +626,44 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
         status.message()
     );
     assert!(!outside.exists());
+
+    // A token of another ServiceAccount than the pod's is refused before anything happens.
+    let volume = create_pod(
+        &bed,
+        &driver,
+        NAMESPACE,
+        "impostor",
+        SERVICE_ACCOUNT,
+        "python-backend",
+    )
+    .await
+    .unwrap();
+    let mut request = publish_request(&bed, &volume).await.unwrap();
+    let other = bed
+        .service_account_token(NAMESPACE, "default", ssi_tests::KUBE_API_AUDIENCE)
+        .await
+        .unwrap();
+    request.volume_context.insert(
+        "csi.storage.k8s.io/serviceAccount.tokens".into(),
+        serde_json::json!({"": {"token": other, "expirationTimestamp": "2099-01-01T00:00:00Z"}})
+            .to_string(),
+    );
+    let status = driver
+        .node()
+        .await
+        .unwrap()
+        .node_publish_volume(request)
+        .await
+        .expect_err("another identity's token");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .contains("the ServiceAccount token is for my-namespace1/default"),
+        "{}",
+        status.message()
+    );
+    assert!(!volume.target.exists());
     assert!(!driver.log().contains(PASSWORD), "no value in the log");
 }
 

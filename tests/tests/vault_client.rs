@@ -443,3 +443,50 @@ async fn kv_version_1_data_is_passed_as_is() {
     assert_eq!(secret.value("password").unwrap().expose(), b"v1-value");
     assert_eq!(secret.value("port").unwrap().expose(), b"5432");
 }
+
+/// A secret larger than the reply cap: a clear error naming its path, and the client's memory
+/// stays bounded; a larger cap, set on purpose, reads it.
+#[tokio::test]
+async fn a_reply_over_the_cap_is_refused_by_path() {
+    let bed = TestBed::builder()
+        .without_kube()
+        .start()
+        .await
+        .expect("test bed");
+    let big = "x".repeat(6 * 1024 * 1024);
+    put_kv2(&bed, None, "big", json!({"blob": big})).await;
+    let rss_before = ssi_tests::status_kib(std::process::id(), "VmRSS");
+    let client = Client::new(&config(&bed)).unwrap();
+    let err = client
+        .read(&root(&bed), "secret/data/big", None)
+        .await
+        .expect_err("over the cap");
+    assert!(matches!(err, Error::ResponseTooLarge { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("read secret secret/data/big")
+            && text.contains(&format!(
+                "larger than {}",
+                ssi_vault::DEFAULT_MAX_RESPONSE_BYTES
+            )),
+        "{text}"
+    );
+    let rss_after = ssi_tests::status_kib(std::process::id(), "VmRSS");
+    // NB: OpenBao streams large replies (no Content-Length), so up to the cap is read before
+    // the refusal: the growth is bounded by the cap (twice it, with the buffer's doubling and
+    // what the allocator keeps), not by the reply.
+    let cap_kib = (ssi_vault::DEFAULT_MAX_RESPONSE_BYTES / 1024) as u64;
+    assert!(
+        rss_after < rss_before + 2 * cap_kib + 2048,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
+
+    let mut generous = config(&bed);
+    generous.max_response_bytes = 16 * 1024 * 1024;
+    let secret = Client::new(&generous)
+        .unwrap()
+        .read(&root(&bed), "secret/data/big", None)
+        .await
+        .expect("under a larger cap");
+    assert_eq!(secret.value("blob").unwrap().expose().len(), big.len());
+}

@@ -22,7 +22,13 @@ pub struct StoreConfig {
     /// Bound on each HTTP request, connection included.
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// Largest reply body read from the store; a larger one is an error naming the operation.
+    pub max_response_bytes: usize,
 }
+
+/// Default of [`StoreConfig::max_response_bytes`]: far above any secret a pod mounts (Vault's KV
+/// entries are typically well under 1 MiB), far below what would hurt a node.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 impl StoreConfig {
     pub fn new(address: Url) -> StoreConfig {
@@ -33,6 +39,7 @@ impl StoreConfig {
             skip_tls_verify: false,
             timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -46,6 +53,7 @@ impl fmt::Debug for StoreConfig {
             .field("skip_tls_verify", &self.skip_tls_verify)
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
+            .field("max_response_bytes", &self.max_response_bytes)
             .finish()
     }
 }
@@ -109,6 +117,7 @@ pub struct Client {
     http: reqwest::Client,
     address: Url,
     retry: RetryPolicy,
+    max_response_bytes: usize,
     observer: Option<Observer>,
 }
 
@@ -166,6 +175,7 @@ impl Client {
             http,
             address: config.address.clone(),
             retry: config.retry,
+            max_response_bytes: config.max_response_bytes,
             observer: None,
         })
     }
@@ -213,7 +223,7 @@ impl Client {
                     operation,
                     status,
                     errors: without_token(errors, jwt.expose_secret()),
-                    token_audiences: crate::audience::token_audiences(jwt.expose_secret()),
+                    token_audiences: crate::claims::token_audiences(jwt.expose_secret()),
                 },
                 Error::Api {
                     operation,
@@ -363,7 +373,18 @@ impl Client {
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
-                    let bytes = response.bytes().await.unwrap_or_default();
+                    let bytes = match read_bounded(response, self.max_response_bytes).await {
+                        Ok(bytes) => bytes,
+                        Err(Some(limit)) => {
+                            return Err(Error::ResponseTooLarge {
+                                operation: operation.clone(),
+                                limit,
+                            });
+                        }
+                        // A body cut short reads as empty, as before: a JSON error for a 2xx,
+                        // no store text for anything else.
+                        Err(None) => Vec::new(),
+                    };
                     if (200..300).contains(&status) {
                         return serde_json::from_slice(&bytes).map_err(|e| {
                             Error::InvalidResponse {
@@ -426,6 +447,28 @@ fn store_errors(body: &[u8]) -> Vec<String> {
 /// better in logs and events.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The body of `response`, read up to `limit` bytes: `Err(Some(limit))` when it is larger
+/// (by its Content-Length or as it streams in), `Err(None)` when the connection failed mid-way.
+async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, Option<usize>> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(Some(limit));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|_| None)? {
+        if body.len() + chunk.len() > limit {
+            return Err(Some(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The store's error texts with the JWT, and each of its parts, cut out: a store or a proxy in

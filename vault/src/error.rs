@@ -89,6 +89,12 @@ pub enum Error {
     )]
     NotFound { path: String },
 
+    #[error(
+        "failed to {operation}: the store's reply is larger than {limit} bytes; a secret this large \
+         is not read (raise the limit if it is meant to be)"
+    )]
+    ResponseTooLarge { operation: Operation, limit: usize },
+
     #[error("failed to {operation}: unexpected response from the store: {detail}")]
     InvalidResponse {
         operation: Operation,

@@ -15,14 +15,15 @@
 //!   expires, logs in again when the store answers 403 (revoked token), and lets the caller swap in
 //!   the freshest ServiceAccount JWT.
 
-mod audience;
+mod claims;
 mod client;
 mod error;
 mod retry;
 mod secret;
 mod session;
 
-pub use client::{Client, Lease, Observer, StoreConfig, VaultToken};
+pub use claims::{TokenIdentity, token_identity};
+pub use client::{Client, DEFAULT_MAX_RESPONSE_BYTES, Lease, Observer, StoreConfig, VaultToken};
 pub use error::{Error, Operation};
 pub use retry::RetryPolicy;
 pub use secret::{Secret, SecretValue};
