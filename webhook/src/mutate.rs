@@ -110,6 +110,20 @@ fn mutate_template(
                          in the same namespace"
                     )
                 })?;
+            // kubelet's own keys: a pod that sets one tries to speak for kubelet.
+            if let Some(key) = csi
+                .get("volumeAttributes")
+                .and_then(Value::as_object)
+                .and_then(|attributes| {
+                    attributes.keys().find(|key| key.starts_with("csi.storage.k8s.io/"))
+                })
+            {
+                let shown: String = key.chars().take(80).collect();
+                return Err(format!(
+                    "{workload}: volume {volume_name:?} sets volumeAttributes.{shown:?}; the \
+                     csi.storage.k8s.io/ keys are kubelet's to set: remove it"
+                ));
+            }
             set_read_only(csi);
             if !mutation.imports.contains(&ssi) {
                 mutation.imports.push(ssi);
@@ -436,6 +450,23 @@ mod tests {
             object["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][1],
             json!({"name": "config", "mountPath": "/etc/app.ini", "subPath": "app.ini"})
         );
+    }
+
+    #[test]
+    fn kubelets_volume_attributes_cannot_be_set_by_the_pod() {
+        for key in [
+            "csi.storage.k8s.io/serviceAccount.tokens",
+            "csi.storage.k8s.io/pod.namespace",
+        ] {
+            let mut object = mk_deployment();
+            object["spec"]["template"]["spec"]["volumes"][0]["csi"]["volumeAttributes"][key] =
+                json!("forged");
+            let denial = apply(object, SubpathPolicy::Deny).unwrap_err();
+            assert!(
+                denial.contains(key) && denial.contains("kubelet's to set"),
+                "{denial}"
+            );
+        }
     }
 
     #[test]
