@@ -55,6 +55,10 @@ pub struct Args {
     #[arg(long, env = "SSI_WEBHOOK_SSI_LOOKUP_DEADLINE", default_value = "1s", value_parser = parse_duration)]
     pub ssi_lookup_deadline: Duration,
 
+    /// Admission reviews handled at once; the rest wait up to 5 s for a turn, then get HTTP 429.
+    #[arg(long, env = "SSI_WEBHOOK_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+
     /// How long a lookup's answer is reused.
     #[arg(long, env = "SSI_WEBHOOK_SSI_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
     pub ssi_cache_ttl: Duration,

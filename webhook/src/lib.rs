@@ -123,6 +123,7 @@ pub async fn run(
         ssis,
         registry,
         metrics,
+        admission: router::Admission::new(args.max_in_flight, std::time::Duration::from_secs(5)),
     }));
     let draining = {
         let ready = ready.clone();

@@ -115,7 +115,9 @@ fn mutate_template(
                 .get("volumeAttributes")
                 .and_then(Value::as_object)
                 .and_then(|attributes| {
-                    attributes.keys().find(|key| key.starts_with("csi.storage.k8s.io/"))
+                    attributes
+                        .keys()
+                        .find(|key| key.starts_with("csi.storage.k8s.io/"))
                 })
             {
                 let shown: String = key.chars().take(80).collect();

@@ -26,6 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
+/// Image answers kept at most (each a few hundred bytes).
+pub const REGISTRY_CACHE_ENTRIES: usize = 1024;
+
 /// What an image starts when the container does not say: `ENTRYPOINT` and `CMD`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImageCommand {
@@ -198,6 +201,11 @@ impl Registry {
         let answer = {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             cache.retain(|_, entry| entry.stored.elapsed() < self.settings.cache_ttl);
+            // Pods name the images: anyone who may create one decides how many keys there are.
+            // A full cache starts over (lookups in flight keep their own handle).
+            if cache.len() >= REGISTRY_CACHE_ENTRIES && !cache.contains_key(&key) {
+                cache.clear();
+            }
             cache
                 .entry(key.clone())
                 .or_insert_with(|| CacheEntry {

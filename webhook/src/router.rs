@@ -139,6 +139,32 @@ pub struct AppState {
     /// Image ENTRYPOINT lookups for env injection; `None` when switched off.
     pub registry: Option<Registry>,
     pub metrics: Arc<Metrics>,
+    pub admission: Admission,
+}
+
+/// How many reviews are handled at once. A review's body is read only once it has a turn, so
+/// memory is bounded by the turns, not by how many clients send at once; one that waits longer
+/// than `queue_wait` (below the apiserver's 10 s timeout) gets HTTP 429, which the apiserver
+/// treats as a failed call (the configuration's failurePolicy decides).
+#[derive(Debug)]
+pub struct Admission {
+    turns: tokio::sync::Semaphore,
+    queue_wait: Duration,
+}
+
+impl Admission {
+    pub fn new(max_in_flight: usize, queue_wait: Duration) -> Admission {
+        Admission {
+            turns: tokio::sync::Semaphore::new(max_in_flight),
+            queue_wait,
+        }
+    }
+}
+
+impl Default for Admission {
+    fn default() -> Admission {
+        Admission::new(64, Duration::from_secs(5))
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -147,14 +173,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn mutate_handler(State(state): State<Arc<AppState>>, body: Body) -> impl IntoResponse {
+async fn mutate_handler(
+    State(state): State<Arc<AppState>>,
+    body: Body,
+) -> axum::response::Response {
+    let admission = &state.admission;
+    let Ok(Ok(_turn)) = tokio::time::timeout(admission.queue_wait, admission.turns.acquire()).await
+    else {
+        tracing::warn!(wait = ?admission.queue_wait, "too many admission reviews in flight; answering 429");
+        return (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            "too many admission reviews in flight",
+        )
+            .into_response();
+    };
     // Read with our own limit rather than axum's extractor, whose refusal would be a 413: the
     // apiserver must always get a review back.
     let Ok(body) = axum::body::to_bytes(body, BODY_LIMIT).await else {
         let reason =
             format!("the request body is larger than {BODY_LIMIT} bytes or could not be read");
         state.count("", Verdict::Invalid, None);
-        return json(Response::invalid(String::new(), reason).to_review_json());
+        return json(Response::invalid(String::new(), reason).to_review_json()).into_response();
     };
     let started = Instant::now();
     let mut reviewed = review(&body, &state.policy, &Entrypoints::new());
@@ -179,7 +219,7 @@ async fn mutate_handler(State(state): State<Arc<AppState>>, body: Body) -> impl 
         reviewed.response.warnings.extend(extra);
     }
     state.count(&reviewed.kind, reviewed.verdict, Some(started));
-    json(reviewed.response.to_review_json())
+    json(reviewed.response.to_review_json()).into_response()
 }
 
 fn json(body: Vec<u8>) -> impl IntoResponse {
@@ -232,12 +272,36 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn past_the_turns_a_review_waits_then_gets_429() {
+        let state = Arc::new(AppState {
+            policy: SubpathPolicy::Deny.into(),
+            ssis: SsiChecker::disabled(),
+            registry: None,
+            metrics: Arc::default(),
+            admission: Admission::new(1, Duration::from_millis(200)),
+        });
+        let held = state.admission.turns.acquire().await.unwrap();
+        let request = || {
+            Request::post("/mutate")
+                .header("content-type", "application/json")
+                .body(Body::from("{}"))
+                .unwrap()
+        };
+        let busy = router(state.clone()).oneshot(request()).await.unwrap();
+        assert_eq!(busy.status(), StatusCode::TOO_MANY_REQUESTS);
+        drop(held);
+        let served = router(state).oneshot(request()).await.unwrap();
+        assert_eq!(served.status(), StatusCode::OK, "a turn is free again");
+    }
+
     async fn call(body: impl Into<Body>) -> (StatusCode, serde_json::Value) {
         let state = Arc::new(AppState {
             policy: SubpathPolicy::Deny.into(),
             ssis: SsiChecker::disabled(),
             registry: None,
             metrics: Arc::default(),
+            admission: Admission::default(),
         });
         let response = router(state)
             .oneshot(

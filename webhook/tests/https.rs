@@ -9,7 +9,7 @@ mod common;
 use common::{client_trusting, generate, swap_in};
 
 use ssi_webhook::mutate::SubpathPolicy;
-use ssi_webhook::router::{AppState, SsiChecker, router};
+use ssi_webhook::router::{Admission, AppState, SsiChecker, router};
 use ssi_webhook::server::serve_https;
 use ssi_webhook::tls::CertStore;
 use std::sync::Arc;
@@ -35,11 +35,31 @@ async fn reviews_over_tls_and_a_swapped_certificate_is_served_without_restart() 
         ssis: SsiChecker::disabled(),
         registry: None,
         metrics: Arc::default(),
+        admission: Admission::default(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve_https(listener, router(state), certs.clone(), async {
         let _ = stopped.await;
     }));
+
+    // A client that connects and never says a word is cut off after the handshake timeout,
+    // while the server keeps answering others.
+    let silent = {
+        let addr = url
+            .trim_start_matches("https://")
+            .trim_end_matches("/mutate")
+            .to_owned();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                .unwrap();
+            let started = std::time::Instant::now();
+            let read = stream.read(&mut [0u8; 16]);
+            (read.map_err(|e| e.kind()), started.elapsed())
+        })
+    };
 
     let fixture = include_str!("fixtures/deployment-create.json");
     let response = client_trusting(&ca_a, false)
@@ -53,6 +73,13 @@ async fn reviews_over_tls_and_a_swapped_certificate_is_served_without_restart() 
     assert_eq!(
         review["response"]["uid"],
         "0c9f5a3e-7d1b-4e55-9a43-6f2c8e1d0a01"
+    );
+
+    let (read, waited) = silent.await.unwrap();
+    assert_eq!(read, Ok(0), "the server closed the silent connection");
+    assert!(
+        waited >= std::time::Duration::from_secs(9) && waited < std::time::Duration::from_secs(15),
+        "closed after {waited:?}"
     );
 
     swap_in(&volume, "..gen2", &cert_b, &key_b);
