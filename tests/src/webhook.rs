@@ -70,6 +70,24 @@ impl Webhook {
         self.process.pid()
     }
 
+    /// Sends an AdmissionReview straight to the webhook, as the apiserver would, and returns the
+    /// review it answers.
+    pub async fn review(&self, review: &serde_json::Value) -> crate::Result<serde_json::Value> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = std::fs::read(self.certs.join("ca.crt"))?;
+        let client = reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca)?)
+            .timeout(Duration::from_secs(15))
+            .build()?;
+        let response = client.post(&self.url).json(review).send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("the webhook answered HTTP {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+
     pub fn log(&self) -> String {
         self.process.log_tail(200)
     }

@@ -459,10 +459,13 @@ async fn containers_without_command_start_their_images_entrypoint_found_with_the
     pem.extend(std::fs::read(&private.ca_cert).unwrap());
     std::fs::write(&bundle, pem).unwrap();
 
+    // The test registries listen on loopback, which the webhook refuses unless the operator
+    // names the registry.
     let webhook = Webhook::start(
         &bed,
         &[
             &format!("--registry-ca-file={}", bundle.display()),
+            &format!("--registry-allowed-hosts={},{}", open.host, private.host),
             "--ssi-lookup=false",
         ],
     )
@@ -559,7 +562,7 @@ async fn containers_without_command_start_their_images_entrypoint_found_with_the
     assert!(!created);
     assert!(
         stderr.contains("container \"app\" has no command")
-            && stderr.contains("Not authorized")
+            && stderr.contains("refused access (not authorized)")
             && stderr.contains("set command (and args) explicitly"),
         "{stderr}"
     );
@@ -601,6 +604,50 @@ async fn containers_without_command_start_their_images_entrypoint_found_with_the
         manifest_requests(&log, "burst"),
         manifest_requests(&log, "team/app"),
         "four concurrent lookups cost what one did"
+    );
+
+    // An image whose registry the operator did not name: no connection, a denial that says so.
+    let path = apply(
+        "metadata",
+        image_pod(
+            "metadata",
+            "169.254.169.254/latest/meta-data:1",
+            "no-secret",
+            None,
+        ),
+    );
+    let (created, _, stderr) = kubectl_output(
+        &bed,
+        &["create", "--dry-run=server", "-f", path.to_str().unwrap()],
+    );
+    assert!(!created);
+    assert!(
+        stderr.contains(
+            "the registry 169.254.169.254 is not among the registries this webhook may ask"
+        ),
+        "{stderr}"
+    );
+
+    // Without an allow-list, a name that resolves to loopback is refused before any connection:
+    // the open registry's access log does not grow.
+    let strict = Webhook::start(&bed, &["--ssi-lookup=false"]).await.unwrap();
+    let requests_before = std::fs::read_to_string(&log).unwrap().lines().count();
+    let review = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "apps", "operation": "CREATE",
+            "object": serde_json::from_str::<serde_json::Value>(&image_pod("loopback", &format!("localhost:{}/team/app:1", open.host.rsplit(':').next().unwrap()), "no-secret", None)).unwrap()}});
+    let answer = strict.review(&review).await.unwrap();
+    let message = answer["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    assert!(message.contains("a loopback address"), "{message}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap().lines().count(),
+        requests_before,
+        "no request reached the registry"
     );
 
     // A registry that hangs: the review ends at the lookup deadline with a denial naming it,

@@ -116,6 +116,21 @@ pub struct Args {
     #[arg(long, env = "SSI_WEBHOOK_REGISTRY_PLAIN_HTTP", value_delimiter = ',')]
     pub registry_plain_http: Vec<String>,
 
+    /// When set, the only registries (host or host:port, comma-separated) the ENTRYPOINT lookup
+    /// asks; these skip the address check. Empty: any registry whose name resolves to a public
+    /// address (and to a private one with --registry-allow-private).
+    #[arg(
+        long,
+        env = "SSI_WEBHOOK_REGISTRY_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub registry_allowed_hosts: Vec<String>,
+
+    /// Let the ENTRYPOINT lookup reach registries on private addresses (an in-cluster registry).
+    /// Loopback and link-local addresses stay refused unless named in --registry-allowed-hosts.
+    #[arg(long, env = "SSI_WEBHOOK_REGISTRY_ALLOW_PRIVATE")]
+    pub registry_allow_private: bool,
+
     /// After SIGTERM: how long to keep serving while /readyz already fails, so that endpoints
     /// drop this replica before it stops accepting connections.
     #[arg(long, env = "SSI_WEBHOOK_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration_or_zero)]

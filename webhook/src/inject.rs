@@ -817,7 +817,7 @@ mod tests {
         let failed: Entrypoints = [
             (
                 "registry.example.com/app:1".to_owned(),
-                Err("image registry.example.com/app:1: Not authorized".to_owned()),
+                Err("image registry.example.com/app:1: the registry registry.example.com refused access (not authorized)".to_owned()),
             ),
             (
                 "registry.example.com/tool:2".to_owned(),
@@ -830,7 +830,7 @@ mod tests {
         let error = inject(&mut denied, &lookup_on, &failed).unwrap_err();
         assert!(
             error.contains(
-                "could not be looked up: image registry.example.com/app:1: Not authorized"
+                "could not be looked up: image registry.example.com/app:1: the registry registry.example.com refused access (not authorized)"
             ) && error.contains("set command"),
             "{error}"
         );

@@ -90,6 +90,8 @@ pub async fn run(
                     ca_certificates,
                     architecture: args.registry_architecture.clone(),
                     plain_http: args.registry_plain_http.clone(),
+                    allowed_hosts: args.registry_allowed_hosts.clone(),
+                    allow_private: args.registry_allow_private,
                 },
             ))
         }

@@ -58,6 +58,11 @@ pub struct RegistrySettings {
     pub architecture: String,
     /// Registries reached over plain HTTP (host:port); for local and test registries only.
     pub plain_http: Vec<String>,
+    /// When not empty, the only registries (host or host:port) looked up; these skip the
+    /// address check, the operator vouches for them.
+    pub allowed_hosts: Vec<String>,
+    /// Look up registries whose name resolves to a private address (an in-cluster registry).
+    pub allow_private: bool,
 }
 
 /// Credentials for one registry, from a dockerconfigjson.
@@ -253,19 +258,67 @@ impl Registry {
                 .map(|c| RegistryAuth::Basic(c.username.clone(), c.password.clone()))
                 .collect()
         };
+        self.check_destination(reference).await?;
         let mut last_error = String::new();
         for auth in &auths {
             let client = self.client();
             match client.pull_manifest_and_config(reference, auth).await {
                 Ok((_, _, config)) => {
-                    return image_command(&config).map_err(|e| {
-                        format!("image {image}: the image config cannot be read: {e}")
+                    return image_command(&config).map_err(|_| {
+                        format!("image {image}: the image config has no readable ENTRYPOINT/CMD")
                     });
                 }
-                Err(e) => last_error = format!("image {image}: {e}"),
+                Err(e) => {
+                    last_error = format!(
+                        "image {image}: {}",
+                        registry_failure(&shown_host(reference), &e)
+                    )
+                }
             }
         }
         Err(last_error)
+    }
+
+    /// The webhook runs inside the cluster network, and the image name (the pod creator's text)
+    /// picks the host it connects to: refuse names that lead to loopback, link-local (cloud
+    /// metadata), multicast or unspecified addresses, and to private ones unless allowed.
+    /// NB: checked on the image's registry after resolving it; the registry's own redirects and
+    /// token realm are not re-checked (oci-client resolves and follows them itself), which an
+    /// operator closes with `--registry-allowed-hosts`.
+    async fn check_destination(&self, reference: &Reference) -> Result<(), String> {
+        let registry = reference.resolve_registry();
+        let shown = shown_host(reference);
+        if !self.settings.allowed_hosts.is_empty() {
+            return if self
+                .settings
+                .allowed_hosts
+                .iter()
+                .any(|allowed| same_registry(allowed, registry))
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the registry {shown} is not among the registries this webhook may ask \
+                     (--registry-allowed-hosts)"
+                ))
+            };
+        }
+        let (name, port) = split_host_port(registry);
+        let addresses: Vec<std::net::IpAddr> = tokio::net::lookup_host((name, port))
+            .await
+            .map_err(|_| format!("the registry {shown} does not resolve"))?
+            .map(|address| address.ip())
+            .collect();
+        match addresses
+            .iter()
+            .find_map(|address| forbidden_address(*address, self.settings.allow_private))
+        {
+            Some(why) => Err(format!(
+                "the registry {shown} resolves to {why}, which this webhook does not connect to \
+                 (an operator can allow a registry with --registry-allowed-hosts)"
+            )),
+            None => Ok(()),
+        }
     }
 
     fn client(&self) -> Client {
@@ -302,6 +355,91 @@ impl Registry {
             read_timeout: Some(self.settings.deadline),
             ..ClientConfig::default()
         })
+    }
+}
+
+/// `host[:port]` into its parts; the port defaults to HTTPS's.
+fn split_host_port(registry: &str) -> (&str, u16) {
+    let name_and_port = registry.rsplit_once(':').filter(|(name, port)| {
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':')
+    });
+    match name_and_port {
+        Some((name, port)) => (
+            name.trim_start_matches('[').trim_end_matches(']'),
+            port.parse().unwrap_or(443),
+        ),
+        None => (registry.trim_start_matches('[').trim_end_matches(']'), 443),
+    }
+}
+
+/// Why `address` is off limits, or `None`.
+fn forbidden_address(address: std::net::IpAddr, allow_private: bool) -> Option<String> {
+    use std::net::IpAddr;
+    let address = match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        v4 => v4,
+    };
+    let kind = match address {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4.is_loopback() {
+                Some("a loopback address")
+            } else if v4.is_link_local() {
+                Some("a link-local address (where cloud metadata services live)")
+            } else if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() {
+                Some("an address that is no single host")
+            } else if !allow_private && (v4.is_private() || (a == 100 && (64..128).contains(&b))) {
+                Some("a private address (allow with --registry-allow-private)")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            if v6.is_loopback() {
+                Some("a loopback address")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("a link-local address")
+            } else if v6.is_unspecified() || v6.is_multicast() {
+                Some("an address that is no single host")
+            } else if !allow_private && first & 0xfe00 == 0xfc00 {
+                Some("a private address (allow with --registry-allow-private)")
+            } else {
+                None
+            }
+        }
+    };
+    kind.map(|kind| format!("{address} ({kind})"))
+}
+
+/// The registry's host as a message shows it (bounded: the image name is the pod's text).
+fn shown_host(reference: &Reference) -> String {
+    reference.resolve_registry().chars().take(100).collect()
+}
+
+/// What went wrong at the registry, in words of our own: the kind of failure, the host and the
+/// HTTP status, never the registry's own text. A denial goes back to whoever created the pod,
+/// and a registry (or whatever a redirect led to) must not be able to put content into it.
+fn registry_failure(host: &str, error: &oci_client::errors::OciDistributionError) -> String {
+    use oci_client::errors::OciDistributionError as E;
+    match error {
+        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => format!(
+            "the registry {host} refused access (not authorized); check the pod's imagePullSecrets"
+        ),
+        E::ImageManifestNotFoundError(_) => format!("the registry {host} has no such image"),
+        E::ServerError { code, .. } => format!("the registry {host} answered HTTP {code}"),
+        E::RegistryError { .. } => format!("the registry {host} answered with an error"),
+        E::RequestError(e) if e.is_timeout() => {
+            format!("the registry {host} did not answer in time")
+        }
+        E::RequestError(e) if e.is_connect() => format!("the registry {host} could not be reached"),
+        E::RequestError(e) => match e.status() {
+            Some(status) => format!("the registry {host} answered HTTP {}", status.as_u16()),
+            None => format!("the request to the registry {host} failed"),
+        },
+        _ => format!(
+            "the registry {host} sent something that is not a usable image manifest or config"
+        ),
     }
 }
 
@@ -395,6 +533,55 @@ fn image_command(config: &str) -> Result<ImageCommand, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_off_limits() {
+        let forbidden =
+            |text: &str, private: bool| forbidden_address(text.parse().unwrap(), private);
+        for address in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "224.0.0.1",
+            "::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(forbidden(address, true).is_some(), "{address}");
+        }
+        for address in [
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "100.64.0.1",
+            "fd00::1",
+        ] {
+            assert!(forbidden(address, false).is_some(), "{address}");
+            assert!(
+                forbidden(address, true).is_none(),
+                "{address} allowed as private"
+            );
+        }
+        for address in ["8.8.8.8", "2001:4860::8888"] {
+            assert!(forbidden(address, false).is_none(), "{address}");
+        }
+        assert!(
+            forbidden("169.254.169.254", false)
+                .unwrap()
+                .contains("metadata")
+        );
+    }
+
+    #[test]
+    fn host_and_port() {
+        assert_eq!(
+            split_host_port("registry.example.com"),
+            ("registry.example.com", 443)
+        );
+        assert_eq!(split_host_port("127.0.0.1:5000"), ("127.0.0.1", 5000));
+        assert_eq!(split_host_port("[::1]:5000"), ("::1", 5000));
+        assert_eq!(split_host_port("index.docker.io"), ("index.docker.io", 443));
+    }
     use base64::Engine;
 
     #[test]
