@@ -403,4 +403,11 @@ async fn the_bases_install_on_their_own_too() {
         .find(|i| i["kind"] == "PodDisruptionBudget")
         .expect("the PDB");
     assert_eq!(pdb["apiVersion"], "policy/v1");
+
+    // The NetworkPolicy example of docs/install.md.
+    let policy = workspace_path("docs/examples/webhook-networkpolicy.yaml");
+    run(bed
+        .kubectl()
+        .args(["apply", "--dry-run=server", "-f", policy.to_str().unwrap()]))
+    .unwrap();
 }

@@ -32,6 +32,12 @@ pub struct Args {
     )]
     pub tls_key: PathBuf,
 
+    /// PEM file of the CA(s) whose client certificates the webhook requires: the apiserver's,
+    /// configured to present one through its AdmissionConfiguration (docs/install.md). Unset: any
+    /// client that reaches the port may send reviews.
+    #[arg(long, env = "SSI_WEBHOOK_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+
     /// How often the certificate files are re-read; a changed, valid pair is served from the
     /// next handshake on.
     #[arg(long, env = "SSI_WEBHOOK_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]

@@ -55,6 +55,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let certs = CertStore::load(&args.tls_cert, &args.tls_key)
         .context("failed to load the serving certificate (--tls-cert, --tls-key)")?;
+    let client_roots = args
+        .client_ca_file
+        .as_deref()
+        .map(tls::client_roots)
+        .transpose()
+        .context("failed to load the client CA (--client-ca-file)")?;
     let registry_lookup = args.env_injection && args.registry_lookup;
     let kube = if args.ssi_lookup || registry_lookup {
         Some(kube::Client::try_default().await.context(
@@ -142,7 +148,7 @@ pub async fn run(
     };
     ready.store(true, Ordering::Relaxed);
     tracing::info!(addr = %args.listen_addr, admin = %args.admin_addr, policy = ?args.subpath_policy, "serving admission reviews");
-    let result = server::serve_https(listener, app, certs, draining).await;
+    let result = server::serve_https(listener, app, certs, client_roots, draining).await;
     reloader.abort();
     result.context("the TLS configuration is unusable")
 }

@@ -19,14 +19,16 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` over TLS on `listener` until `shutdown` completes, then waits for the requests
-/// in flight.
+/// in flight. With `client_roots`, only clients with a certificate of those CAs get through the
+/// handshake.
 pub async fn serve_https(
     listener: TcpListener,
     app: Router,
     certs: Arc<CertStore>,
+    client_roots: Option<Arc<rustls::RootCertStore>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), rustls::Error> {
-    let acceptor = TlsAcceptor::from(Arc::new(certs.server_config()?));
+    let acceptor = TlsAcceptor::from(Arc::new(certs.server_config(client_roots)?));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

@@ -31,6 +31,27 @@ pub enum TlsError {
     Mismatch { cert: PathBuf, key: PathBuf },
     #[error("the key in {} is not supported", .0.display())]
     Unsupported(PathBuf),
+    #[error("{} holds no CA certificate usable to check clients", .0.display())]
+    NoClientCa(PathBuf),
+}
+
+/// The CAs whose client certificates the server requires (the apiserver's, set up with an
+/// AdmissionConfiguration): every certificate of the PEM file at `path`.
+pub fn client_roots(path: &Path) -> Result<Arc<rustls::RootCertStore>, TlsError> {
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok) {
+        roots
+            .add(cert)
+            .map_err(|_| TlsError::NoClientCa(path.to_owned()))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoClientCa(path.to_owned()));
+    }
+    Ok(Arc::new(roots))
 }
 
 /// The current certificate and key, swapped atomically on reload.
@@ -99,12 +120,25 @@ impl CertStore {
     }
 
     /// A server configuration (TLS 1.2 and 1.3, ALPN h2 and http/1.1) that always serves the
-    /// current pair.
-    pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, rustls::Error> {
-        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
+    /// current pair and, with `client_roots`, accepts only clients with a certificate of theirs.
+    pub fn server_config(
+        self: &Arc<Self>,
+        client_roots: Option<Arc<rustls::RootCertStore>>,
+    ) -> Result<rustls::ServerConfig, rustls::Error> {
+        let builder = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+        let builder = match client_roots {
+            None => builder.with_no_client_auth(),
+            Some(roots) => builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    roots,
+                    self.provider.clone(),
+                )
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?,
+            ),
+        };
+        let mut config = builder.with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }
@@ -206,7 +240,7 @@ mod tests {
         let volume = dir.path().join("volume");
         kubelet_volume(&volume, "..gen1", &cert_a, &key_a);
         let store = CertStore::load(&volume.join("tls.crt"), &volume.join("tls.key")).unwrap();
-        store.server_config().unwrap();
+        store.server_config(None).unwrap();
         let first = store.leaf().unwrap();
         assert!(!store.reload().unwrap(), "nothing changed");
 

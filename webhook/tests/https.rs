@@ -38,9 +38,15 @@ async fn reviews_over_tls_and_a_swapped_certificate_is_served_without_restart() 
         admission: Admission::default(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_https(listener, router(state), certs.clone(), async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(serve_https(
+        listener,
+        router(state),
+        certs.clone(),
+        None,
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     // A client that connects and never says a word is cut off after the handshake timeout,
     // while the server keeps answering others.
@@ -103,6 +109,125 @@ async fn reviews_over_tls_and_a_swapped_certificate_is_served_without_restart() 
             .await
             .is_err(),
         "the old one is gone"
+    );
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+/// With a client CA, only a client with a certificate of that CA (the apiserver, configured by an
+/// AdmissionConfiguration) gets a review answered; anyone else fails the handshake.
+#[tokio::test]
+async fn with_a_client_ca_only_certified_clients_are_served() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = generate(&dir.path().join("serving"));
+    // A client certificate signed by the generator's CA, as an apiserver's would be.
+    let client_dir = dir.path().join("client");
+    std::fs::create_dir_all(&client_dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&client_dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "client.key",
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        "client.key",
+        "-subj",
+        "/CN=kube-apiserver",
+        "-out",
+        "client.csr",
+    ]);
+    std::fs::write(client_dir.join("ext.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+    let ca_key = ca.with_file_name("ca.key");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        ca.to_str().unwrap(),
+        "-CAkey",
+        ca_key.to_str().unwrap(),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "client.crt",
+    ]);
+    let volume = dir.path().join("volume");
+    swap_in(&volume, "..gen1", &cert, &key);
+    let certs = CertStore::load(&volume.join("tls.crt"), &volume.join("tls.key")).unwrap();
+    let roots = ssi_webhook::tls::client_roots(&ca).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/mutate",
+        listener.local_addr().unwrap().port()
+    );
+    let state = Arc::new(AppState {
+        policy: SubpathPolicy::Deny.into(),
+        ssis: SsiChecker::disabled(),
+        registry: None,
+        metrics: Arc::default(),
+        admission: Admission::default(),
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_https(
+        listener,
+        router(state),
+        certs,
+        Some(roots),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let fixture = include_str!("fixtures/deployment-create.json");
+
+    let anonymous = client_trusting(&ca, true)
+        .post(&url)
+        .body(fixture)
+        .send()
+        .await;
+    assert!(
+        anonymous.is_err(),
+        "a client without a certificate is refused"
+    );
+
+    let mut identity = std::fs::read(client_dir.join("client.crt")).unwrap();
+    identity.extend(std::fs::read(client_dir.join("client.key")).unwrap());
+    let certified = reqwest::Client::builder()
+        .tls_certs_only(
+            reqwest::Certificate::from_pem_bundle(&std::fs::read(&ca).unwrap()).unwrap(),
+        )
+        .identity(reqwest::Identity::from_pem(&identity).unwrap())
+        .build()
+        .unwrap();
+    let response = certified.post(&url).body(fixture).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let review: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        review["response"]["uid"],
+        "0c9f5a3e-7d1b-4e55-9a43-6f2c8e1d0a01"
     );
 
     stop.send(()).unwrap();

@@ -172,7 +172,7 @@ fn noop_server(args: &[String]) -> anyhow::Result<()> {
                 r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#
             }),
         );
-        ssi_webhook::server::serve_https(listener, app, certs, std::future::pending()).await?;
+        ssi_webhook::server::serve_https(listener, app, certs, None, std::future::pending()).await?;
         Ok(())
     })
 }
