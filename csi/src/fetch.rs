@@ -351,15 +351,73 @@ impl Fetcher {
         Ok(client)
     }
 
-    /// Drops sessions no mounted volume uses any more (their pods are gone).
+    /// Drops sessions no mounted volume uses any more (their pods are gone), and the store
+    /// clients (one per address, CA, namespace) that no remaining session needs: SSIs decide
+    /// those keys, so neither map may only grow.
     pub fn retain_sessions(&self, in_use: &HashSet<IdentityKey>) {
         self.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|key, _| in_use.contains(key));
+        let stores: HashSet<&StoreKey> = in_use.iter().map(|key| &key.store).collect();
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|store, _| stores.contains(store));
     }
 }
 
 fn same_address(a: &Url, b: &Url) -> bool {
     a.as_str().trim_end_matches('/') == b.as_str().trim_end_matches('/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(address: &str) -> StoreKey {
+        StoreKey {
+            address: address.into(),
+            vault_namespace: None,
+            ca_pem: None,
+            skip_tls_verify: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn store_clients_go_with_the_last_session_that_needs_them() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Never called: the client only has to exist.
+        let kube = kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+            .unwrap();
+        let settings = Settings {
+            default_address: None,
+            allowed_addresses: Vec::new(),
+            auth_path: "kubernetes".into(),
+            namespace: None,
+            ca_pem: None,
+            allow_skip_tls_verify: false,
+            token_audience: String::new(),
+            timeout: Duration::from_secs(1),
+            max_response_bytes: 1024,
+        };
+        let fetcher = Fetcher::new(kube, settings, Arc::default());
+        for address in ["http://a.example:8200", "http://b.example:8200"] {
+            fetcher.client(&store(address)).unwrap();
+        }
+        let kept = IdentityKey {
+            store: store("http://a.example:8200"),
+            auth_path: "kubernetes".into(),
+            role: "r".into(),
+            service_account_namespace: "ns".into(),
+            service_account: "sa".into(),
+        };
+        fetcher.retain_sessions(&HashSet::from([kept]));
+        let clients = fetcher.clients.lock().unwrap();
+        assert_eq!(clients.len(), 1);
+        assert!(clients.contains_key(&store("http://a.example:8200")));
+        drop(clients);
+        fetcher.retain_sessions(&HashSet::new());
+        assert!(fetcher.clients.lock().unwrap().is_empty());
+    }
 }
