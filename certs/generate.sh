@@ -90,9 +90,13 @@ data:
   tls.key: $(b64 "$work/tls.key")
   ca.crt: $(b64 "$work/ca.crt")
 YAML
+# Both webhooks of the configuration (enforcement and injection) call the same server.
 cat > "$work/cabundle-patch.yaml" <<YAML
 - op: add
   path: /webhooks/0/clientConfig/caBundle
+  value: $(b64 "$work/ca.crt")
+- op: add
+  path: /webhooks/1/clientConfig/caBundle
   value: $(b64 "$work/ca.crt")
 YAML
 base="$(realpath --relative-to="$(realpath "$out")" "$manifests")"

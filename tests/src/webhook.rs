@@ -104,9 +104,15 @@ impl Webhook {
         let webhooks = config["webhooks"]
             .as_array_mut()
             .context("the shipped configuration has no webhooks")?;
+        // Each webhook keeps its own endpoint (its service path), on this process.
+        let base = self.url.trim_end_matches("/mutate");
         for webhook in webhooks {
+            let path = webhook["clientConfig"]["service"]["path"]
+                .as_str()
+                .context("a webhook without a service path")?
+                .to_owned();
             webhook["clientConfig"] = serde_json::json!({
-                "url": self.url,
+                "url": format!("{base}{path}"),
                 "caBundle": base64::engine::general_purpose::STANDARD.encode(&ca),
             });
         }

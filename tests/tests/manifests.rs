@@ -180,7 +180,23 @@ async fn webhook_manifests_with_generated_certificates_pass_a_server_side_dry_ru
     };
 
     let config = find("MutatingWebhookConfiguration");
+    // Two webhooks: enforcement, which the policed object cannot opt out of, and injection.
+    let injection = &config["webhooks"][1];
+    assert_eq!(injection["name"], "injection.secrets-store.deckhouse.io");
+    assert_eq!(injection["clientConfig"]["service"]["path"], "/inject");
+    let ca_bundle = std::fs::read_to_string(out.join("ca-bundle.b64")).unwrap();
+    assert_eq!(injection["clientConfig"]["caBundle"], ca_bundle.trim());
+    assert_eq!(
+        injection["objectSelector"]["matchExpressions"][0]["key"],
+        "secrets-store.deckhouse.io/webhook"
+    );
+    assert_eq!(
+        injection["rules"],
+        serde_json::json!([{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+                            "operations": ["CREATE"], "scope": "Namespaced"}])
+    );
     let webhook = &config["webhooks"][0];
+    assert_eq!(webhook["name"], "workloads.secrets-store.deckhouse.io");
     assert_eq!(webhook["failurePolicy"], "Fail");
     assert_eq!(webhook["sideEffects"], "None");
     assert_eq!(
@@ -189,12 +205,11 @@ async fn webhook_manifests_with_generated_certificates_pass_a_server_side_dry_ru
     );
     assert!(webhook["timeoutSeconds"].as_u64().unwrap() <= 10);
     assert_eq!(webhook["reinvocationPolicy"], "IfNeeded");
-    let ca_bundle = std::fs::read_to_string(out.join("ca-bundle.b64")).unwrap();
     assert_eq!(webhook["clientConfig"]["caBundle"], ca_bundle.trim());
     assert_eq!(
         webhook["clientConfig"]["service"],
         serde_json::json!({"name": "ssi-webhook", "namespace": "secrets-store-integration",
-                           "path": "/mutate", "port": 443})
+                           "path": "/enforce", "port": 443})
     );
     let resources: Vec<&str> = webhook["rules"]
         .as_array()
@@ -221,9 +236,9 @@ async fn webhook_manifests_with_generated_certificates_pass_a_server_side_dry_ru
         excluded["values"],
         serde_json::json!(["kube-system", "secrets-store-integration"])
     );
-    assert_eq!(
-        webhook["objectSelector"]["matchExpressions"][0]["key"],
-        "secrets-store.deckhouse.io/webhook"
+    assert!(
+        webhook["objectSelector"].is_null() || webhook["objectSelector"] == serde_json::json!({}),
+        "an object cannot opt out of enforcement: {webhook}"
     );
 
     let deployment = find("Deployment");

@@ -258,7 +258,8 @@ async fn the_apiserver_stores_mutated_workloads_and_refuses_the_guides_subpath_m
         "{stderr}"
     );
 
-    // The opt-out label: the webhook is not called at all.
+    // The opt-out label on an object does not switch enforcement off: the labelled shorthand
+    // Deployment is still rewritten, the labelled subPath variant still refused.
     let opted_out = shorthand
         .replace("\"shorthand\"", "\"opted-out\"")
         .replacen(
@@ -269,10 +270,20 @@ async fn the_apiserver_stores_mutated_workloads_and_refuses_the_guides_subpath_m
     std::fs::write(&path, opted_out).unwrap();
     run(bed.kubectl().args(["apply", "-f", path.to_str().unwrap()])).unwrap();
     let stored = get_json(&bed, &["-n", "my-namespace1", "deployment", "opted-out"]);
-    assert!(
-        stored["spec"]["template"]["spec"]["volumes"].is_null(),
+    assert_eq!(
+        stored["spec"]["template"]["spec"]["volumes"][0]["csi"]["readOnly"], true,
         "{stored}"
     );
+    let labelled_subpath = std::fs::read_to_string(guide("backend-subpath-deployment.yaml"))
+        .unwrap()
+        .replacen(
+            "  labels:\n    app: backend-subpath\n",
+            "  labels:\n    app: backend-subpath\n    secrets-store.deckhouse.io/webhook: disabled\n",
+            1,
+        );
+    std::fs::write(&path, labelled_subpath).unwrap();
+    let (ok, _, stderr) = kubectl_output(&bed, &["apply", "-f", path.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("subPath"), "{stderr}");
 
     // kube-system and the components' own namespace are left alone by name (the label every
     // namespace carries since 1.21): the guide's subPath Deployment passes there unchecked.
@@ -309,6 +320,20 @@ async fn the_apiserver_stores_mutated_workloads_and_refuses_the_guides_subpath_m
         "spec":{"serviceAccountName":"backend-sa","automountServiceAccountToken":false,
           "containers":[{"name":"app","image":"busybox","command":["sh","-c"],"args":["echo $DB_PASSWORD"],
             "env":[{"name":"DB_PASSWORD","value":"secrets-store:secret/data/database-for-python-app#password"}]}]}}"#;
+    // Injection is what an object may opt out of: the labelled copy is stored as written.
+    let labelled = injected.replacen(
+        "\"name\":\"env-app\",",
+        "\"name\":\"env-app-opted-out\",\"labels\":{\"secrets-store.deckhouse.io/webhook\":\"disabled\"},",
+        1,
+    );
+    std::fs::write(&path, &labelled).unwrap();
+    run(bed.kubectl().args(["apply", "-f", path.to_str().unwrap()])).unwrap();
+    let stored = get_json(&bed, &["-n", "my-namespace1", "pod", "env-app-opted-out"]);
+    assert!(stored["spec"]["initContainers"].is_null(), "{stored}");
+    assert_eq!(
+        stored["spec"]["containers"][0]["command"],
+        serde_json::json!(["sh", "-c"])
+    );
     std::fs::write(&path, injected).unwrap();
     run(bed.kubectl().args(["apply", "-f", path.to_str().unwrap()])).unwrap();
     let stored = get_json(&bed, &["-n", "my-namespace1", "pod", "env-app"]);

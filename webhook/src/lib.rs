@@ -121,6 +121,7 @@ pub async fn run(
     let app = router::router(Arc::new(AppState {
         policy: review::Policy {
             subpath: args.subpath_policy,
+            enforce: true,
             injector: args.env_injection.then(|| inject::InjectorSettings {
                 image: args.injector_image.clone(),
                 default_address: args.injector_default_address.clone(),

@@ -20,6 +20,9 @@ pub struct Policy {
     pub subpath: SubpathPolicy,
     /// Env injection into Pods; `None` leaves annotated Pods alone.
     pub injector: Option<InjectorSettings>,
+    /// The secrets-store volume policy (read-only, subPath, attributes, the import shorthand);
+    /// off for the injection-only endpoint, whose webhook objects may opt out of.
+    pub enforce: bool,
 }
 
 impl From<SubpathPolicy> for Policy {
@@ -27,6 +30,7 @@ impl From<SubpathPolicy> for Policy {
         Policy {
             subpath,
             injector: None,
+            enforce: true,
         }
     }
 }
@@ -220,7 +224,12 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
     }
     let mut mutated = original.clone();
     let mut lookups = Vec::new();
-    let mutation = mutate(&mut mutated, policy.subpath).and_then(|mut mutation| {
+    let enforced = if policy.enforce {
+        mutate(&mut mutated, policy.subpath)
+    } else {
+        Ok(Mutation::default())
+    };
+    let mutation = enforced.and_then(|mut mutation| {
         if let (Some(settings), "Pod") = (&policy.injector, kind.as_str()) {
             let Injection {
                 warnings,

@@ -167,16 +167,48 @@ impl Default for Admission {
     }
 }
 
+/// Three endpoints over one policy: `/enforce` (the volume policy only), `/inject` (env
+/// injection only) and `/mutate` (both, for configurations from before the split). The shipped
+/// configuration calls the first two from separate webhooks, so that an object's own label can
+/// opt it out of injection but never out of enforcement.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/mutate", post(mutate_handler))
+        .route("/enforce", post(enforce_handler))
+        .route("/inject", post(inject_handler))
         .with_state(state)
+}
+
+async fn enforce_handler(
+    State(state): State<Arc<AppState>>,
+    body: Body,
+) -> axum::response::Response {
+    let policy = Policy {
+        injector: None,
+        ..state.policy.clone()
+    };
+    handle(&state, &policy, body).await
+}
+
+async fn inject_handler(
+    State(state): State<Arc<AppState>>,
+    body: Body,
+) -> axum::response::Response {
+    let policy = Policy {
+        enforce: false,
+        ..state.policy.clone()
+    };
+    handle(&state, &policy, body).await
 }
 
 async fn mutate_handler(
     State(state): State<Arc<AppState>>,
     body: Body,
 ) -> axum::response::Response {
+    handle(&state, &state.policy, body).await
+}
+
+async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response::Response {
     let admission = &state.admission;
     let Ok(Ok(_turn)) = tokio::time::timeout(admission.queue_wait, admission.turns.acquire()).await
     else {
@@ -197,7 +229,7 @@ async fn mutate_handler(
         return json(Response::invalid(String::new(), reason).to_review_json()).into_response();
     };
     let started = Instant::now();
-    let mut reviewed = review(&body, &state.policy, &Entrypoints::new());
+    let mut reviewed = review(&body, policy, &Entrypoints::new());
     if let Some(request) = reviewed.lookup.take() {
         let answers = match &state.registry {
             Some(registry) => registry.entrypoints(&request).await,
@@ -212,7 +244,7 @@ async fn mutate_handler(
                 })
                 .collect(),
         };
-        reviewed = review(&body, &state.policy, &answers);
+        reviewed = review(&body, policy, &answers);
     }
     if let Some((namespace, names)) = &reviewed.imports {
         let extra = state.ssis.warnings(namespace, names).await;

@@ -145,6 +145,7 @@ fn admission_review(rng: &mut fastrand::Rng) -> Finding {
         mutate_bytes(rng, seed.as_bytes(), &REVIEW_TOKENS)
     };
     let policy = Policy {
+        enforce: rng.u8(..4) != 0,
         subpath: if rng.bool() {
             SubpathPolicy::Deny
         } else {
