@@ -92,7 +92,7 @@ pub fn parse(
     if !request.readonly {
         return Err(invalid(
             "the volume must be read-only: set readOnly: true on the pod's csi volume (the webhook \
-             does this unless the pod opts out of it)"
+             does this in every namespace it serves)"
                 .into(),
         ));
     }

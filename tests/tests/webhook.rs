@@ -38,6 +38,14 @@ async fn missing_ssis_are_warned_about_and_a_failed_lookup_is_only_a_warning() {
         warnings[0].contains("is not a SecretsStoreImport name"),
         "{warnings:?}"
     );
+    // At most 32 names per object reach the apiserver; the rest are named as unchecked.
+    let many: Vec<String> = (0..40).map(|i| format!("ssi-{i}")).collect();
+    let warnings = checker.warnings("my-namespace1", &many).await;
+    assert_eq!(warnings.len(), 33, "{warnings:?}");
+    assert!(
+        warnings[32].contains("8 more SecretsStoreImport names were not checked"),
+        "{warnings:?}"
+    );
     // The SSI is looked up in the object's namespace only.
     let warnings = checker.warnings("default", &names[..1]).await;
     assert!(

@@ -313,8 +313,8 @@ impl Registry {
             .iter()
             .find_map(|address| forbidden_address(*address, self.settings.allow_private))
         {
-            Some(why) => Err(format!(
-                "the registry {shown} resolves to {why}, which this webhook does not connect to \
+            Some(kind) => Err(format!(
+                "the registry {shown} resolves to {kind}, which this webhook does not connect to \
                  (an operator can allow a registry with --registry-allowed-hosts)"
             )),
             None => Ok(()),
@@ -372,22 +372,60 @@ fn split_host_port(registry: &str) -> (&str, u16) {
     }
 }
 
-/// Why `address` is off limits, or `None`.
-fn forbidden_address(address: std::net::IpAddr, allow_private: bool) -> Option<String> {
-    use std::net::IpAddr;
+/// Cloud metadata and platform endpoints: refused even where private addresses are allowed.
+const METADATA_ADDRESSES: [&str; 4] = [
+    "169.254.169.254",
+    "fd00:ec2::254",
+    "100.100.100.200",
+    "168.63.129.16",
+];
+
+/// Why `address` is off limits, or `None`. Says what kind of address it is, never which: the
+/// answer goes back to whoever created the pod.
+fn forbidden_address(address: std::net::IpAddr, allow_private: bool) -> Option<&'static str> {
+    use std::net::{IpAddr, Ipv4Addr};
     let address = match address {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            let embedded = |high: u16, low: u16| {
+                let [a, b] = high.to_be_bytes();
+                let [c, d] = low.to_be_bytes();
+                IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+            };
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                IpAddr::V4(v4)
+            } else if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                // NAT64: reaches the IPv4 address through the gateway.
+                embedded(segments[6], segments[7])
+            } else if segments[0] == 0x2002 {
+                // 6to4: the IPv4 address is in the prefix.
+                embedded(segments[1], segments[2])
+            } else if segments[..6] == [0; 6] && (segments[6] != 0 || segments[7] > 1) {
+                // IPv4-compatible (deprecated).
+                embedded(segments[6], segments[7])
+            } else {
+                address
+            }
+        }
         v4 => v4,
     };
-    let kind = match address {
+    if METADATA_ADDRESSES
+        .iter()
+        .any(|metadata| metadata.parse() == Ok(address))
+    {
+        return Some("a cloud metadata address");
+    }
+    match address {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             if v4.is_loopback() {
                 Some("a loopback address")
             } else if v4.is_link_local() {
                 Some("a link-local address (where cloud metadata services live)")
-            } else if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() {
+            } else if a == 0 || a >= 224 {
                 Some("an address that is no single host")
+            } else if (a, b, c) == (192, 0, 0) || (a == 198 && (b == 18 || b == 19)) {
+                Some("a special-purpose address")
             } else if !allow_private && (v4.is_private() || (a == 100 && (64..128).contains(&b))) {
                 Some("a private address (allow with --registry-allow-private)")
             } else {
@@ -398,7 +436,7 @@ fn forbidden_address(address: std::net::IpAddr, allow_private: bool) -> Option<S
             let first = v6.segments()[0];
             if v6.is_loopback() {
                 Some("a loopback address")
-            } else if first & 0xffc0 == 0xfe80 {
+            } else if first & 0xffc0 == 0xfe80 || first & 0xffc0 == 0xfec0 {
                 Some("a link-local address")
             } else if v6.is_unspecified() || v6.is_multicast() {
                 Some("an address that is no single host")
@@ -408,8 +446,7 @@ fn forbidden_address(address: std::net::IpAddr, allow_private: bool) -> Option<S
                 None
             }
         }
-    };
-    kind.map(|kind| format!("{address} ({kind})"))
+    }
 }
 
 /// The registry's host as a message shows it (bounded: the image name is the pod's text).
@@ -542,10 +579,21 @@ mod tests {
             "127.0.0.1",
             "169.254.169.254",
             "0.0.0.0",
+            "0.1.2.3",
             "224.0.0.1",
+            "240.0.0.1",
+            "192.0.0.8",
+            "198.18.0.1",
             "::1",
             "fe80::1",
+            "fec0::1",
             "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "::127.0.0.1",
+            "fd00:ec2::254",
+            "100.100.100.200",
+            "168.63.129.16",
         ] {
             assert!(forbidden(address, true).is_some(), "{address}");
         }

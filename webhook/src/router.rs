@@ -17,9 +17,15 @@ use std::time::{Duration, Instant};
 /// The apiserver caps admission requests well below this; anything larger is not a review.
 pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
 
+/// The apiserver sends a review's body at once; one that takes longer is not the apiserver.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// SSI existence answers kept at most: names come from reviewed objects, so anyone who may create
 /// a workload decides how many there are.
 pub const SSI_CACHE_ENTRIES: usize = 4096;
+
+/// SSI names looked up per review, at most.
+pub const SSI_LOOKUPS_PER_REVIEW: usize = 32;
 
 /// Warns about SSIs that do not exist in the object's namespace. Looked up with a short
 /// deadline and cached; a failed lookup is a warning too, never an error: admission must not
@@ -66,7 +72,9 @@ impl SsiChecker {
             return Vec::new();
         };
         let api: Api<SecretsStoreImport> = Api::namespaced(client.clone(), namespace);
-        let lookups = names.iter().map(|name| {
+        // An object names as many SSIs as its author likes; the apiserver gets a bounded number.
+        let (checked, unchecked) = names.split_at(names.len().min(SSI_LOOKUPS_PER_REVIEW));
+        let lookups = checked.iter().map(|name| {
             let api = api.clone();
             async move {
                 if !ssi_core::is_object_name(name) {
@@ -98,14 +106,26 @@ impl SsiChecker {
                 }
             }
         });
-        match tokio::time::timeout(self.deadline, futures_util::future::join_all(lookups)).await {
+        let mut warnings: Vec<String> = match tokio::time::timeout(
+            self.deadline,
+            futures_util::future::join_all(lookups),
+        )
+        .await
+        {
             Ok(results) => results.into_iter().flatten().collect(),
             Err(_) => vec![format!(
                 "could not check that the {} SecretsStoreImport(s) named exist in {namespace}: no answer within {:?}",
                 names.len(),
                 self.deadline
             )],
+        };
+        if !unchecked.is_empty() {
+            warnings.push(format!(
+                "{} more SecretsStoreImport names were not checked (at most {SSI_LOOKUPS_PER_REVIEW} per object)",
+                unchecked.len()
+            ));
         }
+        warnings
     }
 
     fn cached(&self, key: &(String, String)) -> Option<bool> {
@@ -221,8 +241,11 @@ async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response
             .into_response();
     };
     // Read with our own limit rather than axum's extractor, whose refusal would be a 413: the
-    // apiserver must always get a review back.
-    let Ok(body) = axum::body::to_bytes(body, BODY_LIMIT).await else {
+    // apiserver must always get a review back. A body that does not arrive in time gives its
+    // turn back: a client must not hold one by sending headers only.
+    let Ok(Ok(body)) =
+        tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT)).await
+    else {
         let reason =
             format!("the request body is larger than {BODY_LIMIT} bytes or could not be read");
         state.count("", Verdict::Invalid, None);
@@ -301,6 +324,35 @@ mod tests {
             checker.cached(&("ns".into(), format!("ssi-{}", SSI_CACHE_ENTRIES * 3 - 1))),
             Some(true),
             "the newest answer is kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_that_never_comes_gives_its_turn_back() {
+        let state = Arc::new(AppState {
+            policy: SubpathPolicy::Deny.into(),
+            ssis: SsiChecker::disabled(),
+            registry: None,
+            metrics: Arc::default(),
+            admission: Admission::new(1, Duration::from_secs(60)),
+        });
+        let stalled = Body::from_stream(futures_util::stream::pending::<
+            Result<Vec<u8>, std::io::Error>,
+        >());
+        let response = router(state.clone())
+            .oneshot(Request::post("/mutate").body(stalled).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let review: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(review["response"]["allowed"], false, "{review}");
+        assert_eq!(
+            state.admission.turns.available_permits(),
+            1,
+            "the turn is back"
         );
     }
 

@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 /// that sends nothing (or a byte at a time) is closed instead of holding a task and a socket.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_STREAMS_PER_CONNECTION: u32 = 8;
 
 /// Serves `app` over TLS on `listener` until `shutdown` completes, then waits for the requests
 /// in flight. With `client_roots`, only clients with a certificate of those CAs get through the
@@ -62,6 +63,10 @@ pub async fn serve_https(
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT);
+            // One connection may not hold many turns at once (the apiserver sends few).
+            builder
+                .http2()
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
             let connection = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
