@@ -7,6 +7,24 @@
 use ssi_tests::process::{cert_manager_crds, tool};
 use ssi_tests::{TestBed, run, workspace_path};
 
+/// `kubectl apply --dry-run=server -o json -k <dir>`: the objects as the apiserver would store them.
+fn dry_run_kustomization(bed: &TestBed, dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let output = run(bed.kubectl().args([
+        "apply",
+        "--dry-run=server",
+        "-o",
+        "json",
+        "-k",
+        dir.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let applied: serde_json::Value = serde_json::from_str(&output).unwrap();
+    applied["items"]
+        .as_array()
+        .expect("a list of applied objects")
+        .clone()
+}
+
 #[tokio::test]
 async fn csi_manifests_pass_a_server_side_dry_run_with_every_field_kept() {
     let bed = TestBed::builder()
@@ -20,19 +38,7 @@ async fn csi_manifests_pass_a_server_side_dry_run_with_every_field_kept() {
         .args(["create", "namespace", "secrets-store-integration"]))
     .unwrap();
     let dir = workspace_path("manifests/csi");
-    let output = run(bed.kubectl().args([
-        "apply",
-        "--dry-run=server",
-        "-o",
-        "json",
-        "-k",
-        dir.to_str().unwrap(),
-    ]))
-    .unwrap();
-    let applied: serde_json::Value = serde_json::from_str(&output).unwrap();
-    let items = applied["items"]
-        .as_array()
-        .expect("a list of applied objects");
+    let items = dry_run_kustomization(&bed, &dir);
     let kinds: Vec<&str> = items.iter().filter_map(|i| i["kind"].as_str()).collect();
     for kind in [
         "Namespace",
@@ -161,17 +167,7 @@ async fn webhook_manifests_with_generated_certificates_pass_a_server_side_dry_ru
             .arg(&out),
     )
     .unwrap();
-    let output = run(bed.kubectl().args([
-        "apply",
-        "--dry-run=server",
-        "-o",
-        "json",
-        "-k",
-        out.to_str().unwrap(),
-    ]))
-    .unwrap();
-    let applied: serde_json::Value = serde_json::from_str(&output).unwrap();
-    let items = applied["items"].as_array().unwrap();
+    let items = dry_run_kustomization(&bed, &out);
     let find = |kind: &str| {
         items
             .iter()
@@ -344,22 +340,8 @@ async fn the_cert_manager_variant_passes_a_server_side_dry_run_with_cert_manager
         .args(["create", "namespace", "secrets-store-integration"]))
     .unwrap();
     let dir = workspace_path("manifests/webhook-cert-manager");
-    let output = run(bed.kubectl().args([
-        "apply",
-        "--dry-run=server",
-        "-o",
-        "json",
-        "-k",
-        dir.to_str().unwrap(),
-    ]))
-    .unwrap();
-    let applied: serde_json::Value = serde_json::from_str(&output).unwrap();
-    let kinds: Vec<&str> = applied["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|i| i["kind"].as_str())
-        .collect();
+    let applied = dry_run_kustomization(&bed, &dir);
+    let kinds: Vec<&str> = applied.iter().filter_map(|i| i["kind"].as_str()).collect();
     for kind in [
         "Namespace",
         "Issuer",
@@ -401,19 +383,8 @@ async fn the_bases_install_on_their_own_too() {
     // The webhook base without a certificate overlay: what `kubectl apply -k manifests/webhook`
     // sends before cert-manager or certs/generate.sh fill in the caBundle and Secret.
     let webhook = workspace_path("manifests/webhook");
-    let output = run(bed.kubectl().args([
-        "apply",
-        "--dry-run=server",
-        "-o",
-        "json",
-        "-k",
-        webhook.to_str().unwrap(),
-    ]))
-    .unwrap();
-    let applied: serde_json::Value = serde_json::from_str(&output).unwrap();
-    let pdb = applied["items"]
-        .as_array()
-        .unwrap()
+    let applied = dry_run_kustomization(&bed, &webhook);
+    let pdb = applied
         .iter()
         .find(|i| i["kind"] == "PodDisruptionBudget")
         .expect("the PDB");

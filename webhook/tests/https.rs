@@ -14,17 +14,16 @@ use ssi_webhook::server::serve_https;
 use ssi_webhook::tls::CertStore;
 use std::sync::Arc;
 
-#[tokio::test]
-async fn reviews_over_tls_and_a_swapped_certificate_is_served_without_restart() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    // Two runs into different directories: two unrelated CAs.
-    let (ca_a, cert_a, key_a) = generate(&dir.path().join("a"));
-    let (ca_b, cert_b, key_b) = generate(&dir.path().join("b"));
-    let volume = dir.path().join("tls");
-    swap_in(&volume, "..gen1", &cert_a, &key_a);
-    let certs = CertStore::load(&volume.join("tls.crt"), &volume.join("tls.key")).unwrap();
-
+/// The HTTPS server with `certs` (and, optionally, required client certificates) on a free
+/// loopback port: its /mutate URL, the stop switch, the server task.
+async fn start(
+    certs: &Arc<CertStore>,
+    client_roots: Option<Arc<rustls::RootCertStore>>,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), rustls::Error>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "https://127.0.0.1:{}/mutate",
@@ -42,11 +41,26 @@ async fn reviews_over_tls_and_a_swapped_certificate_is_served_without_restart() 
         listener,
         router(state),
         certs.clone(),
-        None,
+        client_roots,
         async {
             let _ = stopped.await;
         },
     ));
+    (url, stop, server)
+}
+
+#[tokio::test]
+async fn reviews_over_tls_and_a_swapped_certificate_is_served_without_restart() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    // Two runs into different directories: two unrelated CAs.
+    let (ca_a, cert_a, key_a) = generate(&dir.path().join("a"));
+    let (ca_b, cert_b, key_b) = generate(&dir.path().join("b"));
+    let volume = dir.path().join("tls");
+    swap_in(&volume, "..gen1", &cert_a, &key_a);
+    let certs = CertStore::load(&volume.join("tls.crt"), &volume.join("tls.key")).unwrap();
+
+    let (url, stop, server) = start(&certs, None).await;
 
     // A client that connects and never says a word is cut off after the handshake timeout,
     // while the server keeps answering others.
@@ -179,28 +193,7 @@ async fn with_a_client_ca_only_certified_clients_are_served() {
     swap_in(&volume, "..gen1", &cert, &key);
     let certs = CertStore::load(&volume.join("tls.crt"), &volume.join("tls.key")).unwrap();
     let roots = ssi_webhook::tls::client_roots(&ca).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "https://127.0.0.1:{}/mutate",
-        listener.local_addr().unwrap().port()
-    );
-    let state = Arc::new(AppState {
-        policy: SubpathPolicy::Deny.into(),
-        ssis: SsiChecker::disabled(),
-        registry: None,
-        metrics: Arc::default(),
-        admission: Admission::default(),
-    });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_https(
-        listener,
-        router(state),
-        certs,
-        Some(roots),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (url, stop, server) = start(&certs, Some(roots)).await;
     let fixture = include_str!("fixtures/deployment-create.json");
 
     let anonymous = client_trusting(&ca, true)
