@@ -1,4 +1,4 @@
-//! The user's guide (`shared/reference/user-guide-vault-setup.txt`) replayed against the test bed.
+//! The user's guide (`docs/reference/user-guide-vault-setup.txt`) replayed against the test bed.
 //!
 //! The Vault side runs the guide's commands with the real `bao` CLI (the guide's `vault ...`
 //! lines, word for word) or as the guide's curl calls over HTTP; the Kubernetes side applies the

@@ -61,14 +61,7 @@ pub fn token_audiences(jwt: &str) -> Vec<String> {
         .into_iter()
         .take(MAX_AUDIENCES)
         .map(|mut audience| {
-            if audience.len() > MAX_AUDIENCE_LEN {
-                let cut = (0..=MAX_AUDIENCE_LEN)
-                    .rev()
-                    .find(|&i| audience.is_char_boundary(i))
-                    .unwrap_or(0);
-                audience.truncate(cut);
-                audience.push_str("...");
-            }
+            crate::error::shorten(&mut audience, MAX_AUDIENCE_LEN);
             audience
         })
         .collect()

@@ -133,6 +133,18 @@ fn fmt_audiences(audiences: &[String]) -> String {
     }
 }
 
+/// Cuts `text` to at most `limit` bytes (on a character boundary), marking the cut with "...".
+pub(crate) fn shorten(text: &mut String, limit: usize) {
+    if text.len() > limit {
+        let cut = (0..=limit)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push_str("...");
+    }
+}
+
 /// The store's own explanation, which is what a person needs to fix a refusal. Bounded so that a
 /// misbehaving proxy cannot flood logs.
 fn fmt_store_errors(errors: &[String]) -> String {
@@ -141,14 +153,7 @@ fn fmt_store_errors(errors: &[String]) -> String {
         return String::new();
     }
     let mut text = errors.join("; ");
-    if text.len() > LIMIT {
-        let cut = (0..=LIMIT)
-            .rev()
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(0);
-        text.truncate(cut);
-        text.push_str("...");
-    }
+    shorten(&mut text, LIMIT);
     format!(": {text}")
 }
 
