@@ -17,6 +17,7 @@
 mod bed;
 pub mod csi;
 pub mod demo;
+pub mod hostile_registry;
 pub mod images;
 pub mod node;
 mod pki;

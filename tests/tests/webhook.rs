@@ -9,6 +9,11 @@ use ssi_tests::{TestBed, run, workspace_path};
 use ssi_webhook::router::SsiChecker;
 use std::time::Duration;
 
+/// A review deadline that does not get in the way.
+fn later() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(60)
+}
+
 #[tokio::test]
 async fn missing_ssis_are_warned_about_and_a_failed_lookup_is_only_a_warning() {
     let bed = bed_with_the_guides_ssi().await.expect("test bed");
@@ -19,7 +24,7 @@ async fn missing_ssis_are_warned_about_and_a_failed_lookup_is_only_a_warning() {
         Duration::from_secs(60),
     );
     let names = vec!["python-backend".to_owned(), "typo-backend".to_owned()];
-    let warnings = checker.warnings("my-namespace1", &names).await;
+    let warnings = checker.warnings("my-namespace1", &names, later()).await;
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].contains("my-namespace1/typo-backend")
@@ -31,6 +36,7 @@ async fn missing_ssis_are_warned_about_and_a_failed_lookup_is_only_a_warning() {
         .warnings(
             "my-namespace1",
             &["../../namespaces/kube-system/x".to_owned()],
+            later(),
         )
         .await;
     assert_eq!(warnings.len(), 1, "{warnings:?}");
@@ -40,28 +46,38 @@ async fn missing_ssis_are_warned_about_and_a_failed_lookup_is_only_a_warning() {
     );
     // At most 32 names per object reach the apiserver; the rest are named as unchecked.
     let many: Vec<String> = (0..40).map(|i| format!("ssi-{i}")).collect();
-    let warnings = checker.warnings("my-namespace1", &many).await;
+    let warnings = checker.warnings("my-namespace1", &many, later()).await;
     assert_eq!(warnings.len(), 33, "{warnings:?}");
     assert!(
         warnings[32].contains("8 more SecretsStoreImport names were not checked"),
         "{warnings:?}"
     );
     // The SSI is looked up in the object's namespace only.
-    let warnings = checker.warnings("default", &names[..1]).await;
+    let warnings = checker.warnings("default", &names[..1], later()).await;
     assert!(
         warnings[0].contains("default/python-backend"),
         "{warnings:?}"
     );
 
+    // The review's own deadline bounds the lookups, whatever the checker's.
+    let warnings = checker
+        .warnings(
+            "my-namespace1",
+            &["not-asked-yet".to_owned()],
+            tokio::time::Instant::now(),
+        )
+        .await;
+    assert!(warnings[0].contains("no answer within"), "{warnings:?}");
+
     // The apiserver goes away: answers from the cache stay, new lookups become warnings.
     let client = bed.kube_client().await.unwrap();
     drop(bed);
     let cold = SsiChecker::new(client, Duration::from_millis(500), Duration::from_secs(60));
-    let warnings = cold.warnings("my-namespace1", &names[..1]).await;
+    let warnings = cold.warnings("my-namespace1", &names[..1], later()).await;
     assert!(warnings[0].contains("could not check"), "{warnings:?}");
     assert!(
         checker
-            .warnings("my-namespace1", &names[..1])
+            .warnings("my-namespace1", &names[..1], later())
             .await
             .is_empty(),
         "cached answer"
@@ -706,4 +722,97 @@ async fn containers_without_command_start_their_images_entrypoint_found_with_the
         stderr.contains("the registry lookup took longer than 5s"),
         "{stderr}"
     );
+}
+
+/// The registry's own hops and bodies, played by a hostile mock registry (see
+/// `ssi_tests::hostile_registry` for why a mock): every redirect and token realm is checked
+/// like the image's own host, bodies stop at the cap with the webhook's memory unmoved, and no
+/// denial repeats what the registry said.
+#[tokio::test]
+async fn a_hostile_registry_leads_nowhere_and_fills_no_memory() {
+    use ssi_tests::hostile_registry::{ENDLESS_BYTES, HostileRegistry, REGISTRY_TEXT};
+    let bed = TestBed::builder()
+        .without_openbao()
+        .start()
+        .await
+        .expect("test bed");
+    let hostile = HostileRegistry::start().await.unwrap();
+    // The operator allowed this one registry (it is on loopback, as in-cluster ones are private).
+    let webhook = Webhook::start(
+        &bed,
+        &[
+            &format!("--registry-allowed-hosts={}", hostile.host),
+            &format!("--registry-plain-http={}", hostile.host),
+            "--ssi-lookup=false",
+        ],
+    )
+    .await
+    .unwrap();
+    let denial = |repository: &'static str| {
+        let image = format!("{}/{repository}:1", hostile.host);
+        let webhook = &webhook;
+        async move {
+            let pod: serde_json::Value =
+                serde_json::from_str(&image_pod(repository, &image, "default", None)).unwrap();
+            let review = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "resource": {"group": "", "version": "v1", "resource": "pods"},
+                    "namespace": "apps", "operation": "CREATE", "object": pod}});
+            let answer = webhook.review(&review).await.unwrap();
+            assert_eq!(answer["response"]["allowed"], false, "{answer}");
+            let message = answer["response"]["status"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(!message.contains(REGISTRY_TEXT), "{message}");
+            message
+        }
+    };
+
+    // A redirect to a name that resolves to loopback: refused when resolving, never followed.
+    let message = denial("redirect-by-name").await;
+    assert!(message.contains("leads to a loopback address"), "{message}");
+    // A redirect to the metadata address, written as an address.
+    let message = denial("redirect-to-metadata").await;
+    assert!(
+        message.contains("leads to a cloud metadata address"),
+        "{message}"
+    );
+    // A token realm on loopback: no token request is made.
+    let message = denial("hostile-realm").await;
+    assert!(message.contains("leads to a loopback address"), "{message}");
+    let requests = hostile.requests();
+    assert!(
+        !requests
+            .iter()
+            .any(|path| path.contains("followed") || path.contains("token")),
+        "{requests:?}"
+    );
+
+    // Bodies: an announced gigabyte is refused unread, an endless stream is cut at the cap.
+    let message = denial("announced-huge").await;
+    assert!(
+        message.contains("sent more than 1048576 bytes for the image manifest"),
+        "{message}"
+    );
+    let peak_before = ssi_tests::status_kib(webhook.pid(), "VmHWM:");
+    let message = denial("endless-config").await;
+    assert!(
+        message.contains("sent more than 1048576 bytes for the image config"),
+        "{message}"
+    );
+    let peak_after = ssi_tests::status_kib(webhook.pid(), "VmHWM:");
+    assert!(
+        peak_before > 0 && peak_after - peak_before < (ENDLESS_BYTES as u64 / 1024) / 4,
+        "the webhook's peak RSS grew from {peak_before} KiB to {peak_after} KiB"
+    );
+
+    // Content that does not match its digest, and an error page: our words only.
+    let message = denial("wrong-digest").await;
+    assert!(
+        message.contains("sent something that is not a usable image config"),
+        "{message}"
+    );
+    let message = denial("talkative").await;
+    assert!(message.contains("answered HTTP 500"), "{message}");
 }

@@ -10,6 +10,11 @@ use serde_json::{Map, Value, json};
 use ssi_core::duration::parse_duration;
 
 pub const ANNOTATION_PREFIX: &str = "secrets-store.deckhouse.io/";
+
+/// Distinct images looked up for one pod, at most: the pod's author picks how many, each costs
+/// registry requests within one review's deadline.
+pub const IMAGE_LOOKUPS_PER_POD: usize = 8;
+
 /// The volume the init container fills and its mount path in every container.
 pub const VOLUME: &str = "secrets-store-injector";
 pub const DIR: &str = "/secrets-store-injector";
@@ -284,6 +289,12 @@ pub fn inject(
             return Err(format!(
                 "Pod {pod_name}: container {name:?} has no command, and this webhook does not look up the image's ENTRYPOINT \
                  (--registry-lookup=false); set command (and args) explicitly so the injector knows what to start"
+            ));
+        }
+        if lookups.len() == IMAGE_LOOKUPS_PER_POD {
+            return Err(format!(
+                "Pod {pod_name}: more than {IMAGE_LOOKUPS_PER_POD} images of containers without a command would have to be \
+                 looked up in registries; set command (and args) explicitly on the containers that use secrets"
             ));
         }
         lookups.push(image.to_owned());
@@ -834,8 +845,28 @@ mod tests {
             ) && error.contains("set command"),
             "{error}"
         );
-        let mut empty = pod(annotations, json!([containers[2]]));
+        let mut empty = pod(annotations.clone(), json!([containers[2]]));
         let error = inject(&mut empty, &lookup_on, &failed).unwrap_err();
         assert!(error.contains("neither ENTRYPOINT nor CMD"), "{error}");
+
+        // The pod's author picks how many images there are; one review asks for a few at most.
+        let many: Vec<Value> = (0..=IMAGE_LOOKUPS_PER_POD)
+            .map(|i| json!({"name": format!("c{i}"), "image": format!("registry.example.com/app-{i}:1"), "env": reference}))
+            .collect();
+        let mut crowded = pod(annotations.clone(), Value::Array(many.clone()));
+        let untouched = crowded.clone();
+        let error = inject(&mut crowded, &lookup_on, &Entrypoints::new()).unwrap_err();
+        assert!(
+            error.contains(&format!("more than {IMAGE_LOOKUPS_PER_POD} images"))
+                && error.contains("set command"),
+            "{error}"
+        );
+        assert_eq!(crowded, untouched);
+        let mut enough = pod(
+            annotations,
+            Value::Array(many[..IMAGE_LOOKUPS_PER_POD].to_vec()),
+        );
+        let injection = inject(&mut enough, &lookup_on, &Entrypoints::new()).unwrap();
+        assert_eq!(injection.lookups.len(), IMAGE_LOOKUPS_PER_POD);
     }
 }

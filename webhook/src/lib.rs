@@ -16,6 +16,7 @@ pub mod config;
 pub mod inject;
 pub mod metrics;
 pub mod mutate;
+pub mod oci;
 pub mod registry;
 pub mod review;
 pub mod router;
@@ -88,18 +89,21 @@ pub async fn run(
                 }
                 None => Vec::new(),
             };
-            Some(registry::Registry::new(
-                client.clone(),
-                registry::RegistrySettings {
-                    deadline: args.registry_deadline,
-                    cache_ttl: args.registry_cache_ttl,
-                    ca_certificates,
-                    architecture: args.registry_architecture.clone(),
-                    plain_http: args.registry_plain_http.clone(),
-                    allowed_hosts: args.registry_allowed_hosts.clone(),
-                    allow_private: args.registry_allow_private,
-                },
-            ))
+            Some(
+                registry::Registry::new(
+                    client.clone(),
+                    registry::RegistrySettings {
+                        deadline: args.registry_deadline,
+                        cache_ttl: args.registry_cache_ttl,
+                        ca_certificates,
+                        architecture: args.registry_architecture.clone(),
+                        plain_http: args.registry_plain_http.clone(),
+                        allowed_hosts: args.registry_allowed_hosts.clone(),
+                        allow_private: args.registry_allow_private,
+                    },
+                )
+                .map_err(|e| anyhow::anyhow!("--registry-ca-file: {e}"))?,
+            )
         }
         _ => None,
     };

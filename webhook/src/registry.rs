@@ -4,30 +4,32 @@
 //! Design choices:
 //! - Credentials are the pod's own: its `imagePullSecrets` and its ServiceAccount's, read from
 //!   the pod's namespace (DESIGN.md 4.7). A missing pull secret is skipped, as kubelet does.
-//! - One registry client per lookup: oci-client keeps the token it got per registry, and a client
-//!   shared between pods would let one pod's credentials answer for another's.
+//! - One HTTP client for all lookups, holding no credentials: each lookup keeps the token it
+//!   earned to itself (see [`crate::oci`]), so one pod's credentials never answer for another's.
 //! - Answers are cached per image and credentials for a TTL; concurrent lookups of one key share
 //!   one request. Failures are not cached, so the next review tries again.
 //! - The whole lookup (Secrets, ServiceAccount, registry) has one deadline, below the
 //!   apiserver's webhook timeout, so that a slow registry yields a denial that names it rather
 //!   than a timed-out webhook.
 
+use crate::oci::{Credential, Destinations, Failure, Fetcher};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Api;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::manifest::ImageIndexEntry;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_spec::distribution::Reference;
 use serde_json::Value;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 
 /// Image answers kept at most (each a few hundred bytes).
 pub const REGISTRY_CACHE_ENTRIES: usize = 1024;
+
+/// Registry conversations at once, for the whole webhook: each may hold a body of up to
+/// [`crate::oci::BODY_LIMIT`], so this bounds their memory whatever the pods name.
+pub const CONCURRENT_LOOKUPS: usize = 16;
 
 /// What an image starts when the container does not say: `ENTRYPOINT` and `CMD`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -65,13 +67,6 @@ pub struct RegistrySettings {
     pub allow_private: bool,
 }
 
-/// Credentials for one registry, from a dockerconfigjson.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct Credential {
-    username: String,
-    password: String,
-}
-
 type CacheKey = (String, u64);
 
 struct CacheEntry {
@@ -82,6 +77,8 @@ struct CacheEntry {
 pub struct Registry {
     kube: kube::Client,
     settings: RegistrySettings,
+    fetcher: Fetcher,
+    lookup_slots: Semaphore,
     cache: Mutex<HashMap<CacheKey, CacheEntry>>,
 }
 
@@ -94,16 +91,33 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    pub fn new(kube: kube::Client, settings: RegistrySettings) -> Registry {
-        Registry {
+    pub fn new(kube: kube::Client, settings: RegistrySettings) -> Result<Registry, String> {
+        let fetcher = Fetcher::new(
+            Destinations {
+                trusted_hosts: settings.allowed_hosts.clone(),
+                allow_private: settings.allow_private,
+                plain_http: settings.plain_http.clone(),
+            },
+            &settings.ca_certificates,
+            settings.architecture.clone(),
+            settings.deadline,
+        )?;
+        Ok(Registry {
             kube,
             settings,
+            fetcher,
+            lookup_slots: Semaphore::new(CONCURRENT_LOOKUPS),
             cache: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
-    /// Looks up every image of `request` within the deadline; each answer or the reason why not.
-    pub async fn entrypoints(&self, request: &LookupRequest) -> Entrypoints {
+    /// Looks up every image of `request` within the lookup deadline, and before `review_deadline`
+    /// (the whole review's); each answer or the reason why not.
+    pub async fn entrypoints(
+        &self,
+        request: &LookupRequest,
+        review_deadline: tokio::time::Instant,
+    ) -> Entrypoints {
         let lookups = async {
             let credentials = self.credentials(request).await?;
             let mut answers = Entrypoints::new();
@@ -126,12 +140,14 @@ impl Registry {
                 .map(|image| (image.clone(), Err(reason.clone())))
                 .collect()
         };
-        match tokio::time::timeout(self.settings.deadline, lookups).await {
+        let started = tokio::time::Instant::now();
+        let deadline = review_deadline.min(started + self.settings.deadline);
+        match tokio::time::timeout_at(deadline, lookups).await {
             Ok(Ok(answers)) => answers,
             Ok(Err(reason)) => failed(reason),
             Err(_) => failed(format!(
                 "the registry lookup took longer than {:?}",
-                self.settings.deadline
+                Duration::from_millis((deadline - started).as_millis() as u64)
             )),
         }
     }
@@ -191,9 +207,10 @@ impl Registry {
         image: &str,
         credentials: &[(String, Credential)],
     ) -> Result<ImageCommand, String> {
-        let reference: Reference = image
-            .parse()
-            .map_err(|e| format!("image {image:?} is not a valid reference: {e}"))?;
+        let reference: Reference = image.parse().map_err(|_| {
+            let shown: String = image.chars().take(200).collect();
+            format!("image {shown:?} is not a valid image reference")
+        })?;
         let registry = reference.resolve_registry().to_owned();
         let candidates: Vec<Credential> = credentials
             .iter()
@@ -250,125 +267,58 @@ impl Registry {
         image: &str,
         candidates: &[Credential],
     ) -> Result<ImageCommand, String> {
-        let auths: Vec<RegistryAuth> = if candidates.is_empty() {
-            vec![RegistryAuth::Anonymous]
+        self.check_allowed(reference)?;
+        let host = shown_host(reference);
+        let _slot = self
+            .lookup_slots
+            .acquire()
+            .await
+            .map_err(|_| format!("image {image}: the webhook is shutting down"))?;
+        let credentials: Vec<Option<&Credential>> = if candidates.is_empty() {
+            vec![None]
         } else {
-            candidates
-                .iter()
-                .map(|c| RegistryAuth::Basic(c.username.clone(), c.password.clone()))
-                .collect()
+            candidates.iter().map(Some).collect()
         };
-        self.check_destination(reference).await?;
-        let mut last_error = String::new();
-        for auth in &auths {
-            let client = self.client();
-            match client.pull_manifest_and_config(reference, auth).await {
-                Ok((_, _, config)) => {
+        let mut refused = None;
+        for credential in credentials {
+            match self
+                .fetcher
+                .image_config(reference, &host, credential)
+                .await
+            {
+                Ok(config) => {
                     return image_command(&config).map_err(|_| {
                         format!("image {image}: the image config has no readable ENTRYPOINT/CMD")
                     });
                 }
-                Err(e) => {
-                    last_error = format!(
-                        "image {image}: {}",
-                        registry_failure(&shown_host(reference), &e)
-                    )
-                }
+                // Another of the pod's credentials may open it.
+                Err(unauthorized @ Failure::Unauthorized(_)) => refused = Some(unauthorized),
+                Err(other) => return Err(format!("image {image}: {other}")),
             }
         }
-        Err(last_error)
+        Err(format!(
+            "image {image}: {}",
+            refused.unwrap_or(Failure::Unauthorized(host))
+        ))
     }
 
-    /// The webhook runs inside the cluster network, and the image name (the pod creator's text)
-    /// picks the host it connects to: refuse names that lead to loopback, link-local (cloud
-    /// metadata), multicast or unspecified addresses, and to private ones unless allowed.
-    /// NB: checked on the image's registry after resolving it; the registry's own redirects and
-    /// token realm are not re-checked (oci-client resolves and follows them itself), which an
-    /// operator closes with `--registry-allowed-hosts`.
-    async fn check_destination(&self, reference: &Reference) -> Result<(), String> {
-        let registry = reference.resolve_registry();
-        let shown = shown_host(reference);
-        if !self.settings.allowed_hosts.is_empty() {
-            return if self
-                .settings
-                .allowed_hosts
+    /// With `--registry-allowed-hosts`, only the registries named there are asked. (Without it,
+    /// each connection's address is checked as it is made, see [`crate::oci`].)
+    fn check_allowed(&self, reference: &Reference) -> Result<(), String> {
+        let allowed = &self.settings.allowed_hosts;
+        if allowed.is_empty()
+            || allowed
                 .iter()
-                .any(|allowed| same_registry(allowed, registry))
-            {
-                Ok(())
-            } else {
-                Err(format!(
-                    "the registry {shown} is not among the registries this webhook may ask \
-                     (--registry-allowed-hosts)"
-                ))
-            };
-        }
-        let (name, port) = split_host_port(registry);
-        let addresses: Vec<std::net::IpAddr> = tokio::net::lookup_host((name, port))
-            .await
-            .map_err(|_| format!("the registry {shown} does not resolve"))?
-            .map(|address| address.ip())
-            .collect();
-        match addresses
-            .iter()
-            .find_map(|address| forbidden_address(*address, self.settings.allow_private))
+                .any(|host| same_registry(host, reference.resolve_registry()))
         {
-            Some(kind) => Err(format!(
-                "the registry {shown} resolves to {kind}, which this webhook does not connect to \
-                 (an operator can allow a registry with --registry-allowed-hosts)"
-            )),
-            None => Ok(()),
+            Ok(())
+        } else {
+            Err(format!(
+                "the registry {} is not among the registries this webhook may ask \
+                 (--registry-allowed-hosts)",
+                shown_host(reference)
+            ))
         }
-    }
-
-    fn client(&self) -> Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let architecture = self.settings.architecture.clone();
-        let resolver = move |entries: &[ImageIndexEntry]| {
-            entries
-                .iter()
-                .find(|entry| {
-                    entry.platform.as_ref().is_some_and(|platform| {
-                        platform.os.to_string() == "linux"
-                            && platform.architecture.to_string() == architecture
-                    })
-                })
-                .map(|entry| entry.digest.clone())
-        };
-        Client::new(ClientConfig {
-            protocol: if self.settings.plain_http.is_empty() {
-                ClientProtocol::Https
-            } else {
-                ClientProtocol::HttpsExcept(self.settings.plain_http.clone())
-            },
-            extra_root_certificates: self
-                .settings
-                .ca_certificates
-                .iter()
-                .map(|der| Certificate {
-                    encoding: CertificateEncoding::Der,
-                    data: der.clone(),
-                })
-                .collect(),
-            platform_resolver: Some(Box::new(resolver)),
-            connect_timeout: Some(self.settings.deadline),
-            read_timeout: Some(self.settings.deadline),
-            ..ClientConfig::default()
-        })
-    }
-}
-
-/// `host[:port]` into its parts; the port defaults to HTTPS's.
-fn split_host_port(registry: &str) -> (&str, u16) {
-    let name_and_port = registry.rsplit_once(':').filter(|(name, port)| {
-        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':')
-    });
-    match name_and_port {
-        Some((name, port)) => (
-            name.trim_start_matches('[').trim_end_matches(']'),
-            port.parse().unwrap_or(443),
-        ),
-        None => (registry.trim_start_matches('[').trim_end_matches(']'), 443),
     }
 }
 
@@ -382,7 +332,10 @@ const METADATA_ADDRESSES: [&str; 4] = [
 
 /// Why `address` is off limits, or `None`. Says what kind of address it is, never which: the
 /// answer goes back to whoever created the pod.
-fn forbidden_address(address: std::net::IpAddr, allow_private: bool) -> Option<&'static str> {
+pub(crate) fn forbidden_address(
+    address: std::net::IpAddr,
+    allow_private: bool,
+) -> Option<&'static str> {
     use std::net::{IpAddr, Ipv4Addr};
     let address = match address {
         IpAddr::V6(v6) => {
@@ -454,32 +407,6 @@ fn shown_host(reference: &Reference) -> String {
     reference.resolve_registry().chars().take(100).collect()
 }
 
-/// What went wrong at the registry, in words of our own: the kind of failure, the host and the
-/// HTTP status, never the registry's own text. A denial goes back to whoever created the pod,
-/// and a registry (or whatever a redirect led to) must not be able to put content into it.
-fn registry_failure(host: &str, error: &oci_client::errors::OciDistributionError) -> String {
-    use oci_client::errors::OciDistributionError as E;
-    match error {
-        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => format!(
-            "the registry {host} refused access (not authorized); check the pod's imagePullSecrets"
-        ),
-        E::ImageManifestNotFoundError(_) => format!("the registry {host} has no such image"),
-        E::ServerError { code, .. } => format!("the registry {host} answered HTTP {code}"),
-        E::RegistryError { .. } => format!("the registry {host} answered with an error"),
-        E::RequestError(e) if e.is_timeout() => {
-            format!("the registry {host} did not answer in time")
-        }
-        E::RequestError(e) if e.is_connect() => format!("the registry {host} could not be reached"),
-        E::RequestError(e) => match e.status() {
-            Some(status) => format!("the registry {host} answered HTTP {}", status.as_u16()),
-            None => format!("the request to the registry {host} failed"),
-        },
-        _ => format!(
-            "the registry {host} sent something that is not a usable image manifest or config"
-        ),
-    }
-}
-
 /// Every certificate of a PEM bundle (one file may trust several registries' CAs).
 pub fn ca_bundle(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     use rustls::pki_types::CertificateDer;
@@ -547,8 +474,8 @@ fn same_registry(host: &str, registry: &str) -> bool {
 }
 
 /// ENTRYPOINT and CMD from an image config (`{"config": {"Entrypoint": [..], "Cmd": [..]}}`).
-fn image_command(config: &str) -> Result<ImageCommand, String> {
-    let config: Value = serde_json::from_str(config).map_err(|e| e.to_string())?;
+fn image_command(config: &[u8]) -> Result<ImageCommand, String> {
+    let config: Value = serde_json::from_slice(config).map_err(|e| e.to_string())?;
     let list = |key: &str| -> Vec<String> {
         config["config"][key]
             .as_array()
@@ -620,16 +547,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn host_and_port() {
-        assert_eq!(
-            split_host_port("registry.example.com"),
-            ("registry.example.com", 443)
-        );
-        assert_eq!(split_host_port("127.0.0.1:5000"), ("127.0.0.1", 5000));
-        assert_eq!(split_host_port("[::1]:5000"), ("::1", 5000));
-        assert_eq!(split_host_port("index.docker.io"), ("index.docker.io", 443));
-    }
     use base64::Engine;
 
     #[test]
@@ -674,15 +591,15 @@ mod tests {
     #[test]
     fn image_config_commands() {
         let command = image_command(
-            r#"{"architecture": "amd64", "config": {"Entrypoint": ["/bin/app"], "Cmd": ["--serve"]}}"#,
+            br#"{"architecture": "amd64", "config": {"Entrypoint": ["/bin/app"], "Cmd": ["--serve"]}}"#,
         )
         .unwrap();
         assert_eq!(command.entrypoint, ["/bin/app"]);
         assert_eq!(command.cmd, ["--serve"]);
         assert_eq!(
-            image_command(r#"{"config": {}}"#).unwrap(),
+            image_command(br#"{"config": {}}"#).unwrap(),
             ImageCommand::default()
         );
-        assert!(image_command("[").is_err());
+        assert!(image_command(b"[").is_err());
     }
 }

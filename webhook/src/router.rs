@@ -20,6 +20,11 @@ pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
 /// The apiserver sends a review's body at once; one that takes longer is not the apiserver.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Time a review may take from its arrival, whatever it waits for (a turn, its body, the
+/// registry, the SSI lookups): below the apiserver's default webhook timeout of 10 s, so that
+/// the answer is ours (a denial naming what was slow) rather than the apiserver's time-out.
+pub const REVIEW_BUDGET: Duration = Duration::from_secs(9);
+
 /// SSI existence answers kept at most: names come from reviewed objects, so anyone who may create
 /// a workload decides how many there are.
 pub const SSI_CACHE_ENTRIES: usize = 4096;
@@ -67,7 +72,12 @@ impl SsiChecker {
 
     /// One warning per named SSI that does not exist or could not be checked. All lookups run
     /// at once, under one deadline for the whole review.
-    pub async fn warnings(&self, namespace: &str, names: &[String]) -> Vec<String> {
+    pub async fn warnings(
+        &self,
+        namespace: &str,
+        names: &[String],
+        review_deadline: tokio::time::Instant,
+    ) -> Vec<String> {
         let Some(client) = &self.client else {
             return Vec::new();
         };
@@ -106,8 +116,10 @@ impl SsiChecker {
                 }
             }
         });
-        let mut warnings: Vec<String> = match tokio::time::timeout(
-            self.deadline,
+        let started = tokio::time::Instant::now();
+        let deadline = review_deadline.min(started + self.deadline);
+        let mut warnings: Vec<String> = match tokio::time::timeout_at(
+            deadline,
             futures_util::future::join_all(lookups),
         )
         .await
@@ -116,7 +128,7 @@ impl SsiChecker {
             Err(_) => vec![format!(
                 "could not check that the {} SecretsStoreImport(s) named exist in {namespace}: no answer within {:?}",
                 names.len(),
-                self.deadline
+                Duration::from_millis((deadline - started).as_millis() as u64)
             )],
         };
         if !unchecked.is_empty() {
@@ -229,8 +241,14 @@ async fn mutate_handler(
 }
 
 async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response::Response {
+    let arrived = tokio::time::Instant::now();
+    let deadline = arrived + REVIEW_BUDGET;
     let admission = &state.admission;
-    let Ok(Ok(_turn)) = tokio::time::timeout(admission.queue_wait, admission.turns.acquire()).await
+    let Ok(Ok(_turn)) = tokio::time::timeout_at(
+        deadline.min(arrived + admission.queue_wait),
+        admission.turns.acquire(),
+    )
+    .await
     else {
         tracing::warn!(wait = ?admission.queue_wait, "too many admission reviews in flight; answering 429");
         return (
@@ -243,8 +261,9 @@ async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response
     // Read with our own limit rather than axum's extractor, whose refusal would be a 413: the
     // apiserver must always get a review back. A body that does not arrive in time gives its
     // turn back: a client must not hold one by sending headers only.
+    let body_deadline = deadline.min(tokio::time::Instant::now() + BODY_READ_TIMEOUT);
     let Ok(Ok(body)) =
-        tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT)).await
+        tokio::time::timeout_at(body_deadline, axum::body::to_bytes(body, BODY_LIMIT)).await
     else {
         let reason =
             format!("the request body is larger than {BODY_LIMIT} bytes or could not be read");
@@ -255,7 +274,7 @@ async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response
     let mut reviewed = review(&body, policy, &Entrypoints::new());
     if let Some(request) = reviewed.lookup.take() {
         let answers = match &state.registry {
-            Some(registry) => registry.entrypoints(&request).await,
+            Some(registry) => registry.entrypoints(&request, deadline).await,
             None => request
                 .images
                 .iter()
@@ -270,7 +289,7 @@ async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response
         reviewed = review(&body, policy, &answers);
     }
     if let Some((namespace, names)) = &reviewed.imports {
-        let extra = state.ssis.warnings(namespace, names).await;
+        let extra = state.ssis.warnings(namespace, names, deadline).await;
         reviewed.response.warnings.extend(extra);
     }
     state.count(&reviewed.kind, reviewed.verdict, Some(started));
