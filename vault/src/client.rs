@@ -210,7 +210,9 @@ impl Client {
         let url = self.url(&format!("auth/{auth_path}/login"))?;
         let body = json!({ "jwt": jwt.expose_secret(), "role": role });
         let response = self
-            .send(&operation, || self.http.post(url.clone()).json(&body))
+            .send(&operation, &[jwt.expose_secret()], || {
+                self.http.post(url.clone()).json(&body)
+            })
             .await
             .map_err(|error| match error {
                 // Refusals of the token only: a missing mount (404), a bad request (400), a
@@ -222,17 +224,8 @@ impl Client {
                 } => Error::LoginRefused {
                     operation,
                     status,
-                    errors: without_token(errors, jwt.expose_secret()),
-                    token_audiences: crate::claims::token_audiences(jwt.expose_secret()),
-                },
-                Error::Api {
-                    operation,
-                    status,
                     errors,
-                } => Error::Api {
-                    operation,
-                    status,
-                    errors: without_token(errors, jwt.expose_secret()),
+                    token_audiences: crate::claims::token_audiences(jwt.expose_secret()),
                 },
                 other => other,
             })?;
@@ -280,7 +273,7 @@ impl Client {
             url.query_pairs_mut().append_pair("version", &v.to_string());
         }
         let body = self
-            .send(&operation, || {
+            .send(&operation, &[token.expose()], || {
                 self.http
                     .get(url.clone())
                     .header("X-Vault-Token", token.expose())
@@ -311,7 +304,7 @@ impl Client {
         let url = self.url("sys/leases/renew")?;
         let body = json!({ "lease_id": lease_id, "increment": increment.as_secs() });
         let response = self
-            .send(&operation, || {
+            .send(&operation, &[token.expose(), lease_id], || {
                 self.http
                     .put(url.clone())
                     .header("X-Vault-Token", token.expose())
@@ -345,13 +338,29 @@ impl Client {
     }
 
     /// Sends a request, retrying transport errors, 5xx and 429 within the retry policy, and
-    /// returns the JSON body of a 2xx answer.
+    /// returns the JSON body of a 2xx answer. `credentials` (what the request carries: a JWT, a
+    /// token, a lease id) are cut out of the store's error texts.
     async fn send(
         &self,
         operation: &Operation,
+        credentials: &[&str],
         request: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Value, Error> {
-        let result = self.send_with_retries(operation, request).await;
+        let result =
+            self.send_with_retries(operation, request)
+                .await
+                .map_err(|error| match error {
+                    Error::Api {
+                        operation,
+                        status,
+                        errors,
+                    } => Error::Api {
+                        operation,
+                        status,
+                        errors: without_credentials(errors, credentials),
+                    },
+                    other => other,
+                });
         if let Some(observer) = &self.observer {
             observer(operation, result.is_ok());
         }
@@ -365,52 +374,9 @@ impl Client {
     ) -> Result<Value, Error> {
         let mut retry = 0;
         loop {
-            let (error, pause) = match request().send().await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let retry_after = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    let bytes = match read_bounded(response, self.max_response_bytes).await {
-                        Ok(bytes) => bytes,
-                        Err(Some(limit)) => {
-                            return Err(Error::ResponseTooLarge {
-                                operation: operation.clone(),
-                                limit,
-                            });
-                        }
-                        // A body cut short reads as empty, as before: a JSON error for a 2xx,
-                        // no store text for anything else.
-                        Err(None) => Vec::new(),
-                    };
-                    if (200..300).contains(&status) {
-                        return serde_json::from_slice(&bytes).map_err(|e| {
-                            Error::InvalidResponse {
-                                operation: operation.clone(),
-                                detail: format!("HTTP {status} with a body that is not JSON ({e})"),
-                            }
-                        });
-                    }
-                    let error = Error::Api {
-                        operation: operation.clone(),
-                        status,
-                        errors: store_errors(&bytes),
-                    };
-                    if !is_retryable_status(status) {
-                        return Err(error);
-                    }
-                    (error, self.retry.server_requested(retry_after.as_deref()))
-                }
-                Err(source) => (
-                    Error::Unreachable {
-                        operation: operation.clone(),
-                        address: self.address.to_string(),
-                        source: source.without_url(),
-                    },
-                    None,
-                ),
+            let (error, pause) = match self.attempt(operation, request()).await {
+                Attempt::Done(result) => return result,
+                Attempt::Retryable(error, pause) => (error, pause),
             };
             if retry >= self.retry.max_retries {
                 return Err(error);
@@ -421,6 +387,72 @@ impl Client {
             retry += 1;
         }
     }
+
+    /// One request and its reply.
+    async fn attempt(&self, operation: &Operation, request: reqwest::RequestBuilder) -> Attempt {
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(source) => return Attempt::Retryable(self.unreachable(operation, source), None),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = match read_bounded(response, self.max_response_bytes).await {
+            Ok(bytes) => bytes,
+            Err(BodyError::TooLarge) => {
+                return Attempt::Done(Err(Error::ResponseTooLarge {
+                    operation: operation.clone(),
+                    limit: self.max_response_bytes,
+                }));
+            }
+            // A reply cut short is a transport failure, retried like one.
+            Err(BodyError::Transport(source)) => {
+                return Attempt::Retryable(self.unreachable(operation, source), None);
+            }
+        };
+        if (200..300).contains(&status) {
+            return Attempt::Done(serde_json::from_slice(&bytes).map_err(|e| {
+                Error::InvalidResponse {
+                    operation: operation.clone(),
+                    detail: format!("HTTP {status} with a body that is not JSON ({e})"),
+                }
+            }));
+        }
+        let error = Error::Api {
+            operation: operation.clone(),
+            status,
+            errors: store_errors(&bytes),
+        };
+        if is_retryable_status(status) {
+            Attempt::Retryable(error, self.retry.server_requested(retry_after.as_deref()))
+        } else {
+            Attempt::Done(Err(error))
+        }
+    }
+
+    fn unreachable(&self, operation: &Operation, source: reqwest::Error) -> Error {
+        Error::Unreachable {
+            operation: operation.clone(),
+            address: self.address.to_string(),
+            source: source.without_url(),
+        }
+    }
+}
+
+/// How one request ended: for good, or with an error worth another try (after the pause the
+/// store asked for, if it did).
+enum Attempt {
+    Done(Result<Value, Error>),
+    Retryable(Error, Option<Duration>),
+}
+
+/// Why a reply's body was not read.
+enum BodyError {
+    TooLarge,
+    Transport(reqwest::Error),
 }
 
 /// The `errors` array Vault puts in every error body; a non-JSON body (a proxy's HTML page) is
@@ -449,33 +481,36 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The body of `response`, read up to `limit` bytes: `Err(Some(limit))` when it is larger
-/// (by its Content-Length or as it streams in), `Err(None)` when the connection failed mid-way.
-async fn read_bounded(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, Option<usize>> {
+/// The body of `response`, read up to `limit` bytes (refused by its Content-Length or as soon
+/// as it streams in past the limit).
+async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
     if response
         .content_length()
         .is_some_and(|length| length > limit as u64)
     {
-        return Err(Some(limit));
+        return Err(BodyError::TooLarge);
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|_| None)? {
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
         if body.len() + chunk.len() > limit {
-            return Err(Some(limit));
+            return Err(BodyError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
 }
 
-/// The store's error texts with the JWT, and each of its parts, cut out: a store or a proxy in
-/// front of it that echoes the request must not put the pod's token into our messages.
-fn without_token(errors: Vec<String>, jwt: &str) -> Vec<String> {
-    let mut secrets: Vec<&str> = jwt.split('.').filter(|part| part.len() >= 8).collect();
-    secrets.insert(0, jwt);
+/// The store's error texts with each credential, and each dot-separated part of one (a JWT's
+/// payload, a token's body), cut out: a store or a proxy in front of it that echoes the request
+/// must not put the pod's token, the store token or a lease id into our messages.
+fn without_credentials(errors: Vec<String>, credentials: &[&str]) -> Vec<String> {
+    let mut secrets: Vec<&str> = credentials.to_vec();
+    secrets.extend(
+        credentials
+            .iter()
+            .flat_map(|credential| credential.split('.'))
+            .filter(|part| part.len() >= 8),
+    );
     errors
         .into_iter()
         .map(|mut text| {
@@ -496,13 +531,13 @@ mod tests {
     #[test]
     fn an_echoed_token_is_cut_out_of_store_errors() {
         let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOlsidmF1bHQiXX0.c2lnbmF0dXJlLWJ5dGVz";
-        let errors = without_token(
+        let errors = without_credentials(
             vec![
                 format!("bad token {jwt}"),
                 "payload eyJhdWQiOlsidmF1bHQiXX0 rejected".to_owned(),
                 "permission denied".to_owned(),
             ],
-            jwt,
+            &[jwt],
         );
         assert_eq!(
             errors,
@@ -582,6 +617,81 @@ mod tests {
         let root = VaultToken::new(SecretString::from("t".to_owned()), None);
         assert!(!root.expires_within(Duration::from_secs(1_000_000)));
         assert!(!format!("{token:?}").contains("hunter2"));
+    }
+
+    /// A MOCK store, for faults OpenBao does not produce on demand: every connection gets
+    /// `reply(request head)` and is closed. Returns its address and a count of connections.
+    async fn mock_store(
+        reply: fn(&str) -> String,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("address"));
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n")
+                    && stream.read(&mut byte).await.is_ok_and(|n| n == 1)
+                {
+                    head.push(byte[0]);
+                }
+                let answer = reply(&String::from_utf8_lossy(&head));
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        (address, connections)
+    }
+
+    #[tokio::test]
+    async fn a_reply_cut_short_is_a_transport_failure_and_retried() {
+        let (address, connections) = mock_store(|_| {
+            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"data\""
+                .to_owned()
+        })
+        .await;
+        let mut config = StoreConfig::new(Url::parse(&address).expect("url"));
+        config.retry.max_retries = 2;
+        config.retry.base_delay = Duration::from_millis(1);
+        let token = VaultToken::new(SecretString::from("t".to_owned()), None);
+        let err = Client::new(&config)
+            .expect("client")
+            .read(&token, "secret/data/app", None)
+            .await
+            .expect_err("cut short");
+        assert!(matches!(err, Error::Unreachable { .. }), "{err}");
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_echoes_the_request_gets_no_credential_into_our_errors() {
+        // Echoes the token header back in its error, as a careless proxy might.
+        let (address, _) = mock_store(|head| {
+            let token = head
+                .lines()
+                .find_map(|line| line.strip_prefix("x-vault-token: "))
+                .unwrap_or_default();
+            let body = format!("{{\"errors\":[\"token {token} is not allowed\"]}}");
+            format!(
+                "HTTP/1.1 403 Forbidden\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        })
+        .await;
+        let secret = "hvs.CAESIJ-store-token-body";
+        let token = VaultToken::new(SecretString::from(secret.to_owned()), None);
+        let err = client(&address)
+            .read(&token, "secret/data/app", None)
+            .await
+            .expect_err("refused");
+        let text = err.to_string();
+        assert!(text.contains("token <token> is not allowed"), "{text}");
+        assert!(!text.contains("CAESIJ"), "{text}");
     }
 
     #[tokio::test]
