@@ -1,6 +1,6 @@
 //! Command line and environment configuration of the node driver.
 
-use clap::{Args as ClapArgs, Parser, ValueEnum};
+use clap::{Args as ClapArgs, Parser};
 use ssi_core::duration::parse_duration;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,29 +19,29 @@ pub struct Args {
     /// Also serve kubelet's plugin registration API on this socket, so that kubelet's plugin
     /// watcher registers the driver without the node-driver-registrar sidecar. Put it in
     /// kubelet's watch directory: <kubelet-root>/plugins_registry/secrets-store.csi.deckhouse.io-reg.sock.
-    #[arg(long, env = "SSI_REGISTRATION_SOCKET")]
+    #[arg(long, env = "SSI_CSI_REGISTRATION_SOCKET")]
     pub registration_socket: Option<PathBuf>,
 
     /// Path of the CSI socket as kubelet sees it, announced at registration; defaults to
     /// --socket (set it when the driver's container mounts the host directory elsewhere).
-    #[arg(long, env = "SSI_KUBELET_CSI_SOCKET")]
+    #[arg(long, env = "SSI_CSI_KUBELET_CSI_SOCKET")]
     pub kubelet_csi_socket: Option<PathBuf>,
 
     /// After SIGTERM: how long calls in flight (and clients that keep connections open) get
     /// before the driver stops anyway; keep it below the pod's terminationGracePeriodSeconds.
-    #[arg(long, env = "SSI_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "SSI_CSI_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
     /// This node's name, reported by NodeGetInfo.
-    #[arg(long, env = "SSI_NODE_ID")]
+    #[arg(long, env = "SSI_CSI_NODE_ID")]
     pub node_id: String,
 
     /// Kubelet's root directory; every target path must lie below it.
-    #[arg(long, env = "SSI_KUBELET_ROOT", default_value = "/var/lib/kubelet")]
+    #[arg(long, env = "SSI_CSI_KUBELET_ROOT", default_value = "/var/lib/kubelet")]
     pub kubelet_root: PathBuf,
 
     /// Node-local directory where mount records survive a driver restart.
-    #[arg(long, env = "SSI_STATE_DIR", default_value = "/var/lib/ssi-csi")]
+    #[arg(long, env = "SSI_CSI_STATE_DIR", default_value = "/var/lib/ssi-csi")]
     pub state_dir: PathBuf,
 
     #[command(flatten)]
@@ -50,26 +50,26 @@ pub struct Args {
     /// Audience of the pod token kubelet passes (must be listed in the CSIDriver's tokenRequests).
     /// Empty (the default): the Kubernetes API's own audience, which a store role without
     /// `audience` accepts on any cluster.
-    #[arg(long, env = "SSI_TOKEN_AUDIENCE", default_value = "")]
+    #[arg(long, env = "SSI_CSI_TOKEN_AUDIENCE", default_value = "")]
     pub token_audience: String,
 
     /// How often every mounted volume is re-read from the store (jittered by +-10%).
-    #[arg(long, env = "SSI_ROTATION_INTERVAL", default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, env = "SSI_CSI_ROTATION_INTERVAL", default_value = "2m", value_parser = parse_duration)]
     pub rotation_interval: Duration,
 
     /// Volumes rotated at the same time, at most.
-    #[arg(long, env = "SSI_ROTATION_CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "SSI_CSI_ROTATION_CONCURRENCY", default_value_t = 16)]
     pub rotation_concurrency: usize,
 
     /// Size limit of each volume's tmpfs, in bytes or with a k/m suffix (e.g. 4m).
-    #[arg(long, env = "SSI_TMPFS_SIZE", default_value = "4m", value_parser = parse_size)]
+    #[arg(long, env = "SSI_CSI_TMPFS_SIZE", default_value = "4m", value_parser = parse_size)]
     pub tmpfs_size: String,
 
     /// Plain-HTTP address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "SSI_ADMIN_ADDR", default_value = "127.0.0.1:9809")]
+    #[arg(long, env = "SSI_CSI_ADMIN_ADDR", default_value = "127.0.0.1:9809")]
     pub admin_addr: SocketAddr,
 
-    #[arg(long, env = "SSI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    #[arg(long, env = "SSI_CSI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
 }
 
@@ -78,23 +78,23 @@ pub struct Args {
 #[derive(ClapArgs, Debug, Clone)]
 pub struct StoreDefaults {
     /// Default store address, e.g. https://vault.example.com:8200.
-    #[arg(long = "store-address", env = "SSI_STORE_ADDRESS")]
+    #[arg(long = "store-address", env = "SSI_CSI_STORE_ADDRESS")]
     pub address: Option<Url>,
 
     /// Default mount path of the Kubernetes auth method.
     #[arg(
         long = "store-auth-path",
-        env = "SSI_STORE_AUTH_PATH",
+        env = "SSI_CSI_STORE_AUTH_PATH",
         default_value = "kubernetes"
     )]
     pub auth_path: String,
 
     /// Default Vault namespace.
-    #[arg(long = "store-namespace", env = "SSI_STORE_NAMESPACE")]
+    #[arg(long = "store-namespace", env = "SSI_CSI_STORE_NAMESPACE")]
     pub namespace: Option<String>,
 
     /// File with the PEM bundle of the CAs trusted for the store (default: the system's).
-    #[arg(long = "store-ca-cert", env = "SSI_STORE_CA_CERT")]
+    #[arg(long = "store-ca-cert", env = "SSI_CSI_STORE_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
 
     /// Store addresses a SecretsStoreImport may name in spec.address, comma separated. The
@@ -104,32 +104,28 @@ pub struct StoreDefaults {
     // takes the whole list, so an empty variable means no addresses instead of one empty URL.
     #[arg(
         long = "allowed-store-addresses",
-        env = "SSI_ALLOWED_STORE_ADDRESSES",
+        env = "SSI_CSI_ALLOWED_STORE_ADDRESSES",
         value_parser = parse_address_list,
         default_value = ""
     )]
     pub allowed_addresses: ::std::vec::Vec<Url>,
 
     /// Let a SecretsStoreImport set skipTLSVerify: true.
-    #[arg(long = "allow-skip-tls-verify", env = "SSI_ALLOW_SKIP_TLS_VERIFY")]
+    #[arg(long = "allow-skip-tls-verify", env = "SSI_CSI_ALLOW_SKIP_TLS_VERIFY")]
     pub allow_skip_tls_verify: bool,
 
     /// Bound on each request to the store.
-    #[arg(long = "store-timeout", env = "SSI_STORE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "store-timeout", env = "SSI_CSI_STORE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 
     /// Largest store reply read, in bytes (a secret larger than this is refused with an error
     /// naming its path).
-    #[arg(long = "store-max-response-bytes", env = "SSI_STORE_MAX_RESPONSE_BYTES",
+    #[arg(long = "store-max-response-bytes", env = "SSI_CSI_STORE_MAX_RESPONSE_BYTES",
           default_value_t = ssi_vault::DEFAULT_MAX_RESPONSE_BYTES)]
     pub max_response_bytes: usize,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Plain,
-    Json,
-}
+pub use ssi_runtime::logging::LogFormat;
 
 /// A comma-separated list of store URLs; empty items (and an empty list) are skipped.
 fn parse_address_list(text: &str) -> Result<Vec<Url>, String> {
@@ -214,7 +210,13 @@ mod tests {
         for arg in Args::command().get_arguments() {
             let id = arg.get_id().as_str();
             if id != "help" && id != "version" {
-                assert!(arg.get_env().is_some(), "--{id} has no env var");
+                // One scheme for every component: SSI_<COMPONENT>_<FLAG>.
+                let env = arg.get_env().map(|env| env.to_string_lossy().into_owned());
+                assert!(
+                    env.as_deref()
+                        .is_some_and(|env| env.starts_with("SSI_CSI_")),
+                    "--{id} has env var {env:?}, not SSI_CSI_*"
+                );
             }
         }
     }

@@ -25,6 +25,29 @@ struct Volume {
     retry_at: Option<Instant>,
 }
 
+/// How the driver behaves on this node, from its flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The node's name, as kubelet knows it.
+    pub node_id: String,
+    /// Kubelet's root dir, canonical: every target path must lie below it.
+    pub kubelet_root: PathBuf,
+    /// `size=` option of each volume's tmpfs (e.g. `4m`).
+    pub tmpfs_size: String,
+    pub rotation_interval: Duration,
+    /// Volumes rotated at once.
+    pub rotation_concurrency: usize,
+}
+
+/// What the driver works with: the store side, the API side and the node side.
+#[derive(Debug)]
+pub struct Parts {
+    pub metrics: Arc<Metrics>,
+    pub fetcher: Fetcher,
+    pub events: Events,
+    pub records: state::Store,
+}
+
 #[derive(Debug)]
 pub struct Driver {
     pub node_id: String,
@@ -33,7 +56,8 @@ pub struct Driver {
     pub rotation_interval: Duration,
     pub rotation_concurrency: usize,
     pub metrics: Arc<Metrics>,
-    pub ready: AtomicBool,
+    /// Whether the CSI socket serves (`/readyz`).
+    pub ready: Arc<AtomicBool>,
     /// Whether kubelet reported a successful plugin registration (with --registration-socket).
     pub registered: Arc<AtomicBool>,
     fetcher: Fetcher,
@@ -74,26 +98,21 @@ fn access(record: &Record) -> Access {
 }
 
 impl Driver {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        node_id: String,
-        kubelet_root: PathBuf,
-        tmpfs_size: String,
-        rotation_interval: Duration,
-        rotation_concurrency: usize,
-        metrics: Arc<Metrics>,
-        fetcher: Fetcher,
-        events: Events,
-        records: state::Store,
-    ) -> Driver {
-        Driver {
-            node_id,
-            kubelet_root,
-            tmpfs_size,
-            rotation_interval,
-            rotation_concurrency: rotation_concurrency.max(1),
+    pub fn new(settings: Settings, parts: Parts) -> Driver {
+        let Parts {
             metrics,
-            ready: AtomicBool::new(false),
+            fetcher,
+            events,
+            records,
+        } = parts;
+        Driver {
+            node_id: settings.node_id,
+            kubelet_root: settings.kubelet_root,
+            tmpfs_size: settings.tmpfs_size,
+            rotation_interval: settings.rotation_interval,
+            rotation_concurrency: settings.rotation_concurrency.max(1),
+            metrics,
+            ready: Arc::default(),
             registered: Arc::default(),
             fetcher,
             events,

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod mount;
 pub mod registration;
 pub mod request;
+pub mod rotation;
 pub mod service;
 pub mod state;
 pub mod writer;
@@ -40,10 +41,7 @@ pub mod registration_proto {
 }
 
 use anyhow::Context;
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
-use config::{Args, LogFormat};
+use config::Args;
 use driver::Driver;
 use metrics::Metrics;
 use std::future::Future;
@@ -51,19 +49,6 @@ use std::os::unix::fs::FileTypeExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::UnixListener;
-
-/// Sets up logging as configured; call once, from main.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
 
 /// Runs the driver until `shutdown` completes, then drains in-flight calls.
 pub async fn run(
@@ -99,15 +84,19 @@ pub async fn run(
         .canonicalize()
         .with_context(|| format!("kubelet root {} is not usable", args.kubelet_root.display()))?;
     let driver = Arc::new(Driver::new(
-        args.node_id.clone(),
-        kubelet_root,
-        args.tmpfs_size.clone(),
-        args.rotation_interval,
-        args.rotation_concurrency,
-        metrics.clone(),
-        fetch::Fetcher::new(kube.clone(), settings, metrics.clone()),
-        events::Events::new(kube, args.node_id.clone()),
-        records,
+        driver::Settings {
+            node_id: args.node_id.clone(),
+            kubelet_root,
+            tmpfs_size: args.tmpfs_size.clone(),
+            rotation_interval: args.rotation_interval,
+            rotation_concurrency: args.rotation_concurrency,
+        },
+        driver::Parts {
+            metrics: metrics.clone(),
+            fetcher: fetch::Fetcher::new(kube.clone(), settings, metrics.clone()),
+            events: events::Events::new(kube, args.node_id.clone()),
+            records,
+        },
     ));
     let recovered = driver.recover().context("failed to load mount records")?;
     tracing::info!(recovered, "mount records loaded");
@@ -116,8 +105,14 @@ pub async fn run(
     let admin = tokio::net::TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("failed to bind the admin address {}", args.admin_addr))?;
-    tokio::spawn(serve_admin(admin, driver.clone()));
-    let rotation = tokio::spawn(rotation_loop(driver.clone()));
+    tokio::spawn(ssi_runtime::admin::serve(
+        admin,
+        ssi_runtime::admin::Health {
+            ready: driver.ready.clone(),
+            metrics: Arc::new(move || metrics.encode()),
+        },
+    ));
+    let rotation = tokio::spawn(rotation::run(driver.clone()));
 
     driver.ready.store(true, Ordering::Relaxed);
     tracing::info!(socket = %args.socket.display(), node = %args.node_id, "serving CSI");
@@ -128,7 +123,7 @@ pub async fn run(
     let registration = match &args.registration_socket {
         Some(path) => {
             let endpoint = args.kubelet_csi_socket.as_ref().unwrap_or(&args.socket);
-            Some(tokio::spawn(serve_registration(
+            Some(tokio::spawn(registration::serve(
                 listen(path)?,
                 registration::Registrar {
                     endpoint: endpoint.display().to_string(),
@@ -177,32 +172,6 @@ pub async fn run(
     result.context("the CSI server failed")
 }
 
-/// Serves kubelet's plugin registration API until `stop` turns true. Kubelet (1.37 included)
-/// dials this socket by its path, so every GetInfo carries the path as `:authority`: the fix of
-/// the CSI socket applies here too, and is what makes registration work at all.
-async fn serve_registration(
-    listener: UnixListener,
-    registrar: registration::Registrar,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    tracing::info!(endpoint = %registrar.endpoint, "serving kubelet plugin registration");
-    let result = tonic::transport::Server::builder()
-        .add_service(registration_proto::registration_server::RegistrationServer::new(registrar))
-        .serve_with_incoming_shutdown(
-            tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::UnixListenerStream::new(listener),
-                |conn| conn.map(authority::AuthorityFix::new),
-            ),
-            async move {
-                let _ = stop.wait_for(|stopping| *stopping).await;
-            },
-        )
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "the plugin registration server failed");
-    }
-}
-
 /// Binds a socket, readable and writable by root only from the moment it exists.
 fn listen(path: &std::path::Path) -> anyhow::Result<UnixListener> {
     match std::fs::symlink_metadata(path) {
@@ -221,60 +190,4 @@ fn listen(path: &std::path::Path) -> anyhow::Result<UnixListener> {
     let listener = UnixListener::bind(path);
     nix::sys::stat::umask(old);
     listener.with_context(|| format!("failed to listen on {}", path.display()))
-}
-
-async fn rotation_loop(driver: Arc<Driver>) {
-    let jittered = |interval: std::time::Duration| interval.mul_f64(0.9 + 0.2 * fastrand::f64());
-    let mut next_cycle = tokio::time::Instant::now() + jittered(driver.rotation_interval);
-    loop {
-        let wake = match driver.next_retry() {
-            Some(retry) => next_cycle.min(tokio::time::Instant::from_std(retry)),
-            None => next_cycle,
-        };
-        tokio::time::sleep_until(wake).await;
-        if tokio::time::Instant::now() >= next_cycle {
-            driver.rotate(true).await;
-            next_cycle = tokio::time::Instant::now() + jittered(driver.rotation_interval);
-        } else {
-            driver.rotate(false).await;
-        }
-    }
-}
-
-async fn serve_admin(listener: tokio::net::TcpListener, driver: Arc<Driver>) {
-    let ready = driver.clone();
-    let metrics = driver.metrics.clone();
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = ready.ready.load(Ordering::Relaxed);
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "starting")
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let text = metrics.encode();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        text,
-                    )
-                }
-            }),
-        );
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "admin server failed");
-    }
 }

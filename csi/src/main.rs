@@ -5,25 +5,10 @@ use ssi_csi::config::Args;
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
-    ssi_csi::init_logging(args.log_format);
-    ssi_csi::run(args, shutdown_signal())
+    ssi_runtime::logging::init(args.log_format);
+    let shutdown = ssi_runtime::shutdown::signal_handlers()
+        .map_err(|e| anyhow::anyhow!("failed to register the signal handlers: {e}"))?;
+    ssi_csi::run(args, shutdown)
         .await
         .inspect_err(|e| tracing::error!(error = format!("{e:#}"), "exiting"))
-}
-
-/// Completes on the first SIGTERM or SIGINT; a second one aborts at once.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!("shutting down; a second signal aborts");
-    tokio::spawn(async move {
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        std::process::exit(130);
-    });
 }

@@ -9,6 +9,7 @@ use crate::registration_proto::{
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::UnixListener;
 use tonic::{Request, Response, Status};
 
 /// The plugin type kubelet's CSI handler expects.
@@ -48,5 +49,33 @@ impl Registration for Registrar {
             tracing::error!(error = %status.error, "kubelet refused to register the driver");
         }
         Ok(Response::new(RegistrationStatusResponse {}))
+    }
+}
+
+/// Serves kubelet's plugin registration API until `stop` turns true. Kubelet (1.37 included)
+/// dials this socket by its path, so every GetInfo carries the path as `:authority`: the fix of
+/// the CSI socket applies here too, and is what makes registration work at all.
+pub async fn serve(
+    listener: UnixListener,
+    registrar: Registrar,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    tracing::info!(endpoint = %registrar.endpoint, "serving kubelet plugin registration");
+    let result = tonic::transport::Server::builder()
+        .add_service(
+            crate::registration_proto::registration_server::RegistrationServer::new(registrar),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                |conn| conn.map(crate::authority::AuthorityFix::new),
+            ),
+            async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            },
+        )
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "the plugin registration server failed");
     }
 }

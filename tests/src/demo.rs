@@ -249,10 +249,10 @@ configMapGenerator:
     namespace: {SYSTEM_NAMESPACE}
     behavior: merge
     literals:
-      - SSI_STORE_ADDRESS={store}
-      - SSI_STORE_AUTH_PATH=main-kube
+      - SSI_CSI_STORE_ADDRESS={store}
+      - SSI_CSI_STORE_AUTH_PATH=main-kube
       # The demo's rotation interval; the default is 2m.
-      - SSI_ROTATION_INTERVAL={DEMO_ROTATION}
+      - SSI_CSI_ROTATION_INTERVAL={DEMO_ROTATION}
 # This kubelet runs with --root-dir={root} instead of /var/lib/kubelet: every host path and the
 # mount the driver shares with kubelet must name that directory.
 patches:

@@ -101,11 +101,11 @@ async fn csi_manifests_pass_a_server_side_dry_run_with_every_field_kept() {
             .map(str::to_owned)
     };
     assert_eq!(
-        env("SSI_REGISTRATION_SOCKET").as_deref(),
+        env("SSI_CSI_REGISTRATION_SOCKET").as_deref(),
         Some("/registration/secrets-store.csi.deckhouse.io-reg.sock")
     );
     assert_eq!(
-        env("SSI_KUBELET_CSI_SOCKET").as_deref(),
+        env("SSI_CSI_KUBELET_CSI_SOCKET").as_deref(),
         Some("/var/lib/kubelet/plugins/secrets-store.csi.deckhouse.io/csi.sock")
     );
     let registration_mount = driver_container["volumeMounts"]

@@ -346,21 +346,9 @@ impl Client {
         credentials: &[&str],
         request: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Value, Error> {
-        let result =
-            self.send_with_retries(operation, request)
-                .await
-                .map_err(|error| match error {
-                    Error::Api {
-                        operation,
-                        status,
-                        errors,
-                    } => Error::Api {
-                        operation,
-                        status,
-                        errors: without_credentials(errors, credentials),
-                    },
-                    other => other,
-                });
+        let result = self
+            .send_with_retries(operation, credentials, request)
+            .await;
         if let Some(observer) = &self.observer {
             observer(operation, result.is_ok());
         }
@@ -370,11 +358,12 @@ impl Client {
     async fn send_with_retries(
         &self,
         operation: &Operation,
+        credentials: &[&str],
         request: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Value, Error> {
         let mut retry = 0;
         loop {
-            let (error, pause) = match self.attempt(operation, request()).await {
+            let (error, pause) = match self.attempt(operation, credentials, request()).await {
                 Attempt::Done(result) => return result,
                 Attempt::Retryable(error, pause) => (error, pause),
             };
@@ -388,8 +377,14 @@ impl Client {
         }
     }
 
-    /// One request and its reply.
-    async fn attempt(&self, operation: &Operation, request: reqwest::RequestBuilder) -> Attempt {
+    /// One request and its reply. The store's error texts leave here without `credentials`,
+    /// before anything (a retry's log line included) shows them.
+    async fn attempt(
+        &self,
+        operation: &Operation,
+        credentials: &[&str],
+        request: reqwest::RequestBuilder,
+    ) -> Attempt {
         let response = match request.send().await {
             Ok(response) => response,
             Err(source) => return Attempt::Retryable(self.unreachable(operation, source), None),
@@ -408,9 +403,17 @@ impl Client {
                     limit: self.max_response_bytes,
                 }));
             }
-            // A reply cut short is a transport failure, retried like one.
+            // A reply cut short is a transport failure. A read is retried like one; a login or
+            // a renewal may have taken effect (a token issued), so it is not sent twice unless
+            // the status said the store failed anyway.
             Err(BodyError::Transport(source)) => {
-                return Attempt::Retryable(self.unreachable(operation, source), None);
+                let error = self.unreachable(operation, source);
+                return if matches!(operation, Operation::Read { .. }) || is_retryable_status(status)
+                {
+                    Attempt::Retryable(error, None)
+                } else {
+                    Attempt::Done(Err(error))
+                };
             }
         };
         if (200..300).contains(&status) {
@@ -424,7 +427,7 @@ impl Client {
         let error = Error::Api {
             operation: operation.clone(),
             status,
-            errors: store_errors(&bytes),
+            errors: without_credentials(store_errors(&bytes), credentials),
         };
         if is_retryable_status(status) {
             Attempt::Retryable(error, self.retry.server_requested(retry_after.as_deref()))

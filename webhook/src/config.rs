@@ -1,7 +1,7 @@
 //! Command line and environment configuration of the webhook.
 
 use crate::mutate::SubpathPolicy;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use ssi_core::duration::{parse_duration, parse_duration_or_zero};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -146,11 +146,7 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Plain,
-    Json,
-}
+pub use ssi_runtime::logging::LogFormat;
 
 #[cfg(test)]
 mod tests {
@@ -166,7 +162,13 @@ mod tests {
         for arg in Args::command().get_arguments() {
             let id = arg.get_id().as_str();
             if id != "help" && id != "version" {
-                assert!(arg.get_env().is_some(), "--{id} has no env var");
+                // One scheme for every component: SSI_<COMPONENT>_<FLAG>.
+                let env = arg.get_env().map(|env| env.to_string_lossy().into_owned());
+                assert!(
+                    env.as_deref()
+                        .is_some_and(|env| env.starts_with("SSI_WEBHOOK_")),
+                    "--{id} has env var {env:?}, not SSI_WEBHOOK_*"
+                );
             }
         }
     }

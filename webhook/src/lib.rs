@@ -24,29 +24,13 @@ pub mod server;
 pub mod tls;
 
 use anyhow::Context;
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
-use config::{Args, LogFormat};
+use config::Args;
 use metrics::{Metrics, ReloadLabels};
 use router::{AppState, SsiChecker};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tls::CertStore;
-
-/// Sets up logging as configured; call once, from main.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
 
 /// Serves admission reviews until `shutdown` completes; then reports not-ready, keeps serving
 /// for the configured delay, stops accepting and drains the requests in flight.
@@ -115,7 +99,14 @@ pub async fn run(
         .await
         .with_context(|| format!("failed to bind the admin address {}", args.admin_addr))?;
     let ready = Arc::new(AtomicBool::new(false));
-    tokio::spawn(serve_admin(admin, ready.clone(), metrics.clone()));
+    let scraped = metrics.clone();
+    tokio::spawn(ssi_runtime::admin::serve(
+        admin,
+        ssi_runtime::admin::Health {
+            ready: ready.clone(),
+            metrics: Arc::new(move || scraped.encode()),
+        },
+    ));
     let reloader = tokio::spawn(reload_loop(
         certs.clone(),
         args.tls_reload_interval,
@@ -190,45 +181,5 @@ async fn reload_loop(certs: Arc<CertStore>, interval: std::time::Duration, metri
                 }
             }
         }
-    }
-}
-
-async fn serve_admin(
-    listener: tokio::net::TcpListener,
-    ready: Arc<AtomicBool>,
-    metrics: Arc<Metrics>,
-) {
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = ready.load(Ordering::Relaxed);
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let text = metrics.encode();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        text,
-                    )
-                }
-            }),
-        );
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "admin server failed");
     }
 }

@@ -206,7 +206,8 @@ impl Fetcher {
             .map_err(|e| format!("a registry CA certificate is not usable: {e}"))?;
         let hops = destinations.clone();
         let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() >= MAX_REDIRECTS {
+            // NB: previous() holds the first URL too.
+            if attempt.previous().len() > MAX_REDIRECTS {
                 return attempt.error(ForbiddenAddress("too many redirects"));
             }
             match hops.check(attempt.url()) {
@@ -219,6 +220,9 @@ impl Fetcher {
             .dns_resolver(Arc::new(CheckedResolver(destinations.clone())))
             .redirect(redirects)
             .referer(false)
+            // Hosts are the pods' choice: keep few idle connections, briefly.
+            .pool_max_idle_per_host(2)
+            .pool_idle_timeout(Duration::from_secs(10))
             // NB: proxies from the environment would resolve names themselves, past our check.
             .no_proxy()
             .connect_timeout(timeout)
@@ -268,23 +272,23 @@ impl Fetcher {
             .unwrap_or("latest")
             .to_owned();
         let mut manifest = session.manifest(&wanted).await?;
-        if manifest.get("manifests").is_some() {
+        if let Some(entries) = &manifest.manifests {
             let digest = self
-                .platform_manifest(&manifest)
+                .platform_manifest(entries)
                 .ok_or_else(|| Failure::Invalid {
                     host: host.to_owned(),
                     what: "image index (no linux image for this architecture)",
                 })?;
             manifest = session.manifest(&digest).await?;
         }
-        let config = manifest["config"]["digest"]
-            .as_str()
+        let config = manifest
+            .config
+            .map(|descriptor| descriptor.digest)
             .filter(|digest| checked_digest(digest))
             .ok_or_else(|| Failure::Invalid {
                 host: host.to_owned(),
                 what: "image manifest",
-            })?
-            .to_owned();
+            })?;
         session
             .fetch(
                 &format!("blobs/{config}"),
@@ -296,15 +300,47 @@ impl Fetcher {
     }
 
     /// The digest of the linux manifest for our architecture in an image index.
-    fn platform_manifest(&self, index: &Value) -> Option<String> {
-        index["manifests"].as_array()?.iter().find(|entry| {
-            entry["platform"]["os"] == "linux"
-                && entry["platform"]["architecture"] == self.architecture.as_str()
-        })?["digest"]
-            .as_str()
+    fn platform_manifest(&self, entries: &[IndexEntry]) -> Option<String> {
+        entries
+            .iter()
+            .find(|entry| {
+                entry.platform.as_ref().is_some_and(|platform| {
+                    platform.os == "linux" && platform.architecture == self.architecture
+                })
+            })
+            .map(|entry| entry.digest.clone())
             .filter(|digest| checked_digest(digest))
-            .map(str::to_owned)
     }
+}
+
+/// The fields of a manifest or index that a lookup reads; serde skips the rest of the body
+/// without keeping it (a parsed `Value` of a 1 MiB body could take a hundred times that).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest {
+    schema_version: u32,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    manifests: Option<Vec<IndexEntry>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Descriptor {
+    digest: String,
+}
+
+#[derive(serde::Deserialize)]
+struct IndexEntry {
+    digest: String,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(serde::Deserialize)]
+struct Platform {
+    os: String,
+    architecture: String,
 }
 
 /// One lookup's conversation with a registry: the token it earned stays here.
@@ -318,7 +354,7 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn manifest(&mut self, reference: &str) -> Result<Value, Failure> {
+    async fn manifest(&mut self, reference: &str) -> Result<Manifest, Failure> {
         let digest = reference.contains(':').then_some(reference);
         let body = self
             .fetch(
@@ -328,9 +364,9 @@ impl Session<'_> {
                 digest,
             )
             .await?;
-        let manifest: Value =
+        let manifest: Manifest =
             serde_json::from_slice(&body).map_err(|_| self.invalid("image manifest"))?;
-        if manifest["schemaVersion"] != 2 {
+        if manifest.schema_version != 2 {
             return Err(self.invalid("image manifest (only schema version 2 is read)"));
         }
         Ok(manifest)
@@ -347,7 +383,12 @@ impl Session<'_> {
     ) -> Result<Vec<u8>, Failure> {
         let url = self.base.join(path).map_err(|_| self.invalid(what))?;
         let mut response = self.get(&url, accept).await?;
-        if response.status() == StatusCode::UNAUTHORIZED && self.authorization.is_none() {
+        // A challenge counts only from the registry itself: one from where a redirect led
+        // (a CDN, or anyone the registry names) must not get the pod's credentials.
+        if response.status() == StatusCode::UNAUTHORIZED
+            && self.authorization.is_none()
+            && same_origin(response.url(), &url)
+        {
             let challenge = response
                 .headers()
                 .get(WWW_AUTHENTICATE)
@@ -500,6 +541,12 @@ impl Session<'_> {
             what,
         }
     }
+}
+
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// A header value marked sensitive (kept out of reqwest's debug output), if it is one.

@@ -287,9 +287,8 @@ impl Registry {
                 .await
             {
                 Ok(config) => {
-                    return image_command(&config).map_err(|_| {
-                        format!("image {image}: the image config has no readable ENTRYPOINT/CMD")
-                    });
+                    return image_command(&config)
+                        .map_err(|reason| format!("image {image}: {reason}"));
                 }
                 // Another of the pod's credentials may open it.
                 Err(unauthorized @ Failure::Unauthorized(_)) => refused = Some(unauthorized),
@@ -323,9 +322,10 @@ impl Registry {
 }
 
 /// Cloud metadata and platform endpoints: refused even where private addresses are allowed.
-const METADATA_ADDRESSES: [&str; 4] = [
+const METADATA_ADDRESSES: [&str; 5] = [
     "169.254.169.254",
     "fd00:ec2::254",
+    "fd20:ce::254",
     "100.100.100.200",
     "168.63.129.16",
 ];
@@ -347,8 +347,11 @@ pub(crate) fn forbidden_address(
             };
             if let Some(v4) = v6.to_ipv4_mapped() {
                 IpAddr::V4(v4)
-            } else if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                // NAT64: reaches the IPv4 address through the gateway.
+            } else if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+                || segments[..3] == [0x64, 0xff9b, 1]
+            {
+                // NAT64 (well-known and local-use prefixes): reaches the IPv4 address in the
+                // last 32 bits through the gateway.
                 embedded(segments[6], segments[7])
             } else if segments[0] == 0x2002 {
                 // 6to4: the IPv4 address is in the prefix.
@@ -474,24 +477,48 @@ fn same_registry(host: &str, registry: &str) -> bool {
 }
 
 /// ENTRYPOINT and CMD from an image config (`{"config": {"Entrypoint": [..], "Cmd": [..]}}`).
+/// Largest ENTRYPOINT + CMD taken from an image, in bytes and in arguments: answers are cached,
+/// and the registry decides their size.
+pub const MAX_IMAGE_COMMAND_BYTES: usize = 64 * 1024;
+pub const MAX_IMAGE_COMMAND_ARGUMENTS: usize = 1024;
+
+/// Only the fields read; serde skips the rest of the config without keeping it.
+#[derive(serde::Deserialize)]
+struct ConfigFile {
+    #[serde(default)]
+    config: Option<RunConfig>,
+}
+
+#[derive(serde::Deserialize)]
+struct RunConfig {
+    #[serde(rename = "Entrypoint", default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default)]
+    cmd: Option<Vec<String>>,
+}
+
 fn image_command(config: &[u8]) -> Result<ImageCommand, String> {
-    let config: Value = serde_json::from_slice(config).map_err(|e| e.to_string())?;
-    let list = |key: &str| -> Vec<String> {
-        config["config"][key]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
+    // NB: serde's message may quote the config; the pod's author gets our words only.
+    let file: ConfigFile = serde_json::from_slice(config)
+        .map_err(|_| "the image config has no usable ENTRYPOINT/CMD".to_owned())?;
+    let run = file.config.unwrap_or(RunConfig {
+        entrypoint: None,
+        cmd: None,
+    });
+    let command = ImageCommand {
+        entrypoint: run.entrypoint.unwrap_or_default(),
+        cmd: run.cmd.unwrap_or_default(),
     };
-    Ok(ImageCommand {
-        entrypoint: list("Entrypoint"),
-        cmd: list("Cmd"),
-    })
+    let arguments = command.entrypoint.iter().chain(&command.cmd);
+    if arguments.clone().count() > MAX_IMAGE_COMMAND_ARGUMENTS
+        || arguments.map(String::len).sum::<usize>() > MAX_IMAGE_COMMAND_BYTES
+    {
+        return Err(format!(
+            "the image's ENTRYPOINT and CMD are larger than this webhook takes \
+             ({MAX_IMAGE_COMMAND_BYTES} bytes, {MAX_IMAGE_COMMAND_ARGUMENTS} arguments)"
+        ));
+    }
+    Ok(command)
 }
 
 #[cfg(test)]
@@ -516,6 +543,8 @@ mod tests {
             "fec0::1",
             "::ffff:127.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a9fe:a9fe",
+            "fd20:ce::254",
             "2002:7f00:1::",
             "::127.0.0.1",
             "fd00:ec2::254",
@@ -601,5 +630,21 @@ mod tests {
             ImageCommand::default()
         );
         assert!(image_command(b"[").is_err());
+        let error = image_command(br#"{"config": {"Cmd": "quoted registry text"}}"#).unwrap_err();
+        assert!(!error.contains("quoted"), "{error}");
+        // Answers are cached: a registry cannot make one large.
+        let many =
+            serde_json::json!({"config": {"Cmd": vec![""; MAX_IMAGE_COMMAND_ARGUMENTS + 1]}});
+        assert!(
+            image_command(many.to_string().as_bytes())
+                .unwrap_err()
+                .contains("larger")
+        );
+        let long = serde_json::json!({"config": {"Entrypoint": ["x".repeat(MAX_IMAGE_COMMAND_BYTES + 1)]}});
+        assert!(
+            image_command(long.to_string().as_bytes())
+                .unwrap_err()
+                .contains("larger")
+        );
     }
 }
