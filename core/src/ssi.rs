@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fmt;
 
+pub use crate::names::{is_object_name, is_safe_path};
+
 /// Which Vault keys a pod receives, under which file names, and how to log in to fetch them.
 ///
 /// Connection fields left out fall back to the defaults the component was started with.
@@ -196,40 +198,6 @@ fn is_word(s: &str, extra: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || extra.contains(c))
-}
-
-/// A relative store path: `/`-separated non-empty segments, none of them `.` or `..`, and nothing
-/// that would change the meaning of a URL (`?`, `#`, `%`, whitespace, control characters).
-pub fn is_safe_path(path: &str) -> bool {
-    !path.is_empty()
-        && path.split('/').all(|segment| {
-            !segment.is_empty()
-                && segment != "."
-                && segment != ".."
-                && segment.chars().all(|c| {
-                    !c.is_control() && !c.is_whitespace() && !matches!(c, '?' | '#' | '%' | '\\')
-                })
-        })
-}
-
-/// A Kubernetes object name of the DNS-1123 subdomain kind, as SecretsStoreImports have: at
-/// most 253 characters, dot-separated labels of lowercase letters, digits and `-`, each starting
-/// and ending with a letter or digit. Checked before a name from a pod reaches an API URL.
-pub fn is_object_name(name: &str) -> bool {
-    name.len() <= 253
-        && name.split('.').all(|label| {
-            let bytes = label.as_bytes();
-            match (bytes.first(), bytes.last()) {
-                (Some(first), Some(last)) => {
-                    first.is_ascii_alphanumeric()
-                        && last.is_ascii_alphanumeric()
-                        && bytes
-                            .iter()
-                            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                }
-                _ => false,
-            }
-        })
 }
 
 #[cfg(test)]

@@ -7,24 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 
-/// Prefix of every configuration variable.
-pub const ENV_PREFIX: &str = "SSI_INJECTOR_";
-
-pub const ENV_ADDR: &str = "SSI_INJECTOR_ADDR";
-pub const ENV_AUTH_PATH: &str = "SSI_INJECTOR_AUTH_PATH";
-pub const ENV_ROLE: &str = "SSI_INJECTOR_ROLE";
-pub const ENV_NAMESPACE: &str = "SSI_INJECTOR_NAMESPACE";
-pub const ENV_CA_CERT: &str = "SSI_INJECTOR_CA_CERT";
-pub const ENV_SKIP_VERIFY: &str = "SSI_INJECTOR_TLS_SKIP_VERIFY";
-pub const ENV_TIMEOUT: &str = "SSI_INJECTOR_CLIENT_TIMEOUT";
-pub const ENV_IGNORE_MISSING: &str = "SSI_INJECTOR_IGNORE_MISSING_SECRETS";
-pub const ENV_FROM_PATH: &str = "SSI_INJECTOR_ENV_FROM_PATH";
-pub const ENV_TOKEN_PATH: &str = "SSI_INJECTOR_TOKEN_PATH";
-pub const ENV_LOG_LEVEL: &str = "SSI_INJECTOR_LOG_LEVEL";
-pub const ENV_JSON_LOG: &str = "SSI_INJECTOR_JSON_LOG";
-pub const ENV_MODE: &str = "SSI_INJECTOR_MODE";
-pub const ENV_POLL_INTERVAL: &str = "SSI_INJECTOR_POLL_INTERVAL";
-pub const ENV_GRACE_PERIOD: &str = "SSI_INJECTOR_GRACE_PERIOD";
+use ssi_core::injector::RestartMode;
+pub use ssi_core::injector::{
+    ENV_ADDR, ENV_AUTH_PATH, ENV_CA_CERT, ENV_FROM_PATH, ENV_GRACE_PERIOD, ENV_IGNORE_MISSING,
+    ENV_JSON_LOG, ENV_LOG_LEVEL, ENV_MODE, ENV_NAMESPACE, ENV_POLL_INTERVAL, ENV_PREFIX, ENV_ROLE,
+    ENV_SKIP_VERIFY, ENV_TIMEOUT, ENV_TOKEN_PATH,
+};
 
 /// How often `watch-for-data` re-reads the secrets unless told (the CSI driver's rotation period).
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(120);
@@ -144,13 +132,14 @@ impl Config {
         };
         let interval = duration(ENV_POLL_INTERVAL, DEFAULT_POLL_INTERVAL);
         let grace_period = duration(ENV_GRACE_PERIOD, DEFAULT_GRACE_PERIOD);
-        let mode = match get(ENV_MODE) {
-            None | Some("none") => Mode::Exec,
-            Some("watch-for-data") => Mode::WatchForData { interval },
-            Some("watch-for-lease") => Mode::WatchForLease,
-            Some(other) => {
+        let mode = match get(ENV_MODE).map(|text| (text, RestartMode::parse(text))) {
+            None | Some((_, Some(RestartMode::None))) => Mode::Exec,
+            Some((_, Some(RestartMode::WatchForData))) => Mode::WatchForData { interval },
+            Some((_, Some(RestartMode::WatchForLease))) => Mode::WatchForLease,
+            Some((other, None)) => {
                 problems.push(format!(
-                    "{ENV_MODE}={other:?} must be none, watch-for-data or watch-for-lease"
+                    "{ENV_MODE}={other:?} must be {}",
+                    RestartMode::choices()
                 ));
                 Mode::Exec
             }

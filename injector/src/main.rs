@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     // whose own command is `copy <x>` is still run, not mistaken for the init step.
     if !utf8.contains_key(ENV_ROLE)
         && let [mode, dir] = args.as_slice()
-        && mode == "copy"
+        && mode == ssi_core::injector::COPY_COMMAND
     {
         return match copy_self(Path::new(dir)) {
             Ok(target) => {
@@ -97,8 +97,8 @@ fn fail(level: LogLevel, json: bool, message: &str) -> ExitCode {
 fn copy_self(dir: &Path) -> Result<std::path::PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     let me = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
-    let target = dir.join("ssi-injector");
-    let temporary = dir.join(".ssi-injector.tmp");
+    let target = dir.join(ssi_core::injector::BINARY_NAME);
+    let temporary = dir.join(format!(".{}.tmp", ssi_core::injector::BINARY_NAME));
     std::fs::copy(&me, &temporary)
         .and_then(|_| std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o755)))
         .and_then(|()| std::fs::rename(&temporary, &target))

@@ -202,7 +202,7 @@ impl Client {
             auth_path: auth_path.to_owned(),
             role: role.to_owned(),
         };
-        if !ssi_core::ssi::is_safe_path(auth_path) {
+        if !ssi_core::names::is_safe_path(auth_path) {
             return Err(Error::InvalidPath {
                 path: auth_path.to_owned(),
             });
@@ -263,7 +263,7 @@ impl Client {
             path: path.to_owned(),
             version,
         };
-        if !ssi_core::ssi::is_safe_path(path) {
+        if !ssi_core::names::is_safe_path(path) {
             return Err(Error::InvalidPath {
                 path: path.to_owned(),
             });

@@ -12,11 +12,13 @@
 //! k8s-openapi would drop fields this build does not know, and the diff would then delete them
 //! from the user's object.
 
+pub mod annotations;
 pub mod config;
 pub mod inject;
 pub mod metrics;
 pub mod mutate;
 pub mod oci;
+pub mod refusal;
 pub mod registry;
 pub mod review;
 pub mod router;

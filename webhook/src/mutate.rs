@@ -4,6 +4,8 @@
 //! fields this build does not know (newer Kubernetes versions), and the diff would then remove
 //! them from the user's object.
 
+use crate::annotations;
+use crate::refusal::Refusal;
 use serde_json::{Value, json};
 use ssi_core::{ATTR_SECRETS_STORE_IMPORT, DRIVER_NAME};
 
@@ -40,8 +42,8 @@ fn template_path(kind: &str) -> Option<&'static [&'static str]> {
     })
 }
 
-/// Mutates `object` (a Pod or a workload) in place. `Err` is a denial message for a person.
-pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, String> {
+/// Mutates `object` (a Pod or a workload) in place. `Err` is a refusal for a person.
+pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, Refusal> {
     let kind = object
         .get("kind")
         .and_then(Value::as_str)
@@ -51,8 +53,8 @@ pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, Str
         .and_then(|m| m.get("name").or_else(|| m.get("generateName")))
         .and_then(Value::as_str)
         .unwrap_or("<unnamed>");
-    let allow_subpath = annotation(object, ANNOTATION_ALLOW_SUBPATH) == Some("true");
     let workload = format!("{kind} {name}");
+    let allow_subpath = annotations::flag(object, "allow-subpath", &workload)?.unwrap_or(false);
     let Some(path) = template_path(kind) else {
         return Ok(Mutation::default());
     };
@@ -75,9 +77,9 @@ fn mutate_template(
     template: &mut Value,
     workload: &str,
     policy: SubpathPolicy,
-) -> Result<Mutation, String> {
+) -> Result<Mutation, Refusal> {
     let mut mutation = Mutation::default();
-    let shorthand = annotation(template, ANNOTATION_IMPORT).map(str::to_owned);
+    let shorthand = annotations::get(template, "import").map(str::to_owned);
     let Some(spec) = template.get_mut("spec").filter(|s| s.is_object()) else {
         return Ok(mutation);
     };
@@ -104,11 +106,11 @@ fn mutate_template(
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .ok_or_else(|| {
-                    format!(
+                    Refusal::Invalid(format!(
                         "{workload}: volume {volume_name:?} uses the {DRIVER_NAME} driver without \
                          volumeAttributes.{ATTR_SECRETS_STORE_IMPORT}; set it to the name of a SecretsStoreImport \
                          in the same namespace"
-                    )
+                    ))
                 })?;
             // kubelet's own keys: a pod that sets one tries to speak for kubelet.
             if let Some(key) = csi
@@ -121,10 +123,10 @@ fn mutate_template(
                 })
             {
                 let shown: String = key.chars().take(80).collect();
-                return Err(format!(
+                return Err(Refusal::Forbidden(format!(
                     "{workload}: volume {volume_name:?} sets volumeAttributes.{shown:?}; the \
                      csi.storage.k8s.io/ keys are kubelet's to set: remove it"
-                ));
+                )));
             }
             set_read_only(csi);
             if !mutation.imports.contains(&ssi) {
@@ -179,9 +181,9 @@ fn mutate_template(
                     );
                     match policy {
                         SubpathPolicy::Deny => {
-                            return Err(format!(
+                            return Err(Refusal::Forbidden(format!(
                                 "{message}, or set the annotation {ANNOTATION_ALLOW_SUBPATH}: \"true\" on the object to accept stale secrets"
-                            ));
+                            )));
                         }
                         SubpathPolicy::Warn => mutation.warnings.push(message),
                     }
@@ -191,15 +193,6 @@ fn mutate_template(
         }
     }
     Ok(mutation)
-}
-
-/// An annotation of an object or pod template.
-fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
-    object
-        .get("metadata")?
-        .get("annotations")?
-        .get(key)?
-        .as_str()
 }
 
 /// Sets `readOnly: true`, allocating the key only when it is missing.
@@ -263,20 +256,28 @@ fn shorthand_volume_name(ssi: &str) -> String {
     name.trim_end_matches('-').to_owned()
 }
 
-fn add_shorthand_volumes(spec: &mut Value, annotation: &str, workload: &str) -> Result<(), String> {
+fn add_shorthand_volumes(
+    spec: &mut Value,
+    annotation: &str,
+    workload: &str,
+) -> Result<(), Refusal> {
     let imports = parse_import_annotation(annotation)
-        .map_err(|e| format!("{workload}: annotation {ANNOTATION_IMPORT}: {e}; write \"<ssi>\" or \"<ssi>=<path>,<ssi2>=<path2>\""))?;
+        .map_err(|e| Refusal::Invalid(format!("{workload}: annotation {ANNOTATION_IMPORT}: {e}; write \"<ssi>\" or \"<ssi>=<path>,<ssi2>=<path2>\"")))?;
     for (ssi, mount_path) in imports {
         let volume = shorthand_volume_name(&ssi);
         let Some(spec_map) = spec.as_object_mut() else {
-            return Err(format!("{workload}: the pod spec is not an object"));
+            return Err(Refusal::Invalid(format!(
+                "{workload}: the pod spec is not an object"
+            )));
         };
         let Some(volumes) = spec_map
             .entry("volumes")
             .or_insert_with(|| json!([]))
             .as_array_mut()
         else {
-            return Err(format!("{workload}: spec.volumes is not a list"));
+            return Err(Refusal::Invalid(format!(
+                "{workload}: spec.volumes is not a list"
+            )));
         };
         if !volumes
             .iter()
@@ -291,9 +292,9 @@ fn add_shorthand_volumes(spec: &mut Value, annotation: &str, workload: &str) -> 
             continue;
         };
         for container in containers {
-            let container = container
-                .as_object_mut()
-                .ok_or_else(|| format!("{workload}: a container is not an object"))?;
+            let container = container.as_object_mut().ok_or_else(|| {
+                Refusal::Invalid(format!("{workload}: a container is not an object"))
+            })?;
             let mounts = container.entry("volumeMounts").or_insert_with(|| json!([]));
             let Some(mounts) = mounts.as_array_mut() else {
                 continue;
@@ -337,7 +338,7 @@ mod tests {
     }
 
     /// Mutates, checks the patch reproduces the mutation and that a second run changes nothing.
-    fn apply(mut object: Value, policy: SubpathPolicy) -> Result<(Value, Mutation), String> {
+    fn apply(mut object: Value, policy: SubpathPolicy) -> Result<(Value, Mutation), Refusal> {
         let original = object.clone();
         let mutation = mutate(&mut object, policy)?;
         let patch = json_patch::diff(&original, &object);
@@ -406,7 +407,9 @@ mod tests {
         let spec = &mut object["spec"]["template"]["spec"];
         spec[containers] = json!([{"name": "app", "image": "x",
             "volumeMounts": [{"name": "secrets", "mountPath": "/app/settings.ini", key: "settings.ini"}]}]);
-        let denial = apply(object, SubpathPolicy::Deny).unwrap_err();
+        let Refusal::Forbidden(denial) = apply(object, SubpathPolicy::Deny).unwrap_err() else {
+            panic!("a policy refusal")
+        };
         for needle in [
             "Deployment backend",
             "\"app\"",
@@ -463,7 +466,9 @@ mod tests {
             let mut object = mk_deployment();
             object["spec"]["template"]["spec"]["volumes"][0]["csi"]["volumeAttributes"][key] =
                 json!("forged");
-            let denial = apply(object, SubpathPolicy::Deny).unwrap_err();
+            let Refusal::Forbidden(denial) = apply(object, SubpathPolicy::Deny).unwrap_err() else {
+                panic!("a policy refusal")
+            };
             assert!(
                 denial.contains(key) && denial.contains("kubelet's to set"),
                 "{denial}"
@@ -475,7 +480,9 @@ mod tests {
     fn a_secrets_store_volume_without_an_ssi_is_denied() {
         let mut object = mk_deployment();
         object["spec"]["template"]["spec"]["volumes"][0]["csi"]["volumeAttributes"] = json!({});
-        let denial = apply(object, SubpathPolicy::Deny).unwrap_err();
+        let Refusal::Invalid(denial) = apply(object, SubpathPolicy::Deny).unwrap_err() else {
+            panic!("an object that cannot work as written")
+        };
         assert!(
             denial.contains("volumeAttributes.secretsStoreImport")
                 && denial.contains("\"secrets\""),
@@ -532,7 +539,9 @@ mod tests {
         let mut object = mk_deployment();
         object["spec"]["template"]["metadata"]["annotations"] =
             json!({ANNOTATION_IMPORT: "Bad_Name"});
-        let denial = apply(object, SubpathPolicy::Deny).unwrap_err();
+        let Refusal::Invalid(denial) = apply(object, SubpathPolicy::Deny).unwrap_err() else {
+            panic!("an annotation that cannot be read")
+        };
         assert!(
             denial.contains(ANNOTATION_IMPORT) && denial.contains("<ssi>=<path>"),
             "{denial}"

@@ -6,6 +6,7 @@
 
 use crate::inject::{Injection, InjectorSettings, inject};
 use crate::mutate::{Mutation, SubpathPolicy, mutate};
+use crate::refusal::Refusal;
 use crate::registry::{Entrypoints, LookupRequest};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -263,7 +264,14 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
         };
     }
     match mutation {
-        Err(denial) => Reviewed {
+        Err(Refusal::Invalid(reason)) => Reviewed {
+            response: Response::invalid(request.uid, reason),
+            imports: None,
+            verdict: Verdict::Invalid,
+            kind,
+            lookup: None,
+        },
+        Err(Refusal::Forbidden(denial)) => Reviewed {
             response: Response::refuse(request.uid, 403, "Forbidden", denial),
             imports: None,
             verdict: Verdict::Denied,
@@ -383,6 +391,36 @@ mod tests {
             !text.contains("plain-value-in-spec"),
             "an env value leaked: {text}"
         );
+    }
+
+    #[test]
+    fn unreadable_annotations_are_invalid_and_policy_refusals_forbidden() {
+        let denied = review(
+            SUBPATH_POD.as_bytes(),
+            &SubpathPolicy::Deny.into(),
+            &Entrypoints::new(),
+        );
+        let code = |reviewed: &Reviewed| reviewed.response.status.as_ref().map(|s| s.code);
+        assert_eq!(code(&denied), Some(403));
+        // The same pod with an allow-subpath value that is no boolean: the object is wrong.
+        let unreadable = SUBPATH_POD.replacen(
+            "\"metadata\": {",
+            "\"metadata\": {\"annotations\": {\"secrets-store.deckhouse.io/allow-subpath\": \"yes\"}, ",
+            1,
+        );
+        assert_ne!(
+            unreadable, SUBPATH_POD,
+            "the fixture has an object metadata"
+        );
+        let invalid = review(
+            unreadable.as_bytes(),
+            &SubpathPolicy::Deny.into(),
+            &Entrypoints::new(),
+        );
+        assert_eq!(invalid.verdict, Verdict::Invalid);
+        assert_eq!(code(&invalid), Some(400));
+        let message = invalid.response.message().unwrap();
+        assert!(message.contains("allow-subpath is \"yes\""), "{message}");
     }
 
     #[test]

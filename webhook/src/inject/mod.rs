@@ -5,11 +5,15 @@
 //! Only Pods are injected (on CREATE): a workload's template is left as written, so that what
 //! `kubectl get deployment` shows is what the user wrote.
 
+mod request;
+
+pub use request::InjectionRequest;
+
+use crate::annotations::PREFIX as ANNOTATION_PREFIX;
+use crate::refusal::Refusal;
 use crate::registry::{Entrypoints, ImageCommand};
 use serde_json::{Map, Value, json};
-use ssi_core::duration::parse_duration;
-
-pub const ANNOTATION_PREFIX: &str = "secrets-store.deckhouse.io/";
+use ssi_core::injector as contract;
 
 /// Distinct images looked up for one pod, at most: the pod's author picks how many, each costs
 /// registry requests within one review's deadline.
@@ -19,6 +23,10 @@ pub const IMAGE_LOOKUPS_PER_POD: usize = 8;
 pub const VOLUME: &str = "secrets-store-injector";
 pub const DIR: &str = "/secrets-store-injector";
 pub const BINARY: &str = "/secrets-store-injector/ssi-injector";
+const _: () = assert!(
+    // The copy lands in DIR under the contract's name.
+    BINARY.len() == DIR.len() + 1 + contract::BINARY_NAME.len()
+);
 const INIT_CONTAINER: &str = "secrets-store-injector-copy";
 const TOKEN_VOLUME: &str = "secrets-store-injector-token";
 const TOKEN_DIR: &str = "/var/run/secrets/secrets-store";
@@ -47,107 +55,6 @@ pub struct Injection {
     /// Images whose ENTRYPOINT/CMD must be looked up before the Pod can be injected. When not
     /// empty the Pod is unchanged: inject again with the answers.
     pub lookups: Vec<String>,
-}
-
-fn annotation<'a>(pod: &'a Value, name: &str) -> Option<&'a str> {
-    pod.get("metadata")?
-        .get("annotations")?
-        .get(format!("{ANNOTATION_PREFIX}{name}"))?
-        .as_str()
-}
-
-/// The injector's configuration as container env vars, from the pod's annotations.
-fn injector_env(
-    pod: &Value,
-    settings: &InjectorSettings,
-    pod_name: &str,
-) -> Result<Vec<Value>, String> {
-    let role = annotation(pod, "role").unwrap_or_default().trim();
-    if role.is_empty() {
-        return Err(format!(
-            "Pod {pod_name}: annotation {ANNOTATION_PREFIX}role is empty; name the role of the store's Kubernetes auth method"
-        ));
-    }
-    let mut env = vec![json!({"name": "SSI_INJECTOR_ROLE", "value": role})];
-    let address = annotation(pod, "addr")
-        .or(settings.default_address.as_deref())
-        .ok_or_else(|| format!("Pod {pod_name}: no store address; set the annotation {ANNOTATION_PREFIX}addr (e.g. https://vault.example.com:8200)"))?;
-    if !(address.starts_with("https://") || address.starts_with("http://")) {
-        return Err(format!(
-            "Pod {pod_name}: annotation {ANNOTATION_PREFIX}addr {address:?} must be an http(s) URL"
-        ));
-    }
-    env.push(json!({"name": "SSI_INJECTOR_ADDR", "value": address}));
-    let flag = |name: &str| -> Result<Option<&str>, String> {
-        match annotation(pod, name) {
-            None => Ok(None),
-            Some(value @ ("true" | "false")) => Ok(Some(value)),
-            Some(other) => Err(format!(
-                "Pod {pod_name}: annotation {ANNOTATION_PREFIX}{name} is {other:?}; write \"true\" or \"false\""
-            )),
-        }
-    };
-    let plain = [
-        ("auth-path", "SSI_INJECTOR_AUTH_PATH"),
-        ("namespace", "SSI_INJECTOR_NAMESPACE"),
-        ("env-from-path", "SSI_INJECTOR_ENV_FROM_PATH"),
-    ];
-    for (name, variable) in plain {
-        if let Some(value) = annotation(pod, name).filter(|v| !v.is_empty()) {
-            env.push(json!({"name": variable, "value": value}));
-        }
-    }
-    for (name, variable) in [
-        ("tls-skip-verify", "SSI_INJECTOR_TLS_SKIP_VERIFY"),
-        (
-            "ignore-missing-secrets",
-            "SSI_INJECTOR_IGNORE_MISSING_SECRETS",
-        ),
-        ("enable-json-log", "SSI_INJECTOR_JSON_LOG"),
-    ] {
-        if let Some(value) = flag(name)? {
-            env.push(json!({"name": variable, "value": value}));
-        }
-    }
-    if let Some(timeout) = annotation(pod, "client-timeout") {
-        parse_duration(timeout).map_err(|e| {
-            format!("Pod {pod_name}: annotation {ANNOTATION_PREFIX}client-timeout: {e}")
-        })?;
-        env.push(json!({"name": "SSI_INJECTOR_CLIENT_TIMEOUT", "value": timeout}));
-    }
-    if let Some(level) = annotation(pod, "log-level") {
-        if !matches!(level, "error" | "warn" | "info" | "debug") {
-            return Err(format!(
-                "Pod {pod_name}: annotation {ANNOTATION_PREFIX}log-level is {level:?}; write error, warn, info or debug"
-            ));
-        }
-        env.push(json!({"name": "SSI_INJECTOR_LOG_LEVEL", "value": level}));
-    }
-    let mode = annotation(pod, "restart-on-secret-change").unwrap_or("none");
-    if !matches!(mode, "none" | "watch-for-data" | "watch-for-lease") {
-        return Err(format!(
-            "Pod {pod_name}: annotation {ANNOTATION_PREFIX}restart-on-secret-change is {mode:?}; write none, watch-for-data or watch-for-lease"
-        ));
-    }
-    if mode != "none" {
-        env.push(json!({"name": "SSI_INJECTOR_MODE", "value": mode}));
-    }
-    if let Some(interval) = annotation(pod, "secret-poll-interval") {
-        parse_duration(interval).map_err(|e| {
-            format!("Pod {pod_name}: annotation {ANNOTATION_PREFIX}secret-poll-interval: {e}")
-        })?;
-        if mode == "watch-for-data" {
-            env.push(json!({"name": "SSI_INJECTOR_POLL_INTERVAL", "value": interval}));
-        }
-    }
-    let token_path = annotation(pod, "service-account-token-path")
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{TOKEN_DIR}/token"));
-    env.push(json!({"name": "SSI_INJECTOR_TOKEN_PATH", "value": token_path}));
-    if annotation(pod, "tls-secret").is_some() {
-        env.push(json!({"name": "SSI_INJECTOR_CA_CERT", "value": format!("{TLS_DIR}/ca.crt")}));
-    }
-    Ok(env)
 }
 
 /// Whether a container's environment may refer to the store: a `secrets-store:` value of its
@@ -197,64 +104,45 @@ fn push_unique(list: &mut Vec<Value>, item: Value) {
     }
 }
 
-fn array<'a>(map: &'a mut Map<String, Value>, key: &str) -> Result<&'a mut Vec<Value>, String> {
+/// The list under `key`, created empty if missing; a malformed object otherwise.
+fn array<'a>(
+    map: &'a mut Map<String, Value>,
+    key: &str,
+    owner: &str,
+) -> Result<&'a mut Vec<Value>, Refusal> {
     map.entry(key)
         .or_insert_with(|| json!([]))
         .as_array_mut()
-        .ok_or_else(|| format!("{key} is not a list"))
+        .ok_or_else(|| Refusal::Invalid(format!("{owner}: {key} is not a list")))
 }
 
 /// Injects the env injector into `pod` if it asks for it. `Ok` carries warnings; `Err` is a
-/// denial a person can act on. Running it on its own output changes nothing.
+/// refusal a person can act on. Running it on its own output changes nothing.
 pub fn inject(
     pod: &mut Value,
     settings: &InjectorSettings,
     entrypoints: &Entrypoints,
-) -> Result<Injection, String> {
-    if annotation(pod, "role").is_none() {
+) -> Result<Injection, Refusal> {
+    let Some(request) = InjectionRequest::parse(pod, settings)? else {
         return Ok(Injection::default());
-    }
-    let pod_name = pod
-        .get("metadata")
-        .and_then(|m| m.get("name").or_else(|| m.get("generateName")))
-        .and_then(Value::as_str)
-        .unwrap_or("<unnamed>")
-        .to_owned();
-    let mut warnings = Vec::new();
-    let env = injector_env(pod, settings, &pod_name)?;
-    let everyone = annotation(pod, "env-from-path").is_some_and(|p| !p.is_empty());
-    let skipped: Vec<String> = annotation(pod, "skip-mutate-containers")
-        .unwrap_or_default()
-        .split(',')
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .collect();
-    let mutate_probes = match annotation(pod, "mutate-probes") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(format!(
-                "Pod {pod_name}: annotation {ANNOTATION_PREFIX}mutate-probes is {other:?}; write \"true\" or \"false\""
-            ));
-        }
     };
-    if annotation(pod, "secret-poll-interval").is_some()
-        && annotation(pod, "restart-on-secret-change") != Some("watch-for-data")
-    {
-        warnings.push(format!("Pod {pod_name}: annotation {ANNOTATION_PREFIX}secret-poll-interval has no effect without restart-on-secret-change: watch-for-data"));
-    }
-    let own_token = annotation(pod, "service-account-token-path").is_none();
-    let tls_secret = annotation(pod, "tls-secret").map(str::to_owned);
+    let pod_name = request.pod_name.clone();
+    let owner = format!("Pod {pod_name}");
+    let mut warnings = request.warnings();
+    let env = request.injector_env();
+    let everyone = request.env_from_path.is_some();
+    let skipped = &request.skip_containers;
+    let own_token = request.token_path.is_none();
 
     let spec = pod
         .get_mut("spec")
         .and_then(Value::as_object_mut)
-        .ok_or_else(|| format!("Pod {pod_name}: spec is not an object"))?;
+        .ok_or_else(|| Refusal::Invalid(format!("{owner}: spec is not an object")))?;
     let mut mounts = vec![json!({"name": VOLUME, "mountPath": DIR, "readOnly": true})];
     if own_token {
         mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}));
     }
-    if tls_secret.is_some() {
+    if request.tls_secret.is_some() {
         mounts.push(json!({"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": true}));
     }
 
@@ -267,7 +155,7 @@ pub fn inject(
             && !skipped.iter().any(|s| s == name)
             && (everyone || may_reference_the_store(container))
     };
-    let containers = array(spec, "containers").map_err(|e| format!("Pod {pod_name}: spec.{e}"))?;
+    let containers = array(spec, "containers", &owner)?;
     let mut lookups: Vec<String> = Vec::new();
     for container in containers
         .iter()
@@ -278,24 +166,24 @@ pub fn inject(
             .and_then(Value::as_str)
             .unwrap_or_default();
         let Some(image) = container.get("image").and_then(Value::as_str) else {
-            return Err(format!(
-                "Pod {pod_name}: container {name:?} has neither command nor image"
-            ));
+            return Err(Refusal::Invalid(format!(
+                "{owner}: container {name:?} has neither command nor image"
+            )));
         };
         if entrypoints.contains_key(image) || lookups.iter().any(|i| i == image) {
             continue;
         }
         if !settings.registry_lookup {
-            return Err(format!(
+            return Err(Refusal::Forbidden(format!(
                 "Pod {pod_name}: container {name:?} has no command, and this webhook does not look up the image's ENTRYPOINT \
                  (--registry-lookup=false); set command (and args) explicitly so the injector knows what to start"
-            ));
+            )));
         }
         if lookups.len() == IMAGE_LOOKUPS_PER_POD {
-            return Err(format!(
+            return Err(Refusal::Forbidden(format!(
                 "Pod {pod_name}: more than {IMAGE_LOOKUPS_PER_POD} images of containers without a command would have to be \
                  looked up in registries; set command (and args) explicitly on the containers that use secrets"
-            ));
+            )));
         }
         lookups.push(image.to_owned());
     }
@@ -329,26 +217,25 @@ pub fn inject(
                 argv
             }
             None => image_argv(container, entrypoints)
-                .map_err(|reason| format!("Pod {pod_name}: container {name:?} has no command, and {reason}; set command (and args) explicitly so the injector knows what to start"))?,
+                .map_err(|reason| Refusal::Forbidden(format!("{owner}: container {name:?} has no command, and {reason}; set command (and args) explicitly so the injector knows what to start")))?,
         };
         let Some(container) = container.as_object_mut() else {
-            return Err(format!(
-                "Pod {pod_name}: container {name:?} is not an object"
-            ));
+            return Err(Refusal::Invalid(format!(
+                "{owner}: container {name:?} is not an object"
+            )));
         };
         container.insert("command".into(), json!([BINARY]));
         container.insert("args".into(), Value::Array(argv));
-        let container_env = array(container, "env")
-            .map_err(|e| format!("Pod {pod_name}: container {name:?}: {e}"))?;
+        let container_owner = format!("{owner}: container {name:?}");
+        let container_env = array(container, "env", &container_owner)?;
         for var in &env {
             push_unique(container_env, var.clone());
         }
-        let container_mounts = array(container, "volumeMounts")
-            .map_err(|e| format!("Pod {pod_name}: container {name:?}: {e}"))?;
+        let container_mounts = array(container, "volumeMounts", &container_owner)?;
         for mount in &mounts {
             push_unique(container_mounts, mount.clone());
         }
-        if mutate_probes {
+        if request.mutate_probes {
             for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
                 if let Some(command) = container
                     .get_mut(probe)
@@ -374,7 +261,7 @@ pub fn inject(
         });
     }
 
-    let volumes = array(spec, "volumes").map_err(|e| format!("Pod {pod_name}: spec.{e}"))?;
+    let volumes = array(spec, "volumes", &owner)?;
     push_unique(
         volumes,
         json!({"name": VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}),
@@ -386,13 +273,13 @@ pub fn inject(
                 projected_token(&settings.token_audience)}]}}),
         );
     }
-    if let Some(secret) = tls_secret {
+    if let Some(secret) = &request.tls_secret {
         push_unique(
             volumes,
             json!({"name": TLS_VOLUME, "secret": {"secretName": secret}}),
         );
     }
-    let init = array(spec, "initContainers").map_err(|e| format!("Pod {pod_name}: spec.{e}"))?;
+    let init = array(spec, "initContainers", &owner)?;
     if !init
         .iter()
         .any(|c| c.get("name").and_then(Value::as_str) == Some(INIT_CONTAINER))
@@ -402,7 +289,7 @@ pub fn inject(
             json!({
                 "name": INIT_CONTAINER,
                 "image": settings.image,
-                "command": ["/ssi-injector", "copy", DIR],
+                "command": [contract::IMAGE_BINARY, contract::COPY_COMMAND, DIR],
                 "volumeMounts": [{"name": VOLUME, "mountPath": DIR}],
                 "securityContext": {
                     "runAsNonRoot": true, "runAsUser": 65532, "readOnlyRootFilesystem": true,
@@ -500,7 +387,7 @@ mod tests {
     }
 
     /// Injects, checks that the patch reproduces it and that a second pass changes nothing.
-    fn injected(mut pod: Value) -> Result<(Value, Vec<String>), String> {
+    fn injected(mut pod: Value) -> Result<(Value, Vec<String>), Refusal> {
         let original = pod.clone();
         let Injection { warnings, lookups } = inject(&mut pod, &settings(), &Entrypoints::new())?;
         assert!(lookups.is_empty());
@@ -696,10 +583,18 @@ mod tests {
         ];
         for (annotations, container, expected) in cases {
             let mut pod = pod(annotations, json!([container]));
-            let error = inject(&mut pod, &settings(), &Entrypoints::new()).unwrap_err();
+            let refusal = inject(&mut pod, &settings(), &Entrypoints::new()).unwrap_err();
+            let error = refusal.message();
             assert!(
                 error.contains(expected) && error.starts_with("Pod app:"),
                 "{expected}: {error}"
+            );
+            // What cannot be read as written is invalid; the rest is the webhook's policy.
+            let policy = expected == "has no command";
+            assert_eq!(
+                matches!(refusal, Refusal::Forbidden(_)),
+                policy,
+                "{expected}: {refusal:?}"
             );
         }
     }
@@ -766,7 +661,9 @@ mod tests {
                    "secrets-store.deckhouse.io/secret-poll-interval": "often"}),
             json!([app(reference)]),
         );
-        let error = inject(&mut bad, &settings(), &Entrypoints::new()).unwrap_err();
+        let error = inject(&mut bad, &settings(), &Entrypoints::new())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("secret-poll-interval"), "{error}");
     }
 
@@ -838,7 +735,9 @@ mod tests {
         .into_iter()
         .collect();
         let mut denied = pod(annotations.clone(), json!([containers[0]]));
-        let error = inject(&mut denied, &lookup_on, &failed).unwrap_err();
+        let error = inject(&mut denied, &lookup_on, &failed)
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains(
                 "could not be looked up: image registry.example.com/app:1: the registry registry.example.com refused access (not authorized)"
@@ -846,7 +745,9 @@ mod tests {
             "{error}"
         );
         let mut empty = pod(annotations.clone(), json!([containers[2]]));
-        let error = inject(&mut empty, &lookup_on, &failed).unwrap_err();
+        let error = inject(&mut empty, &lookup_on, &failed)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("neither ENTRYPOINT nor CMD"), "{error}");
 
         // The pod's author picks how many images there are; one review asks for a few at most.
@@ -855,7 +756,9 @@ mod tests {
             .collect();
         let mut crowded = pod(annotations.clone(), Value::Array(many.clone()));
         let untouched = crowded.clone();
-        let error = inject(&mut crowded, &lookup_on, &Entrypoints::new()).unwrap_err();
+        let error = inject(&mut crowded, &lookup_on, &Entrypoints::new())
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains(&format!("more than {IMAGE_LOOKUPS_PER_POD} images"))
                 && error.contains("set command"),

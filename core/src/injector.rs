@@ -1,0 +1,117 @@
+//! The contract between the webhook, which writes an injected container's settings, and the
+//! injector, which reads them: where the binary is, how it is copied, the variables and the
+//! modes. Both crates use these constants, so that neither can rename one alone.
+
+/// The binary's path in the injector image.
+pub const IMAGE_BINARY: &str = "/ssi-injector";
+/// The init container's argument that makes the binary copy itself into a directory:
+/// `/ssi-injector copy <dir>`.
+pub const COPY_COMMAND: &str = "copy";
+/// The file name of the copy in that directory.
+pub const BINARY_NAME: &str = "ssi-injector";
+
+/// Prefix of every configuration variable; all of them are removed from the application's
+/// environment before it starts.
+pub const ENV_PREFIX: &str = "SSI_INJECTOR_";
+pub const ENV_ADDR: &str = "SSI_INJECTOR_ADDR";
+pub const ENV_AUTH_PATH: &str = "SSI_INJECTOR_AUTH_PATH";
+pub const ENV_ROLE: &str = "SSI_INJECTOR_ROLE";
+pub const ENV_NAMESPACE: &str = "SSI_INJECTOR_NAMESPACE";
+pub const ENV_CA_CERT: &str = "SSI_INJECTOR_CA_CERT";
+pub const ENV_SKIP_VERIFY: &str = "SSI_INJECTOR_TLS_SKIP_VERIFY";
+pub const ENV_TIMEOUT: &str = "SSI_INJECTOR_CLIENT_TIMEOUT";
+pub const ENV_IGNORE_MISSING: &str = "SSI_INJECTOR_IGNORE_MISSING_SECRETS";
+pub const ENV_FROM_PATH: &str = "SSI_INJECTOR_ENV_FROM_PATH";
+pub const ENV_TOKEN_PATH: &str = "SSI_INJECTOR_TOKEN_PATH";
+pub const ENV_LOG_LEVEL: &str = "SSI_INJECTOR_LOG_LEVEL";
+pub const ENV_JSON_LOG: &str = "SSI_INJECTOR_JSON_LOG";
+pub const ENV_MODE: &str = "SSI_INJECTOR_MODE";
+pub const ENV_POLL_INTERVAL: &str = "SSI_INJECTOR_POLL_INTERVAL";
+pub const ENV_GRACE_PERIOD: &str = "SSI_INJECTOR_GRACE_PERIOD";
+
+/// What the injector does once the environment is resolved (`restart-on-secret-change`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartMode {
+    /// `none`: exec the application; no process of ours stays.
+    None,
+    /// `watch-for-data`: supervise it, restart it when a value changes.
+    WatchForData,
+    /// `watch-for-lease`: supervise it, restart it before a lease ends.
+    WatchForLease,
+}
+
+impl RestartMode {
+    pub const ALL: [RestartMode; 3] = [
+        RestartMode::None,
+        RestartMode::WatchForData,
+        RestartMode::WatchForLease,
+    ];
+
+    /// The annotation's and the variable's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            RestartMode::None => "none",
+            RestartMode::WatchForData => "watch-for-data",
+            RestartMode::WatchForLease => "watch-for-lease",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RestartMode> {
+        RestartMode::ALL
+            .into_iter()
+            .find(|mode| mode.name() == text)
+    }
+
+    /// "none, watch-for-data or watch-for-lease", for messages that say what to write.
+    pub fn choices() -> String {
+        let names: Vec<&str> = RestartMode::ALL.iter().map(|mode| mode.name()).collect();
+        format!(
+            "{} or {}",
+            names[..names.len() - 1].join(", "),
+            names[names.len() - 1]
+        )
+    }
+}
+
+/// Log levels the injector knows (`log-level`).
+pub const LOG_LEVELS: [&str; 4] = ["error", "warn", "info", "debug"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_round_trip_and_name_their_choices() {
+        for mode in RestartMode::ALL {
+            assert_eq!(RestartMode::parse(mode.name()), Some(mode));
+        }
+        assert_eq!(RestartMode::parse("always"), None);
+        assert_eq!(
+            RestartMode::choices(),
+            "none, watch-for-data or watch-for-lease"
+        );
+    }
+
+    #[test]
+    fn every_variable_has_the_prefix() {
+        for name in [
+            ENV_ADDR,
+            ENV_AUTH_PATH,
+            ENV_ROLE,
+            ENV_NAMESPACE,
+            ENV_CA_CERT,
+            ENV_SKIP_VERIFY,
+            ENV_TIMEOUT,
+            ENV_IGNORE_MISSING,
+            ENV_FROM_PATH,
+            ENV_TOKEN_PATH,
+            ENV_LOG_LEVEL,
+            ENV_JSON_LOG,
+            ENV_MODE,
+            ENV_POLL_INTERVAL,
+            ENV_GRACE_PERIOD,
+        ] {
+            assert!(name.starts_with(ENV_PREFIX), "{name}");
+        }
+    }
+}

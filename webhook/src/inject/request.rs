@@ -1,0 +1,197 @@
+//! The injection a pod asks for: its annotations read once, every value checked, before the
+//! rewrite (`super`) touches anything.
+
+use super::{InjectorSettings, TLS_DIR, TOKEN_DIR};
+use crate::annotations::{self, PREFIX};
+use crate::refusal::Refusal;
+use serde_json::{Value, json};
+use ssi_core::duration::parse_duration;
+use ssi_core::injector::{self as contract, LOG_LEVELS, RestartMode};
+
+/// A pod's injection annotations, typed and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectionRequest {
+    /// `metadata.name` (or `generateName`), for messages.
+    pub pod_name: String,
+    pub role: String,
+    /// The `addr` annotation or the webhook's default.
+    pub address: String,
+    pub auth_path: Option<String>,
+    pub namespace: Option<String>,
+    /// Paths whose every key becomes a variable; when set, every container is injected.
+    pub env_from_path: Option<String>,
+    /// Name of a Secret with the store's `ca.crt`.
+    pub tls_secret: Option<String>,
+    pub tls_skip_verify: Option<bool>,
+    pub ignore_missing_secrets: Option<bool>,
+    pub json_log: Option<bool>,
+    /// A duration as written (checked).
+    pub client_timeout: Option<String>,
+    pub log_level: Option<String>,
+    pub mode: RestartMode,
+    /// A duration as written (checked); used by `watch-for-data` only.
+    pub poll_interval: Option<String>,
+    /// Where the app's own token is; `None`: the projected token the webhook adds.
+    pub token_path: Option<String>,
+    pub skip_containers: Vec<String>,
+    pub mutate_probes: bool,
+}
+
+impl InjectionRequest {
+    /// `None` when the pod does not ask for injection (no `role` annotation).
+    pub fn parse(
+        pod: &Value,
+        settings: &InjectorSettings,
+    ) -> Result<Option<InjectionRequest>, Refusal> {
+        let Some(role) = annotations::get(pod, "role") else {
+            return Ok(None);
+        };
+        let pod_name = pod
+            .get("metadata")
+            .and_then(|m| m.get("name").or_else(|| m.get("generateName")))
+            .and_then(Value::as_str)
+            .unwrap_or("<unnamed>")
+            .to_owned();
+        let owner = format!("Pod {pod_name}");
+        let invalid = |what: String| Refusal::Invalid(format!("{owner}: {what}"));
+        let text = |name: &str| {
+            annotations::get(pod, name)
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned)
+        };
+        let duration = |name: &str| -> Result<Option<String>, Refusal> {
+            match text(name) {
+                Some(value) => match parse_duration(value.as_str()) {
+                    Ok(_) => Ok(Some(value)),
+                    Err(e) => Err(invalid(format!("annotation {PREFIX}{name}: {e}"))),
+                },
+                None => Ok(None),
+            }
+        };
+
+        let role = role.trim();
+        if role.is_empty() {
+            return Err(invalid(format!(
+                "annotation {PREFIX}role is empty; name the role of the store's Kubernetes auth method"
+            )));
+        }
+        let address = text("addr")
+            .or_else(|| settings.default_address.clone())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "no store address; set the annotation {PREFIX}addr (e.g. https://vault.example.com:8200)"
+                ))
+            })?;
+        if !(address.starts_with("https://") || address.starts_with("http://")) {
+            return Err(invalid(format!(
+                "annotation {PREFIX}addr {address:?} must be an http(s) URL"
+            )));
+        }
+        let log_level = text("log-level");
+        if let Some(level) = &log_level
+            && !LOG_LEVELS.contains(&level.as_str())
+        {
+            return Err(invalid(format!(
+                "annotation {PREFIX}log-level is {level:?}; write {}",
+                LOG_LEVELS.join(", ")
+            )));
+        }
+        let mode = match annotations::get(pod, "restart-on-secret-change") {
+            None => RestartMode::None,
+            Some(text) => RestartMode::parse(text).ok_or_else(|| {
+                invalid(format!(
+                    "annotation {PREFIX}restart-on-secret-change is {text:?}; write {}",
+                    RestartMode::choices()
+                ))
+            })?,
+        };
+        Ok(Some(InjectionRequest {
+            role: role.to_owned(),
+            address,
+            auth_path: text("auth-path"),
+            namespace: text("namespace"),
+            env_from_path: text("env-from-path"),
+            tls_secret: annotations::get(pod, "tls-secret").map(str::to_owned),
+            tls_skip_verify: annotations::flag(pod, "tls-skip-verify", &owner)?,
+            ignore_missing_secrets: annotations::flag(pod, "ignore-missing-secrets", &owner)?,
+            json_log: annotations::flag(pod, "enable-json-log", &owner)?,
+            client_timeout: duration("client-timeout")?,
+            log_level,
+            mode,
+            poll_interval: duration("secret-poll-interval")?,
+            token_path: annotations::get(pod, "service-account-token-path").map(str::to_owned),
+            skip_containers: annotations::get(pod, "skip-mutate-containers")
+                .unwrap_or_default()
+                .split(',')
+                .map(|name| name.trim().to_owned())
+                .filter(|name| !name.is_empty())
+                .collect(),
+            mutate_probes: annotations::flag(pod, "mutate-probes", &owner)?.unwrap_or(false),
+            pod_name,
+        }))
+    }
+
+    /// Advice about annotations that have no effect as combined.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.poll_interval.is_some() && self.mode != RestartMode::WatchForData {
+            warnings.push(format!(
+                "Pod {}: annotation {PREFIX}secret-poll-interval has no effect without restart-on-secret-change: watch-for-data",
+                self.pod_name
+            ));
+        }
+        warnings
+    }
+
+    /// The injector's configuration, as the container variables the injector reads.
+    pub fn injector_env(&self) -> Vec<Value> {
+        let variable = |name: &str, value: &str| json!({"name": name, "value": value});
+        let flag = |value: bool| if value { "true" } else { "false" };
+        let mut env = vec![
+            variable(contract::ENV_ROLE, &self.role),
+            variable(contract::ENV_ADDR, &self.address),
+        ];
+        for (name, value) in [
+            (contract::ENV_AUTH_PATH, &self.auth_path),
+            (contract::ENV_NAMESPACE, &self.namespace),
+            (contract::ENV_FROM_PATH, &self.env_from_path),
+        ] {
+            if let Some(value) = value {
+                env.push(variable(name, value));
+            }
+        }
+        for (name, value) in [
+            (contract::ENV_SKIP_VERIFY, self.tls_skip_verify),
+            (contract::ENV_IGNORE_MISSING, self.ignore_missing_secrets),
+            (contract::ENV_JSON_LOG, self.json_log),
+        ] {
+            if let Some(value) = value {
+                env.push(variable(name, flag(value)));
+            }
+        }
+        if let Some(timeout) = &self.client_timeout {
+            env.push(variable(contract::ENV_TIMEOUT, timeout));
+        }
+        if let Some(level) = &self.log_level {
+            env.push(variable(contract::ENV_LOG_LEVEL, level));
+        }
+        if self.mode != RestartMode::None {
+            env.push(variable(contract::ENV_MODE, self.mode.name()));
+        }
+        if let (RestartMode::WatchForData, Some(interval)) = (self.mode, &self.poll_interval) {
+            env.push(variable(contract::ENV_POLL_INTERVAL, interval));
+        }
+        let token_path = self
+            .token_path
+            .clone()
+            .unwrap_or_else(|| format!("{TOKEN_DIR}/token"));
+        env.push(variable(contract::ENV_TOKEN_PATH, &token_path));
+        if self.tls_secret.is_some() {
+            env.push(variable(
+                contract::ENV_CA_CERT,
+                &format!("{TLS_DIR}/ca.crt"),
+            ));
+        }
+        env
+    }
+}
