@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The ServiceAccount issuer of the bed's apiserver. With no `--api-audiences`, as on a stock
 /// cluster, it is also the apiserver's only audience: what a token requested with an empty
@@ -142,39 +142,6 @@ impl TestBedBuilder {
     }
 }
 
-/// Polls `ready` every 100 ms until it holds, the process exits, or `timeout` passes.
-async fn wait_ready<F, Fut>(
-    process: &mut Process,
-    timeout: Duration,
-    mut ready: F,
-) -> crate::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = process.exited() {
-            bail!(
-                "{} exited ({status}) before it was ready:\n{}",
-                process.name,
-                process.log_tail(30)
-            );
-        }
-        if ready().await {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{} not ready after {timeout:?}:\n{}",
-                process.name,
-                process.log_tail(30)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Starts a server on fresh free ports, trying again with new ports if another process took one
 /// in the meantime (parallel test binaries pick ports concurrently).
 async fn start_on_free_ports<B, R, Fut>(
@@ -197,7 +164,7 @@ where
             .collect::<crate::Result<Vec<u16>>>()?;
         let log = log_dir.join(format!("{name}.log"));
         let mut process = Process::spawn(name, build(&ports), &log)?;
-        match wait_ready(&mut process, timeout, || ready(ports.clone())).await {
+        match crate::wait::process_ready(&mut process, timeout, || ready(ports.clone())).await {
             Ok(()) => return Ok((process, ports)),
             Err(e) if attempt < ATTEMPTS && process.log_contains("address already in use") => {
                 eprintln!("{name}: port taken, retrying with other ports ({e})");
@@ -316,20 +283,18 @@ impl TestBed {
             None
         };
         // NB: the dev server answers health checks a moment before it prints its banner.
-        let mut unseal_key = None;
-        for _ in 0..50 {
-            let log = std::fs::read_to_string(&process.log)?;
-            unseal_key = log
-                .lines()
-                .find_map(|line| line.trim().strip_prefix("Unseal Key: "))
-                .map(str::to_owned);
-            if unseal_key.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let unseal_key = unseal_key
-            .ok_or_else(|| anyhow!("no unseal key in the OpenBao dev server's output"))?;
+        let unseal_key = crate::wait::until(
+            Duration::from_secs(5),
+            "the unseal key in the OpenBao dev server's output",
+            || {
+                let log = std::fs::read_to_string(&process.log).unwrap_or_default();
+                log.lines()
+                    .find_map(|line| line.trim().strip_prefix("Unseal Key: "))
+                    .map(str::to_owned)
+                    .ok_or_else(|| process.log_tail(20))
+            },
+        )
+        .await?;
         let scheme = if tls { "https" } else { "http" };
         let addr = format!("{scheme}://127.0.0.1:{}", ports[0]);
         // NB: a dev server pre-mounts KV v2 at secret/, which a freshly initialised production
@@ -518,7 +483,7 @@ impl TestBed {
         )?;
         let client = self.kube_client().await?;
         let default_sa: Api<ServiceAccount> = Api::namespaced(client, "default");
-        wait_ready(&mut process, Duration::from_secs(60), || {
+        crate::wait::process_ready(&mut process, Duration::from_secs(60), || {
             let api = default_sa.clone();
             async move { api.get_opt("default").await.ok().flatten().is_some() }
         })

@@ -4,7 +4,7 @@
 
 use crate::process::{Process, free_port};
 use crate::{KUBE_API_AUDIENCE, TestBed};
-use anyhow::{Context, bail};
+use anyhow::Context;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
@@ -138,22 +138,18 @@ impl CsiDriver {
         }
         let log = self.log_dir.join(format!("ssi-csi.{}.log", self.starts));
         let mut process = Process::spawn("ssi-csi", command, &log)?;
-        for _ in 0..100 {
-            if let Some(status) = process.exited() {
-                bail!("ssi-csi exited ({status}):\n{}", process.log_tail(30));
-            }
-            if let Ok(mut identity) = self.connect().await.map(IdentityClient::new)
-                && identity
+        crate::wait::process_ready(&mut process, Duration::from_secs(10), || async {
+            match self.connect().await.map(IdentityClient::new) {
+                Ok(mut identity) => identity
                     .probe(proto::ProbeRequest {})
                     .await
-                    .is_ok_and(|r| r.into_inner().ready == Some(true))
-            {
-                self.process = Some(process);
-                return Ok(());
+                    .is_ok_and(|r| r.into_inner().ready == Some(true)),
+                Err(_) => false,
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("ssi-csi did not become ready:\n{}", process.log_tail(30))
+        })
+        .await?;
+        self.process = Some(process);
+        Ok(())
     }
 
     /// The driver's process id (for RSS readings).

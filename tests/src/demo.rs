@@ -8,8 +8,8 @@
 use crate::images::{ImageFile, build_image, busybox_image};
 use crate::node::{NODE_NAME, Node, port_of};
 use crate::walkthrough::{NAMESPACE, Narrator, PASSWORD, kubectl};
-use crate::{TestBed, run, workspace_path};
-use anyhow::{bail, ensure};
+use crate::{TestBed, run, wait, workspace_path};
+use anyhow::ensure;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -162,18 +162,21 @@ configMapGenerator:
             ],
         )?;
     }
-    wait_for(
+    wait::until(
         Duration::from_secs(60),
         "kubelet to register the driver",
         || {
-            run(bed.kubectl().args([
+            let drivers = run(bed.kubectl().args([
                 "get",
                 "csinode",
                 NODE_NAME,
                 "-o",
                 "jsonpath={.spec.drivers[*].name}",
             ]))
-            .is_ok_and(|drivers| drivers.contains("secrets-store.csi.deckhouse.io"))
+            .unwrap_or_default();
+            wait::check(drivers.contains("secrets-store.csi.deckhouse.io"), || {
+                format!("drivers: {drivers:?}")
+            })
         },
     )
     .await?;
@@ -411,8 +414,8 @@ async fn env_injection(bed: &TestBed, narrator: &mut Narrator) -> crate::Result<
         stored.contains("ssi-injector"),
         "the pod was not injected: {stored}"
     );
-    wait_for(Duration::from_secs(90), "pod env-demo to succeed", || {
-        run(bed.kubectl().args([
+    wait::until(Duration::from_secs(90), "pod env-demo to succeed", || {
+        let phase = run(bed.kubectl().args([
             "-n",
             NAMESPACE,
             "get",
@@ -421,7 +424,8 @@ async fn env_injection(bed: &TestBed, narrator: &mut Narrator) -> crate::Result<
             "-o",
             "jsonpath={.status.phase}",
         ]))
-        .is_ok_and(|phase| phase == "Succeeded")
+        .unwrap_or_default();
+        wait::check(phase == "Succeeded", || format!("phase {phase:?}"))
     })
     .await?;
     let log = kubectl(bed, narrator, &["-n", NAMESPACE, "logs", "env-demo"])?;
@@ -480,35 +484,22 @@ fn uninstall(bed: &TestBed, narrator: &mut Narrator, overlays: &Overlays) -> cra
 
 /// The backend pod's log once it contains `expected`.
 async fn wait_for_log(bed: &TestBed, expected: &str, within: Duration) -> crate::Result<String> {
-    let deadline = Instant::now() + within;
-    loop {
-        let log = run(bed
-            .kubectl()
-            .args(["-n", NAMESPACE, "logs", "deployment/backend"]))
-        .unwrap_or_default();
-        if log.contains(expected) {
-            return Ok(log);
-        }
-        if Instant::now() > deadline {
-            bail!("the backend pod's log did not show {expected:?} within {within:?}:\n{log}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn wait_for(
-    within: Duration,
-    what: &str,
-    mut done: impl FnMut() -> bool,
-) -> crate::Result<()> {
-    let deadline = Instant::now() + within;
-    while !done() {
-        if Instant::now() > deadline {
-            bail!("timed out after {within:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Ok(())
+    wait::until(
+        within,
+        &format!("the backend pod's log to show {expected:?}"),
+        || {
+            let log = run(bed
+                .kubectl()
+                .args(["-n", NAMESPACE, "logs", "deployment/backend"]))
+            .unwrap_or_default();
+            if log.contains(expected) {
+                Ok(log)
+            } else {
+                Err(log)
+            }
+        },
+    )
+    .await
 }
 
 /// What a person needs to see when a step failed: pods, recent events and our components' logs.

@@ -23,6 +23,7 @@ pub mod node;
 mod pki;
 pub mod process;
 pub mod registry;
+pub mod wait;
 pub mod walkthrough;
 pub mod webhook;
 

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The node's name as the apiserver knows it.
 pub const NODE_NAME: &str = "ssi-node";
@@ -225,14 +225,18 @@ impl Node {
         let holder_pid = self.holder.as_ref().map(Process::pid).unwrap_or_default();
         // unshare needs a moment before the namespace is the holder's own.
         let host_ns = std::fs::read_link("/proc/self/ns/net")?;
-        for _ in 0..100 {
-            if std::fs::read_link(format!("/proc/{holder_pid}/ns/net"))
-                .is_ok_and(|ns| ns != host_ns)
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::wait::until(
+            Duration::from_secs(2),
+            "the namespace holder's own network namespace",
+            || {
+                crate::wait::check(
+                    std::fs::read_link(format!("/proc/{holder_pid}/ns/net"))
+                        .is_ok_and(|ns| ns != host_ns),
+                    String::new,
+                )
+            },
+        )
+        .await?;
         let veth = self.veth.clone();
         let veth = veth.as_str();
         run(Command::new("ip").args([
@@ -355,17 +359,15 @@ state = "{state}"
             containerd,
             &dir.join("containerd.log"),
         )?);
-        for _ in 0..100 {
-            if self
-                .ctr()?
-                .arg("version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::wait::until(Duration::from_secs(10), "containerd to answer", || {
+            let answered = self.ctr().is_ok_and(|mut ctr| {
+                ctr.arg("version")
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            });
+            crate::wait::check(answered, String::new)
+        })
+        .await?;
         let pause = crate::images::pause_image(&dir.join("images"))?;
         self.load_image(&pause)?;
 
@@ -452,7 +454,7 @@ containerRuntimeEndpoint: unix://{containerd_socket}
             &dir.join("kube-scheduler.log"),
         )?);
 
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let waiting = crate::wait::Waiting::new(Duration::from_secs(120), "the node to be Ready");
         loop {
             let ready = bed
                 .kubectl()
@@ -472,16 +474,12 @@ containerRuntimeEndpoint: unix://{containerd_socket}
             {
                 bail!("kubelet exited ({status}):\n{}", kubelet.log_tail(40));
             }
-            if Instant::now() > deadline {
-                bail!(
-                    "the node did not become Ready in 120 s:\n{}",
-                    self.kubelet
-                        .as_ref()
-                        .map(|k| k.log_tail(40))
-                        .unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            let kubelet_log = self
+                .kubelet
+                .as_ref()
+                .map(|k| k.log_tail(40))
+                .unwrap_or_default();
+            waiting.pause(&kubelet_log).await?;
         }
     }
 

@@ -5,7 +5,7 @@
 use crate::pki::Pki;
 use crate::process::{Process, free_port};
 use crate::run;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,32 +60,21 @@ impl Registry {
         let mut process = Process::spawn("docker-registry", command, &dir.join("registry.log"))
             .context("docker-registry comes with the Debian package (tests/bed/provision.sh installs it)")?;
         let host = format!("127.0.0.1:{port}");
-        for _ in 0..100 {
-            if let Some(status) = process.exited() {
-                bail!(
-                    "docker-registry exited ({status}):\n{}",
-                    process.log_tail(20)
-                );
-            }
-            if std::net::TcpStream::connect(&host).is_ok() {
-                let layout = dir.join("oci");
-                run(Command::new("umoci")
-                    .args(["init", "--layout"])
-                    .arg(&layout))?;
-                return Ok(Registry {
-                    process,
-                    host,
-                    ca_cert: pki.ca_cert,
-                    credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
-                    layout,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!(
-            "docker-registry did not listen on {host}:\n{}",
-            process.log_tail(20)
-        )
+        crate::wait::process_ready(&mut process, Duration::from_secs(10), || async {
+            std::net::TcpStream::connect(&host).is_ok()
+        })
+        .await?;
+        let layout = dir.join("oci");
+        run(Command::new("umoci")
+            .args(["init", "--layout"])
+            .arg(&layout))?;
+        Ok(Registry {
+            process,
+            host,
+            ca_cert: pki.ca_cert,
+            credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            layout,
+        })
     }
 
     /// The server's process id, for tests that freeze it (SIGSTOP) to make it hang.

@@ -518,28 +518,27 @@ pub async fn use_a_dedicated_audience(bed: &TestBed, audience: &str) -> crate::R
         )?;
     }
     // The token controller fills the Secret in a moment.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let reviewer_jwt = loop {
-        let token = kubectl(&[
-            "-n",
-            "kube-system",
-            "get",
-            "secret",
-            "vault-reviewer-token",
-            "-o",
-            "jsonpath={.data.token}",
-        ])?;
-        if !token.trim().is_empty() {
-            let jwt =
-                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, token.trim())?;
-            break String::from_utf8(jwt)?;
-        }
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "the token controller never filled kube-system/vault-reviewer-token"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let token = crate::wait::until(
+        Duration::from_secs(30),
+        "the token controller to fill kube-system/vault-reviewer-token",
+        || {
+            let token = kubectl(&[
+                "-n",
+                "kube-system",
+                "get",
+                "secret",
+                "vault-reviewer-token",
+                "-o",
+                "jsonpath={.data.token}",
+            ])
+            .map_err(|e| format!("{e:#}"))?;
+            crate::wait::check(!token.trim().is_empty(), String::new)?;
+            Ok(token)
+        },
+    )
+    .await?;
+    let jwt = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, token.trim())?;
+    let reviewer_jwt = String::from_utf8(jwt)?;
     let kube = bed.kube();
     run_command(bed.bao()?.args([
         "write",

@@ -43,27 +43,17 @@ impl Webhook {
         let mut process =
             Process::spawn("ssi-webhook", command, &bed.dir().join("ssi-webhook.log"))?;
         let admin = format!("http://127.0.0.1:{admin_port}");
-        for _ in 0..200 {
-            if let Some(status) = process.exited() {
-                bail!("ssi-webhook exited ({status}):\n{}", process.log_tail(30));
-            }
-            if reqwest::get(format!("{admin}/readyz"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return Ok(Webhook {
-                    process,
-                    url: format!("https://127.0.0.1:{port}/mutate"),
-                    admin,
-                    certs,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!(
-            "ssi-webhook did not become ready:\n{}",
-            process.log_tail(30)
-        )
+        let readyz = format!("{admin}/readyz");
+        crate::wait::process_ready(&mut process, Duration::from_secs(20), || async {
+            reqwest::get(&readyz).await.is_ok_and(|r| r.status() == 200)
+        })
+        .await?;
+        Ok(Webhook {
+            process,
+            url: format!("https://127.0.0.1:{port}/mutate"),
+            admin,
+            certs,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -123,18 +113,23 @@ impl Webhook {
             "volumes":[{"name":"s","csi":{"driver":"secrets-store.csi.deckhouse.io","volumeAttributes":{"secretsStoreImport":"probe"}}}]}}"#;
         let path = bed.dir().join("webhook-probe.json");
         std::fs::write(&path, probe)?;
-        for _ in 0..100 {
-            let output = bed
-                .kubectl()
-                .args(["create", "--dry-run=server", "-f"])
-                .arg(&path)
-                .output()?;
-            if String::from_utf8_lossy(&output.stderr).contains("subPath") {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("the apiserver never called the webhook:\n{}", self.log())
+        crate::wait::until(
+            Duration::from_secs(10),
+            "the apiserver to call the webhook",
+            || {
+                let output = bed
+                    .kubectl()
+                    .args(["create", "--dry-run=server", "-f"])
+                    .arg(&path)
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+                crate::wait::check(stderr.contains("subPath"), || {
+                    format!("{stderr}\n{}", self.log())
+                })
+            },
+        )
+        .await
     }
 }
 

@@ -5,6 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use ssi_core::{FileSource, ImportType, SecretFile, SecretsStoreImport, SecretsStoreImportSpec};
 use ssi_tests::csi::{
     CsiDriver, DriverOptions, PodVolume, create_pod, mount_of, publish, publish_request,
     publish_request_with_audience, unpublish,
@@ -12,9 +13,9 @@ use ssi_tests::csi::{
 use ssi_tests::walkthrough::{
     self, DEDICATED_AUDIENCE_AUTH_PATH, NAMESPACE, Narrator, PASSWORD, SERVICE_ACCOUNT, VaultSetup,
 };
-use ssi_tests::{SA_ISSUER, TestBed, VAULT_AUDIENCE, run};
+use ssi_tests::{SA_ISSUER, TestBed, VAULT_AUDIENCE, run, wait};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 async fn guide_bed() -> TestBed {
     let bed = TestBed::start().await.expect("test bed");
@@ -32,13 +33,15 @@ fn read(volume: &PodVolume, file: &str) -> String {
     String::from_utf8(std::fs::read(volume.target.join(file)).unwrap()).unwrap()
 }
 
-/// Waits until `check` holds, up to `timeout`.
-async fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Waits until `volume`'s `file` holds `expected`.
+async fn eventually_reads(volume: &PodVolume, file: &str, expected: &str, within: Duration) {
+    let what = format!("{file} to hold {expected:?}");
+    wait::until(within, &what, || {
+        let content = read(volume, file);
+        wait::check(content == expected, || format!("{file}: {content:?}"))
+    })
+    .await
+    .unwrap();
 }
 
 /// Names of the directory entries that inotify saw moved into place (the `..data` swaps).
@@ -147,9 +150,12 @@ async fn the_guides_secret_is_mounted_rotated_atomically_and_unpublished() {
         "secret/database-for-python-app",
         &["password=rotated-password"],
     );
-    eventually(Duration::from_secs(10), "the rotated password", || {
-        read(&volume, "db-password") == "rotated-password"
-    })
+    eventually_reads(
+        &volume,
+        "db-password",
+        "rotated-password",
+        Duration::from_secs(10),
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(5000)).await;
     assert_eq!(
@@ -188,22 +194,39 @@ fn apply(bed: &TestBed, yaml: &str) {
     bed.apply_yaml(yaml).unwrap();
 }
 
+/// An SSI of the guide's role with `files` (name, path, key, decodeBase64), built from the typed
+/// spec; `adjust` changes what a case needs.
 fn ssi_yaml(
     namespace: &str,
     name: &str,
-    extra_spec: &str,
     files: &[(&str, &str, &str, bool)],
+    adjust: impl FnOnce(&mut SecretsStoreImportSpec),
 ) -> String {
-    let mut yaml = format!(
-        "apiVersion: deckhouse.io/v1alpha1\nkind: SecretsStoreImport\nmetadata:\n  name: {name}\n  namespace: {namespace}\n\
-         spec:\n  type: CSI\n  role: my-namespace1_backend\n{extra_spec}  files:\n"
-    );
-    for (file, path, key, decode) in files {
-        yaml.push_str(&format!(
-            "  - name: \"{file}\"\n    decodeBase64: {decode}\n    source:\n      path: {path}\n      key: {key}\n"
-        ));
-    }
-    yaml
+    let mut spec = SecretsStoreImportSpec {
+        import_type: ImportType::Csi,
+        role: "my-namespace1_backend".into(),
+        auth_path: None,
+        namespace: None,
+        address: None,
+        ca_cert: None,
+        audience: None,
+        skip_tls_verify: None,
+        files: files
+            .iter()
+            .map(|(file, path, key, decode)| SecretFile {
+                name: (*file).into(),
+                decode_base64: *decode,
+                source: FileSource {
+                    path: (*path).into(),
+                    key: (*key).into(),
+                },
+            })
+            .collect(),
+    };
+    adjust(&mut spec);
+    let mut ssi = SecretsStoreImport::new(name, spec);
+    ssi.metadata.namespace = Some(namespace.into());
+    serde_yaml::to_string(&ssi).unwrap()
 }
 
 #[tokio::test]
@@ -226,7 +249,6 @@ async fn several_files_from_several_paths_with_base64_one_login_one_read_per_pat
         &ssi_yaml(
             NAMESPACE,
             "multi",
-            "",
             &[
                 (
                     "db-password",
@@ -238,6 +260,7 @@ async fn several_files_from_several_paths_with_base64_one_login_one_read_per_pat
                 ("app-password", "secret/data/app-config", "password", false),
                 ("tls.crt", "secret/data/app-cert", "cert_b64", true),
             ],
+            |_| {},
         ),
     );
     let driver = CsiDriver::start(
@@ -361,8 +384,8 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
         &ssi_yaml(
             NAMESPACE,
             "missing-key",
-            "",
             &[("f", "secret/data/database-for-python-app", "nope", false)],
+            |_| {},
         ),
     );
     apply(
@@ -370,28 +393,29 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
         &ssi_yaml(
             NAMESPACE,
             "missing-path",
-            "",
             &[("f", "secret/data/nothing-here", "k", false)],
+            |_| {},
         ),
     );
     apply(
         &bed,
-        &ssi_yaml(NAMESPACE, "denied-role", "", &guide_file)
-            .replace("role: my-namespace1_backend", "role: someone-else"),
+        &ssi_yaml(NAMESPACE, "denied-role", &guide_file, |spec| {
+            spec.role = "someone-else".into()
+        }),
     );
-    apply(&bed, &ssi_yaml("other-ns", "foreign", "", &guide_file));
+    apply(&bed, &ssi_yaml("other-ns", "foreign", &guide_file, |_| {}));
     apply(
         &bed,
         &ssi_yaml(
             NAMESPACE,
             "dotdot-data",
-            "",
             &[(
                 "..data",
                 "secret/data/database-for-python-app",
                 "password",
                 false,
             )],
+            |_| {},
         ),
     );
     apply(
@@ -399,59 +423,42 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
         &ssi_yaml(
             NAMESPACE,
             "dotdot",
-            "",
             &[(
                 "..",
                 "secret/data/database-for-python-app",
                 "password",
                 false,
             )],
+            |_| {},
         ),
     );
     apply(
         &bed,
-        &ssi_yaml(
-            NAMESPACE,
-            "elsewhere",
-            "  address: https://vault.attacker.example:8200\n",
-            &guide_file,
-        ),
+        &ssi_yaml(NAMESPACE, "elsewhere", &guide_file, |spec| {
+            spec.address = Some("https://vault.attacker.example:8200".into())
+        }),
     );
     apply(
         &bed,
-        &ssi_yaml(
-            NAMESPACE,
-            "insecure",
-            "  skipTLSVerify: true\n",
-            &guide_file,
-        ),
+        &ssi_yaml(NAMESPACE, "insecure", &guide_file, |spec| {
+            spec.skip_tls_verify = Some(true)
+        }),
     );
     // The role wants `vault`, the SSI leaves the audience to the driver's default.
     apply(
         &bed,
-        &ssi_yaml(
-            NAMESPACE,
-            "audience-mismatch",
-            &format!("  authPath: {DEDICATED_AUDIENCE_AUTH_PATH}\n"),
-            &guide_file,
-        )
-        .replace(
-            "role: my-namespace1_backend",
-            "role: backend-vault-audience",
-        ),
+        &ssi_yaml(NAMESPACE, "audience-mismatch", &guide_file, |spec| {
+            spec.auth_path = Some(DEDICATED_AUDIENCE_AUTH_PATH.into());
+            spec.role = "backend-vault-audience".into();
+        }),
     );
     // The SSI asks for `vault`, but the CSIDriver's tokenRequests (the shipped one) has no
     // such entry, so kubelet passes no such token.
-    let dedicated = ssi_yaml(
-        NAMESPACE,
-        "audience-vault",
-        &format!("  audience: {VAULT_AUDIENCE}\n  authPath: {DEDICATED_AUDIENCE_AUTH_PATH}\n"),
-        &guide_file,
-    )
-    .replace(
-        "role: my-namespace1_backend",
-        "role: backend-vault-audience",
-    );
+    let dedicated = ssi_yaml(NAMESPACE, "audience-vault", &guide_file, |spec| {
+        spec.audience = Some(VAULT_AUDIENCE.into());
+        spec.auth_path = Some(DEDICATED_AUDIENCE_AUTH_PATH.into());
+        spec.role = "backend-vault-audience".into();
+    });
     apply(&bed, &dedicated);
     let driver = CsiDriver::start(&bed, DriverOptions::default())
         .await
@@ -690,20 +697,15 @@ async fn a_store_outage_keeps_the_old_files_and_rotation_recovers() {
 
     let pid = bed.openbao().pid().to_string();
     run(std::process::Command::new("kill").args(["-STOP", &pid])).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while driver
-        .metric("ssi_csi_rotations_total{result=\"failed\"}")
-        .await
-        .unwrap()
-        < 2.0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "rotation never failed:\n{}",
-            driver.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait::until_async(Duration::from_secs(30), "a failed rotation", || async {
+        let failed = driver
+            .metric("ssi_csi_rotations_total{result=\"failed\"}")
+            .await
+            .map_err(|e| e.to_string())?;
+        wait::check(failed >= 2.0, || driver.log())
+    })
+    .await
+    .unwrap();
     assert_eq!(read(&volume, "db-password"), PASSWORD, "old content kept");
     assert_eq!(
         std::fs::read_link(volume.target.join("..data")).unwrap(),
@@ -722,9 +724,12 @@ async fn a_store_outage_keeps_the_old_files_and_rotation_recovers() {
         "secret/database-for-python-app",
         &["password=after-outage"],
     );
-    eventually(Duration::from_secs(15), "rotation after the outage", || {
-        read(&volume, "db-password") == "after-outage"
-    })
+    eventually_reads(
+        &volume,
+        "db-password",
+        "after-outage",
+        Duration::from_secs(15),
+    )
     .await;
 }
 
@@ -787,9 +792,12 @@ async fn after_sigkill_and_restart_unpublish_works_and_rotation_resumes() {
         "secret/database-for-python-app",
         &["password=after-restart"],
     );
-    eventually(Duration::from_secs(10), "rotation after restart", || {
-        read(&first, "db-password") == "after-restart"
-    })
+    eventually_reads(
+        &first,
+        "db-password",
+        "after-restart",
+        Duration::from_secs(10),
+    )
     .await;
     unpublish(&driver, &first).await.expect("unpublish");
     assert_eq!(
@@ -886,15 +894,13 @@ async fn kubelets_plugin_watcher_can_register_the_driver_without_a_registrar_sid
     // On SIGTERM both sockets go, so that kubelet deregisters the driver.
     let pid = nix::unistd::Pid::from_raw(driver.pid().unwrap() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while registration.exists() || driver.socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "sockets left behind:\n{}",
+    wait::until(Duration::from_secs(10), "both sockets to go", || {
+        wait::check(!registration.exists() && !driver.socket.exists(), || {
             driver.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        })
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -1016,24 +1022,26 @@ async fn a_pod_writing_into_its_volume_cannot_hang_bloat_or_steer_the_driver() {
         "secret/database-for-python-app",
         &["password=after-the-attack"],
     );
-    eventually(
+    eventually_reads(
+        &volumes[0],
+        "db-password",
+        "after-the-attack",
         Duration::from_secs(30),
-        "the healthy volume rotated",
-        || read(&volumes[0], "db-password") == "after-the-attack",
     )
     .await;
-    eventually(
+    wait::until(
         Duration::from_secs(30),
         "each attacked volume's refusal",
         || {
-            driver
+            let refusals = driver
                 .log()
                 .matches("the volume holds something the driver did not write")
-                .count()
-                >= 3
+                .count();
+            wait::check(refusals >= 3, || format!("{refusals} refusals"))
         },
     )
-    .await;
+    .await
+    .unwrap();
     let log = driver.log();
     for needle in [
         "is not a regular file",
@@ -1056,10 +1064,11 @@ async fn a_pod_writing_into_its_volume_cannot_hang_bloat_or_steer_the_driver() {
         "secret/database-for-python-app",
         &["password=once-more"],
     );
-    eventually(
+    eventually_reads(
+        &volumes[0],
+        "db-password",
+        "once-more",
         Duration::from_secs(30),
-        "the healthy volume rotated again",
-        || read(&volumes[0], "db-password") == "once-more",
     )
     .await;
     for volume in &volumes {

@@ -9,7 +9,7 @@ use ssi_tests::walkthrough::{
     self, AUTH_PATHS, DEDICATED_AUDIENCE_AUTH_PATH, NAMESPACE, Narrator, PASSWORD, ROLE,
     SERVICE_ACCOUNT, VaultSetup,
 };
-use ssi_tests::{SA_ISSUER, TestBed, VAULT_AUDIENCE, run};
+use ssi_tests::{SA_ISSUER, TestBed, VAULT_AUDIENCE, run, wait};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -273,11 +273,11 @@ async fn the_app_replaces_the_injector_gets_signals_and_its_exit_code_counts() {
     .stdout(Stdio::piped())
     .spawn()
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "the app never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait::until(Duration::from_secs(20), "the app to start", || {
+        wait::check(ready.exists(), String::new)
+    })
+    .await
+    .unwrap();
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap();
     assert_eq!(comm.trim(), "sh", "the injector must have exec'd the app");
     nix::sys::signal::kill(
@@ -368,19 +368,6 @@ fn copy_mode_installs_the_binary_for_the_app_containers() {
     );
 }
 
-/// Waits for `path` to appear (the app's sign that it runs).
-fn wait_for_file(path: &Path, within: Duration) {
-    let deadline = Instant::now() + within;
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
 }
@@ -408,7 +395,7 @@ const WATCH_FOR_DATA: (&str, &str) = ("SSI_INJECTOR_MODE", "watch-for-data");
 
 /// Starts the injector with `script` as the app (`sh -c script <ready file>`), its output piped,
 /// and returns once the app has touched its ready file.
-fn start_app(
+async fn start_app(
     bed: &TestBed,
     token: &Path,
     env: &[(&str, &str)],
@@ -426,7 +413,13 @@ fn start_app(
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    wait_for_file(&ready, Duration::from_secs(20));
+    wait::until(
+        Duration::from_secs(20),
+        "the app to touch its ready file",
+        || wait::check(ready.exists(), String::new),
+    )
+    .await
+    .unwrap();
     child
 }
 
@@ -457,7 +450,7 @@ async fn in_watch_mode_the_injector_stays_pid_1_forwards_signals_reaps_and_passe
     // An orphan of the app (the subshell's `sleep`) is re-parented to the injector and reaped.
     let script = "trap 'echo got-usr1' USR1; trap 'echo got-term; exit 3' TERM; \
                   (sleep 0.2 &); touch \"$0\"; while :; do sleep 0.1; done";
-    let child = start_app(&bed, &token, &env, "watch-ready", script);
+    let child = start_app(&bed, &token, &env, "watch-ready", script).await;
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap();
     assert_eq!(
         comm.trim(),
@@ -512,7 +505,8 @@ async fn in_watch_mode_the_injector_stays_pid_1_forwards_signals_reaps_and_passe
         &env,
         "sleep-ready",
         "touch \"$0\"; exec sleep 60",
-    );
+    )
+    .await;
     // A real-time signal is neither forwarded by name nor fatal: the injector ignores it.
     let rtmin3 = nix::libc::SIGRTMIN() + 3;
     let status = Command::new("kill")
@@ -557,7 +551,7 @@ async fn watch_for_data_restarts_the_app_after_a_kv_put_and_kills_one_that_will_
     ];
     let script = "trap 'echo got-term; exit 0' TERM; echo \"started with $DB_PASSWORD\"; \
                   touch \"$0\"; while :; do sleep 0.1; done";
-    let child = start_app(&bed, &token, &env, "data-ready", script);
+    let child = start_app(&bed, &token, &env, "data-ready", script).await;
     // A few unchanged polls leave the app alone.
     std::thread::sleep(Duration::from_secs(3));
     assert!(
@@ -595,7 +589,7 @@ async fn watch_for_data_restarts_the_app_after_a_kv_put_and_kills_one_that_will_
     // the grace period.
     let script = "trap '' TERM; echo \"started with $DB_PASSWORD\"; touch \"$0\"; \
                   while :; do sleep 0.1; done";
-    let child = start_app(&bed, &token, &env, "stubborn-ready", script);
+    let child = start_app(&bed, &token, &env, "stubborn-ready", script).await;
     run(bed.bao().unwrap().args([
         "kv",
         "put",

@@ -8,36 +8,40 @@ use ssi_tests::csi::{CsiDriver, DriverOptions};
 use ssi_tests::node::{NODE_NAME, Node};
 use ssi_tests::walkthrough::{self, Narrator, VaultSetup};
 use ssi_tests::webhook::Webhook;
-use ssi_tests::{TestBed, run, workspace_path};
-use std::time::{Duration, Instant};
+use ssi_tests::{TestBed, run, wait, workspace_path};
+use std::time::Duration;
 
 /// Waits until the pod ran to completion; its description if it failed or took over 2 minutes.
 async fn wait_until_succeeded(bed: &TestBed, namespace: &str, pod: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let phase = run(bed.kubectl().args([
-            "get",
-            "pod",
-            pod,
-            "-n",
-            namespace,
-            "-o",
-            "jsonpath={.status.phase}",
-        ]))
-        .unwrap();
-        if phase == "Succeeded" {
-            return;
-        }
-        assert!(
-            phase != "Failed" && Instant::now() < deadline,
-            "{pod}: {phase}\n{}",
-            run(bed
-                .kubectl()
-                .args(["describe", "pod", pod, "-n", namespace]))
-            .unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let describe = || {
+        run(bed
+            .kubectl()
+            .args(["describe", "pod", pod, "-n", namespace]))
+        .unwrap_or_default()
+    };
+    let phase = wait::until(
+        Duration::from_secs(120),
+        &format!("pod {pod} to finish"),
+        || {
+            let phase = run(bed.kubectl().args([
+                "get",
+                "pod",
+                pod,
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.status.phase}",
+            ]))
+            .unwrap_or_default();
+            match phase.as_str() {
+                "Succeeded" | "Failed" => Ok(phase),
+                _ => Err(describe()),
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(phase, "Succeeded", "{pod}:\n{}", describe());
 }
 
 #[tokio::test]
@@ -98,8 +102,8 @@ async fn the_node_comes_up_runs_a_pod_and_leaves_nothing_behind() {
 
 /// Polls `kubectl logs` of the pods matching `selector` until `expected` appears.
 async fn wait_for_log(bed: &TestBed, selector: &str, expected: &str, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
+    let what = format!("{expected:?} in the log of {selector}");
+    wait::until(within, &what, || {
         let output = bed
             .kubectl()
             .args([
@@ -111,27 +115,27 @@ async fn wait_for_log(bed: &TestBed, selector: &str, expected: &str, within: Dur
                 "--tail=5",
             ])
             .output()
-            .unwrap();
+            .map_err(|e| e.to_string())?;
         let logs = String::from_utf8_lossy(&output.stdout).into_owned();
         if logs.contains(expected) {
-            return logs;
+            return Ok(logs);
         }
-        assert!(
-            Instant::now() < deadline,
-            "{expected:?} not in the log within {within:?}: {logs}{}\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            run(bed.kubectl().args([
-                "describe",
-                "pods",
-                "-n",
-                walkthrough::NAMESPACE,
-                "-l",
-                selector
-            ]))
-            .unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        let describe = run(bed.kubectl().args([
+            "describe",
+            "pods",
+            "-n",
+            walkthrough::NAMESPACE,
+            "-l",
+            selector,
+        ]))
+        .unwrap_or_default();
+        Err(format!(
+            "{logs}{}\n{describe}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -161,28 +165,27 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
 
     // Kubelet's plugin watcher finds the registration socket; CSINode then lists the driver, and
     // kubelet tells the driver (NotifyRegistrationStatus, which may come a moment after).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let drivers = run(bed.kubectl().args([
-            "get",
-            "csinode",
-            NODE_NAME,
-            "-o",
-            "jsonpath={.spec.drivers[*].name}",
-        ]))
-        .unwrap_or_default();
-        if drivers.contains("secrets-store.csi.deckhouse.io")
-            && driver.log().contains("kubelet registered the driver")
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "CSINode lists {drivers:?}:\n{}",
-            driver.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait::until(
+        Duration::from_secs(60),
+        "kubelet to register the driver",
+        || {
+            let drivers = run(bed.kubectl().args([
+                "get",
+                "csinode",
+                NODE_NAME,
+                "-o",
+                "jsonpath={.spec.drivers[*].name}",
+            ]))
+            .unwrap_or_default();
+            wait::check(
+                drivers.contains("secrets-store.csi.deckhouse.io")
+                    && driver.log().contains("kubelet registered the driver"),
+                || format!("CSINode lists {drivers:?}:\n{}", driver.log()),
+            )
+        },
+    )
+    .await
+    .unwrap();
 
     // The guide's Deployment with a busybox app that prints the mounted password, admitted
     // through our webhook.
@@ -249,24 +252,22 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
     ]))
     .unwrap();
     let pods = node.kubelet_root.join("pods");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .any(|line| {
-                line.contains(pods.to_str().unwrap()) && line.contains("kubernetes.io~csi")
-            });
-        if !mounted {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the CSI volume stayed mounted:\n{}",
-            driver.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait::until(
+        Duration::from_secs(60),
+        "the CSI volume to be unmounted",
+        || {
+            let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap_or_default()
+                .lines()
+                .any(|line| {
+                    line.contains(pods.to_str().unwrap_or_default())
+                        && line.contains("kubernetes.io~csi")
+                });
+            wait::check(!mounted, || driver.log())
+        },
+    )
+    .await
+    .unwrap();
     drop(driver);
     drop(webhook);
     node.stop().expect("clean teardown");

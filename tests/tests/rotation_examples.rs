@@ -8,9 +8,9 @@
 use ssi_tests::csi::{CsiDriver, DriverOptions, create_pod, publish, workspace_binary};
 use ssi_tests::process::Process;
 use ssi_tests::walkthrough::{self, NAMESPACE, Narrator, PASSWORD, SERVICE_ACCOUNT, VaultSetup};
-use ssi_tests::{TestBed, run, workspace_path};
+use ssi_tests::{TestBed, run, wait, workspace_path};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The guide's Python example with the guide's logic (a watch on the file, reporting IN_MODIFY),
 /// written with inotify_simple like docs/examples/watch_secrets.py. Prints every event it gets.
@@ -29,15 +29,13 @@ while True:
 "#;
 
 async fn wait_for(process: &Process, text: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    while !process.log_contains(text) {
-        assert!(
-            Instant::now() < deadline,
-            "no {text:?} within {within:?}:\n{}",
-            process.log_tail(20)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait::until(
+        within,
+        &format!("{text:?} in {}'s output", process.name),
+        || wait::check(process.log_contains(text), || process.log_tail(20)),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

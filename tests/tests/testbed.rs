@@ -39,19 +39,19 @@ async fn full_bed_comes_up_and_tears_down_completely() {
         .create(&Default::default(), &ns)
         .await
         .expect("create namespace");
-    let mut found = false;
-    for _ in 0..100 {
-        if run(bed
-            .kubectl()
-            .args(["-n", "probe", "get", "serviceaccount", "default"]))
-        .is_ok()
-        {
-            found = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(found, "controller manager did not create probe/default");
+    ssi_tests::wait::until(
+        std::time::Duration::from_secs(10),
+        "the controller manager to create probe/default",
+        || {
+            run(bed
+                .kubectl()
+                .args(["-n", "probe", "get", "serviceaccount", "default"]))
+            .map(drop)
+            .map_err(|e| format!("{e:#}"))
+        },
+    )
+    .await
+    .expect("controller manager creates the default ServiceAccount");
 
     // OpenBao answers with the root token, through the real CLI.
     let status = run(bed.bao().expect("bao").args(["status", "-format=json"])).expect("bao status");
