@@ -13,20 +13,37 @@ pub const BINARY_NAME: &str = "ssi-injector";
 /// Prefix of every configuration variable; all of them are removed from the application's
 /// environment before it starts.
 pub const ENV_PREFIX: &str = "SSI_INJECTOR_";
+/// Store URL, `http://` or `https://` (annotation `addr`). Required.
 pub const ENV_ADDR: &str = "SSI_INJECTOR_ADDR";
+/// Mount path of the Kubernetes auth method (`auth-path`); `kubernetes` when unset.
 pub const ENV_AUTH_PATH: &str = "SSI_INJECTOR_AUTH_PATH";
+/// Role of the Kubernetes auth method to log in as (`role`). Required.
 pub const ENV_ROLE: &str = "SSI_INJECTOR_ROLE";
+/// Vault Enterprise / OpenBao namespace (`namespace`).
 pub const ENV_NAMESPACE: &str = "SSI_INJECTOR_NAMESPACE";
+/// Path of a PEM file with the CA of the store's certificate (from `tls-secret`).
 pub const ENV_CA_CERT: &str = "SSI_INJECTOR_CA_CERT";
+/// `true`: do not verify the store's certificate (`tls-skip-verify`).
 pub const ENV_SKIP_VERIFY: &str = "SSI_INJECTOR_TLS_SKIP_VERIFY";
+/// Bound on each store request, like `10s` (`client-timeout`).
 pub const ENV_TIMEOUT: &str = "SSI_INJECTOR_CLIENT_TIMEOUT";
+/// `true`: a secret that does not exist (HTTP 404) leaves its variable out instead of
+/// stopping the container (`ignore-missing-secrets`).
 pub const ENV_IGNORE_MISSING: &str = "SSI_INJECTOR_IGNORE_MISSING_SECRETS";
+/// Comma-separated secret paths whose every key becomes a variable (`env-from-path`).
 pub const ENV_FROM_PATH: &str = "SSI_INJECTOR_ENV_FROM_PATH";
+/// Path of the ServiceAccount token the injector logs in with.
 pub const ENV_TOKEN_PATH: &str = "SSI_INJECTOR_TOKEN_PATH";
+/// The injector's log level, one of [`LOG_LEVELS`] (`log-level`).
 pub const ENV_LOG_LEVEL: &str = "SSI_INJECTOR_LOG_LEVEL";
+/// `true`: the injector logs JSON lines (`enable-json-log`).
 pub const ENV_JSON_LOG: &str = "SSI_INJECTOR_JSON_LOG";
+/// A [`RestartMode`] by its [`name`](RestartMode::name) (`restart-on-secret-change`); unset
+/// means `none`.
 pub const ENV_MODE: &str = "SSI_INJECTOR_MODE";
+/// How often `watch-for-data` re-reads the secrets (`secret-poll-interval`).
 pub const ENV_POLL_INTERVAL: &str = "SSI_INJECTOR_POLL_INTERVAL";
+/// How long the app gets between SIGTERM and SIGKILL when a watch mode restarts it.
 pub const ENV_GRACE_PERIOD: &str = "SSI_INJECTOR_GRACE_PERIOD";
 
 /// What the injector does once the environment is resolved (`restart-on-secret-change`).
@@ -41,6 +58,7 @@ pub enum RestartMode {
 }
 
 impl RestartMode {
+    /// Every mode, in the order messages list them.
     pub const ALL: [RestartMode; 3] = [
         RestartMode::None,
         RestartMode::WatchForData,
@@ -56,6 +74,7 @@ impl RestartMode {
         }
     }
 
+    /// The mode spelled `text`, as [`name`](RestartMode::name) gives it; `None` for anything else.
     pub fn parse(text: &str) -> Option<RestartMode> {
         RestartMode::ALL
             .into_iter()

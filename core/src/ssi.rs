@@ -107,6 +107,7 @@ pub struct FileSource {
 /// Every rule a `SecretsStoreImportSpec` breaks, each phrased so that a person knows what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct InvalidSpec {
+    /// One sentence per broken rule, in the order checked.
     pub problems: Vec<String>,
 }
 
@@ -120,7 +121,36 @@ impl fmt::Display for InvalidSpec {
     }
 }
 
+impl SecretFile {
+    /// A file holding `key` of the secret at `path`, written as stored (not base64-decoded).
+    pub fn new(name: impl Into<String>, path: impl Into<String>, key: impl Into<String>) -> Self {
+        SecretFile {
+            name: name.into(),
+            decode_base64: false,
+            source: FileSource {
+                path: path.into(),
+                key: key.into(),
+            },
+        }
+    }
+}
+
 impl SecretsStoreImportSpec {
+    /// A CSI import of `files` as `role`, every optional field unset (the components' defaults).
+    pub fn new(role: impl Into<String>, files: Vec<SecretFile>) -> Self {
+        SecretsStoreImportSpec {
+            import_type: ImportType::Csi,
+            role: role.into(),
+            auth_path: None,
+            namespace: None,
+            address: None,
+            ca_cert: None,
+            audience: None,
+            skip_tls_verify: None,
+            files,
+        }
+    }
+
     /// Checks every rule of the schema plus the driver-side ones a schema cannot express.
     ///
     /// Collects all problems rather than stopping at the first, so one round trip fixes them all.
@@ -233,27 +263,13 @@ mod tests {
     }
 
     fn mk_spec(files: &[(&str, &str, &str)]) -> SecretsStoreImportSpec {
-        SecretsStoreImportSpec {
-            import_type: ImportType::Csi,
-            role: "my-namespace1_backend".into(),
-            auth_path: None,
-            namespace: None,
-            address: None,
-            ca_cert: None,
-            audience: None,
-            skip_tls_verify: None,
-            files: files
+        SecretsStoreImportSpec::new(
+            "my-namespace1_backend",
+            files
                 .iter()
-                .map(|(name, path, key)| SecretFile {
-                    name: (*name).into(),
-                    decode_base64: false,
-                    source: FileSource {
-                        path: (*path).into(),
-                        key: (*key).into(),
-                    },
-                })
+                .map(|(name, path, key)| SecretFile::new(*name, *path, *key))
                 .collect(),
-        }
+        )
     }
 
     const GUIDE_SSI: &str = r#"

@@ -246,6 +246,7 @@ impl<S> std::fmt::Debug for AuthorityFix<S> {
 }
 
 impl<S> AuthorityFix<S> {
+    /// Wraps a freshly accepted connection, before the client has sent its connection preface.
     pub fn new(inner: S) -> Self {
         AuthorityFix {
             inner,

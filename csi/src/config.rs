@@ -44,6 +44,7 @@ pub struct Args {
     #[arg(long, env = "SSI_CSI_STATE_DIR", default_value = "/var/lib/ssi-csi")]
     pub state_dir: PathBuf,
 
+    /// Store connection defaults and what a SecretsStoreImport may override.
     #[command(flatten)]
     pub store: StoreDefaults,
 
@@ -69,6 +70,7 @@ pub struct Args {
     #[arg(long, env = "SSI_CSI_ADMIN_ADDR", default_value = "127.0.0.1:9809")]
     pub admin_addr: SocketAddr,
 
+    /// Log line format: plain text or JSON.
     #[arg(long, env = "SSI_CSI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
 }
@@ -206,18 +208,10 @@ mod tests {
         assert_eq!(args.token_audience, "");
         assert_eq!(args.store.auth_path, "kubernetes");
         assert!(!args.store.allow_skip_tls_verify);
-        use clap::CommandFactory;
-        for arg in Args::command().get_arguments() {
-            let id = arg.get_id().as_str();
-            if id != "help" && id != "version" {
-                // One scheme for every component: SSI_<COMPONENT>_<FLAG>.
-                let env = arg.get_env().map(|env| env.to_string_lossy().into_owned());
-                assert!(
-                    env.as_deref()
-                        .is_some_and(|env| env.starts_with("SSI_CSI_")),
-                    "--{id} has env var {env:?}, not SSI_CSI_*"
-                );
-            }
-        }
+        // One scheme for every component: SSI_<COMPONENT>_<FLAG>.
+        assert_eq!(
+            ssi_runtime::flags::check_env_scheme::<Args>("SSI_CSI_"),
+            Ok(())
+        );
     }
 }

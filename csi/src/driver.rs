@@ -34,6 +34,7 @@ pub struct Settings {
     pub kubelet_root: PathBuf,
     /// `size=` option of each volume's tmpfs (e.g. `4m`).
     pub tmpfs_size: String,
+    /// Time between two full rotation cycles (jittered by the scheduler).
     pub rotation_interval: Duration,
     /// Volumes rotated at once.
     pub rotation_concurrency: usize,
@@ -42,19 +43,31 @@ pub struct Settings {
 /// What the driver works with: the store side, the API side and the node side.
 #[derive(Debug)]
 pub struct Parts {
+    /// Where the driver counts its work; also served on /metrics.
     pub metrics: Arc<Metrics>,
+    /// Reads SecretsStoreImports and the store as each volume's pod.
     pub fetcher: Fetcher,
+    /// Reports rotations on the pods.
     pub events: Events,
+    /// Mount records in the state dir.
     pub records: state::Store,
 }
 
+/// The volumes published on this node and the work on them, shared by the CSI service and the
+/// rotation scheduler. Calls on one volume run one at a time.
 #[derive(Debug)]
 pub struct Driver {
+    /// The node's name, reported by NodeGetInfo.
     pub node_id: String,
+    /// Kubelet's root dir, canonical: every target path must lie below it.
     pub kubelet_root: PathBuf,
+    /// `size=` option of each volume's tmpfs (e.g. `4m`).
     pub tmpfs_size: String,
+    /// Time between two full rotation cycles (jittered by the scheduler).
     pub rotation_interval: Duration,
+    /// Volumes rotated at once; at least 1.
     pub rotation_concurrency: usize,
+    /// Where the driver counts its work; also served on /metrics.
     pub metrics: Arc<Metrics>,
     /// Whether the CSI socket serves (`/readyz`).
     pub ready: Arc<AtomicBool>,
@@ -98,6 +111,7 @@ fn access(record: &Record) -> Access {
 }
 
 impl Driver {
+    /// A driver with no volumes yet; [`Driver::recover`] takes over those of a previous run.
     pub fn new(settings: Settings, parts: Parts) -> Driver {
         let Parts {
             metrics,
@@ -159,6 +173,10 @@ impl Driver {
         Ok(volumes.len())
     }
 
+    /// Mounts the volume and writes its files. Kubelet's republish of a mounted volume hands over
+    /// fresh tokens for rotation and rewrites nothing unless the files are gone; one with another
+    /// target, SecretsStoreImport or pod is an [`Error::Conflict`]. Every value is fetched before anything is mounted, and a failed step
+    /// undoes the mount.
     pub async fn publish(&self, request: PublishRequest) -> Result<(), Error> {
         let PublishRequest { record, tokens } = request;
         let lock = self.lock_of(&record.volume_id);
@@ -248,6 +266,8 @@ impl Driver {
         Ok(())
     }
 
+    /// Unmounts the volume at `target`, removes the directory and forgets the volume. A volume
+    /// already gone is not an error; a `target` other than the recorded one is.
     pub async fn unpublish(&self, volume_id: &str, target: &Path) -> Result<(), Error> {
         let lock = self.lock_of(volume_id);
         let _guard = lock.lock().await;

@@ -4,75 +4,129 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Why a publish, an unpublish or a rotation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Kubelet's request is malformed or not allowed (e.g. not read-only, a target outside
+    /// kubelet's root): InvalidArgument.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
 
+    /// No SecretsStoreImport of that name in the pod's namespace: NotFound.
     #[error("SecretsStoreImport {namespace}/{name} not found (it must be in the pod's namespace)")]
-    SsiNotFound { namespace: String, name: String },
+    SsiNotFound {
+        /// The pod's namespace.
+        namespace: String,
+        /// The SecretsStoreImport's name.
+        name: String,
+    },
 
+    /// The SecretsStoreImport fails the driver's own checks (the API may not have validated
+    /// it): InvalidArgument.
     #[error("SecretsStoreImport {namespace}/{name} is invalid")]
     InvalidSsi {
+        /// The pod's namespace.
         namespace: String,
+        /// The SecretsStoreImport's name.
         name: String,
+        /// What is wrong with its spec.
         #[source]
         source: ssi_core::InvalidSpec,
     },
 
+    /// Reading the SecretsStoreImport from the Kubernetes API failed: Unavailable.
     #[error("failed to read SecretsStoreImport {namespace}/{name} from the Kubernetes API")]
     Kube {
+        /// The pod's namespace.
         namespace: String,
+        /// The SecretsStoreImport's name.
         name: String,
+        /// The client's error; shared, as one read may serve several volumes.
         #[source]
         source: Arc<kube::Error>,
     },
 
+    /// The SecretsStoreImport asks for what the operator does not allow (a store address not
+    /// listed, skipTLSVerify), or names no store and there is no default: PermissionDenied.
     #[error("SecretsStoreImport {namespace}/{name} refused: {reason}")]
     Refused {
+        /// The pod's namespace.
         namespace: String,
+        /// The SecretsStoreImport's name.
         name: String,
+        /// What was refused and how to fix it.
         reason: String,
     },
 
+    /// Kubelet passed no pod token for the audience the SecretsStoreImport (or the driver's
+    /// default) asks for; the CSIDriver must request it: InvalidArgument.
     #[error(
         "kubelet passed no ServiceAccount token for audience {audience:?}{}; list it in the CSIDriver's \
          spec.tokenRequests",
         if audience.is_empty() { " (the Kubernetes API's own)" } else { "" }
     )]
-    MissingToken { audience: String },
+    MissingToken {
+        /// The audience looked for; empty means the Kubernetes API's own.
+        audience: String,
+    },
 
+    /// The store failed a login, a read or the connection setup, or a secret lacks the key.
+    /// The code follows the cause: NotFound for a missing path or key, PermissionDenied for
+    /// HTTP 403, InvalidArgument for 400, Unavailable when unreachable or for 429 and 5xx,
+    /// Internal otherwise.
     #[error("SecretsStoreImport {ssi}: failed to fetch {what}")]
     Store {
+        /// The SecretsStoreImport, as `namespace/name`.
         ssi: String,
+        /// What was being fetched: a secret's path, a file, or a connection to the store.
         what: String,
+        /// The store client's error; shared, as one read may serve several volumes.
         #[source]
         source: Arc<ssi_vault::Error>,
     },
 
+    /// A file has decodeBase64 set and its value is not valid base64: InvalidArgument.
     #[error(
         "SecretsStoreImport {ssi}: file {file:?}: the value of {path}#{key} is not valid base64 (decodeBase64 is set)"
     )]
     Base64 {
+        /// The SecretsStoreImport, as `namespace/name`.
         ssi: String,
+        /// The file's name.
         file: String,
+        /// The store path the value came from.
         path: String,
+        /// The key of the value in that secret.
         key: String,
     },
 
+    /// Work on the node failed: a mount, a directory, the files, a mount record, or a volume's
+    /// I/O that timed out or whose tmpfs is gone: Internal.
     #[error("failed to {action} {}", .path.display())]
     Io {
+        /// What the driver was doing, worded to read `failed to <action> <path>`.
         action: &'static str,
+        /// The file or directory it was done to.
         path: PathBuf,
+        /// The system's error.
         #[source]
         source: std::io::Error,
     },
 
+    /// The volume is already published with another target path, SecretsStoreImport or pod:
+    /// AlreadyExists.
     #[error("volume {volume_id} is already published at {} with other parameters", .target.display())]
-    Conflict { volume_id: String, target: PathBuf },
+    Conflict {
+        /// Kubelet's volume id.
+        volume_id: String,
+        /// The target path of the refused request.
+        target: PathBuf,
+    },
 }
 
 impl Error {
+    /// Turns an I/O error into [`Error::Io`], for `map_err`:
+    /// `.map_err(Error::io("unmount", &target))`.
     pub fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

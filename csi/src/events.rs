@@ -6,14 +6,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Api;
 use kube::api::PostParams;
 
+/// The Events' source and reporting component: the driver's name.
 pub const COMPONENT: &str = ssi_core::DRIVER_NAME;
 
+/// The type of an Event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// Routine news, such as files updated by a rotation.
     Normal,
+    /// Something the pod's owner should look at, such as a failed rotation.
     Warning,
 }
 
+/// Writes Events on pods, reported by this node's instance of the driver.
 #[derive(Clone)]
 pub struct Events {
     client: kube::Client,
@@ -29,6 +34,7 @@ impl std::fmt::Debug for Events {
 }
 
 impl Events {
+    /// Events reported from `node`, the reporting instance.
     pub fn new(client: kube::Client, node: String) -> Events {
         Events { client, node }
     }

@@ -22,14 +22,23 @@ pub type Tokens = HashMap<String, SecretString>;
 /// What the cluster operator configured: defaults and limits for every SecretsStoreImport.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Store used when an SSI sets no `spec.address`.
     pub default_address: Option<Url>,
+    /// Other stores an SSI may name in `spec.address`; the default is always allowed.
     pub allowed_addresses: Vec<Url>,
+    /// Mount path of the Kubernetes auth method when an SSI sets no `authPath`.
     pub auth_path: String,
+    /// Vault namespace when an SSI sets none.
     pub namespace: Option<String>,
+    /// PEM bundle of the CAs trusted when an SSI sets no `caCert`; none means the system's.
     pub ca_pem: Option<String>,
+    /// Whether an SSI may set `skipTLSVerify: true`.
     pub allow_skip_tls_verify: bool,
+    /// Audience of the pod token when an SSI sets none; empty is the Kubernetes API's own.
     pub token_audience: String,
+    /// Bound on each request to the store.
     pub timeout: Duration,
+    /// Largest store reply read, in bytes.
     pub max_response_bytes: usize,
 }
 
@@ -51,11 +60,11 @@ struct StoreKey {
     skip_tls_verify: bool,
 }
 
-/// Lookups shared by every volume of one rotation cycle (or one publish): each SSI is read from
-/// the API once, each (identity, path) from the store once.
 /// One lookup shared by everybody who needs it during a cycle: the first caller fills it.
 type Shared<K, V> = Mutex<HashMap<K, Arc<OnceCell<V>>>>;
 
+/// Lookups shared by every volume of one rotation cycle (or one publish): each SSI is read from
+/// the API once, each (identity, path) from the store once.
 #[derive(Default)]
 pub struct Cycle {
     ssis: Shared<(String, String), Result<Arc<SecretsStoreImport>, SsiLookup>>,
@@ -85,6 +94,8 @@ fn shared_cell<K: std::hash::Hash + Eq, V>(
         .clone()
 }
 
+/// Fetches a volume's files as its pod. Store clients and Vault sessions are kept across
+/// volumes and cycles, one per store and one per identity.
 pub struct Fetcher {
     kube: kube::Client,
     settings: Settings,
@@ -102,6 +113,7 @@ impl std::fmt::Debug for Fetcher {
 }
 
 impl Fetcher {
+    /// A fetcher with no clients or sessions yet: each is created on first use.
     pub fn new(kube: kube::Client, settings: Settings, metrics: Arc<Metrics>) -> Fetcher {
         Fetcher {
             kube,

@@ -30,13 +30,13 @@ pub mod writer;
 
 pub mod proto {
     //! The CSI v1.9.0 API, generated from `proto/csi.proto`.
-    #![allow(clippy::all, missing_debug_implementations)]
+    #![allow(clippy::all, missing_debug_implementations, missing_docs)]
     tonic::include_proto!("csi.v1");
 }
 
 pub mod registration_proto {
     //! Kubelet's plugin registration API v1, generated from `proto/pluginregistration/api.proto`.
-    #![allow(clippy::all, missing_debug_implementations)]
+    #![allow(clippy::all, missing_debug_implementations, missing_docs)]
     tonic::include_proto!("pluginregistration");
 }
 

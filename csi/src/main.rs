@@ -1,3 +1,5 @@
+//! `ssi-csi`: parses the flags and runs [`ssi_csi::run`] until a stop signal.
+
 use clap::Parser;
 use ssi_csi::config::Args;
 
@@ -5,10 +7,5 @@ use ssi_csi::config::Args;
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
-    ssi_runtime::logging::init(args.log_format);
-    let shutdown = ssi_runtime::shutdown::signal_handlers()
-        .map_err(|e| anyhow::anyhow!("failed to register the signal handlers: {e}"))?;
-    ssi_csi::run(args, shutdown)
-        .await
-        .inspect_err(|e| tracing::error!(error = format!("{e:#}"), "exiting"))
+    ssi_runtime::serve(args.log_format, |shutdown| ssi_csi::run(args, shutdown)).await
 }

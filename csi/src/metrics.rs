@@ -8,9 +8,12 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::fmt::Write;
 
+/// Whether a call succeeded, as a label value.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum Outcome {
+    /// The call succeeded (`ok`).
     Ok,
+    /// It failed (`error`).
     Error,
 }
 
@@ -23,18 +26,25 @@ impl EncodeLabelValue for Outcome {
     }
 }
 
+/// Labels of `ssi_csi_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabels {
+    /// The CSI call: `publish` or `unpublish`.
     pub operation: &'static str,
+    /// Whether it succeeded.
     pub result: Outcome,
     /// gRPC code label of a failure, "ok" otherwise.
     pub code: &'static str,
 }
 
+/// What one volume's rotation did, as a label value.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum Rotation {
+    /// The values changed in the store; the files were swapped.
     Changed,
+    /// The same bytes; nothing was written.
     Unchanged,
+    /// Fetching or writing failed; the old files are kept.
     Failed,
     /// No token yet (after a driver restart, until kubelet republishes).
     Waiting,
@@ -51,24 +61,38 @@ impl EncodeLabelValue for Rotation {
     }
 }
 
+/// Labels of `ssi_csi_rotations_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RotationLabels {
+    /// What the rotation did.
     pub result: Rotation,
 }
 
+/// Labels of `ssi_csi_store_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StoreLabels {
+    /// The store call: `login`, `read` or `renew`.
     pub operation: &'static str,
+    /// Whether it succeeded, after retries.
     pub result: Outcome,
 }
 
+/// The driver's metrics, all prefixed `ssi_csi_`, served on the admin address's /metrics.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Every metric below, for encoding.
     pub registry: Registry,
+    /// CSI calls by operation, result and gRPC code (`ssi_csi_requests_total`).
     pub csi_requests: Family<OperationLabels, Counter>,
+    /// Volume rotations by result (`ssi_csi_rotations_total`).
     pub rotations: Family<RotationLabels, Counter>,
+    /// Duration of each rotation cycle, a full one or one of retries only
+    /// (`ssi_csi_rotation_cycle_seconds`).
     pub rotation_cycle_seconds: Histogram,
+    /// Logins, reads and lease renewals sent to the store, counted after retries
+    /// (`ssi_csi_store_requests_total`).
     pub store_requests: Family<StoreLabels, Counter>,
+    /// Volumes currently published on this node (`ssi_csi_mounts`).
     pub mounts: Gauge,
 }
 
@@ -109,6 +133,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric in the Prometheus text format, for /metrics.
     pub fn encode(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.

@@ -17,6 +17,8 @@ const PLUGIN_TYPE: &str = "CSIPlugin";
 /// CSI spec versions this driver serves, in kubelet's notation.
 const SUPPORTED_VERSIONS: [&str; 1] = ["1.0.0"];
 
+/// Answers kubelet's plugin watcher: names the driver and its CSI socket, and notes whether
+/// kubelet registered it.
 #[derive(Debug, Clone)]
 pub struct Registrar {
     /// The CSI socket as kubelet reaches it.

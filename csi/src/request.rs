@@ -10,15 +10,24 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// Volume context key of the pod's name (kubelet sets it with `podInfoOnMount: true`).
 pub const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
+/// Volume context key of the pod's namespace.
 pub const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
+/// Volume context key of the pod's UID.
 pub const POD_UID: &str = "csi.storage.k8s.io/pod.uid";
+/// Volume context key of the pod's ServiceAccount name.
 pub const SERVICE_ACCOUNT: &str = "csi.storage.k8s.io/serviceAccount.name";
+/// Key of the pod's ServiceAccount tokens by audience (the CSIDriver's `tokenRequests`), in the
+/// volume context or in `secrets`.
 pub const TOKENS: &str = "csi.storage.k8s.io/serviceAccount.tokens";
 
+/// A NodePublishVolume request, checked.
 #[derive(Debug)]
 pub struct PublishRequest {
+    /// The volume, its target and its pod, as saved in the state dir.
     pub record: Record,
+    /// The pod's tokens, kept in memory only: never in the record.
     pub tokens: Tokens,
 }
 
@@ -73,6 +82,9 @@ fn check_token_identity(pod: &PodInfo, jwt: &str) -> Result<(), Error> {
     )))
 }
 
+/// Checks kubelet's NodePublishVolume request: a read-only mount volume with its target below
+/// `kubelet_root`, the pod's info, a SecretsStoreImport name, and tokens of that very pod.
+/// Any failure is an [`Error::InvalidRequest`].
 pub fn parse(
     request: &NodePublishVolumeRequest,
     kubelet_root: &Path,

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tonic::{Request, Response, Status};
 
+/// The CSI Identity and Node services kubelet calls.
 #[derive(Debug, Clone)]
 pub struct CsiService {
+    /// The driver that does the work, shared with the rotation scheduler.
     pub driver: Arc<Driver>,
 }
 

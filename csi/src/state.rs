@@ -14,16 +14,24 @@ use std::path::{Path, PathBuf};
 /// The pod a volume belongs to, from kubelet's `csi.storage.k8s.io/*` volume context.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodInfo {
+    /// The pod's namespace, the only one its SecretsStoreImport is read from.
     pub namespace: String,
+    /// The pod's name.
     pub name: String,
+    /// The pod's UID.
     pub uid: String,
+    /// The pod's ServiceAccount, whose token logs in to the store.
     pub service_account: String,
 }
 
+/// A published volume as saved on disk: enough to rotate and unpublish it, no token or secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
+    /// Kubelet's volume id; it also names the record's file.
     pub volume_id: String,
+    /// Where the volume's tmpfs is mounted, below kubelet's root.
     pub target_path: PathBuf,
+    /// The pod the volume belongs to.
     pub pod: PodInfo,
     /// Name of the SecretsStoreImport, in the pod's namespace.
     pub ssi: String,
@@ -31,12 +39,14 @@ pub struct Record {
     pub mount_group: Option<u32>,
 }
 
+/// The records' directory, `<state-dir>/volumes`, one JSON file per volume.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
 }
 
 impl Store {
+    /// Opens the records' directory, creating it if needed; makes `state_dir` owner-only (0700).
     pub fn open(state_dir: &Path) -> io::Result<Store> {
         let dir = state_dir.join("volumes");
         fs::create_dir_all(&dir)?;
@@ -65,6 +75,7 @@ impl Store {
         fs::rename(&tmp, &path)
     }
 
+    /// Deletes the volume's record; one already gone is not an error.
     pub fn remove(&self, volume_id: &str) -> io::Result<()> {
         match fs::remove_file(self.path(volume_id)) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -22,21 +22,37 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 /// Where a projected ServiceAccount token is, unless the pod says otherwise.
 pub const DEFAULT_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
+/// The injector's settings, read from the `SSI_INJECTOR_*` variables by [`Config::from_env`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// Store URL, http(s) (`SSI_INJECTOR_ADDR`).
     pub address: Url,
+    /// Mount path of the Kubernetes auth method; `kubernetes` by default.
     pub auth_path: String,
+    /// Role of the auth method to log in as.
     pub role: String,
+    /// Vault Enterprise / OpenBao namespace.
     pub namespace: Option<String>,
+    /// PEM file with the CA of the store's certificate, instead of the system's.
     pub ca_cert: Option<PathBuf>,
+    /// Accept any store certificate.
     pub skip_tls_verify: bool,
+    /// Bound on each store request; 10 s by default.
     pub timeout: Duration,
+    /// Leave out the variables of secrets that do not exist (HTTP 404) instead of failing.
     pub ignore_missing: bool,
+    /// Secret paths whose every key becomes a variable, in order (later ones win).
     pub env_from_paths: Vec<String>,
+    /// The ServiceAccount token to log in with; [`DEFAULT_TOKEN_PATH`] by default.
     pub token_path: PathBuf,
+    /// Least severe level that is logged.
     pub log_level: LogLevel,
+    /// Log JSON lines instead of text.
     pub json_log: bool,
+    /// Exec the app, or supervise it.
     pub mode: Mode,
+    /// Time between SIGTERM and SIGKILL when the app is restarted; [`DEFAULT_GRACE_PERIOD`] by
+    /// default.
     pub grace_period: Duration,
 }
 
@@ -47,17 +63,25 @@ pub enum Mode {
     Exec,
     /// Stay PID 1, re-read the secrets every `interval` (+-30%) and restart the container
     /// when what the app was given has changed.
-    WatchForData { interval: Duration },
+    WatchForData {
+        /// Mean time between reads; [`DEFAULT_POLL_INTERVAL`] by default.
+        interval: Duration,
+    },
     /// Stay PID 1, renew the leases of the secrets the app was given and restart the container
     /// before one ends.
     WatchForLease,
 }
 
+/// How much the injector logs (`SSI_INJECTOR_LOG_LEVEL`); ordered from least to most verbose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
+    /// Failures only.
     Error,
+    /// Failures and what may need attention.
     Warn,
+    /// Also what the injector did; the default.
     Info,
+    /// Also details for troubleshooting.
     Debug,
 }
 

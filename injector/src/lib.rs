@@ -57,21 +57,28 @@ pub struct Store {
 /// A lease on a secret the app was given.
 #[derive(Debug, Clone)]
 pub struct LeaseInfo {
+    /// Path of the secret the lease is on.
     pub path: String,
     /// `None` when the store gives a duration but no lease to renew (KV v1 `ttl`).
     pub id: Option<String>,
+    /// How long the lease lasted when the secret was read.
     pub duration: Duration,
+    /// Whether the store lets the lease be renewed.
     pub renewable: bool,
 }
 
 /// What one fetch returned: fields by read, and the leases among them.
 #[derive(Debug, Default)]
 pub struct Fetch {
+    /// Each read's fields, or that the secret does not exist.
     pub values: HashMap<Read, Fetched>,
+    /// The leases of the secrets read that have one.
     pub leases: Vec<LeaseInfo>,
 }
 
 impl Store {
+    /// Sets up the client and the session from `config`; nothing is sent yet. `Err` when the CA
+    /// bundle cannot be read or the store configuration is invalid.
     pub fn connect(config: &Config) -> Result<Store, String> {
         let ca_pem = match &config.ca_cert {
             Some(path) => Some(
@@ -166,7 +173,9 @@ impl Store {
 /// The application's environment, and the leases of what it was given.
 #[derive(Debug)]
 pub struct Resolved {
+    /// The environment to start the application with.
     pub env: Vec<(OsString, OsString)>,
+    /// The leases of the secrets it was given, for `watch-for-lease`.
     pub leases: Vec<LeaseInfo>,
     /// Time spent waiting for the store (login and reads), for the startup log line.
     pub store_time: Duration,

@@ -7,6 +7,7 @@
 //!
 //! Parsing is pure and never sees a secret value.
 
+/// What starts a reference: a whole value with it is one, `${` followed by it opens one inside text.
 pub const PREFIX: &str = "secrets-store:";
 
 /// One secret reference.
@@ -14,6 +15,7 @@ pub const PREFIX: &str = "secrets-store:";
 pub struct Reference {
     /// Full API path below `/v1/`, e.g. `secret/data/app`.
     pub path: String,
+    /// What to take from the secret.
     pub key: Key,
     /// KV v2 version; the latest when absent.
     pub version: Option<u64>,
@@ -22,13 +24,18 @@ pub struct Reference {
 /// What to take from the secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key {
+    /// The value of one field.
     Field(String),
+    /// Text with `${.field}` placeholders filled from the secret's fields.
     Template(Vec<TemplatePart>),
 }
 
+/// A piece of a [`Key::Template`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TemplatePart {
+    /// Literal text, kept as written.
     Text(String),
+    /// A `${.field}` placeholder, by field name.
     Field(String),
 }
 
@@ -43,9 +50,12 @@ pub enum Value {
     Interpolated(Vec<Part>),
 }
 
+/// A piece of a [`Value::Interpolated`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
+    /// Literal text, kept as written.
     Text(String),
+    /// A `${secrets-store:...}` reference, replaced by what it resolves to.
     Reference(Reference),
 }
 

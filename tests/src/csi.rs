@@ -39,9 +39,13 @@ pub fn workspace_binary(name: &str) -> crate::Result<PathBuf> {
 /// How the driver under test is started.
 #[derive(Debug, Clone)]
 pub struct DriverOptions {
+    /// `--store-auth-path`: where the store's Kubernetes auth method is mounted.
     pub auth_path: String,
+    /// `--rotation-interval`; short by default so that tests see a rotation soon.
     pub rotation_interval: String,
+    /// `--store-timeout`: bound on each store request.
     pub store_timeout: String,
+    /// Further flags, appended as given.
     pub extra_args: Vec<String>,
     /// A real kubelet's root directory: the driver's socket goes where that kubelet looks for
     /// it, and the driver registers itself through kubelet's plugin watcher.
@@ -64,9 +68,13 @@ impl Default for DriverOptions {
 #[derive(Debug)]
 pub struct CsiDriver {
     process: Option<Process>,
+    /// The CSI unix socket.
     pub socket: PathBuf,
+    /// The kubelet root the driver accepts target paths under.
     pub kubelet_root: PathBuf,
+    /// Where the driver keeps its mount records across restarts.
     pub state_dir: PathBuf,
+    /// `host:port` of `/healthz`, `/readyz` and `/metrics`; a new port on every start.
     pub admin: String,
     options: DriverOptions,
     store_address: String,
@@ -76,6 +84,8 @@ pub struct CsiDriver {
 }
 
 impl CsiDriver {
+    /// Starts the driver against the bed's apiserver and OpenBao; returns once its Identity
+    /// probe answers ready.
     pub async fn start(bed: &TestBed, options: DriverOptions) -> crate::Result<CsiDriver> {
         let root = bed.dir().join("csi");
         let (kubelet_root, socket) = match &options.kubelet_root {
@@ -162,6 +172,7 @@ impl CsiDriver {
         self.process = None;
     }
 
+    /// The last 200 lines of the driver's log, for failure messages.
     pub fn log(&self) -> String {
         self.process
             .as_ref()
@@ -169,6 +180,7 @@ impl CsiDriver {
             .unwrap_or_default()
     }
 
+    /// A gRPC channel over the driver's unix socket, as kubelet dials it.
     pub async fn connect(&self) -> crate::Result<Channel> {
         let socket = self.socket.clone();
         // The URI is a placeholder: the connector dials the unix socket.
@@ -184,10 +196,12 @@ impl CsiDriver {
             .await?)
     }
 
+    /// A client of the driver's CSI Node service.
     pub async fn node(&self) -> crate::Result<NodeClient<Channel>> {
         Ok(NodeClient::new(self.connect().await?))
     }
 
+    /// The text of the driver's `/metrics`.
     pub async fn metrics(&self) -> crate::Result<String> {
         Ok(reqwest::get(format!("http://{}/metrics", self.admin))
             .await?
@@ -211,12 +225,19 @@ impl CsiDriver {
 /// A pod as kubelet knows it when it publishes the pod's volume.
 #[derive(Debug, Clone)]
 pub struct PodVolume {
+    /// The pod's namespace.
     pub namespace: String,
+    /// The pod's name.
     pub pod: String,
+    /// The Pod object's uid, which its token is bound to.
     pub uid: String,
+    /// The pod's ServiceAccount, whose token the driver logs in with.
     pub service_account: String,
+    /// The SecretsStoreImport the volume names.
     pub ssi: String,
+    /// The volume id kubelet would give the inline volume.
     pub volume_id: String,
+    /// The target path under the kubelet root, created up to its parent as kubelet does.
     pub target: PathBuf,
 }
 
@@ -340,6 +361,7 @@ pub async fn publish_request_with_audience(
     })
 }
 
+/// Sends the pod's NodePublishVolume (see [`publish_request`]) and returns the driver's status.
 pub async fn publish(
     bed: &TestBed,
     driver: &CsiDriver,
@@ -355,6 +377,7 @@ pub async fn publish(
     node.node_publish_volume(request).await.map(|_| ())
 }
 
+/// Sends the NodeUnpublishVolume kubelet sends when the pod goes.
 pub async fn unpublish(driver: &CsiDriver, volume: &PodVolume) -> Result<(), tonic::Status> {
     let mut node = driver
         .node()

@@ -24,6 +24,8 @@ const SHIPPED_IMAGES: [&str; 3] = ["ssi-csi", "ssi-webhook", "ssi-injector"];
 /// The guide's Deployment runs image some/app:0.0.1; the demo's is the watch-secrets example.
 const GUIDE_APP_IMAGE: &str = "some/app:0.0.1";
 
+/// Runs the demo on `node`: installs the shipped images and manifests, shows the guide's
+/// Deployment, a rotation, the subPath refusal and env injection, then uninstalls.
 pub async fn on_the_node(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::Result<()> {
     load_images(bed, node, narrator)?;
     let overlays = install(bed, node, narrator).await?;
@@ -166,15 +168,8 @@ configMapGenerator:
         Duration::from_secs(60),
         "kubelet to register the driver",
         || {
-            let drivers = run(bed.kubectl().args([
-                "get",
-                "csinode",
-                NODE_NAME,
-                "-o",
-                "jsonpath={.spec.drivers[*].name}",
-            ]))
-            .unwrap_or_default();
-            wait::check(drivers.contains("secrets-store.csi.deckhouse.io"), || {
+            let drivers = crate::node::registered_drivers(bed);
+            wait::check(drivers.contains(ssi_core::DRIVER_NAME), || {
                 format!("drivers: {drivers:?}")
             })
         },

@@ -23,6 +23,7 @@ pub const REGISTRY_TEXT: &str = "REGISTRY-CONTROLLED-TEXT";
 /// that read it all would show it in its peak RSS.
 pub const ENDLESS_BYTES: usize = 64 << 20;
 
+/// The running mock; dropping it stops the server.
 #[derive(Debug)]
 pub struct HostileRegistry {
     /// `127.0.0.1:<port>`.
@@ -38,6 +39,7 @@ impl Drop for HostileRegistry {
 }
 
 impl HostileRegistry {
+    /// Serves on a free loopback port until dropped.
     pub async fn start() -> crate::Result<HostileRegistry> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();

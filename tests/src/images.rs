@@ -9,12 +9,16 @@ use std::process::Command;
 /// its mode there.
 #[derive(Debug, Clone, Copy)]
 pub struct ImageFile<'a> {
+    /// The file on this machine.
     pub source: &'a Path,
+    /// Absolute path in the image.
     pub target: &'a str,
+    /// Permission bits in the image.
     pub mode: u32,
 }
 
 impl<'a> ImageFile<'a> {
+    /// A file installed with mode 0755.
     pub fn executable(source: &'a Path, target: &'a str) -> ImageFile<'a> {
         ImageFile {
             source,

@@ -39,6 +39,8 @@ const WATCHED_SYSCTLS: [&str; 6] = [
     "kernel/keys/root_maxbytes",
 ];
 
+/// The running node: kubelet, kube-scheduler and containerd in the bed's network namespace.
+/// Dropping it tears everything down; [`Node::stop`] also checks that nothing remains.
 #[derive(Debug)]
 pub struct Node {
     dir: PathBuf,
@@ -46,7 +48,10 @@ pub struct Node {
     pub ip: String,
     /// The CNI bridge's gateway, where pods reach the proxied bed servers.
     pub pod_gateway: String,
+    /// containerd's socket, for `ctr` and kubelet.
     pub containerd_socket: PathBuf,
+    /// Kubelet's `--root-dir`, below the bed's directory (not /var/lib/kubelet): the CSI
+    /// driver must be told.
     pub kubelet_root: PathBuf,
     cgroup_root: String,
     /// Host side of the veth pair; it vanishes with the namespace.
@@ -676,4 +681,17 @@ fn remove_cgroup_tree(path: &Path) {
         }
     }
     let _ = std::fs::remove_dir(path);
+}
+
+/// The CSI drivers kubelet registered on the node, as its CSINode lists them (space-separated;
+/// empty until kubelet has created the object).
+pub fn registered_drivers(bed: &TestBed) -> String {
+    run(bed.kubectl().args([
+        "get",
+        "csinode",
+        NODE_NAME,
+        "-o",
+        "jsonpath={.spec.drivers[*].name}",
+    ]))
+    .unwrap_or_default()
 }

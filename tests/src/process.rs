@@ -57,14 +57,19 @@ pub fn free_port() -> crate::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A child process of the bed; dropping it kills its whole process group and reaps it.
 #[derive(Debug)]
 pub struct Process {
+    /// The name used in messages and log file names.
     pub name: String,
     child: Child,
+    /// The file holding its stdout and stderr.
     pub log: PathBuf,
 }
 
 impl Process {
+    /// Starts `command` with stdout and stderr in `log`, in a process group of its own, killed
+    /// if the test process dies.
     pub fn spawn(name: &str, mut command: Command, log: &Path) -> crate::Result<Process> {
         let out = File::create(log).with_context(|| format!("create {}", log.display()))?;
         command
@@ -83,6 +88,7 @@ impl Process {
         })
     }
 
+    /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -103,6 +109,7 @@ impl Process {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Whether the log so far contains `needle` (e.g. a port already in use).
     pub fn log_contains(&self, needle: &str) -> bool {
         std::fs::read_to_string(&self.log).is_ok_and(|text| text.contains(needle))
     }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// A running `docker-registry`; dropping it stops the process.
 #[derive(Debug)]
 pub struct Registry {
     process: Process,
@@ -25,7 +26,9 @@ pub struct Registry {
 /// What an image starts: its ENTRYPOINT and CMD.
 #[derive(Debug, Clone, Copy)]
 pub struct ImageCommand<'a> {
+    /// `ENTRYPOINT`.
     pub entrypoint: &'a [&'a str],
+    /// `CMD`: default arguments.
     pub cmd: &'a [&'a str],
 }
 

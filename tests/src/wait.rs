@@ -47,6 +47,7 @@ pub struct Waiting {
 }
 
 impl Waiting {
+    /// A wait of `within` from now for `what` (named in the timeout error).
     pub fn new(within: Duration, what: &str) -> Waiting {
         Waiting {
             deadline: Instant::now() + within,

@@ -15,11 +15,17 @@ use ssi_vault::{Client, KubernetesAuth, SecretString, Session, StoreConfig};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// The guide's namespace.
 pub const NAMESPACE: &str = "my-namespace1";
+/// The guide's ServiceAccount, whose pods may read the secret.
 pub const SERVICE_ACCOUNT: &str = "backend-sa";
+/// The guide's role of the Kubernetes auth method.
 pub const ROLE: &str = "my-namespace1_backend";
+/// The guide's KV v2 path, written in full as the user writes it.
 pub const SECRET_PATH: &str = "secret/data/database-for-python-app";
+/// The password the guide stores at [`SECRET_PATH`].
 pub const PASSWORD: &str = "db-secret-password";
+/// The guide's two Kubernetes auth mounts, one per cluster.
 pub const AUTH_PATHS: [&str; 2] = ["main-kube", "secondary-kube"];
 const POLICY: &str =
     "path \"secret/data/database-for-python-app\" {\n capabilities = [\"read\"]\n}\n";
@@ -41,6 +47,7 @@ pub struct Narrator {
 }
 
 impl Narrator {
+    /// A narrator that prints nothing, for the test suites.
     pub fn quiet() -> Narrator {
         Narrator {
             step: 0,
@@ -48,6 +55,7 @@ impl Narrator {
         }
     }
 
+    /// Prints the next numbered step.
     pub fn step(&mut self, title: &str) {
         self.step += 1;
         if !self.quiet {
@@ -55,12 +63,14 @@ impl Narrator {
         }
     }
 
+    /// Prints a command as the reader would type it.
     pub fn command(&self, text: &str) {
         if !self.quiet {
             println!("    $ {text}");
         }
     }
 
+    /// Prints a command's output, indented under it.
     pub fn result(&self, text: &str) {
         if !self.quiet {
             for line in text.trim_end().lines() {

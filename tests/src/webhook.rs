@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+/// A running `ssi-webhook`; dropping it kills the process.
 #[derive(Debug)]
 pub struct Webhook {
     process: Process,
@@ -56,6 +57,7 @@ impl Webhook {
         })
     }
 
+    /// The webhook's process id (for RSS readings and signals).
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }
@@ -78,6 +80,7 @@ impl Webhook {
         Ok(serde_json::from_str(&text)?)
     }
 
+    /// The last 200 lines of the webhook's log, for failure messages.
     pub fn log(&self) -> String {
         self.process.log_tail(200)
     }

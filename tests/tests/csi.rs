@@ -5,7 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use ssi_core::{FileSource, ImportType, SecretFile, SecretsStoreImport, SecretsStoreImportSpec};
+use ssi_core::{SecretFile, SecretsStoreImport, SecretsStoreImportSpec};
 use ssi_tests::csi::{
     CsiDriver, DriverOptions, PodVolume, create_pod, mount_of, publish, publish_request,
     publish_request_with_audience, unpublish,
@@ -202,27 +202,16 @@ fn ssi_yaml(
     files: &[(&str, &str, &str, bool)],
     adjust: impl FnOnce(&mut SecretsStoreImportSpec),
 ) -> String {
-    let mut spec = SecretsStoreImportSpec {
-        import_type: ImportType::Csi,
-        role: "my-namespace1_backend".into(),
-        auth_path: None,
-        namespace: None,
-        address: None,
-        ca_cert: None,
-        audience: None,
-        skip_tls_verify: None,
-        files: files
+    let mut spec = SecretsStoreImportSpec::new(
+        "my-namespace1_backend",
+        files
             .iter()
             .map(|(file, path, key, decode)| SecretFile {
-                name: (*file).into(),
                 decode_base64: *decode,
-                source: FileSource {
-                    path: (*path).into(),
-                    key: (*key).into(),
-                },
+                ..SecretFile::new(*file, *path, *key)
             })
             .collect(),
-    };
+    );
     adjust(&mut spec);
     let mut ssi = SecretsStoreImport::new(name, spec);
     ssi.metadata.namespace = Some(namespace.into());

@@ -5,7 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use ssi_tests::csi::{CsiDriver, DriverOptions};
-use ssi_tests::node::{NODE_NAME, Node};
+use ssi_tests::node::{NODE_NAME, Node, registered_drivers};
 use ssi_tests::walkthrough::{self, Narrator, VaultSetup};
 use ssi_tests::webhook::Webhook;
 use ssi_tests::{TestBed, run, wait, workspace_path};
@@ -169,16 +169,9 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
         Duration::from_secs(60),
         "kubelet to register the driver",
         || {
-            let drivers = run(bed.kubectl().args([
-                "get",
-                "csinode",
-                NODE_NAME,
-                "-o",
-                "jsonpath={.spec.drivers[*].name}",
-            ]))
-            .unwrap_or_default();
+            let drivers = registered_drivers(&bed);
             wait::check(
-                drivers.contains("secrets-store.csi.deckhouse.io")
+                drivers.contains(ssi_core::DRIVER_NAME)
                     && driver.log().contains("kubelet registered the driver"),
                 || format!("CSINode lists {drivers:?}:\n{}", driver.log()),
             )

@@ -61,7 +61,9 @@ async fn directory_watches_see_the_rotation_and_the_guides_file_watch_does_not()
 
     let logs = bed.dir().join("watchers");
     std::fs::create_dir_all(&logs).unwrap();
-    let mut python = Command::new("python3");
+    // The bed's Python (tests/bed/provision.sh), which has inotify_simple.
+    let python3 = ssi_tests::tool_path("python3").unwrap();
+    let mut python = Command::new(&python3);
     python
         .arg(workspace_path("docs/examples/watch_secrets.py"))
         .arg(&volume.target)
@@ -70,7 +72,7 @@ async fn directory_watches_see_the_rotation_and_the_guides_file_watch_does_not()
     let mut rust = Command::new(workspace_binary("watch-secrets").unwrap());
     rust.arg(&volume.target).arg("db-password");
     let rust = Process::spawn("watch-secrets", rust, &logs.join("rust.log")).unwrap();
-    let mut guide = Command::new("python3");
+    let mut guide = Command::new(&python3);
     guide
         .args(["-c", GUIDES_FILE_WATCH])
         .arg(volume.target.join("db-password"));

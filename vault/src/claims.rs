@@ -25,7 +25,9 @@ fn claims(jwt: &str) -> Option<Value> {
 /// Whose a Kubernetes ServiceAccount token is, by its `kubernetes.io` claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenIdentity {
+    /// Namespace of the ServiceAccount.
     pub namespace: String,
+    /// Name of the ServiceAccount.
     pub service_account: String,
     /// The pod the token is bound to, for tokens kubelet requested for a pod.
     pub pod_uid: Option<String>,

@@ -21,6 +21,7 @@ pub struct StoreConfig {
     pub skip_tls_verify: bool,
     /// Bound on each HTTP request, connection included.
     pub timeout: Duration,
+    /// How failed requests are retried.
     pub retry: RetryPolicy,
     /// Largest reply body read from the store; a larger one is an error naming the operation.
     pub max_response_bytes: usize,
@@ -31,6 +32,8 @@ pub struct StoreConfig {
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 impl StoreConfig {
+    /// The store at `address`, with system CAs, a 10 s timeout and the default retries and
+    /// reply limit.
     pub fn new(address: Url) -> StoreConfig {
         StoreConfig {
             address,
@@ -77,6 +80,7 @@ impl VaultToken {
         }
     }
 
+    /// How long the token lived when issued; `None` if it never expires.
     pub fn ttl(&self) -> Option<Duration> {
         self.ttl
     }
@@ -87,6 +91,7 @@ impl VaultToken {
             .is_some_and(|ttl| self.issued.elapsed() + margin >= ttl)
     }
 
+    /// The token itself, for the `X-Vault-Token` header. Keep it out of logs and error messages.
     pub fn expose(&self) -> &str {
         self.secret.expose_secret()
     }
@@ -107,7 +112,9 @@ pub type Observer = Arc<dyn Fn(&Operation, bool) + Send + Sync>;
 /// What a lease renewal granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
+    /// How long the lease now lasts, from the renewal on.
     pub duration: Duration,
+    /// Whether it can be renewed again.
     pub renewable: bool,
 }
 
@@ -130,6 +137,8 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
+    /// A client for the store `config` describes; [`Error::Config`] when the address is not
+    /// http(s), the namespace is no valid header value or the CA bundle holds no usable certificate.
     pub fn new(config: &StoreConfig) -> Result<Client, Error> {
         let invalid = |reason: String| Error::Config { reason };
         if !matches!(config.address.scheme(), "http" | "https") {
@@ -186,6 +195,7 @@ impl Client {
         self
     }
 
+    /// The store's base address.
     pub fn address(&self) -> &Url {
         &self.address
     }

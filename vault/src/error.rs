@@ -3,17 +3,24 @@ use std::fmt;
 /// What the client was doing when it failed; part of every error message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
+    /// Kubernetes-auth login.
     Login {
+        /// Mount path of the auth method, below `auth/`.
         auth_path: String,
+        /// The store role logged in as.
         role: String,
     },
+    /// Read of a secret.
     Read {
+        /// API path of the secret, below `/v1/`.
         path: String,
+        /// KV v2 version asked for; `None` for the latest.
         version: Option<u64>,
     },
     /// Renewal of the lease of the secret read from `path` (the lease id is not shown: with a
     /// token it is a handle on the credentials).
     RenewLease {
+        /// API path the leased secret was read from.
         path: String,
     },
 }
@@ -42,26 +49,44 @@ impl fmt::Display for Operation {
 /// Errors of the store client. None of them ever carries a secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The [`StoreConfig`](crate::StoreConfig) cannot be used: a bad address, namespace or CA
+    /// bundle. Nothing was sent.
     #[error("invalid store configuration: {reason}")]
-    Config { reason: String },
+    Config {
+        /// What is wrong with it.
+        reason: String,
+    },
 
+    /// A secret or auth path that is not plain `/`-separated segments; refused before sending,
+    /// so that a path cannot reach another API endpoint.
     #[error(
         "invalid store path {path:?}: use segments separated by '/', like secret/data/app, without '.', '..', '?', '#' or '%'"
     )]
-    InvalidPath { path: String },
+    InvalidPath {
+        /// The path as given.
+        path: String,
+    },
 
+    /// No usable answer from the store: connection, TLS or timeout failure, or a reply cut short.
     #[error("failed to {operation}: the store at {address} is unreachable")]
     Unreachable {
+        /// What was being done.
         operation: Operation,
+        /// The store's address.
         address: String,
+        /// The transport error (without the request's URL).
         #[source]
         source: reqwest::Error,
     },
 
+    /// The store answered with a non-2xx status (after retries, for 5xx and 429).
     #[error("failed to {operation}: the store answered HTTP {status}{}", fmt_store_errors(.errors))]
     Api {
+        /// What was being done.
         operation: Operation,
+        /// The HTTP status.
         status: u16,
+        /// The store's own `errors` texts, with any credential sent cut out.
         errors: Vec<String>,
     },
 
@@ -78,33 +103,56 @@ pub enum Error {
         fmt_audiences(.token_audiences)
     )]
     LoginRefused {
+        /// The login.
         operation: Operation,
+        /// The HTTP status, 401 or 403.
         status: u16,
+        /// The store's own `errors` texts, with the JWT cut out.
         errors: Vec<String>,
+        /// The `aud` claim of the token presented; empty when it cannot be read.
         token_audiences: Vec<String>,
     },
 
+    /// A read found no secret at the path (or not that version): HTTP 404.
     #[error(
         "failed to read secret {path}: nothing at this path (HTTP 404); check the path (KV version 2 paths contain /data/, e.g. secret/data/app) and the version"
     )]
-    NotFound { path: String },
+    NotFound {
+        /// The path read.
+        path: String,
+    },
 
+    /// The reply is larger than [`StoreConfig::max_response_bytes`](crate::StoreConfig); not read
+    /// further, and not retried.
     #[error(
         "failed to {operation}: the store's reply is larger than {limit} bytes; a secret this large \
          is not read (raise the limit if it is meant to be)"
     )]
-    ResponseTooLarge { operation: Operation, limit: usize },
+    ResponseTooLarge {
+        /// What was being done.
+        operation: Operation,
+        /// The limit, in bytes.
+        limit: usize,
+    },
 
+    /// A 2xx reply the client cannot use: not JSON, a login without a token, a read without data
+    /// (or of a deleted version).
     #[error("failed to {operation}: unexpected response from the store: {detail}")]
     InvalidResponse {
+        /// What was being done.
         operation: Operation,
+        /// What is wrong with the reply.
         detail: String,
     },
 
+    /// A key asked for is not in the secret.
     #[error("secret {path} has no key {key:?} (it has: {})", .available.join(", "))]
     MissingKey {
+        /// The secret's path.
         path: String,
+        /// The key asked for.
         key: String,
+        /// The keys the secret has, to spot a typo.
         available: Vec<String>,
     },
 }

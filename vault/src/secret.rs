@@ -14,7 +14,9 @@ pub struct Secret {
     pub version: Option<u64>,
     /// Lease of dynamic secrets; `None` when the store gives no lease.
     pub lease_duration: Option<Duration>,
+    /// Id of that lease, for renewing it; a credential, so never logged.
     pub lease_id: Option<String>,
+    /// Whether the store lets the lease be renewed.
     pub renewable: bool,
 }
 
@@ -24,6 +26,7 @@ pub struct Secret {
 pub struct SecretValue(SecretSlice<u8>);
 
 impl SecretValue {
+    /// The raw bytes. Keep them out of logs and error messages.
     pub fn expose(&self) -> &[u8] {
         self.0.expose_secret()
     }
@@ -117,6 +120,7 @@ impl Secret {
             })
     }
 
+    /// The names of the secret's fields.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.fields.keys().map(String::as_str)
     }

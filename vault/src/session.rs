@@ -9,6 +9,7 @@ use std::time::Duration;
 pub struct KubernetesAuth {
     /// Mount path of the Kubernetes auth method, e.g. `kubernetes` or `main-kube`.
     pub auth_path: String,
+    /// The role in that auth method, which maps the ServiceAccount to store policies.
     pub role: String,
 }
 
@@ -36,6 +37,8 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
+    /// A session that logs in through `client` as `auth` with `jwt`; nothing is sent until the
+    /// first token is needed.
     pub fn new(client: Client, auth: KubernetesAuth, jwt: SecretString) -> Session {
         Session {
             client,
@@ -46,6 +49,7 @@ impl Session {
         }
     }
 
+    /// Where and as what this session logs in.
     pub fn auth(&self) -> &KubernetesAuth {
         &self.auth
     }

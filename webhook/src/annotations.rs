@@ -4,6 +4,7 @@
 use crate::refusal::Refusal;
 use serde_json::Value;
 
+/// The prefix every annotation of ours carries.
 pub const PREFIX: &str = "secrets-store.deckhouse.io/";
 
 /// The value of the annotation `secrets-store.deckhouse.io/<name>` of `object`, if it is text.

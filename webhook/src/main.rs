@@ -1,3 +1,5 @@
+//! `ssi-webhook`: parses the flags and runs [`ssi_webhook::run`] until a stop signal.
+
 use clap::Parser;
 use ssi_webhook::config::Args;
 
@@ -11,10 +13,5 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
-    ssi_runtime::logging::init(args.log_format);
-    let shutdown = ssi_runtime::shutdown::signal_handlers()
-        .map_err(|e| anyhow::anyhow!("failed to register the signal handlers: {e}"))?;
-    ssi_webhook::run(args, shutdown)
-        .await
-        .inspect_err(|e| tracing::error!(error = format!("{e:#}"), "exiting"))
+    ssi_runtime::serve(args.log_format, |shutdown| ssi_webhook::run(args, shutdown)).await
 }

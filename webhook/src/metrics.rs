@@ -39,22 +39,31 @@ impl EncodeLabelValue for Verdict {
     }
 }
 
+/// Labels of `ssi_webhook_admission_reviews_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReviewLabels {
+    /// The object kind, from [`kind_label`].
     pub kind: &'static str,
+    /// How the review was answered.
     pub verdict: Verdict,
 }
 
+/// Labels of `ssi_webhook_certificate_reloads_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
+    /// `ok`, or `error` when the old pair was kept.
     pub result: &'static str,
 }
 
+/// The webhook's metrics, served on `/metrics`.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Admission reviews answered, by object kind and verdict.
     pub reviews: Family<ReviewLabels, Counter>,
+    /// Time from a review's body read to its answer, SSI lookups included.
     pub review_seconds: Histogram,
+    /// Serving certificate changes picked up or refused.
     pub certificate_reloads: Family<ReloadLabels, Counter>,
 }
 
@@ -89,6 +98,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.

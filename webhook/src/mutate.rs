@@ -19,7 +19,9 @@ pub const DEFAULT_MOUNT_PATH: &str = "/mnt/secrets";
 /// What to do with a `subPath` mount of a secrets-store volume, which never sees a rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SubpathPolicy {
+    /// Refuse the object, naming the mount and the fix (the default).
     Deny,
+    /// Admit it with a warning.
     Warn,
 }
 

@@ -41,25 +41,53 @@ const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
 /// text, already bounded), never a host a registry named.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {
+    /// The registry refused the credentials, or there were none it accepts.
     #[error("the registry {0} refused access (not authorized); check the pod's imagePullSecrets")]
     Unauthorized(String),
+    /// The registry has no such repository or tag.
     #[error("the registry {0} has no such image")]
     NotFound(String),
+    /// Any other unexpected HTTP status.
     #[error("the registry {host} answered HTTP {status}")]
-    Status { host: String, status: u16 },
+    Status {
+        /// The image's registry.
+        host: String,
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// A request ran past its time limit.
     #[error("the registry {0} did not answer in time")]
     Timeout(String),
+    /// No connection could be made (DNS, TCP or TLS).
     #[error("the registry {0} could not be reached")]
     Unreachable(String),
+    /// A hop (the registry, a redirect or a token realm) led to an address off limits.
     #[error(
         "the registry {host} leads to {kind}, which this webhook does not connect to \
          (an operator can allow a registry with --registry-allowed-hosts)"
     )]
-    Forbidden { host: String, kind: &'static str },
+    Forbidden {
+        /// The image's registry.
+        host: String,
+        /// The kind of address refused (e.g. loopback), never the address itself.
+        kind: &'static str,
+    },
+    /// A body went past [`BODY_LIMIT`].
     #[error("the registry {host} sent more than {BODY_LIMIT} bytes for the {what}")]
-    TooLarge { host: String, what: &'static str },
+    TooLarge {
+        /// The image's registry.
+        host: String,
+        /// What was being read (manifest, image config, token answer).
+        what: &'static str,
+    },
+    /// A reply that does not parse, or a blob that does not match its digest.
     #[error("the registry {host} sent something that is not a usable {what}")]
-    Invalid { host: String, what: &'static str },
+    Invalid {
+        /// The image's registry.
+        host: String,
+        /// What was expected (e.g. image manifest).
+        what: &'static str,
+    },
 }
 
 /// Where requests may go: the operator's settings, applied to every hop.
@@ -67,6 +95,7 @@ pub enum Failure {
 pub struct Destinations {
     /// Hosts (`host` or `host:port`) that skip the address check: the operator vouches for them.
     pub trusted_hosts: Vec<String>,
+    /// Whether private addresses may be reached (an in-cluster registry).
     pub allow_private: bool,
     /// `host:port` of registries spoken to over plain HTTP (local and test registries).
     pub plain_http: Vec<String>,
@@ -169,7 +198,9 @@ impl reqwest::dns::Resolve for CheckedResolver {
 /// Credentials for one registry, from a pull secret.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Credential {
+    /// User name for the registry's basic or token auth.
     pub username: String,
+    /// Password or token; never in `Debug` output.
     pub password: String,
 }
 

@@ -13,6 +13,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The reason for a person, whichever the kind.
     pub fn message(&self) -> &str {
         match self {
             Refusal::Invalid(message) | Refusal::Forbidden(message) => message,

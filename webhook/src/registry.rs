@@ -34,7 +34,9 @@ pub const CONCURRENT_LOOKUPS: usize = 16;
 /// What an image starts when the container does not say: `ENTRYPOINT` and `CMD`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImageCommand {
+    /// The image's `ENTRYPOINT`.
     pub entrypoint: Vec<String>,
+    /// The image's `CMD`: default arguments.
     pub cmd: Vec<String>,
 }
 
@@ -44,15 +46,22 @@ pub type Entrypoints = HashMap<String, Result<ImageCommand, String>>;
 /// The images a Pod needs looked up, and whose credentials to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LookupRequest {
+    /// The pod's namespace: the only one whose Secrets are read.
     pub namespace: String,
+    /// The pod's ServiceAccount, whose pull secrets are used too.
     pub service_account: String,
+    /// The pod's `imagePullSecrets`, by name.
     pub pull_secrets: Vec<String>,
+    /// Image references, as the containers wrote them.
     pub images: Vec<String>,
 }
 
+/// How the ENTRYPOINT/CMD lookup behaves, from the webhook's flags.
 #[derive(Debug, Clone)]
 pub struct RegistrySettings {
+    /// Bound on one Pod's lookups, credentials included; below the webhook's timeout.
     pub deadline: Duration,
+    /// How long an answer is reused, per image and credentials.
     pub cache_ttl: Duration,
     /// Extra CA certificates (DER) trusted besides the system's; see [`ca_bundle`].
     pub ca_certificates: Vec<Vec<u8>>,
@@ -74,6 +83,8 @@ struct CacheEntry {
     answer: Arc<OnceCell<Result<ImageCommand, String>>>,
 }
 
+/// The ENTRYPOINT/CMD lookup: credentials from the pod's namespace, a bounded number of
+/// registry conversations at once, answers cached per image and credentials.
 pub struct Registry {
     kube: kube::Client,
     settings: RegistrySettings,
@@ -91,6 +102,7 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
+    /// A lookup service with one shared HTTP client; an error if a CA certificate is unusable.
     pub fn new(kube: kube::Client, settings: RegistrySettings) -> Result<Registry, String> {
         let fetcher = Fetcher::new(
             Destinations {
@@ -476,10 +488,10 @@ fn same_registry(host: &str, registry: &str) -> bool {
     host == registry || (DOCKER_HUB.contains(&host) && DOCKER_HUB.contains(&registry))
 }
 
-/// ENTRYPOINT and CMD from an image config (`{"config": {"Entrypoint": [..], "Cmd": [..]}}`).
-/// Largest ENTRYPOINT + CMD taken from an image, in bytes and in arguments: answers are cached,
-/// and the registry decides their size.
+/// Largest ENTRYPOINT + CMD taken from an image, in bytes: answers are cached, and the registry
+/// decides their size.
 pub const MAX_IMAGE_COMMAND_BYTES: usize = 64 * 1024;
+/// Largest ENTRYPOINT + CMD taken from an image, in arguments.
 pub const MAX_IMAGE_COMMAND_ARGUMENTS: usize = 1024;
 
 /// Only the fields read; serde skips the rest of the config without keeping it.
@@ -497,6 +509,7 @@ struct RunConfig {
     cmd: Option<Vec<String>>,
 }
 
+/// ENTRYPOINT and CMD from an image config (`{"config": {"Entrypoint": [..], "Cmd": [..]}}`).
 fn image_command(config: &[u8]) -> Result<ImageCommand, String> {
     // NB: serde's message may quote the config; the pod's author gets our words only.
     let file: ConfigFile = serde_json::from_slice(config)

@@ -18,6 +18,7 @@ const API_VERSION: &str = "admission.k8s.io/v1";
 /// What the webhook enforces and adds, from its flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
+    /// What to do with `subPath` mounts of secrets-store volumes.
     pub subpath: SubpathPolicy,
     /// Env injection into Pods; `None` leaves annotated Pods alone.
     pub injector: Option<InjectorSettings>,
@@ -39,9 +40,11 @@ impl From<SubpathPolicy> for Policy {
 /// The decided response, and what the caller may still check asynchronously (the SSIs).
 #[derive(Debug)]
 pub struct Reviewed {
+    /// The answer to send back.
     pub response: Response,
     /// Namespace and SSI names the admitted object references, for the existence warning.
     pub imports: Option<(String, Vec<String>)>,
+    /// What became of the review, for metrics.
     pub verdict: Verdict,
     /// The request's object kind ("" when the review could not be read).
     pub kind: String,
@@ -54,7 +57,9 @@ pub struct Reviewed {
 pub enum Verdict {
     /// Allowed as it was (not ours to change, or nothing to change).
     Unchanged,
+    /// Allowed with a patch.
     Patched,
+    /// Readable, but refused as against the policy (403).
     Denied,
     /// Not a review we could read.
     Invalid,
@@ -91,15 +96,20 @@ struct RequestKind {
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Response {
+    /// The request's uid, which the apiserver matches the answer by.
     pub uid: String,
+    /// Whether the object is admitted.
     pub allowed: bool,
+    /// Why the request was refused; `None` when allowed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// `JSONPatch` when there is a patch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patch_type: Option<&'static str>,
     /// The JSON patch, base64 in the wire format.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_base64")]
     pub patch: Option<Vec<u8>>,
+    /// Shown to the user by kubectl: risky but legal specs, missing SSIs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
@@ -107,9 +117,13 @@ pub struct Response {
 /// Why a request was refused (a metav1.Status); the apiserver shows `message` to the user.
 #[derive(Debug, Serialize)]
 pub struct Status {
+    /// Always `Failure`.
     pub status: &'static str,
+    /// 400 for an unreadable object, 403 for a policy refusal.
     pub code: u16,
+    /// `BadRequest` or `Forbidden`.
     pub reason: &'static str,
+    /// What to fix, for the person who sent the object.
     pub message: String,
 }
 

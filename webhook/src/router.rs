@@ -1,4 +1,5 @@
-//! The HTTP surface: `POST /mutate` (AdmissionReview v1), always answered with 200 and a review.
+//! The HTTP surface: `POST /enforce` (the volume policy), `POST /inject` (env injection) and
+//! `POST /mutate` (both), AdmissionReview v1, always answered with 200 and a review.
 
 use crate::metrics::{Metrics, ReviewLabels, kind_label};
 use crate::registry::{Entrypoints, Registry};
@@ -51,6 +52,8 @@ impl std::fmt::Debug for SsiChecker {
 }
 
 impl SsiChecker {
+    /// Looks SSIs up through `client`, each lookup bounded by `deadline`; answers are kept
+    /// for `ttl`.
     pub fn new(client: kube::Client, deadline: Duration, ttl: Duration) -> SsiChecker {
         SsiChecker {
             client: Some(client),
@@ -164,13 +167,18 @@ impl SsiChecker {
     }
 }
 
+/// What every review handler shares.
 #[derive(Debug)]
 pub struct AppState {
+    /// What `/mutate` applies; `/enforce` and `/inject` each use a part of it.
     pub policy: Policy,
+    /// Warns about referenced SSIs that do not exist.
     pub ssis: SsiChecker,
     /// Image ENTRYPOINT lookups for env injection; `None` when switched off.
     pub registry: Option<Registry>,
+    /// Counters and timings of the reviews, shared with `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Bounds the reviews handled at once.
     pub admission: Admission,
 }
 
@@ -185,6 +193,7 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// At most `max_in_flight` reviews at once; others wait up to `queue_wait` for a turn.
     pub fn new(max_in_flight: usize, queue_wait: Duration) -> Admission {
         Admission {
             turns: tokio::sync::Semaphore::new(max_in_flight),

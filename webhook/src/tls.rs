@@ -15,22 +15,36 @@ use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// Why the serving pair or the client CA file cannot be used; a failed reload keeps the old pair.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A file could not be read.
     #[error("failed to read {}", .path.display())]
     Read {
+        /// The file that could not be read.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The certificate file holds no certificate.
     #[error("{} holds no PEM certificate", .0.display())]
     NoCertificate(PathBuf),
+    /// The key file holds no private key that can be read.
     #[error("{} holds no usable PEM private key", .0.display())]
     NoKey(PathBuf),
+    /// The key is not the certificate's.
     #[error("the key in {} does not match the certificate in {}", .key.display(), .cert.display())]
-    Mismatch { cert: PathBuf, key: PathBuf },
+    Mismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// The key is of a type rustls cannot sign with.
     #[error("the key in {} is not supported", .0.display())]
     Unsupported(PathBuf),
+    /// The client CA file holds no usable certificate.
     #[error("{} holds no CA certificate usable to check clients", .0.display())]
     NoClientCa(PathBuf),
 }
@@ -81,6 +95,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 impl CertStore {
+    /// Reads and checks the pair at these paths; the paths are kept for [`CertStore::reload`].
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<CertStore>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let (cert_pem, key_pem) = (read(cert_path)?, read(key_path)?);

@@ -21,7 +21,9 @@ pub const IMAGE_LOOKUPS_PER_POD: usize = 8;
 
 /// The volume the init container fills and its mount path in every container.
 pub const VOLUME: &str = "secrets-store-injector";
+/// Where [`VOLUME`] is mounted in the init container and the app containers.
 pub const DIR: &str = "/secrets-store-injector";
+/// The injector as the app containers run it: their new first argument.
 pub const BINARY: &str = "/secrets-store-injector/ssi-injector";
 const _: () = assert!(
     // The copy lands in DIR under the contract's name.
@@ -51,6 +53,7 @@ pub struct InjectorSettings {
 /// What injection did, or what it needs first.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Injection {
+    /// Admission warnings for the user (e.g. an annotation that has no effect).
     pub warnings: Vec<String>,
     /// Images whose ENTRYPOINT/CMD must be looked up before the Pod can be injected. When not
     /// empty the Pod is unchanged: inject again with the answers.

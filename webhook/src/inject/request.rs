@@ -13,27 +13,37 @@ use ssi_core::injector::{self as contract, LOG_LEVELS, RestartMode};
 pub struct InjectionRequest {
     /// `metadata.name` (or `generateName`), for messages.
     pub pod_name: String,
+    /// The role of the store's Kubernetes auth method to log in as.
     pub role: String,
     /// The `addr` annotation or the webhook's default.
     pub address: String,
+    /// The `auth-path` annotation: mount path of the Kubernetes auth method.
     pub auth_path: Option<String>,
+    /// The `namespace` annotation: the store namespace (not a Kubernetes one).
     pub namespace: Option<String>,
     /// Paths whose every key becomes a variable; when set, every container is injected.
     pub env_from_path: Option<String>,
     /// Name of a Secret with the store's `ca.crt`.
     pub tls_secret: Option<String>,
+    /// The `tls-skip-verify` annotation: the injector does not verify the store's certificate.
     pub tls_skip_verify: Option<bool>,
+    /// The `ignore-missing-secrets` annotation: start the app even if a path is missing (404).
     pub ignore_missing_secrets: Option<bool>,
+    /// The `enable-json-log` annotation: the injector logs JSON.
     pub json_log: Option<bool>,
     /// A duration as written (checked).
     pub client_timeout: Option<String>,
+    /// The `log-level` annotation, one of the injector's levels.
     pub log_level: Option<String>,
+    /// The `restart-on-secret-change` annotation; [`RestartMode::None`] when absent.
     pub mode: RestartMode,
     /// A duration as written (checked); used by `watch-for-data` only.
     pub poll_interval: Option<String>,
     /// Where the app's own token is; `None`: the projected token the webhook adds.
     pub token_path: Option<String>,
+    /// Containers named in `skip-mutate-containers`, left as written.
     pub skip_containers: Vec<String>,
+    /// The `mutate-probes` annotation: exec probes also start through the injector.
     pub mutate_probes: bool,
 }
 
