@@ -23,6 +23,9 @@ pub const ENV_ROLE: &str = "SSI_INJECTOR_ROLE";
 pub const ENV_NAMESPACE: &str = "SSI_INJECTOR_NAMESPACE";
 /// Path of a PEM file with the CA of the store's certificate (from `tls-secret`).
 pub const ENV_CA_CERT: &str = "SSI_INJECTOR_CA_CERT";
+/// The store's CA bundle itself (PEM), when no file is mounted: the webhook's cluster-wide
+/// default or a pod's `cacert_bytes` annotation. A file from [`ENV_CA_CERT`] wins.
+pub const ENV_CA_PEM: &str = "SSI_INJECTOR_CA_PEM";
 /// `true`: do not verify the store's certificate (`tls-skip-verify`).
 pub const ENV_SKIP_VERIFY: &str = "SSI_INJECTOR_TLS_SKIP_VERIFY";
 /// Bound on each store request, like `10s` (`client-timeout`).
@@ -119,6 +122,7 @@ mod tests {
             ENV_ROLE,
             ENV_NAMESPACE,
             ENV_CA_CERT,
+            ENV_CA_PEM,
             ENV_SKIP_VERIFY,
             ENV_TIMEOUT,
             ENV_IGNORE_MISSING,

@@ -9,9 +9,9 @@ use url::Url;
 
 use ssi_core::injector::RestartMode;
 pub use ssi_core::injector::{
-    ENV_ADDR, ENV_AUTH_PATH, ENV_CA_CERT, ENV_FROM_PATH, ENV_GRACE_PERIOD, ENV_IGNORE_MISSING,
-    ENV_JSON_LOG, ENV_LOG_LEVEL, ENV_MODE, ENV_NAMESPACE, ENV_POLL_INTERVAL, ENV_PREFIX, ENV_ROLE,
-    ENV_SKIP_VERIFY, ENV_TIMEOUT, ENV_TOKEN_PATH,
+    ENV_ADDR, ENV_AUTH_PATH, ENV_CA_CERT, ENV_CA_PEM, ENV_FROM_PATH, ENV_GRACE_PERIOD,
+    ENV_IGNORE_MISSING, ENV_JSON_LOG, ENV_LOG_LEVEL, ENV_MODE, ENV_NAMESPACE, ENV_POLL_INTERVAL,
+    ENV_PREFIX, ENV_ROLE, ENV_SKIP_VERIFY, ENV_TIMEOUT, ENV_TOKEN_PATH,
 };
 
 /// How often `watch-for-data` re-reads the secrets unless told (the CSI driver's rotation period).
@@ -35,6 +35,8 @@ pub struct Config {
     pub namespace: Option<String>,
     /// PEM file with the CA of the store's certificate, instead of the system's.
     pub ca_cert: Option<PathBuf>,
+    /// The CA bundle as PEM text, used when `ca_cert` is not set.
+    pub ca_pem: Option<String>,
     /// Accept any store certificate.
     pub skip_tls_verify: bool,
     /// Bound on each store request; 10 s by default.
@@ -189,6 +191,7 @@ impl Config {
             role,
             namespace: get(ENV_NAMESPACE).map(str::to_owned),
             ca_cert: get(ENV_CA_CERT).map(PathBuf::from),
+            ca_pem: get(ENV_CA_PEM).map(str::to_owned),
             skip_tls_verify,
             timeout,
             ignore_missing,

@@ -85,7 +85,7 @@ impl Store {
                 std::fs::read_to_string(path)
                     .map_err(|e| format!("failed to read the CA bundle {}: {e}", path.display()))?,
             ),
-            None => None,
+            None => config.ca_pem.clone(),
         };
         let mut store = StoreConfig::new(config.address.clone());
         store.namespace = config.namespace.clone();

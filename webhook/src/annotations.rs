@@ -16,20 +16,28 @@ pub fn get<'a>(object: &'a Value, name: &str) -> Option<&'a str> {
         .as_str()
 }
 
-/// A boolean annotation: `"true"` or `"false"`; anything else is refused, naming the annotation
-/// and `owner` (the object, for the message).
+/// A boolean annotation, spelled as Go's `strconv.ParseBool` accepts (what the Deckhouse
+/// webhook reads): `1`, `t`, `T`, `TRUE`, `true`, `True` and the false forms. Anything else is
+/// refused, naming the annotation and `owner` (the object, for the message): Deckhouse would
+/// silently read it as false.
 pub fn flag(object: &Value, name: &str, owner: &str) -> Result<Option<bool>, Refusal> {
     match get(object, name) {
         None => Ok(None),
-        Some("true") => Ok(Some(true)),
-        Some("false") => Ok(Some(false)),
+        Some("1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(Some(true)),
+        Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(Some(false)),
         Some(other) => {
             let shown: String = other.chars().take(64).collect();
             Err(Refusal::Invalid(format!(
-                "{owner}: annotation {PREFIX}{name} is {shown:?}; write \"true\" or \"false\""
+                "{owner}: annotation {PREFIX}{name} is {shown:?}; write \"true\" or \"false\" \
+                 (the Deckhouse webhook would silently take it as false)"
             )))
         }
     }
+}
+
+/// A label of `object`, if it is text.
+pub fn label<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
+    object.get("metadata")?.get("labels")?.get(key)?.as_str()
 }
 
 #[cfg(test)]
@@ -40,20 +48,36 @@ mod tests {
     #[test]
     fn flags_are_true_false_or_a_refusal_naming_them() {
         let object = |value: &str| json!({"metadata": {"annotations": {"secrets-store.deckhouse.io/mutate-probes": value}}});
-        assert_eq!(
-            flag(&object("true"), "mutate-probes", "Pod p"),
-            Ok(Some(true))
-        );
-        assert_eq!(
-            flag(&object("false"), "mutate-probes", "Pod p"),
-            Ok(Some(false))
-        );
+        for (text, value) in [
+            ("1", true),
+            ("t", true),
+            ("T", true),
+            ("TRUE", true),
+            ("true", true),
+            ("True", true),
+            ("0", false),
+            ("f", false),
+            ("F", false),
+            ("FALSE", false),
+            ("false", false),
+            ("False", false),
+        ] {
+            let parsed = flag(&object(text), "mutate-probes", "Pod p");
+            assert_eq!(parsed, Ok(Some(value)), "{text}");
+        }
+        for text in ["yes", "on", "tRUE", " true", ""] {
+            assert!(
+                flag(&object(text), "mutate-probes", "Pod p").is_err(),
+                "{text:?}"
+            );
+        }
         assert_eq!(flag(&json!({}), "mutate-probes", "Pod p"), Ok(None));
         let refusal = flag(&object("yes"), "mutate-probes", "Pod p").unwrap_err();
         assert!(matches!(refusal, Refusal::Invalid(_)));
         assert_eq!(
             refusal.message(),
-            "Pod p: annotation secrets-store.deckhouse.io/mutate-probes is \"yes\"; write \"true\" or \"false\""
+            "Pod p: annotation secrets-store.deckhouse.io/mutate-probes is \"yes\"; write \"true\" or \"false\" \
+             (the Deckhouse webhook would silently take it as false)"
         );
     }
 }

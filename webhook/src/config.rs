@@ -85,6 +85,20 @@ pub struct Args {
     #[arg(long, env = "SSI_WEBHOOK_INJECTOR_DEFAULT_ADDRESS")]
     pub injector_default_address: Option<String>,
 
+    /// Auth path for Pods without the secrets-store.deckhouse.io/auth-path annotation (the
+    /// injector's own default is `kubernetes`).
+    #[arg(long, env = "SSI_WEBHOOK_INJECTOR_DEFAULT_AUTH_PATH")]
+    pub injector_default_auth_path: Option<String>,
+
+    /// Store namespace for Pods without the secrets-store.deckhouse.io/namespace annotation.
+    #[arg(long, env = "SSI_WEBHOOK_INJECTOR_DEFAULT_NAMESPACE")]
+    pub injector_default_namespace: Option<String>,
+
+    /// PEM bundle of the store's CA, passed to injected Pods that name neither a tls-secret nor
+    /// cacert_bytes: no Secret with the CA is needed in every namespace.
+    #[arg(long, env = "SSI_WEBHOOK_INJECTOR_CA_FILE")]
+    pub injector_ca_file: Option<PathBuf>,
+
     /// Audience of the projected ServiceAccount token the injector logs in with. Empty (the
     /// default): the Kubernetes API's own audience, which a store role without `audience`
     /// accepts on any cluster.

@@ -93,6 +93,20 @@ pub async fn run(
         }
         _ => None,
     };
+    let injector_ca_pem = match &args.injector_ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("failed to read --injector-ca-file {}", path.display()))?;
+            registry::ca_bundle(&pem)
+                .map_err(|e| anyhow::anyhow!("--injector-ca-file {}: {e}", path.display()))?;
+            Some(
+                String::from_utf8(pem).with_context(|| {
+                    format!("--injector-ca-file {} is not text", path.display())
+                })?,
+            )
+        }
+        None => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let listener = tokio::net::TcpListener::bind(args.listen_addr)
         .await
@@ -122,6 +136,9 @@ pub async fn run(
             injector: args.env_injection.then(|| inject::InjectorSettings {
                 image: args.injector_image.clone(),
                 default_address: args.injector_default_address.clone(),
+                default_auth_path: args.injector_default_auth_path.clone(),
+                default_namespace: args.injector_default_namespace.clone(),
+                default_ca_pem: injector_ca_pem,
                 token_audience: args.injector_token_audience.clone(),
                 registry_lookup,
             }),

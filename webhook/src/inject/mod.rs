@@ -30,6 +30,16 @@ const _: () = assert!(
     BINARY.len() == DIR.len() + 1 + contract::BINARY_NAME.len()
 );
 const INIT_CONTAINER: &str = "secrets-store-injector-copy";
+/// The pod's lists whose containers are injected, in the order they start.
+const INJECTED_LISTS: [&str; 2] = ["initContainers", "containers"];
+/// Containers never injected, whatever the annotations say: the service mesh's and the
+/// platform's own, which the Deckhouse webhook skips too.
+pub const ALWAYS_SKIPPED: [&str; 4] = [
+    "check-linux-kernel",
+    "istio-validation",
+    "istio-proxy",
+    "istio-init",
+];
 const TOKEN_VOLUME: &str = "secrets-store-injector-token";
 const TOKEN_DIR: &str = "/var/run/secrets/secrets-store";
 const TLS_VOLUME: &str = "secrets-store-injector-tls";
@@ -42,6 +52,12 @@ pub struct InjectorSettings {
     pub image: String,
     /// Store address for pods without the `addr` annotation.
     pub default_address: Option<String>,
+    /// Auth path for pods without the `auth-path` annotation (else the injector's `kubernetes`).
+    pub default_auth_path: Option<String>,
+    /// Store namespace for pods without the `namespace` annotation.
+    pub default_namespace: Option<String>,
+    /// CA bundle (PEM) passed to pods that name neither a `tls-secret` nor `cacert_bytes`.
+    pub default_ca_pem: Option<String>,
     /// Audience of the projected token the injector logs in with; empty for the Kubernetes
     /// API's own.
     pub token_audience: String,
@@ -154,14 +170,29 @@ pub fn inject(
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        !already_injected(container)
+        name != INIT_CONTAINER
+            && !already_injected(container)
             && !skipped.iter().any(|s| s == name)
+            && !ALWAYS_SKIPPED.contains(&name)
             && (everyone || may_reference_the_store(container))
     };
-    let containers = array(spec, "containers", &owner)?;
+    // Init containers too, as Deckhouse does: each starts through the injector, which our copy
+    // container (inserted first) has put in place by then.
+    for list in INJECTED_LISTS {
+        if spec.get(list).is_some_and(|value| !value.is_array()) {
+            return Err(Refusal::Invalid(format!("{owner}: {list} is not a list")));
+        }
+    }
+    let listed = |spec: &Map<String, Value>, list: &str| -> Vec<Value> {
+        spec.get(list)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     let mut lookups: Vec<String> = Vec::new();
-    for container in containers
+    for container in INJECTED_LISTS
         .iter()
+        .flat_map(|list| listed(spec, list))
         .filter(|c| needs_injection(c) && command_of(c).is_none())
     {
         let name = container
@@ -198,60 +229,34 @@ pub fn inject(
     }
 
     let mut injected = 0;
-    for container in containers.iter_mut() {
-        let name = container
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        if already_injected(container) {
+    for list in INJECTED_LISTS {
+        let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for container in containers.iter_mut() {
+            let name = container
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if already_injected(container) {
+                injected += 1;
+                continue;
+            }
+            if !needs_injection(container) {
+                continue;
+            }
+            inject_container(
+                container,
+                &name,
+                &owner,
+                &env,
+                &mounts,
+                &request,
+                entrypoints,
+            )?;
             injected += 1;
-            continue;
         }
-        if !needs_injection(container) {
-            continue;
-        }
-        let argv = match command_of(container) {
-            Some(command) => {
-                let mut argv = command;
-                if let Some(args) = container.get("args").and_then(Value::as_array) {
-                    argv.extend(args.iter().cloned());
-                }
-                argv
-            }
-            None => image_argv(container, entrypoints)
-                .map_err(|reason| Refusal::Forbidden(format!("{owner}: container {name:?} has no command, and {reason}; set command (and args) explicitly so the injector knows what to start")))?,
-        };
-        let Some(container) = container.as_object_mut() else {
-            return Err(Refusal::Invalid(format!(
-                "{owner}: container {name:?} is not an object"
-            )));
-        };
-        container.insert("command".into(), json!([BINARY]));
-        container.insert("args".into(), Value::Array(argv));
-        let container_owner = format!("{owner}: container {name:?}");
-        let container_env = array(container, "env", &container_owner)?;
-        for var in &env {
-            push_unique(container_env, var.clone());
-        }
-        let container_mounts = array(container, "volumeMounts", &container_owner)?;
-        for mount in &mounts {
-            push_unique(container_mounts, mount.clone());
-        }
-        if request.mutate_probes {
-            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-                if let Some(command) = container
-                    .get_mut(probe)
-                    .and_then(|p| p.get_mut("exec"))
-                    .and_then(|e| e.get_mut("command"))
-                    .and_then(Value::as_array_mut)
-                    .filter(|c| c.first().and_then(Value::as_str) != Some(BINARY))
-                {
-                    command.insert(0, json!(BINARY));
-                }
-            }
-        }
-        injected += 1;
     }
     if injected == 0 {
         warnings.push(format!(
@@ -308,6 +313,63 @@ pub fn inject(
     })
 }
 
+/// Starts one container through the injector: its argv behind the binary, the injector's
+/// variables and mounts added.
+fn inject_container(
+    container: &mut Value,
+    name: &str,
+    owner: &str,
+    env: &[Value],
+    mounts: &[Value],
+    request: &InjectionRequest,
+    entrypoints: &Entrypoints,
+) -> Result<(), Refusal> {
+    let argv = match command_of(container) {
+        Some(command) => {
+            let mut argv = command;
+            if let Some(args) = container.get("args").and_then(Value::as_array) {
+                argv.extend(args.iter().cloned());
+            }
+            argv
+        }
+        None => image_argv(container, entrypoints).map_err(|reason| {
+            Refusal::Forbidden(format!(
+                "{owner}: container {name:?} has no command, and {reason}; set command (and args) explicitly so the injector knows what to start"
+            ))
+        })?,
+    };
+    let Some(container) = container.as_object_mut() else {
+        return Err(Refusal::Invalid(format!(
+            "{owner}: container {name:?} is not an object"
+        )));
+    };
+    container.insert("command".into(), json!([BINARY]));
+    container.insert("args".into(), Value::Array(argv));
+    let container_owner = format!("{owner}: container {name:?}");
+    let container_env = array(container, "env", &container_owner)?;
+    for var in env {
+        push_unique(container_env, var.clone());
+    }
+    let container_mounts = array(container, "volumeMounts", &container_owner)?;
+    for mount in mounts {
+        push_unique(container_mounts, mount.clone());
+    }
+    if request.mutate_probes {
+        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+            if let Some(command) = container
+                .get_mut(probe)
+                .and_then(|p| p.get_mut("exec"))
+                .and_then(|e| e.get_mut("command"))
+                .and_then(Value::as_array_mut)
+                .filter(|c| c.first().and_then(Value::as_str) != Some(BINARY))
+            {
+                command.insert(0, json!(BINARY));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn already_injected(container: &Value) -> bool {
     container
         .get("command")
@@ -360,6 +422,9 @@ mod tests {
         InjectorSettings {
             image: "registry.example.com/ssi-injector:1".into(),
             default_address: Some("https://vault.example.com:8200".into()),
+            default_auth_path: None,
+            default_namespace: None,
+            default_ca_pem: None,
             token_audience: String::new(),
             registry_lookup: false,
         }
@@ -774,5 +839,110 @@ mod tests {
         );
         let injection = inject(&mut enough, &lookup_on, &Entrypoints::new()).unwrap();
         assert_eq!(injection.lookups.len(), IMAGE_LOOKUPS_PER_POD);
+    }
+
+    #[test]
+    fn init_containers_are_injected_in_order_after_the_copy() {
+        let reference = json!([{"name": "X", "value": "secrets-store:p#k"}]);
+        let mut pod = pod(
+            json!({"secrets-store.deckhouse.io/role": "r"}),
+            json!([app(reference.clone())]),
+        );
+        pod["spec"]["initContainers"] = json!([
+            {"name": "migrate", "image": "m:1", "command": ["/migrate"], "env": reference},
+            {"name": "istio-init", "image": "proxyv2", "command": ["/init"], "env": reference},
+        ]);
+        let (pod, _) = injected(pod).unwrap();
+        let init = &pod["spec"]["initContainers"];
+        assert_eq!(init[0]["name"], INIT_CONTAINER, "the copy runs first");
+        assert_eq!(init[1]["name"], "migrate");
+        assert_eq!(init[1]["command"], json!([BINARY]));
+        assert_eq!(init[1]["args"], json!(["/migrate"]));
+        assert_eq!(
+            init[2]["command"],
+            json!(["/init"]),
+            "the mesh's own stays as is"
+        );
+    }
+
+    #[test]
+    fn deckhouse_skip_lists_opt_out_label_and_cluster_defaults() {
+        let reference = json!([{"name": "X", "value": "secrets-store:p#k"}]);
+        let named =
+            |name: &str| json!({"name": name, "image": "a:1", "command": ["/a"], "env": reference});
+        let containers = json!([
+            named("app"),
+            named("side-a"),
+            named("side-b"),
+            named("istio-proxy")
+        ]);
+        // Deckhouse separates skipped names by spaces; the mesh's proxy is always skipped.
+        let (pod_out, _) = injected(pod(
+            json!({"secrets-store.deckhouse.io/role": "r",
+                   "secrets-store.deckhouse.io/skip-mutate-containers": "side-a side-b"}),
+            containers.clone(),
+        ))
+        .unwrap();
+        let commands: Vec<&Value> = (0..4)
+            .map(|i| &pod_out["spec"]["containers"][i]["command"])
+            .collect();
+        assert_eq!(commands[0], &json!([BINARY]));
+        for skipped in &commands[1..] {
+            assert_eq!(*skipped, &json!(["/a"]));
+        }
+
+        // The Deckhouse webhook's opt-out label: no injection at all.
+        let mut labelled = pod(json!({"secrets-store.deckhouse.io/role": "r"}), containers);
+        labelled["metadata"]["labels"] = json!({"stronghold.deckhouse.io/mutate": "skip"});
+        let untouched = labelled.clone();
+        inject(&mut labelled, &settings(), &Entrypoints::new()).unwrap();
+        assert_eq!(labelled, untouched);
+
+        // Cluster-wide defaults fill what the pod leaves out; the pod's annotations win.
+        let defaults = InjectorSettings {
+            default_auth_path: Some("main-kube".into()),
+            default_namespace: Some("team".into()),
+            default_ca_pem: Some(
+                "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n".into(),
+            ),
+            ..settings()
+        };
+        let env_with = |annotations: Value| {
+            let mut pod = pod(annotations, json!([app(reference.clone())]));
+            inject(&mut pod, &defaults, &Entrypoints::new()).unwrap();
+            env_of(&pod["spec"]["containers"][0])
+        };
+        let env = env_with(json!({"secrets-store.deckhouse.io/role": "r"}));
+        assert!(
+            env.contains(&("SSI_INJECTOR_AUTH_PATH".into(), "main-kube".into())),
+            "{env:?}"
+        );
+        assert!(
+            env.contains(&("SSI_INJECTOR_NAMESPACE".into(), "team".into())),
+            "{env:?}"
+        );
+        assert!(
+            env.iter().any(|(name, value)| name == "SSI_INJECTOR_CA_PEM"
+                && value.contains("BEGIN CERTIFICATE"))
+        );
+        let env = env_with(json!({"secrets-store.deckhouse.io/role": "r",
+            "secrets-store.deckhouse.io/auth-path": "other",
+            "secrets-store.deckhouse.io/cacert_bytes": "pod's own PEM"}));
+        assert!(
+            env.contains(&("SSI_INJECTOR_AUTH_PATH".into(), "other".into())),
+            "{env:?}"
+        );
+        assert!(
+            env.contains(&("SSI_INJECTOR_CA_PEM".into(), "pod's own PEM".into())),
+            "{env:?}"
+        );
+        // A mounted CA file wins over any PEM.
+        let env = env_with(json!({"secrets-store.deckhouse.io/role": "r",
+            "secrets-store.deckhouse.io/tls-secret": "store-ca"}));
+        assert!(env.iter().any(|(name, _)| name == "SSI_INJECTOR_CA_CERT"));
+        assert!(
+            !env.iter().any(|(name, _)| name == "SSI_INJECTOR_CA_PEM"),
+            "{env:?}"
+        );
     }
 }

@@ -8,6 +8,10 @@ use serde_json::{Value, json};
 use ssi_core::duration::parse_duration;
 use ssi_core::injector::{self as contract, LOG_LEVELS, RestartMode};
 
+/// The Deckhouse webhook's opt-out: a pod labelled `stronghold.deckhouse.io/mutate: skip` is
+/// not injected.
+pub const DECKHOUSE_OPT_OUT_LABEL: &str = "stronghold.deckhouse.io/mutate";
+
 /// A pod's injection annotations, typed and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InjectionRequest {
@@ -25,6 +29,9 @@ pub struct InjectionRequest {
     pub env_from_path: Option<String>,
     /// Name of a Secret with the store's `ca.crt`.
     pub tls_secret: Option<String>,
+    /// The store's CA bundle as PEM: the `cacert_bytes` annotation or the webhook's default;
+    /// unused when `tls_secret` is set.
+    pub ca_pem: Option<String>,
     /// The `tls-skip-verify` annotation: the injector does not verify the store's certificate.
     pub tls_skip_verify: Option<bool>,
     /// The `ignore-missing-secrets` annotation: start the app even if a path is missing (404).
@@ -56,6 +63,11 @@ impl InjectionRequest {
         let Some(role) = annotations::get(pod, "role") else {
             return Ok(None);
         };
+        // The Deckhouse webhook's own opt-out, honoured for injection (never for the volume
+        // policy, which an object cannot switch off).
+        if annotations::label(pod, DECKHOUSE_OPT_OUT_LABEL) == Some("skip") {
+            return Ok(None);
+        }
         let pod_name = pod
             .get("metadata")
             .and_then(|m| m.get("name").or_else(|| m.get("generateName")))
@@ -118,10 +130,11 @@ impl InjectionRequest {
         Ok(Some(InjectionRequest {
             role: role.to_owned(),
             address,
-            auth_path: text("auth-path"),
-            namespace: text("namespace"),
+            auth_path: text("auth-path").or_else(|| settings.default_auth_path.clone()),
+            namespace: text("namespace").or_else(|| settings.default_namespace.clone()),
             env_from_path: text("env-from-path"),
             tls_secret: annotations::get(pod, "tls-secret").map(str::to_owned),
+            ca_pem: text("cacert_bytes").or_else(|| settings.default_ca_pem.clone()),
             tls_skip_verify: annotations::flag(pod, "tls-skip-verify", &owner)?,
             ignore_missing_secrets: annotations::flag(pod, "ignore-missing-secrets", &owner)?,
             json_log: annotations::flag(pod, "enable-json-log", &owner)?,
@@ -130,9 +143,10 @@ impl InjectionRequest {
             mode,
             poll_interval: duration("secret-poll-interval")?,
             token_path: annotations::get(pod, "service-account-token-path").map(str::to_owned),
+            // Deckhouse separates the names by spaces; commas work too.
             skip_containers: annotations::get(pod, "skip-mutate-containers")
                 .unwrap_or_default()
-                .split(',')
+                .split(|c: char| c == ',' || c.is_whitespace())
                 .map(|name| name.trim().to_owned())
                 .filter(|name| !name.is_empty())
                 .collect(),
@@ -201,6 +215,8 @@ impl InjectionRequest {
                 contract::ENV_CA_CERT,
                 &format!("{TLS_DIR}/ca.crt"),
             ));
+        } else if let Some(pem) = &self.ca_pem {
+            env.push(variable(contract::ENV_CA_PEM, pem));
         }
         env
     }
