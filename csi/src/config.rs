@@ -12,7 +12,7 @@ use url::Url;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "ssi-csi", version, about)]
 pub struct Args {
-    /// Unix socket the CSI API is served on (kubelet and node-driver-registrar connect to it).
+    /// Unix socket the CSI API is served on (kubelet connects to it).
     #[arg(long, env = "SSI_CSI_SOCKET", default_value = "/csi/csi.sock")]
     pub socket: PathBuf,
 

@@ -7,5 +7,8 @@ use ssi_csi::config::Args;
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
-    ssi_runtime::serve(args.log_format, |shutdown| ssi_csi::run(args, shutdown)).await
+    ssi_runtime::serve(args.log_format, "SSI_CSI_", |shutdown| {
+        ssi_csi::run(args, shutdown)
+    })
+    .await
 }

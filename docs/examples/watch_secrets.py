@@ -4,8 +4,9 @@
     python3 watch_secrets.py DIR FILE      e.g.  python3 watch_secrets.py /mnt/secrets db-password
 
 Prints FILE (a name inside DIR) at start and again each time its content changes; a real
-application would reload its configuration where this one prints. Needs `pip install
-inotify_simple` (pure Python, no compiler).
+application would reload its configuration where this one prints. Needs inotify_simple (pure
+Python, no compiler): `pip install inotify_simple`, in a virtual environment where the system's
+Python refuses installs (Debian 12: `python3 -m venv env && env/bin/pip install inotify_simple`).
 
 It watches the directory, not the file. The driver never writes into a file: it writes a new
 generation directory and atomically renames the `..data` symlink over the old one, so

@@ -22,6 +22,30 @@ pub fn check_env_scheme<A: clap::CommandFactory>(prefix: &str) -> Result<(), Str
     }
 }
 
+/// The `SSI_*` variables set in `environment` that do not start with `prefix` (this
+/// component's) and belong to no other component: names this binary silently ignores, most
+/// likely from before the variables were renamed (`SSI_STORE_ADDRESS` is now
+/// `SSI_CSI_STORE_ADDRESS`). For a warning at start.
+pub fn foreign_variables(
+    prefix: &str,
+    environment: impl IntoIterator<Item = (String, String)>,
+) -> Vec<String> {
+    const COMPONENTS: [&str; 3] = ["SSI_CSI_", "SSI_WEBHOOK_", "SSI_INJECTOR_"];
+    let mut foreign: Vec<String> = environment
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            name.starts_with("SSI_")
+                && !name.starts_with(prefix)
+                && !COMPONENTS
+                    .iter()
+                    .any(|component| name.starts_with(component))
+        })
+        .collect();
+    foreign.sort();
+    foreign
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,6 +64,22 @@ mod tests {
         _two: Option<String>,
         #[arg(long)]
         _three: Option<String>,
+    }
+
+    #[test]
+    fn stale_names_are_found_and_values_never_read() {
+        let environment = [
+            ("SSI_STORE_ADDRESS", "https://vault:8200"),
+            ("SSI_CSI_NODE_ID", "n1"),
+            ("SSI_WEBHOOK_LISTEN_ADDR", "x"),
+            ("PATH", "/bin"),
+            ("SSI_TOKEN_AUDIENCE", ""),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()));
+        assert_eq!(
+            foreign_variables("SSI_CSI_", environment),
+            ["SSI_STORE_ADDRESS", "SSI_TOKEN_AUDIENCE"]
+        );
     }
 
     #[test]

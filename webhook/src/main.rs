@@ -13,5 +13,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
-    ssi_runtime::serve(args.log_format, |shutdown| ssi_webhook::run(args, shutdown)).await
+    ssi_runtime::serve(args.log_format, "SSI_WEBHOOK_", |shutdown| {
+        ssi_webhook::run(args, shutdown)
+    })
+    .await
 }

@@ -52,8 +52,8 @@ impl std::fmt::Debug for SsiChecker {
 }
 
 impl SsiChecker {
-    /// Looks SSIs up through `client`, each lookup bounded by `deadline`; answers are kept
-    /// for `ttl`.
+    /// Looks SSIs up through `client`, all of one review's lookups bounded by `deadline`;
+    /// answers are kept for `ttl`.
     pub fn new(client: kube::Client, deadline: Duration, ttl: Duration) -> SsiChecker {
         SsiChecker {
             client: Some(client),
