@@ -35,7 +35,9 @@ pub struct SecretsStoreImportSpec {
     /// Mount path of the Kubernetes auth method in the store (default: the component's setting,
     /// itself `kubernetes` unless configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[-_\.a-zA-Z0-9]+(/[-_\.a-zA-Z0-9]+)*$"))]
+    /// Deckhouse's schema accepts leading and trailing `/` (`kube/`), so ours does; they are
+    /// removed before use ([`SecretsStoreImportSpec::normalize`]).
+    #[schemars(regex(pattern = r"^[-_./a-zA-Z0-9]+$"))]
     pub auth_path: Option<String>,
 
     /// Vault Enterprise / OpenBao namespace, sent as `X-Vault-Namespace`.
@@ -151,6 +153,24 @@ impl SecretsStoreImportSpec {
         }
     }
 
+    /// Removes the leading and trailing `/` of `authPath` and of every `source.path`, which
+    /// Deckhouse's schema accepts (`kube/`, `/demo-kv/data/x`) and the store's API does not
+    /// need. Call before [`Self::validate`].
+    pub fn normalize(&mut self) {
+        let trim = |path: &mut String| {
+            let trimmed = path.trim_matches('/');
+            if trimmed.len() != path.len() {
+                *path = trimmed.to_owned();
+            }
+        };
+        if let Some(auth_path) = &mut self.auth_path {
+            trim(auth_path);
+        }
+        for file in &mut self.files {
+            trim(&mut file.source.path);
+        }
+    }
+
     /// Checks every rule of the schema plus the driver-side ones a schema cannot express.
     ///
     /// Collects all problems rather than stopping at the first, so one round trip fixes them all.
@@ -163,10 +183,12 @@ impl SecretsStoreImportSpec {
                 self.role
             ));
         }
-        if let Some(auth_path) = self.auth_path.as_deref().filter(|p| !is_safe_path(p)) {
+        if let Some(auth_path) = &self.auth_path
+            && let Some(why) = unsafe_path(auth_path)
+        {
             problems.push(format!(
-                "spec.authPath {auth_path:?} must be segments of letters, digits, '-', '_' and '.' \
-                 separated by '/', without '.' or '..' segments"
+                "spec.authPath {auth_path:?} {why}; write segments of letters, digits, '-', '_' \
+                 and '.' separated by '/', like kubernetes or clusters/main"
             ));
         }
         if let Some(address) = &self.address {
@@ -203,10 +225,9 @@ impl SecretsStoreImportSpec {
                     "spec.files[{i}].name {name:?} is used by more than one file; names must be unique"
                 ));
             }
-            if !is_safe_path(&file.source.path) {
+            if let Some(why) = unsafe_path(&file.source.path) {
                 problems.push(format!(
-                    "spec.files[{i}].source.path {:?} must be a store path like secret/data/app: \
-                     non-empty segments separated by '/', no '.' or '..' segments, no '?' or '#'",
+                    "spec.files[{i}].source.path {:?} {why}; write a store path like secret/data/app",
                     file.source.path
                 ));
             }
@@ -224,6 +245,27 @@ impl SecretsStoreImportSpec {
 }
 
 /// Non-empty, only ASCII letters, digits, `-`, `_` and the `extra` characters.
+/// Why a store path (after [`SecretsStoreImportSpec::normalize`]) cannot be used, or `None`.
+/// The reason names the rule broken, so that a person knows what to change.
+fn unsafe_path(path: &str) -> Option<&'static str> {
+    if is_safe_path(path) {
+        None
+    } else if path.is_empty() {
+        Some("is empty (after removing leading and trailing '/')")
+    } else if path
+        .split('/')
+        .any(|segment| segment == ".." || segment == ".")
+    {
+        Some("has a '.' or '..' segment, which would point elsewhere in the store")
+    } else if path.split('/').any(str::is_empty) {
+        Some("has an empty segment ('//')")
+    } else {
+        Some(
+            "has a character a URL path cannot carry as is ('?', '#', '%', '\\', space or control)",
+        )
+    }
+}
+
 fn is_word(s: &str, extra: &str) -> bool {
     !s.is_empty()
         && s.chars()

@@ -71,3 +71,63 @@ fn crd_carries_the_contracted_schema() {
     let file_required = file["required"].as_array().expect("file required list");
     assert!(file_required.contains(&"name".into()) && file_required.contains(&"source".into()));
 }
+
+/// What Deckhouse's SecretsStoreImport schema accepts for `authPath` and `source.path`: one or
+/// more of these characters (`^[-_./A-Za-z0-9]+$`).
+fn deckhouse_accepts(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+}
+
+/// The pattern our generated CRD puts on `spec.authPath`.
+fn our_auth_path_pattern() -> String {
+    let crd = serde_json::to_value(SecretsStoreImport::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["authPath"]["pattern"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn what_deckhouse_accepts_is_accepted_and_normalised_or_refused_with_the_reason() {
+    use ssi_core::{SecretFile, SecretsStoreImportSpec};
+    // The same character class as theirs: the apiserver takes every value theirs takes.
+    assert_eq!(our_auth_path_pattern(), "^[-_./a-zA-Z0-9]+$");
+    // value, what the driver uses (Ok) or the reason it refuses (Err).
+    let table: [(&str, Result<&str, &str>); 10] = [
+        ("kubernetes", Ok("kubernetes")),
+        ("kube/", Ok("kube")),
+        ("/kube", Ok("kube")),
+        ("clusters/main-kube", Ok("clusters/main-kube")),
+        ("/demo-kv/data/x", Ok("demo-kv/data/x")),
+        ("demo-kv/data/x/", Ok("demo-kv/data/x")),
+        ("a//b", Err("empty segment")),
+        ("../sys/raw", Err("'..' segment")),
+        ("a/./b", Err("'.' or '..' segment")),
+        ("/", Err("is empty")),
+    ];
+    for (value, expected) in table {
+        assert!(deckhouse_accepts(value), "{value}: theirs must accept it");
+        let mut spec =
+            SecretsStoreImportSpec::new("my-role", vec![SecretFile::new("f", value, "k")]);
+        spec.auth_path = Some(value.to_owned());
+        spec.normalize();
+        match expected {
+            Ok(used) => {
+                assert_eq!(spec.validate(), Ok(()), "{value}");
+                assert_eq!(spec.auth_path.as_deref(), Some(used), "{value}");
+                assert_eq!(spec.files[0].source.path, used, "{value}");
+            }
+            Err(reason) => {
+                let problems = spec.validate().unwrap_err().problems;
+                assert_eq!(problems.len(), 2, "authPath and source.path: {problems:?}");
+                for problem in problems {
+                    assert!(problem.contains(reason), "{value}: {problem}");
+                }
+            }
+        }
+    }
+}

@@ -218,7 +218,10 @@ impl Fetcher {
         let found = cell
             .get_or_init(|| async {
                 match api.get_opt(name).await {
-                    Ok(Some(ssi)) => Ok(Arc::new(ssi)),
+                    Ok(Some(mut ssi)) => {
+                        ssi.spec.normalize();
+                        Ok(Arc::new(ssi))
+                    }
                     Ok(None) => Err(SsiLookup::NotFound),
                     Err(e) => Err(SsiLookup::Failed(Arc::new(e))),
                 }

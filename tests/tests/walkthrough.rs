@@ -379,4 +379,16 @@ async fn the_apiserver_enforces_the_crd_schema() {
     ]))
     .unwrap();
     assert_eq!(stored, "false");
+
+    // What Deckhouse's schema accepts, ours does: slashes around authPath and source.path (the
+    // driver removes them, see core's crd test).
+    let output = apply(ssi(
+        "  type: CSI\n  role: r\n  authPath: kube/\n  files:\n  - name: db-password\n    \
+         source: {path: /demo-kv/data/x, key: password}\n",
+    ));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
