@@ -354,6 +354,7 @@ impl Fetcher {
                     Operation::Login { .. } => "login",
                     Operation::Read { .. } => "read",
                     Operation::RenewLease { .. } => "renew",
+                    Operation::Write { .. } => "write",
                 };
                 let result = if ok { Outcome::Ok } else { Outcome::Error };
                 metrics

@@ -17,7 +17,7 @@ pub mod supervise;
 
 use config::{Config, LogLevel};
 use resolve::{Fetched, Read};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use ssi_vault::{Client, KubernetesAuth, Lease, Session, StoreConfig};
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -74,6 +74,8 @@ pub struct Fetch {
     pub values: HashMap<Read, Fetched>,
     /// The leases of the secrets read that have one.
     pub leases: Vec<LeaseInfo>,
+    /// The store token, when a variable asked for it (`secrets-store:login`).
+    pub token: Option<SecretString>,
 }
 
 impl Store {
@@ -107,10 +109,15 @@ impl Store {
         })
     }
 
-    /// Reads every secret once, concurrently, logged in as the pod. The token file is read
+    /// Reads (and writes, for `>>`) every secret once, concurrently, logged in as the pod; with
+    /// `with_token`, keeps the store token for `secrets-store:login`. The token file is read
     /// again each time because kubelet replaces a projected token before it expires.
-    pub async fn fetch_all(&self, reads: &BTreeSet<Read>) -> Result<Fetch, String> {
-        if reads.is_empty() {
+    pub async fn fetch_all(
+        &self,
+        reads: &BTreeSet<Read>,
+        with_token: bool,
+    ) -> Result<Fetch, String> {
+        if reads.is_empty() && !with_token {
             return Ok(Fetch::default());
         }
         let jwt = std::fs::read_to_string(&self.token_path).map_err(|e| {
@@ -122,16 +129,27 @@ impl Store {
         self.session
             .set_jwt(SecretString::from(jwt.trim().to_owned()));
         // One login before the reads fan out, so that they share its token.
-        self.session.token().await.map_err(|e| e.to_string())?;
+        let token = self.session.token().await.map_err(|e| e.to_string())?;
+        let mut fetch = Fetch {
+            token: with_token.then(|| SecretString::from(token.expose().to_owned())),
+            ..Fetch::default()
+        };
         let mut tasks = tokio::task::JoinSet::new();
         for read in reads.iter().cloned() {
             let session = self.session.clone();
             tasks.spawn(async move {
-                let result = session.read(&read.0, read.1).await;
+                let result = match &read.write {
+                    Some(body) => match serde_json::from_str(body) {
+                        Ok(body) => session.write(&read.path, &body).await,
+                        Err(_) => Err(ssi_vault::Error::Config {
+                            reason: format!("the body of the write to {} is not JSON", read.path),
+                        }),
+                    },
+                    None => session.read(&read.path, read.version).await,
+                };
                 (read, result)
             });
         }
-        let mut fetch = Fetch::default();
         let mut problems = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             let (read, result) = joined.map_err(|e| format!("a read task failed: {e}"))?;
@@ -139,7 +157,7 @@ impl Store {
                 Ok(secret) => {
                     if let Some(duration) = secret.lease_duration.filter(|d| !d.is_zero()) {
                         fetch.leases.push(LeaseInfo {
-                            path: read.0.clone(),
+                            path: read.path.clone(),
                             id: secret.lease_id.clone().filter(|id| !id.is_empty()),
                             duration,
                             renewable: secret.renewable,
@@ -190,9 +208,10 @@ pub async fn resolve(
 ) -> Result<Resolved, String> {
     let plan = resolve::plan(env, &config.env_from_paths)?;
     let started = std::time::Instant::now();
-    let fetch = store.fetch_all(&plan.reads).await?;
+    let fetch = store.fetch_all(&plan.reads, plan.needs_token).await?;
     let store_time = started.elapsed();
-    let rendered = resolve::render(plan, &fetch.values, config.ignore_missing)?;
+    let token = fetch.token.as_ref().map(ExposeSecret::expose_secret);
+    let rendered = resolve::render(plan, &fetch.values, token, config.ignore_missing)?;
     for notice in &rendered.notices {
         log(config.log_level, config.json_log, LogLevel::Warn, notice);
     }
@@ -211,8 +230,8 @@ pub fn resolve_environment(
     // NB: without a reference there is nothing to read; setting up the HTTP client (system
     // roots included) would be the larger part of the injector's start-up for nothing.
     let plan = resolve::plan(env.clone(), &config.env_from_paths)?;
-    if plan.reads.is_empty() {
-        let rendered = resolve::render(plan, &HashMap::new(), config.ignore_missing)?;
+    if plan.reads.is_empty() && !plan.needs_token {
+        let rendered = resolve::render(plan, &HashMap::new(), None, config.ignore_missing)?;
         return Ok(Resolved {
             env: rendered.env,
             leases: Vec::new(),

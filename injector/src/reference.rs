@@ -3,12 +3,25 @@
 //! - a whole value `secrets-store:<path>#<key>[#<version>]`;
 //! - a key containing `${.field}` is a template over the secret's fields
 //!   (`secrets-store:secret/data/db#postgres://${.user}:${.password}@db:5432`);
-//! - `${secrets-store:<path>#<key>[#<version>]}` anywhere inside a longer value.
+//! - `${secrets-store:<path>#<key>[#<version>]}` anywhere inside a longer value;
+//! - `>>secrets-store:<path>#<key>[#<json args>]`: a write whose answer holds the key, for
+//!   engines that issue secrets (`pki/issue/<role>`); the args (a JSON object, `{}` when absent)
+//!   are the body; also inside text as `${>>secrets-store:...}`;
+//! - `secrets-store:login`, in `VAULT_TOKEN` only: the store token the injector logged in with,
+//!   for applications that talk to the store themselves.
+//!
+//! This is the Deckhouse injector's grammar; of its Go-template functions (sprig, `file`,
+//! `accessor`) none is implemented, and a template that calls one is refused naming it. Nothing
+//! that starts with `secrets-store:` or `>>secrets-store:` reaches the application as text.
 //!
 //! Parsing is pure and never sees a secret value.
 
 /// What starts a reference: a whole value with it is one, `${` followed by it opens one inside text.
 pub const PREFIX: &str = "secrets-store:";
+/// What starts a write reference.
+pub const WRITE_PREFIX: &str = ">>secrets-store:";
+/// The one variable `secrets-store:login` may fill, as in Deckhouse.
+pub const LOGIN_VARIABLE: &str = "VAULT_TOKEN";
 
 /// One secret reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +32,9 @@ pub struct Reference {
     pub key: Key,
     /// KV v2 version; the latest when absent.
     pub version: Option<u64>,
+    /// For a write (`>>`): the JSON body, in canonical form (so that equal bodies are one
+    /// request).
+    pub write: Option<String>,
 }
 
 /// What to take from the secret.
@@ -48,6 +64,8 @@ pub enum Value {
     Whole(Reference),
     /// References inside literal text.
     Interpolated(Vec<Part>),
+    /// `secrets-store:login`: the store token.
+    Login,
 }
 
 /// A piece of a [`Value::Interpolated`].
@@ -61,25 +79,54 @@ pub enum Part {
 
 /// Parses one environment value. `Err` says what is wrong with the reference and how to write it.
 pub fn parse_value(value: &str) -> Result<Value, String> {
+    if value == format!("{PREFIX}login") {
+        return Ok(Value::Login);
+    }
+    if let Some(rest) = value.strip_prefix(WRITE_PREFIX) {
+        return parse_write(rest).map(Value::Whole);
+    }
     if let Some(rest) = value.strip_prefix(PREFIX) {
         return parse_reference(rest).map(Value::Whole);
     }
-    let marker = format!("${{{PREFIX}");
-    if !value.contains(&marker) {
+    let read_marker = format!("${{{PREFIX}");
+    let write_marker = format!("${{{WRITE_PREFIX}");
+    let next = |text: &str| -> Option<(usize, bool)> {
+        match (text.find(&read_marker), text.find(&write_marker)) {
+            (Some(read), Some(write)) => Some(if read < write {
+                (read, false)
+            } else {
+                (write, true)
+            }),
+            (Some(read), None) => Some((read, false)),
+            (None, Some(write)) => Some((write, true)),
+            (None, None) => None,
+        }
+    };
+    if next(value).is_none() {
         return Ok(Value::Plain);
     }
     let mut parts = Vec::new();
     let mut rest = value;
-    while let Some(start) = rest.find(&marker) {
+    while let Some((start, write)) = next(rest) {
         if start > 0 {
             parts.push(Part::Text(rest[..start].to_owned()));
         }
-        let inner_start = start + marker.len();
+        let inner_start = start
+            + if write {
+                write_marker.len()
+            } else {
+                read_marker.len()
+            };
         let end = closing_brace(&rest[inner_start..]).ok_or_else(|| {
             format!("a reference opened with ${{{PREFIX} is never closed with }}")
         })?;
         let inner = &rest[inner_start..inner_start + end];
-        parts.push(Part::Reference(parse_reference(inner)?));
+        let reference = if write {
+            parse_write(inner)?
+        } else {
+            parse_reference(inner)?
+        };
+        parts.push(Part::Reference(reference));
         rest = &rest[inner_start + end + 1..];
     }
     if !rest.is_empty() {
@@ -88,22 +135,17 @@ pub fn parse_value(value: &str) -> Result<Value, String> {
     Ok(Value::Interpolated(parts))
 }
 
-/// The index of the `}` that closes a `${` already consumed, allowing nested `${...}`.
+/// The index of the `}` that closes a `${` already consumed, allowing nested `${...}` and
+/// the braces of a write's JSON arguments.
 fn closing_brace(text: &str) -> Option<usize> {
     let mut depth = 0usize;
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'$' if bytes.get(i + 1) == Some(&b'{') => {
-                depth += 1;
-                i += 1;
-            }
+    for (i, byte) in text.bytes().enumerate() {
+        match byte {
+            b'{' => depth += 1,
             b'}' if depth == 0 => return Some(i),
             b'}' => depth -= 1,
             _ => {}
         }
-        i += 1;
     }
     None
 }
@@ -136,6 +178,34 @@ fn parse_reference(text: &str) -> Result<Reference, String> {
         path: path.to_owned(),
         key: parse_key(key)?,
         version,
+        write: None,
+    })
+}
+
+/// `<path>#<key>[#<json args>]` after `>>secrets-store:`.
+fn parse_write(text: &str) -> Result<Reference, String> {
+    let usage = "write >>secrets-store:<path>#<key>#<json object>, e.g. \
+                 >>secrets-store:pki/issue/web#certificate#{\"common_name\":\"web.example.com\"}";
+    let mut pieces = text.splitn(3, '#');
+    let path = pieces.next().unwrap_or_default();
+    let key = pieces.next().unwrap_or_default();
+    let args = pieces.next().unwrap_or("{}");
+    if path.is_empty() || key.is_empty() {
+        return Err(format!(
+            "the write reference needs a path and a key; {usage}"
+        ));
+    }
+    let body: serde_json::Value = serde_json::from_str(args)
+        .ok()
+        .filter(serde_json::Value::is_object)
+        .ok_or_else(|| {
+            format!("the arguments of the write to {path} are not a JSON object; {usage}")
+        })?;
+    Ok(Reference {
+        path: path.to_owned(),
+        key: parse_key(key)?,
+        version: None,
+        write: Some(body.to_string()),
     })
 }
 
@@ -153,14 +223,21 @@ fn parse_key(key: &str) -> Result<Key, String> {
         let end = after
             .find('}')
             .ok_or("a template field opened with ${ is never closed with }")?;
-        let field = after[..end]
+        let inner = &after[..end];
+        let field = inner
             .strip_prefix('.')
-            .filter(|f| !f.is_empty())
-            .ok_or_else(|| {
-                format!(
-                    "template field ${{{}}} must name a field of the secret as ${{.<field>}}",
-                    &after[..end]
-                )
+            .filter(|f| !f.is_empty() && !f.contains(|c: char| c.is_whitespace() || c == '|'))
+            .ok_or_else(|| match template_function(inner) {
+                Some(function) => format!(
+                    "template function {function:?} is not supported (Deckhouse's template \
+                     functions are not implemented here); write ${{.<field>}} and transform the \
+                     value in the application"
+                ),
+                None => format!(
+                    "template field ${{{inner}}} must name a field of the secret as ${{.<field>}} \
+                     (${{.{}}}?)",
+                    inner.trim().trim_start_matches('.')
+                ),
             })?;
         parts.push(TemplatePart::Field(field.to_owned()));
         rest = &after[end + 1..];
@@ -169,6 +246,19 @@ fn parse_key(key: &str) -> Result<Key, String> {
         parts.push(TemplatePart::Text(rest.to_owned()));
     }
     Ok(Key::Template(parts))
+}
+
+/// The function a Go-template action calls, if any: `.password | b64enc` calls `b64enc`,
+/// `file "/x"` calls `file`.
+/// A lone word (`${password}`) is taken for a field written without its dot, not a call.
+fn template_function(action: &str) -> Option<String> {
+    let action = action.trim();
+    if !action.contains(|c: char| c.is_whitespace() || c == '|') {
+        return None;
+    }
+    let call = action.rsplit('|').next().unwrap_or(action).trim();
+    let name = call.split_whitespace().next()?;
+    (!name.starts_with('.') && !name.starts_with('$')).then(|| name.chars().take(40).collect())
 }
 
 #[cfg(test)]
@@ -180,6 +270,7 @@ mod tests {
             path: path.into(),
             key: Key::Field(key.into()),
             version,
+            write: None,
         }
     }
 
@@ -245,6 +336,7 @@ mod tests {
                     path: "secret/data/db".into(),
                     key: Key::Template(vec![TemplatePart::Field("password".into())]),
                     version: Some(2),
+                    write: None,
                 }),
                 Part::Text("!".into()),
             ])
@@ -262,6 +354,67 @@ mod tests {
             ("secrets-store:secret/data/app#${user}", "${.<field>}"),
             ("secrets-store:secret/data/app#${.user", "never closed"),
             ("secrets-store:p#k#99999999999999999999999", "too large"),
+        ] {
+            let error = parse_value(value).unwrap_err();
+            assert!(error.contains(expected), "{value}: {error}");
+        }
+    }
+
+    #[test]
+    fn deckhouse_writes_login_and_unsupported_functions() {
+        // A write, its JSON args in canonical form, and `{}` when there are none.
+        let Ok(Value::Whole(write)) = parse_value(
+            r#">>secrets-store:pki/issue/web#certificate#{"ttl": "1h", "common_name": "web.example.com"}"#,
+        ) else {
+            panic!("a write reference")
+        };
+        assert_eq!(write.path, "pki/issue/web");
+        assert_eq!(write.key, Key::Field("certificate".into()));
+        assert_eq!(
+            write.write.as_deref(),
+            Some(r#"{"common_name":"web.example.com","ttl":"1h"}"#)
+        );
+        let Ok(Value::Whole(bare)) = parse_value(">>secrets-store:database/creds/app#username")
+        else {
+            panic!("a write without args")
+        };
+        assert_eq!(bare.write.as_deref(), Some("{}"));
+        // Inside text too.
+        let Ok(Value::Interpolated(parts)) =
+            parse_value("cert=${>>secrets-store:pki/issue/web#certificate#{}}")
+        else {
+            panic!("an interpolated write")
+        };
+        assert!(matches!(&parts[1], Part::Reference(r) if r.write.is_some()));
+        assert_eq!(parse_value("secrets-store:login"), Ok(Value::Login));
+
+        // Refusals name what is wrong; nothing with the prefix passes as text.
+        for (value, expected) in [
+            (
+                ">>secrets-store:pki/issue/web#certificate#not json",
+                "not a JSON object",
+            ),
+            (
+                ">>secrets-store:pki/issue/web#certificate#[1]",
+                "not a JSON object",
+            ),
+            (">>secrets-store:pki/issue/web", "needs a path and a key"),
+            (
+                "secrets-store:secret/data/db#${ .password | b64enc }",
+                "template function \"b64enc\"",
+            ),
+            (
+                "secrets-store:secret/data/db#${ file \"/etc/passwd\" }",
+                "template function \"file\"",
+            ),
+            (
+                "secrets-store:secret/data/db#${ accessor \"auth/x\" }",
+                "template function \"accessor\"",
+            ),
+            (
+                "secrets-store:secret/data/db#${password}",
+                "must name a field",
+            ),
         ] {
             let error = parse_value(value).unwrap_err();
             assert!(error.contains(expected), "{value}: {error}");

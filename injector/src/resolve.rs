@@ -17,8 +17,36 @@ pub enum Fetched {
     Missing,
 }
 
-/// One read: a path and, for KV v2, a version (`None` = latest).
-pub type Read = (String, Option<u64>);
+/// One request to the store, done once however many variables use it: a read of a path (for
+/// KV v2 a version, `None` = latest), or a write of a JSON body to a path (`>>`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Read {
+    /// API path below `/v1/`.
+    pub path: String,
+    /// KV v2 version of a read; `None` for the latest (and for writes).
+    pub version: Option<u64>,
+    /// The canonical JSON body of a write; `None` for a read.
+    pub write: Option<String>,
+}
+
+impl Read {
+    /// A read of the latest version of `path`.
+    pub fn latest(path: &str) -> Read {
+        Read {
+            path: path.to_owned(),
+            version: None,
+            write: None,
+        }
+    }
+
+    fn of(reference: &Reference) -> Read {
+        Read {
+            path: reference.path.clone(),
+            version: reference.version,
+            write: reference.write.clone(),
+        }
+    }
+}
 
 #[derive(Debug)]
 enum Entry {
@@ -33,6 +61,8 @@ pub struct Plan {
     env_from_paths: Vec<String>,
     /// Every distinct read, each done once however many variables use it.
     pub reads: BTreeSet<Read>,
+    /// Whether a variable asks for the store token (`secrets-store:login`).
+    pub needs_token: bool,
 }
 
 /// Parses every variable of `env` (the injector's own configuration dropped) and collects the
@@ -43,6 +73,7 @@ pub fn plan(
 ) -> Result<Plan, String> {
     let mut entries = Vec::new();
     let mut reads = BTreeSet::new();
+    let mut needs_token = false;
     let mut problems = Vec::new();
     for (name, value) in env {
         if name.as_bytes().starts_with(ENV_PREFIX.as_bytes()) {
@@ -54,9 +85,19 @@ pub fn plan(
         };
         match reference::parse_value(text) {
             Ok(reference::Value::Plain) => entries.push((name, Entry::Keep(value))),
+            Ok(reference::Value::Login) if name != reference::LOGIN_VARIABLE => {
+                problems.push(format!(
+                    "env {}: secrets-store:login gives the store token to {} only, as the \
+                     Deckhouse injector does; name the variable {}",
+                    name.to_string_lossy(),
+                    reference::LOGIN_VARIABLE,
+                    reference::LOGIN_VARIABLE
+                ));
+            }
             Ok(parsed) => {
+                needs_token |= parsed == reference::Value::Login;
                 for reference in references(&parsed) {
-                    reads.insert((reference.path.clone(), reference.version));
+                    reads.insert(Read::of(reference));
                 }
                 entries.push((name, Entry::Resolve(parsed)));
             }
@@ -64,7 +105,7 @@ pub fn plan(
         }
     }
     for path in env_from_paths {
-        reads.insert((path.clone(), None));
+        reads.insert(Read::latest(path));
     }
     if !problems.is_empty() {
         return Err(problems.join("; "));
@@ -73,12 +114,13 @@ pub fn plan(
         entries,
         env_from_paths: env_from_paths.to_vec(),
         reads,
+        needs_token,
     })
 }
 
 fn references(value: &reference::Value) -> Vec<&Reference> {
     match value {
-        reference::Value::Plain => Vec::new(),
+        reference::Value::Plain | reference::Value::Login => Vec::new(),
         reference::Value::Whole(reference) => vec![reference],
         reference::Value::Interpolated(parts) => parts
             .iter()
@@ -101,10 +143,11 @@ pub struct Rendered {
 
 /// Renders the application's environment. A reference to a missing secret (404) fails, unless
 /// `ignore_missing`, which leaves that variable out; any other problem always fails: the app
-/// never starts with an unresolved reference.
+/// never starts with an unresolved reference. `store_token` fills `secrets-store:login`.
 pub fn render(
     plan: Plan,
     fetched: &HashMap<Read, Fetched>,
+    store_token: Option<&str>,
     ignore_missing: bool,
 ) -> Result<Rendered, String> {
     let mut env: Vec<(OsString, OsString)> = Vec::new();
@@ -119,7 +162,7 @@ pub fn render(
             Entry::Resolve(parsed) => parsed,
         };
         let shown = name.to_string_lossy().into_owned();
-        match render_value(&parsed, fetched) {
+        match render_value(&parsed, fetched, store_token) {
             Ok(value) => env.push((name, OsString::from_vec(value))),
             Err(Problem::Missing(path)) if ignore_missing => notices.push(format!(
                 "env {shown} left out: secret {path} does not exist (ignore-missing-secrets)"
@@ -131,7 +174,7 @@ pub fn render(
         }
     }
     for path in &plan.env_from_paths {
-        match fetched.get(&(path.clone(), None)) {
+        match fetched.get(&Read::latest(path)) {
             Some(Fetched::Found(fields)) => {
                 for (key, value) in fields {
                     if key.is_empty() || key.contains(['=', '\0']) {
@@ -170,10 +213,15 @@ enum Problem {
 fn render_value(
     value: &reference::Value,
     fetched: &HashMap<Read, Fetched>,
+    store_token: Option<&str>,
 ) -> Result<Vec<u8>, Problem> {
     let mut out = Vec::new();
     match value {
         reference::Value::Plain => {}
+        reference::Value::Login => match store_token {
+            Some(token) => out.extend_from_slice(token.as_bytes()),
+            None => return Err(Problem::Other("the store token was not obtained".into())),
+        },
         reference::Value::Whole(reference) => out.extend(resolve(reference, fetched)?),
         reference::Value::Interpolated(parts) => {
             for part in parts {
@@ -194,11 +242,12 @@ fn render_value(
 }
 
 fn resolve(reference: &Reference, fetched: &HashMap<Read, Fetched>) -> Result<Vec<u8>, Problem> {
-    let shown = match reference.version {
-        Some(version) => format!("{} (version {version})", reference.path),
-        None => reference.path.clone(),
+    let shown = match (reference.version, &reference.write) {
+        (Some(version), _) => format!("{} (version {version})", reference.path),
+        (None, Some(_)) => format!("{} (written)", reference.path),
+        (None, None) => reference.path.clone(),
     };
-    let fields = match fetched.get(&(reference.path.clone(), reference.version)) {
+    let fields = match fetched.get(&Read::of(reference)) {
         Some(Fetched::Found(fields)) => fields,
         Some(Fetched::Missing) => return Err(Problem::Missing(shown)),
         None => return Err(Problem::Other(format!("secret {shown} was not read"))),
@@ -259,18 +308,28 @@ mod tests {
     fn store() -> HashMap<Read, Fetched> {
         HashMap::from([
             (
-                ("secret/data/db".into(), None),
+                Read::latest("secret/data/db"),
                 secret(&[("user", "app"), ("password", "s3cret")]),
             ),
             (
-                ("secret/data/db".into(), Some(1)),
+                Read {
+                    version: Some(1),
+                    ..Read::latest("secret/data/db")
+                },
                 secret(&[("user", "app"), ("password", "old")]),
             ),
             (
-                ("secret/data/extra".into(), None),
+                Read::latest("secret/data/extra"),
                 secret(&[("TOKEN", "t0k"), ("PASSWORD", "from-path")]),
             ),
-            (("secret/data/gone".into(), None), Fetched::Missing),
+            (Read::latest("secret/data/gone"), Fetched::Missing),
+            (
+                Read {
+                    write: Some(r#"{"common_name":"web"}"#.into()),
+                    ..Read::latest("pki/issue/web")
+                },
+                secret(&[("certificate", "CERT"), ("private_key", "KEY")]),
+            ),
         ])
     }
 
@@ -294,12 +353,15 @@ mod tests {
         assert_eq!(
             plan.reads,
             BTreeSet::from([
-                ("secret/data/db".into(), None),
-                ("secret/data/db".into(), Some(1))
+                Read::latest("secret/data/db"),
+                Read {
+                    version: Some(1),
+                    ..Read::latest("secret/data/db")
+                }
             ]),
             "each read once"
         );
-        let rendered = render(plan, &store(), false).unwrap();
+        let rendered = render(plan, &store(), None, false).unwrap();
         assert_eq!(get(&rendered, "PASSWORD"), Some("s3cret"));
         assert_eq!(get(&rendered, "OLD"), Some("old"));
         assert_eq!(get(&rendered, "DSN"), Some("postgres://app:s3cret@db"));
@@ -319,7 +381,7 @@ mod tests {
             &["secret/data/db".into(), "secret/data/extra".into()],
         )
         .unwrap();
-        let rendered = render(plan, &store(), false).unwrap();
+        let rendered = render(plan, &store(), None, false).unwrap();
         assert_eq!(get(&rendered, "TOKEN"), Some("t0k"));
         assert_eq!(get(&rendered, "user"), Some("app"));
         assert_eq!(
@@ -339,7 +401,7 @@ mod tests {
             ("GONE", "secrets-store:secret/data/gone#x"),
             ("KEYLESS", "secrets-store:secret/data/db#nope"),
         ]);
-        let error = render(plan(vars.clone(), &[]).unwrap(), &store(), false).unwrap_err();
+        let error = render(plan(vars.clone(), &[]).unwrap(), &store(), None, false).unwrap_err();
         assert!(
             error.contains("env GONE: secret secret/data/gone does not exist"),
             "{error}"
@@ -354,13 +416,13 @@ mod tests {
         );
 
         // ignore-missing tolerates the 404 only: the missing key still fails.
-        let error = render(plan(vars, &[]).unwrap(), &store(), true).unwrap_err();
+        let error = render(plan(vars, &[]).unwrap(), &store(), None, true).unwrap_err();
         assert!(
             !error.contains("GONE") && error.contains("KEYLESS"),
             "{error}"
         );
         let only_gone = env(&[("GONE", "secrets-store:secret/data/gone#x"), ("A", "b")]);
-        let rendered = render(plan(only_gone, &[]).unwrap(), &store(), true).unwrap();
+        let rendered = render(plan(only_gone, &[]).unwrap(), &store(), None, true).unwrap();
         assert_eq!(get(&rendered, "GONE"), None);
         assert_eq!(get(&rendered, "A"), Some("b"));
         assert_eq!(rendered.notices.len(), 1);
@@ -370,5 +432,39 @@ mod tests {
     fn a_malformed_reference_names_the_variable() {
         let error = plan(env(&[("BROKEN", "secrets-store:secret/data/db")]), &[]).unwrap_err();
         assert!(error.starts_with("env BROKEN:"), "{error}");
+    }
+
+    #[test]
+    fn one_write_answers_every_variable_that_names_it_and_login_fills_vault_token() {
+        let body = r#"{"common_name": "web"}"#;
+        let vars = env(&[
+            (
+                "CERT",
+                &format!(">>secrets-store:pki/issue/web#certificate#{body}"),
+            ),
+            (
+                "KEY",
+                &format!(">>secrets-store:pki/issue/web#private_key#{body}"),
+            ),
+            ("VAULT_TOKEN", "secrets-store:login"),
+        ]);
+        let planned = plan(vars, &[]).unwrap();
+        assert_eq!(
+            planned.reads.len(),
+            1,
+            "the certificate and its key come from one answer"
+        );
+        assert!(planned.needs_token);
+        let rendered = render(planned, &store(), Some("hvs.token"), false).unwrap();
+        assert_eq!(get(&rendered, "CERT"), Some("CERT"));
+        assert_eq!(get(&rendered, "KEY"), Some("KEY"));
+        assert_eq!(get(&rendered, "VAULT_TOKEN"), Some("hvs.token"));
+
+        // The token goes to VAULT_TOKEN only, as in Deckhouse.
+        let error = plan(env(&[("TOKEN", "secrets-store:login")]), &[]).unwrap_err();
+        assert!(
+            error.contains("env TOKEN") && error.contains("VAULT_TOKEN only"),
+            "{error}"
+        );
     }
 }

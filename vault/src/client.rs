@@ -299,6 +299,35 @@ impl Client {
             .map_err(|detail| Error::InvalidResponse { operation, detail })
     }
 
+    /// Writes `body` (a JSON object) to `path` and returns what the store answered, for engines
+    /// that issue a secret on a write (`pki/issue/<role>`, `database/...`).
+    pub async fn write(
+        &self,
+        token: &VaultToken,
+        path: &str,
+        body: &Value,
+    ) -> Result<Secret, Error> {
+        let operation = Operation::Write {
+            path: path.to_owned(),
+        };
+        if !ssi_core::names::is_safe_path(path) {
+            return Err(Error::InvalidPath {
+                path: path.to_owned(),
+            });
+        }
+        let url = self.url(path)?;
+        let answer = self
+            .send(&operation, &[token.expose()], || {
+                self.http
+                    .post(url.clone())
+                    .header("X-Vault-Token", token.expose())
+                    .json(body)
+            })
+            .await?;
+        Secret::from_response(path, answer)
+            .map_err(|detail| Error::InvalidResponse { operation, detail })
+    }
+
     /// Asks to extend the lease `lease_id` (of the secret read from `path`) by `increment`;
     /// returns what the store granted, which is less near the lease's maximum TTL.
     pub async fn renew_lease(

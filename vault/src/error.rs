@@ -17,6 +17,12 @@ pub enum Operation {
         /// KV v2 version asked for; `None` for the latest.
         version: Option<u64>,
     },
+    /// A write that issues a secret (`>>secrets-store:`, e.g. a PKI certificate); the body is
+    /// not shown.
+    Write {
+        /// API path below `/v1/`.
+        path: String,
+    },
     /// Renewal of the lease of the secret read from `path` (the lease id is not shown: with a
     /// token it is a handle on the credentials).
     RenewLease {
@@ -41,6 +47,7 @@ impl fmt::Display for Operation {
             } => {
                 write!(f, "read secret {path} version {v}")
             }
+            Operation::Write { path } => write!(f, "write to {path}"),
             Operation::RenewLease { path } => write!(f, "renew the lease of secret {path}"),
         }
     }

@@ -109,6 +109,20 @@ impl Session {
         }
     }
 
+    /// Writes as this identity (see [`Client::write`]); a refused cached token is replaced
+    /// once, as for reads.
+    pub async fn write(&self, path: &str, body: &serde_json::Value) -> Result<Secret, Error> {
+        let token = self.token().await?;
+        match self.client.write(&token, path, body).await {
+            Err(e) if e.is_permission_denied() => {
+                self.invalidate().await;
+                let token = self.token().await?;
+                self.client.write(&token, path, body).await
+            }
+            other => other,
+        }
+    }
+
     /// Renews a lease as this identity (see [`Client::renew_lease`]).
     pub async fn renew_lease(
         &self,
