@@ -681,3 +681,116 @@ fn without_references_the_app_starts_without_asking_the_store() {
     assert!(result.status.success(), "{stderr}");
     assert_eq!(stdout.trim(), "FROM_CONFIG_MAP=plain value");
 }
+
+/// Deckhouse's write grammar against a real PKI engine: the certificate and the key come from
+/// one issue call (they match), `secrets-store:login` hands the app a working store token, and
+/// what the grammar refuses never starts the app.
+#[tokio::test]
+async fn deckhouse_writes_issue_a_matching_certificate_and_login_hands_over_the_token() {
+    let (bed, token) = guide_bed().await;
+    let bao = |args: &[&str]| run(bed.bao().unwrap().args(args)).unwrap();
+    bao(&["secrets", "enable", "pki"]);
+    bao(&[
+        "write",
+        "pki/root/generate/internal",
+        "common_name=ssi-test-ca",
+        "ttl=24h",
+    ]);
+    bao(&[
+        "write",
+        "pki/roles/web",
+        "allowed_domains=example.com",
+        "allow_subdomains=true",
+        "max_ttl=1h",
+    ]);
+    let policy = bed.dir().join("backend-pki.hcl");
+    std::fs::write(
+        &policy,
+        "path \"secret/data/*\" { capabilities = [\"read\"] }\n\
+         path \"pki/issue/web\" { capabilities = [\"update\"] }\n",
+    )
+    .unwrap();
+    run(bed
+        .bao()
+        .unwrap()
+        .args(["policy", "write", "backend"])
+        .arg(&policy))
+    .unwrap();
+
+    let out = bed.dir().join("issued");
+    std::fs::create_dir_all(&out).unwrap();
+    let args = r#"{"common_name": "app.example.com", "ttl": "10m"}"#;
+    let (result, _, stderr) = output(&mut injector(
+        &bed,
+        &token,
+        &[
+            (
+                "CERT",
+                &format!(">>secrets-store:pki/issue/web#certificate#{args}"),
+            ),
+            (
+                "KEY",
+                &format!(">>secrets-store:pki/issue/web#private_key#{args}"),
+            ),
+            ("VAULT_TOKEN", "secrets-store:login"),
+        ],
+        &[
+            "sh",
+            "-c",
+            "printf '%s' \"$CERT\" > \"$0/cert.pem\"; printf '%s' \"$KEY\" > \"$0/key.pem\"; \
+             printf '%s' \"$VAULT_TOKEN\" > \"$0/token\"",
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert!(result.status.success(), "{stderr}");
+    let public_key = |args: &[&str]| run(Command::new("openssl").args(args)).unwrap();
+    let cert = out.join("cert.pem");
+    let key = out.join("key.pem");
+    assert_eq!(
+        public_key(&["x509", "-noout", "-pubkey", "-in", cert.to_str().unwrap()]),
+        public_key(&["pkey", "-pubout", "-in", key.to_str().unwrap()]),
+        "the certificate and the key come from one issue call"
+    );
+    assert!(
+        public_key(&["x509", "-noout", "-subject", "-in", cert.to_str().unwrap()])
+            .contains("app.example.com")
+    );
+    let store_token = std::fs::read_to_string(out.join("token")).unwrap();
+    let lookup = reqwest::Client::new()
+        .get(format!("{}/v1/auth/token/lookup-self", bed.openbao().addr))
+        .header("X-Vault-Token", store_token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lookup.status(), 200, "the handed-over token works");
+    assert!(!stderr.contains(store_token.trim()), "{stderr}");
+
+    // Refused before anything starts, naming the variable and the problem.
+    for (name, value, expected) in [
+        (
+            "CERT",
+            ">>secrets-store:pki/issue/web#certificate#not-json",
+            "not a JSON object",
+        ),
+        (
+            "DB",
+            "secrets-store:secret/data/database-for-python-app#${ .password | b64enc }",
+            "template function \"b64enc\"",
+        ),
+        ("TOKEN", "secrets-store:login", "VAULT_TOKEN only"),
+    ] {
+        let marker = bed.dir().join("started");
+        let (result, _, stderr) = output(&mut injector(
+            &bed,
+            &token,
+            &[(name, value)],
+            &["touch", marker.to_str().unwrap()],
+        ));
+        assert!(!result.status.success(), "{value}");
+        assert!(
+            stderr.contains(&format!("env {name}")) && stderr.contains(expected),
+            "{value}: {stderr}"
+        );
+        assert!(!marker.exists(), "the app must not start");
+    }
+}
