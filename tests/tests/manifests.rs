@@ -187,6 +187,11 @@ async fn webhook_manifests_with_generated_certificates_pass_a_server_side_dry_ru
         "secrets-store.deckhouse.io/webhook"
     );
     assert_eq!(
+        injection["objectSelector"]["matchExpressions"][1],
+        serde_json::json!({"key": "stronghold.deckhouse.io/mutate", "operator": "NotIn", "values": ["skip"]}),
+        "the Deckhouse webhook's opt-out label"
+    );
+    assert_eq!(
         injection["rules"],
         serde_json::json!([{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
                             "operations": ["CREATE"], "scope": "Namespaced"}])
