@@ -207,6 +207,16 @@ pub async fn resolve(
     env: Vec<(OsString, OsString)>,
 ) -> Result<Resolved, String> {
     let plan = resolve::plan(env, &config.env_from_paths)?;
+    if matches!(config.mode, config::Mode::WatchForData { .. })
+        && let Some(write) = plan.reads.iter().find(|read| read.write.is_some())
+    {
+        // Every poll would issue a new secret, see it differ and restart the app.
+        return Err(format!(
+            "a write reference (>>secrets-store:{}) issues a new secret at every poll of \
+             watch-for-data; use it with restart-on-secret-change none or watch-for-lease",
+            write.path
+        ));
+    }
     let started = std::time::Instant::now();
     let fetch = store.fetch_all(&plan.reads, plan.needs_token).await?;
     let store_time = started.elapsed();

@@ -20,6 +20,9 @@
 pub const PREFIX: &str = "secrets-store:";
 /// What starts a write reference.
 pub const WRITE_PREFIX: &str = ">>secrets-store:";
+/// Where a write reference may not write: the store's own management API.
+pub const FORBIDDEN_WRITE_PREFIXES: [&str; 4] = ["sys/", "auth/", "identity/", "cubbyhole/"];
+
 /// The one variable `secrets-store:login` may fill, as in Deckhouse.
 pub const LOGIN_VARIABLE: &str = "VAULT_TOKEN";
 
@@ -193,6 +196,17 @@ fn parse_write(text: &str) -> Result<Reference, String> {
     if path.is_empty() || key.is_empty() {
         return Err(format!(
             "the write reference needs a path and a key; {usage}"
+        ));
+    }
+    // The store's own control plane is no place for an env value to write to: a pod whose
+    // ConfigMap someone else edits must not create tokens or change policies as the pod.
+    if let Some(prefix) = FORBIDDEN_WRITE_PREFIXES
+        .iter()
+        .find(|prefix| path.trim_start_matches('/').starts_with(*prefix))
+    {
+        return Err(format!(
+            "writes under {prefix} are refused: that part of the store manages it (tokens, \
+             policies, mounts), it does not issue secrets; {usage}"
         ));
     }
     let body: serde_json::Value = serde_json::from_str(args)
@@ -399,6 +413,14 @@ mod tests {
                 "not a JSON object",
             ),
             (">>secrets-store:pki/issue/web", "needs a path and a key"),
+            (
+                ">>secrets-store:auth/token/create#client_token",
+                "writes under auth/ are refused",
+            ),
+            (
+                ">>secrets-store:sys/policies/acl/x#policy#{}",
+                "writes under sys/ are refused",
+            ),
             (
                 "secrets-store:secret/data/db#${ .password | b64enc }",
                 "template function \"b64enc\"",

@@ -254,7 +254,16 @@ fn resolve(reference: &Reference, fetched: &HashMap<Read, Fetched>) -> Result<Ve
     };
     let field = |key: &str| {
         fields.get(key).map(|v| v.expose().to_vec()).ok_or_else(|| {
-            let available: Vec<&str> = fields.keys().map(String::as_str).collect();
+            // The store names the keys: quoted and bounded, they cannot shape the message.
+            const SHOWN_KEYS: usize = 20;
+            let mut available: Vec<String> = fields
+                .keys()
+                .take(SHOWN_KEYS)
+                .map(|k| format!("{:?}", k.chars().take(64).collect::<String>()))
+                .collect();
+            if fields.len() > SHOWN_KEYS {
+                available.push(format!("and {} more", fields.len() - SHOWN_KEYS));
+            }
             Problem::Other(format!(
                 "secret {shown} has no key {key:?} (keys: {})",
                 available.join(", ")
@@ -407,7 +416,7 @@ mod tests {
             "{error}"
         );
         assert!(
-            error.contains("no key \"nope\" (keys: password, user)"),
+            error.contains("no key \"nope\" (keys: \"password\", \"user\")"),
             "{error}"
         );
         assert!(

@@ -793,4 +793,25 @@ async fn deckhouse_writes_issue_a_matching_certificate_and_login_hands_over_the_
         );
         assert!(!marker.exists(), "the app must not start");
     }
+    // In watch-for-data every poll would issue a new certificate and restart the app.
+    let (result, _, stderr) = output(
+        injector(
+            &bed,
+            &token,
+            &[
+                (
+                    "CERT",
+                    &format!(">>secrets-store:pki/issue/web#certificate#{args}"),
+                ),
+                ("SSI_INJECTOR_MODE", "watch-for-data"),
+            ],
+            &["true"],
+        )
+        .stdout(Stdio::null()),
+    );
+    assert!(!result.status.success());
+    assert!(
+        stderr.contains("issues a new secret at every poll"),
+        "{stderr}"
+    );
 }

@@ -424,8 +424,14 @@ impl Client {
         credentials: &[&str],
         request: reqwest::RequestBuilder,
     ) -> Attempt {
+        // A write that reached the store may have issued a secret: it is sent again only when
+        // it cannot have arrived (no connection) or the store said to come back later (429).
+        let issues = matches!(operation, Operation::Write { .. });
         let response = match request.send().await {
             Ok(response) => response,
+            Err(source) if issues && !source.is_connect() => {
+                return Attempt::Done(Err(self.unreachable(operation, source)));
+            }
             Err(source) => return Attempt::Retryable(self.unreachable(operation, source), None),
         };
         let status = response.status().as_u16();
@@ -447,7 +453,8 @@ impl Client {
             // the status said the store failed anyway.
             Err(BodyError::Transport(source)) => {
                 let error = self.unreachable(operation, source);
-                return if matches!(operation, Operation::Read { .. }) || is_retryable_status(status)
+                return if matches!(operation, Operation::Read { .. })
+                    || (is_retryable_status(status) && !issues)
                 {
                     Attempt::Retryable(error, None)
                 } else {
@@ -468,7 +475,7 @@ impl Client {
             status,
             errors: without_credentials(store_errors(&bytes), credentials),
         };
-        if is_retryable_status(status) {
+        if is_retryable_status(status) && (!issues || status == 429) {
             Attempt::Retryable(error, self.retry.server_requested(retry_after.as_deref()))
         } else {
             Attempt::Done(Err(error))
@@ -708,6 +715,32 @@ mod tests {
             .expect_err("cut short");
         assert!(matches!(err, Error::Unreachable { .. }), "{err}");
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_may_have_issued_a_secret_is_not_sent_twice() {
+        let (address, connections) = mock_store(|_| {
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .to_owned()
+        })
+        .await;
+        let mut config = StoreConfig::new(Url::parse(&address).expect("url"));
+        config.retry.max_retries = 2;
+        config.retry.base_delay = Duration::from_millis(1);
+        let client = Client::new(&config).expect("client");
+        let token = VaultToken::new(SecretString::from("t".to_owned()), None);
+        let err = client
+            .write(&token, "pki/issue/web", &json!({"common_name": "a"}))
+            .await
+            .expect_err("503");
+        assert_eq!(err.status(), Some(503), "{err}");
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A read of the same store is retried: it changes nothing.
+        client
+            .read(&token, "secret/data/app", None)
+            .await
+            .expect_err("503");
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 4);
     }
 
     #[tokio::test]

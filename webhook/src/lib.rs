@@ -97,13 +97,11 @@ pub async fn run(
         Some(path) => {
             let pem = std::fs::read(path)
                 .with_context(|| format!("failed to read --injector-ca-file {}", path.display()))?;
-            registry::ca_bundle(&pem)
-                .map_err(|e| anyhow::anyhow!("--injector-ca-file {}: {e}", path.display()))?;
-            Some(
-                String::from_utf8(pem).with_context(|| {
-                    format!("--injector-ca-file {} is not text", path.display())
-                })?,
-            )
+            let pem = String::from_utf8(pem)
+                .with_context(|| format!("--injector-ca-file {} is not text", path.display()))?;
+            inject::check_ca_pem(&pem)
+                .map_err(|why| anyhow::anyhow!("--injector-ca-file {} {why}", path.display()))?;
+            Some(pem)
         }
         None => None,
     };

@@ -7,7 +7,7 @@
 
 mod request;
 
-pub use request::InjectionRequest;
+pub use request::{InjectionRequest, check_ca_pem};
 
 use crate::annotations::PREFIX as ANNOTATION_PREFIX;
 use crate::refusal::Refusal;
@@ -165,7 +165,9 @@ pub fn inject(
         mounts.push(json!({"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": true}));
     }
 
-    let needs_injection = |container: &Value| {
+    // env-from-path stands for the app: it injects every app container, while an init
+    // container is injected only when it references the store itself.
+    let needs_injection = |list: &str, container: &Value| {
         let name = container
             .get("name")
             .and_then(Value::as_str)
@@ -174,8 +176,27 @@ pub fn inject(
             && !already_injected(container)
             && !skipped.iter().any(|s| s == name)
             && !ALWAYS_SKIPPED.contains(&name)
-            && (everyone || may_reference_the_store(container))
+            && ((everyone && list == "containers") || may_reference_the_store(container))
     };
+    for list in INJECTED_LISTS {
+        for container in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = container
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if ALWAYS_SKIPPED.contains(&name) && may_reference_the_store(container) {
+                warnings.push(format!(
+                    "{owner}: container {name:?} is never injected (it belongs to the service \
+                     mesh or the platform); its secrets-store: values reach it as text"
+                ));
+            }
+        }
+    }
     // Init containers too, as Deckhouse does: each starts through the injector, which our copy
     // container (inserted first) has put in place by then.
     for list in INJECTED_LISTS {
@@ -192,8 +213,9 @@ pub fn inject(
     let mut lookups: Vec<String> = Vec::new();
     for container in INJECTED_LISTS
         .iter()
-        .flat_map(|list| listed(spec, list))
-        .filter(|c| needs_injection(c) && command_of(c).is_none())
+        .flat_map(|list| listed(spec, list).into_iter().map(move |c| (*list, c)))
+        .filter(|(list, c)| needs_injection(list, c) && command_of(c).is_none())
+        .map(|(_, c)| c)
     {
         let name = container
             .get("name")
@@ -243,14 +265,30 @@ pub fn inject(
                 injected += 1;
                 continue;
             }
-            if !needs_injection(container) {
+            if !needs_injection(list, container) {
                 continue;
             }
+            // A plain init container runs to completion: the watch modes, which restart the
+            // process they supervise, are for the app and for native sidecars.
+            let sidecar = container.get("restartPolicy").and_then(Value::as_str) == Some("Always");
+            let container_env: Vec<Value> = if list == "initContainers" && !sidecar {
+                env.iter()
+                    .filter(|var| {
+                        !matches!(
+                            var.get("name").and_then(Value::as_str),
+                            Some(contract::ENV_MODE | contract::ENV_POLL_INTERVAL)
+                        )
+                    })
+                    .cloned()
+                    .collect()
+            } else {
+                env.clone()
+            };
             inject_container(
                 container,
                 &name,
                 &owner,
-                &env,
+                &container_env,
                 &mounts,
                 &request,
                 entrypoints,
@@ -288,10 +326,15 @@ pub fn inject(
         );
     }
     let init = array(spec, "initContainers", &owner)?;
-    if !init
+    let copy_at = init
         .iter()
-        .any(|c| c.get("name").and_then(Value::as_str) == Some(INIT_CONTAINER))
-    {
+        .position(|c| c.get("name").and_then(Value::as_str) == Some(INIT_CONTAINER));
+    // The copy runs first, also when another webhook put an init container before it since.
+    if let Some(position) = copy_at.filter(|&position| position > 0) {
+        let copy = init.remove(position);
+        init.insert(0, copy);
+    }
+    if copy_at.is_none() {
         init.insert(
             0,
             json!({
@@ -866,6 +909,53 @@ mod tests {
     }
 
     #[test]
+    fn init_containers_run_once_and_env_from_path_is_for_the_app() {
+        let reference = json!([{"name": "X", "value": "secrets-store:p#k"}]);
+        let mut watched = pod(
+            json!({"secrets-store.deckhouse.io/role": "r",
+                   "secrets-store.deckhouse.io/restart-on-secret-change": "watch-for-data",
+                   "secrets-store.deckhouse.io/env-from-path": "secret/data/app"}),
+            json!([app(json!([]))]),
+        );
+        watched["spec"]["initContainers"] = json!([
+            {"name": "migrate", "image": "m:1", "command": ["/migrate"], "env": reference},
+            {"name": "sidecar", "image": "s:1", "command": ["/proxy"], "env": reference, "restartPolicy": "Always"},
+            {"name": "setup", "image": "s:1", "command": ["/setup"]},
+        ]);
+        let (watched, _) = injected(watched).unwrap();
+        let init = &watched["spec"]["initContainers"];
+        let mode = |container: &Value| {
+            env_of(container)
+                .into_iter()
+                .any(|(name, _)| name == "SSI_INJECTOR_MODE")
+        };
+        assert!(!mode(&init[1]), "a plain init container is not supervised");
+        assert!(mode(&init[2]), "a native sidecar is");
+        assert_eq!(
+            init[3]["command"],
+            json!(["/setup"]),
+            "env-from-path is for the app"
+        );
+        assert!(mode(&watched["spec"]["containers"][0]));
+
+        // Another webhook put an init container first since: the copy goes back in front.
+        let mut reordered = watched.clone();
+        let copy = reordered["spec"]["initContainers"]
+            .as_array_mut()
+            .unwrap()
+            .remove(0);
+        reordered["spec"]["initContainers"]
+            .as_array_mut()
+            .unwrap()
+            .push(copy);
+        inject(&mut reordered, &settings(), &Entrypoints::new()).unwrap();
+        assert_eq!(
+            reordered["spec"]["initContainers"][0]["name"],
+            INIT_CONTAINER
+        );
+    }
+
+    #[test]
     fn deckhouse_skip_lists_opt_out_label_and_cluster_defaults() {
         let reference = json!([{"name": "X", "value": "secrets-store:p#k"}]);
         let named =
@@ -891,12 +981,30 @@ mod tests {
             assert_eq!(*skipped, &json!(["/a"]));
         }
 
-        // The Deckhouse webhook's opt-out label: no injection at all.
-        let mut labelled = pod(json!({"secrets-store.deckhouse.io/role": "r"}), containers);
-        labelled["metadata"]["labels"] = json!({"stronghold.deckhouse.io/mutate": "skip"});
-        let untouched = labelled.clone();
-        inject(&mut labelled, &settings(), &Entrypoints::new()).unwrap();
-        assert_eq!(labelled, untouched);
+        // The Deckhouse webhook's opt-out label, and ours: no injection at all.
+        for label in [
+            json!({"stronghold.deckhouse.io/mutate": "skip"}),
+            json!({"secrets-store.deckhouse.io/webhook": "disabled"}),
+        ] {
+            let mut labelled = pod(
+                json!({"secrets-store.deckhouse.io/role": "r"}),
+                containers.clone(),
+            );
+            labelled["metadata"]["labels"] = label;
+            let untouched = labelled.clone();
+            inject(&mut labelled, &settings(), &Entrypoints::new()).unwrap();
+            assert_eq!(labelled, untouched);
+        }
+        // A mesh container with references is warned about: it gets them as text.
+        let mut meshed = pod(json!({"secrets-store.deckhouse.io/role": "r"}), containers);
+        let Injection { warnings, .. } =
+            inject(&mut meshed, &settings(), &Entrypoints::new()).unwrap();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("\"istio-proxy\" is never injected")),
+            "{warnings:?}"
+        );
 
         // Cluster-wide defaults fill what the pod leaves out; the pod's annotations win.
         let defaults = InjectorSettings {
@@ -925,17 +1033,30 @@ mod tests {
             env.iter().any(|(name, value)| name == "SSI_INJECTOR_CA_PEM"
                 && value.contains("BEGIN CERTIFICATE"))
         );
+        let own_pem = "-----BEGIN CERTIFICATE-----\nMAMCAQI=\n-----END CERTIFICATE-----\n";
         let env = env_with(json!({"secrets-store.deckhouse.io/role": "r",
             "secrets-store.deckhouse.io/auth-path": "other",
-            "secrets-store.deckhouse.io/cacert_bytes": "pod's own PEM"}));
+            "secrets-store.deckhouse.io/cacert_bytes": own_pem}));
         assert!(
             env.contains(&("SSI_INJECTOR_AUTH_PATH".into(), "other".into())),
             "{env:?}"
         );
         assert!(
-            env.contains(&("SSI_INJECTOR_CA_PEM".into(), "pod's own PEM".into())),
+            env.contains(&("SSI_INJECTOR_CA_PEM".into(), own_pem.into())),
             "{env:?}"
         );
+        // A CA that is no PEM, or too large for an environment variable, is refused here rather
+        // than in a crash-looping container.
+        for bad in ["pod's own PEM".to_owned(), own_pem.repeat(2000)] {
+            let mut pod = pod(
+                json!({"secrets-store.deckhouse.io/role": "r",
+                       "secrets-store.deckhouse.io/cacert_bytes": bad}),
+                json!([app(reference.clone())]),
+            );
+            let refusal = inject(&mut pod, &defaults, &Entrypoints::new()).unwrap_err();
+            assert!(matches!(refusal, Refusal::Invalid(_)), "{refusal:?}");
+            assert!(refusal.message().contains("cacert_bytes"), "{refusal:?}");
+        }
         // A mounted CA file wins over any PEM.
         let env = env_with(json!({"secrets-store.deckhouse.io/role": "r",
             "secrets-store.deckhouse.io/tls-secret": "store-ca"}));

@@ -11,6 +11,13 @@ use ssi_core::injector::{self as contract, LOG_LEVELS, RestartMode};
 /// The Deckhouse webhook's opt-out: a pod labelled `stronghold.deckhouse.io/mutate: skip` is
 /// not injected.
 pub const DECKHOUSE_OPT_OUT_LABEL: &str = "stronghold.deckhouse.io/mutate";
+/// Our own per-object opt-out of injection (`disabled`); the shipped configuration's selector
+/// applies it too, this covers configurations without one.
+pub const OPT_OUT_LABEL: &str = "secrets-store.deckhouse.io/webhook";
+
+/// Largest CA bundle passed to the injector: it travels in an environment variable, which the
+/// kernel caps at 128 KiB, and a store's CA chain is a few KiB.
+pub const MAX_CA_PEM_BYTES: usize = 64 * 1024;
 
 /// A pod's injection annotations, typed and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +72,9 @@ impl InjectionRequest {
         };
         // The Deckhouse webhook's own opt-out, honoured for injection (never for the volume
         // policy, which an object cannot switch off).
-        if annotations::label(pod, DECKHOUSE_OPT_OUT_LABEL) == Some("skip") {
+        if annotations::label(pod, DECKHOUSE_OPT_OUT_LABEL) == Some("skip")
+            || annotations::label(pod, OPT_OUT_LABEL) == Some("disabled")
+        {
             return Ok(None);
         }
         let pod_name = pod
@@ -109,6 +118,14 @@ impl InjectionRequest {
                 "annotation {PREFIX}addr {address:?} must be an http(s) URL"
             )));
         }
+        let ca_pem = match text("cacert_bytes") {
+            Some(pem) => {
+                check_ca_pem(&pem)
+                    .map_err(|why| invalid(format!("annotation {PREFIX}cacert_bytes {why}")))?;
+                Some(pem)
+            }
+            None => settings.default_ca_pem.clone(),
+        };
         let log_level = text("log-level");
         if let Some(level) = &log_level
             && !LOG_LEVELS.contains(&level.as_str())
@@ -134,7 +151,7 @@ impl InjectionRequest {
             namespace: text("namespace").or_else(|| settings.default_namespace.clone()),
             env_from_path: text("env-from-path"),
             tls_secret: annotations::get(pod, "tls-secret").map(str::to_owned),
-            ca_pem: text("cacert_bytes").or_else(|| settings.default_ca_pem.clone()),
+            ca_pem,
             tls_skip_verify: annotations::flag(pod, "tls-skip-verify", &owner)?,
             ignore_missing_secrets: annotations::flag(pod, "ignore-missing-secrets", &owner)?,
             json_log: annotations::flag(pod, "enable-json-log", &owner)?,
@@ -220,4 +237,17 @@ impl InjectionRequest {
         }
         env
     }
+}
+
+/// Whether `pem` can be the store's CA bundle: PEM certificates, at most [`MAX_CA_PEM_BYTES`].
+/// The reason otherwise, without the content.
+pub fn check_ca_pem(pem: &str) -> Result<(), String> {
+    if pem.len() > MAX_CA_PEM_BYTES {
+        return Err(format!(
+            "is larger than {MAX_CA_PEM_BYTES} bytes; a CA bundle is a few KiB"
+        ));
+    }
+    crate::registry::ca_bundle(pem.as_bytes())
+        .map(drop)
+        .map_err(|_| "is not a PEM bundle of CERTIFICATE blocks".to_owned())
 }
