@@ -168,7 +168,7 @@ async fn a_missing_secret_stops_the_app_unless_ignored() {
     ));
     assert_eq!(result.status.code(), Some(1));
     assert!(
-        stderr.contains("has no key \"pasword\" (keys: password, username)"),
+        stderr.contains("has no key \"pasword\" (keys: \"password\", \"username\")"),
         "{stderr}"
     );
     assert!(!stderr.contains("rotated-password"), "{stderr}");

@@ -363,15 +363,21 @@ async fn env_injected_pods_run_the_copied_injector_and_watch_for_data_restarts_t
         Duration::from_secs(90),
     )
     .await;
-    let restarts = run(bed.kubectl().args([
-        "get", "pod", "env-watch", "-n", walkthrough::NAMESPACE,
-        "-o", "jsonpath={.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].lastState.terminated.exitCode} {.status.containerStatuses[0].lastState.terminated.message}",
-    ]))
+    // NB: the new container's log can show before kubelet has reported the restart.
+    wait::until(
+        Duration::from_secs(30),
+        "the restart in the pod's status: restartCount 1, exit code 2 and its message",
+        || {
+            let restarts = run(bed.kubectl().args([
+                "get", "pod", "env-watch", "-n", walkthrough::NAMESPACE,
+                "-o", "jsonpath={.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].lastState.terminated.exitCode} {.status.containerStatuses[0].lastState.terminated.message}",
+            ]))
+            .unwrap_or_default();
+            wait::check(restarts.starts_with("1 2 secret data changed"), || restarts.clone())
+        },
+    )
+    .await
     .unwrap();
-    assert!(
-        restarts.starts_with("1 2 secret data changed"),
-        "restartCount, last exit code and message: {restarts}"
-    );
     // The plain exec-mode pod keeps what it started with.
     let logs = wait_for_log(&bed, "app=env-app", "DB_PASSWORD=", Duration::from_secs(5)).await;
     assert!(!logs.contains("changed-for-env"), "{logs}");
