@@ -92,6 +92,41 @@ pub struct SecretFile {
 
     /// Where the value comes from.
     pub source: FileSource,
+
+    /// Permission bits of the file as an octal string (`"0400"`, `"0440"`, `"0644"`); the
+    /// volume's default when absent (0644, or 0640 with the pod's fsGroup as the group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^0?[0-7]{3}$"))]
+    pub mode: Option<String>,
+
+    /// The permission bits `mode` asks for, if it is set and valid (see [`Self::validate_mode`]).
+    pub fn permission_bits(&self) -> Option<u32> {
+        self.validate_mode().ok().flatten()
+    }
+
+    /// `mode` as permission bits: three octal digits, optionally after a `0`, without the
+    /// set-id and sticky bits; the reason otherwise.
+    pub fn validate_mode(&self) -> Result<Option<u32>, String> {
+        let Some(text) = &self.mode else {
+            return Ok(None);
+        };
+        let digits = text
+            .strip_prefix('0')
+            .filter(|d| d.len() == 3)
+            .unwrap_or(text);
+        if digits.len() != 3 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return Err(format!(
+                "mode {text:?} must be three octal digits like \"0400\" or \"0644\""
+            ));
+        }
+        let bits = u32::from_str_radix(digits, 8).map_err(|e| e.to_string())?;
+        if bits & 0o400 == 0 {
+            return Err(format!(
+                "mode {text:?} leaves the file unreadable even to its owner; write at least 0400"
+            ));
+        }
+        Ok(Some(bits))
+    }
 }
 
 /// A key of a secret in the store.
@@ -133,6 +168,7 @@ impl SecretFile {
                 path: path.into(),
                 key: key.into(),
             },
+            mode: None,
         }
     }
 }
@@ -233,6 +269,9 @@ impl SecretsStoreImportSpec {
             }
             if file.source.key.is_empty() {
                 problems.push(format!("spec.files[{i}].source.key must not be empty"));
+            }
+            if let Err(why) = file.validate_mode() {
+                problems.push(format!("spec.files[{i}].{why}"));
             }
         }
 
@@ -429,5 +468,35 @@ spec:
     #[case("secret/data/a#b", false)]
     fn recognises_safe_store_paths(#[case] path: &str, #[case] safe: bool) {
         assert_eq!(is_safe_path(path), safe);
+    }
+
+    #[rstest]
+    #[case::absent(None, Ok(None))]
+    #[case::four_digits(Some("0400"), Ok(Some(0o400)))]
+    #[case::three_digits(Some("640"), Ok(Some(0o640)))]
+    #[case::group_read(Some("0440"), Ok(Some(0o440)))]
+    #[case::setuid(Some("4755"), Err("three octal digits"))]
+    #[case::not_octal(Some("0800"), Err("three octal digits"))]
+    #[case::words(Some("rw-r--r--"), Err("three octal digits"))]
+    #[case::unreadable(Some("0200"), Err("unreadable even to its owner"))]
+    fn file_modes_are_octal_permission_bits(
+        #[case] mode: Option<&str>,
+        #[case] expected: Result<Option<u32>, &str>,
+    ) {
+        let mut file = SecretFile::new("key.pem", "pki/issue/web", "private_key");
+        file.mode = mode.map(Into::into);
+        match expected {
+            Ok(bits) => assert_eq!(file.validate_mode(), Ok(bits)),
+            Err(reason) => {
+                let error = file.validate_mode().unwrap_err();
+                assert!(error.contains(reason), "{error}");
+                let spec = SecretsStoreImportSpec::new("r", vec![file]);
+                let problems = spec.validate().unwrap_err().problems;
+                assert!(
+                    problems[0].starts_with("spec.files[0].mode"),
+                    "{problems:?}"
+                );
+            }
+        }
     }
 }

@@ -173,7 +173,11 @@ impl Fetcher {
         }
 
         let mut files = BTreeMap::new();
+        let mut modes = BTreeMap::new();
         for file in &spec.files {
+            if let Some(mode) = file.permission_bits() {
+                modes.insert(file.name.clone(), mode);
+            }
             let (path, key_name) = (&file.source.path, &file.source.key);
             let value = secrets[path.as_str()]
                 .value(key_name)
@@ -202,7 +206,7 @@ impl Fetcher {
             };
             files.insert(file.name.clone(), bytes);
         }
-        Ok((Files(files), key))
+        Ok((Files(files, modes), key))
     }
 
     async fn ssi(

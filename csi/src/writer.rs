@@ -35,9 +35,10 @@ const DATA_LINK_TMP: &str = "..data_tmp";
 /// (4 MiB by default), so anything larger was not written by the driver.
 const MAX_FILE_SIZE: u64 = 16 * 1024 * 1024;
 
-/// File name -> content. `Debug` lists names only.
+/// File name -> content, and the modes asked for (file name -> permission bits; files not
+/// listed get the volume's default, see [`Access`]). `Debug` lists names only.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Files(pub BTreeMap<String, Vec<u8>>);
+pub struct Files(pub BTreeMap<String, Vec<u8>>, pub BTreeMap<String, u32>);
 
 impl fmt::Debug for Files {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -54,7 +55,8 @@ pub enum Access {
     Group(u32),
 }
 
-/// The files currently visible in `dir`, or `None` when nothing was written there yet.
+/// The files currently visible in `dir`, with the mode of every one, or `None` when nothing was
+/// written there yet.
 pub fn current(dir: &Path) -> io::Result<Option<Files>> {
     let root = open_dir(dir)?;
     let Some(generation) = current_generation(&root)? else {
@@ -73,6 +75,7 @@ pub fn current(dir: &Path) -> io::Result<Option<Files>> {
     })?;
     let mut listing = Dir::from_fd(generation_dir.try_clone()?)?;
     let mut files = BTreeMap::new();
+    let mut modes = BTreeMap::new();
     for entry in listing.iter() {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -84,9 +87,11 @@ pub fn current(dir: &Path) -> io::Result<Option<Files>> {
                 "unexpected entry {name:?} in {generation}"
             )));
         }
-        files.insert(name.clone(), read_regular_file(&generation_dir, &name)?);
+        let (bytes, mode) = read_regular_file(&generation_dir, &name)?;
+        files.insert(name.clone(), bytes);
+        modes.insert(name, mode);
     }
-    Ok(Some(Files(files)))
+    Ok(Some(Files(files, modes)))
 }
 
 /// Opens `dir` itself without following a link in its place.
@@ -121,7 +126,7 @@ fn current_generation(root: &OwnedFd) -> io::Result<Option<String>> {
 
 /// Reads `name` below `dir` if it is a regular file of at most [`MAX_FILE_SIZE`] bytes. A FIFO
 /// opens without blocking (`O_NONBLOCK`) and is refused before any read, like a device.
-fn read_regular_file(dir: &OwnedFd, name: &str) -> io::Result<Vec<u8>> {
+fn read_regular_file(dir: &OwnedFd, name: &str) -> io::Result<(Vec<u8>, u32)> {
     let fd = openat(
         dir,
         name,
@@ -144,7 +149,7 @@ fn read_regular_file(dir: &OwnedFd, name: &str) -> io::Result<Vec<u8>> {
     if bytes.len() as u64 > MAX_FILE_SIZE {
         return Err(foreign(format!("{name:?} grew past {MAX_FILE_SIZE} bytes")));
     }
-    Ok(bytes)
+    Ok((bytes, metadata.permissions().mode() & 0o777))
 }
 
 /// Something in the volume that the driver did not put there.
@@ -187,8 +192,24 @@ pub fn write(dir: &Path, files: &Files, access: Access) -> io::Result<bool> {
             ));
         }
     }
+    let (default_mode, gid) = match access {
+        Access::World => (0o644, None),
+        Access::Group(gid) => (0o640, Some(gid)),
+    };
+    // Every file's mode: the one asked for, else the default. A changed mode is a change.
+    let wanted = Files(
+        files.0.clone(),
+        files
+            .0
+            .keys()
+            .map(|name| {
+                let mode = files.1.get(name).copied().unwrap_or(default_mode) & 0o777;
+                (name.clone(), mode)
+            })
+            .collect(),
+    );
     let previous = current(dir)?;
-    if previous.as_ref() == Some(files) {
+    if previous.as_ref() == Some(&wanted) {
         return Ok(false);
     }
     // Validated by current(): a name of our shape, directly below `dir`.
@@ -198,11 +219,8 @@ pub fn write(dir: &Path, files: &Files, access: Access) -> io::Result<bool> {
     let generation_dir = dir.join(&generation);
     fs::create_dir(&generation_dir)?;
     fs::set_permissions(&generation_dir, fs::Permissions::from_mode(0o755))?;
-    let (mode, gid) = match access {
-        Access::World => (0o644, None),
-        Access::Group(gid) => (0o640, Some(gid)),
-    };
     for (name, bytes) in &files.0 {
+        let mode = wanted.1[name];
         let path = generation_dir.join(name);
         let mut file = fs::OpenOptions::new()
             .write(true)
@@ -282,7 +300,36 @@ mod tests {
                 .iter()
                 .map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec()))
                 .collect(),
+            BTreeMap::new(),
         )
+    }
+
+    #[test]
+    fn a_mode_asked_for_is_set_and_a_changed_mode_is_a_change() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode_of = |name: &str| {
+            fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        let mut asked = files(&[("key.pem", "k"), ("ca.crt", "c")]);
+        asked.1.insert("key.pem".into(), 0o400);
+        assert!(write(dir.path(), &asked, Access::World).unwrap());
+        assert_eq!(mode_of("key.pem"), 0o400);
+        assert_eq!(mode_of("ca.crt"), 0o644, "the default for the others");
+        assert!(
+            !write(dir.path(), &asked, Access::World).unwrap(),
+            "unchanged"
+        );
+        asked.1.insert("key.pem".into(), 0o440);
+        assert!(
+            write(dir.path(), &asked, Access::World).unwrap(),
+            "the mode changed"
+        );
+        assert_eq!(mode_of("key.pem"), 0o440);
     }
 
     fn entries(dir: &Path) -> Vec<String> {
@@ -357,8 +404,8 @@ mod tests {
             "b removed"
         );
         assert_eq!(
-            current(dir.path()).unwrap(),
-            Some(files(&[("a", "10"), ("c", "3")]))
+            current(dir.path()).unwrap().map(|current| current.0),
+            Some(files(&[("a", "10"), ("c", "3")]).0)
         );
         assert_eq!(entries(dir.path()).len(), 4);
     }

@@ -249,7 +249,8 @@ async fn several_files_from_several_paths_with_base64_one_login_one_read_per_pat
                 ("app-password", "secret/data/app-config", "password", false),
                 ("tls.crt", "secret/data/app-cert", "cert_b64", true),
             ],
-            |_| {},
+            // A key-like file readable by its owner only (issue 17's per-file mode).
+            |spec| spec.files[2].mode = Some("0400".into()),
         ),
     );
     let driver = CsiDriver::start(
@@ -276,6 +277,16 @@ async fn several_files_from_several_paths_with_base64_one_login_one_read_per_pat
     assert_eq!(read(&volume, "user"), "alice");
     assert_eq!(read(&volume, "app-password"), "app-pass");
     assert_eq!(read(&volume, "tls.crt"), "-----BEGIN CERT-----\n");
+    let mode = |file: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(volume.target.join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("app-password"), 0o400, "the mode the SSI asks for");
+    assert_eq!(mode("user"), 0o644, "the default");
     assert_eq!(
         driver
             .metric("ssi_csi_store_requests_total{operation=\"login\",result=\"ok\"}")
