@@ -98,7 +98,9 @@ pub struct SecretFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^0?[0-7]{3}$"))]
     pub mode: Option<String>,
+}
 
+impl SecretFile {
     /// The permission bits `mode` asks for, if it is set and valid (see [`Self::validate_mode`]).
     pub fn permission_bits(&self) -> Option<u32> {
         self.validate_mode().ok().flatten()
