@@ -21,7 +21,8 @@ pub mod ssi;
 pub use names::{is_object_name, is_safe_path};
 #[cfg(feature = "crd")]
 pub use ssi::{
-    FileSource, ImportType, InvalidSpec, SecretFile, SecretsStoreImport, SecretsStoreImportSpec,
+    FileSource, FileTemplate, ImportType, InvalidSpec, SecretFile, SecretsStoreImport,
+    SecretsStoreImportSpec,
 };
 
 /// The CSI driver name pods put in `volumes[].csi.driver`.

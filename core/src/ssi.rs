@@ -90,8 +90,14 @@ pub struct SecretFile {
     #[serde(default)]
     pub decode_base64: bool,
 
-    /// Where the value comes from.
-    pub source: FileSource,
+    /// Where the value comes from: one key of one secret. Either this or `template`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<FileSource>,
+
+    /// The file rendered from several secrets' fields instead (a `.env` file, a config, a
+    /// connection string). Either this or `source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<FileTemplate>,
 
     /// Permission bits of the file as an octal string (`"0400"`, `"0440"`, `"0644"`); the
     /// volume's default when absent (0644, or 0640 with the pod's fsGroup as the group).
@@ -131,6 +137,22 @@ impl SecretFile {
     }
 }
 
+/// A file rendered from secrets: `sources` names each secret read, `text` is a template
+/// (MiniJinja, Jinja2's syntax) over their fields, e.g. `DB_URL=postgres://{{ db.username }}:{{
+/// db.password }}@db:5432/app`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct FileTemplate {
+    /// Name used in the template -> API path of the secret below `/v1/`.
+    #[schemars(length(min = 1))]
+    pub sources: std::collections::BTreeMap<String, String>,
+    /// The template.
+    #[schemars(length(min = 1))]
+    pub text: String,
+}
+
+/// Largest template text, in bytes: rendered on the privileged driver at every rotation.
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+
 /// A key of a secret in the store.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct FileSource {
@@ -166,10 +188,11 @@ impl SecretFile {
         SecretFile {
             name: name.into(),
             decode_base64: false,
-            source: FileSource {
+            source: Some(FileSource {
                 path: path.into(),
                 key: key.into(),
-            },
+            }),
+            template: None,
             mode: None,
         }
     }
@@ -205,7 +228,14 @@ impl SecretsStoreImportSpec {
             trim(auth_path);
         }
         for file in &mut self.files {
-            trim(&mut file.source.path);
+            if let Some(source) = &mut file.source {
+                trim(&mut source.path);
+            }
+            if let Some(template) = &mut file.template {
+                for path in template.sources.values_mut() {
+                    trim(path);
+                }
+            }
         }
     }
 
@@ -263,14 +293,23 @@ impl SecretsStoreImportSpec {
                     "spec.files[{i}].name {name:?} is used by more than one file; names must be unique"
                 ));
             }
-            if let Some(why) = unsafe_path(&file.source.path) {
-                problems.push(format!(
-                    "spec.files[{i}].source.path {:?} {why}; write a store path like secret/data/app",
-                    file.source.path
-                ));
-            }
-            if file.source.key.is_empty() {
-                problems.push(format!("spec.files[{i}].source.key must not be empty"));
+            match (&file.source, &file.template) {
+                (Some(source), None) => {
+                    if let Some(why) = unsafe_path(&source.path) {
+                        problems.push(format!(
+                            "spec.files[{i}].source.path {:?} {why}; write a store path like secret/data/app",
+                            source.path
+                        ));
+                    }
+                    if source.key.is_empty() {
+                        problems.push(format!("spec.files[{i}].source.key must not be empty"));
+                    }
+                }
+                (None, Some(template)) => problems.extend(template_problems(i, template)),
+                _ => problems.push(format!(
+                    "spec.files[{i}] must have either source (one key of one secret) or template \
+                     (a file rendered from several), not both or neither"
+                )),
             }
             if let Err(why) = file.validate_mode() {
                 problems.push(format!("spec.files[{i}].{why}"));
@@ -286,6 +325,40 @@ impl SecretsStoreImportSpec {
 }
 
 /// Non-empty, only ASCII letters, digits, `-`, `_` and the `extra` characters.
+/// What is wrong with the template of `spec.files[i]`; its text is the author's, not a secret.
+fn template_problems(i: usize, template: &FileTemplate) -> Vec<String> {
+    let mut problems = Vec::new();
+    if template.sources.is_empty() {
+        problems.push(format!(
+            "spec.files[{i}].template.sources must name at least one secret"
+        ));
+    }
+    for (name, path) in &template.sources {
+        let identifier = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !identifier {
+            problems.push(format!(
+                "spec.files[{i}].template.sources name {name:?} must be a template identifier \
+                 (letters, digits and '_', not starting with a digit)"
+            ));
+        }
+        if let Some(why) = unsafe_path(path) {
+            problems.push(format!(
+                "spec.files[{i}].template.sources.{name} {path:?} {why}; write a store path like secret/data/app"
+            ));
+        }
+    }
+    if template.text.trim().is_empty() {
+        problems.push(format!("spec.files[{i}].template.text must not be empty"));
+    }
+    if template.text.len() > MAX_TEMPLATE_BYTES {
+        problems.push(format!(
+            "spec.files[{i}].template.text is larger than {MAX_TEMPLATE_BYTES} bytes"
+        ));
+    }
+    problems
+}
+
 /// Why a store path (after [`SecretsStoreImportSpec::normalize`]) cannot be used, or `None`.
 /// The reason names the rule broken, so that a person knows what to change.
 fn unsafe_path(path: &str) -> Option<&'static str> {
@@ -499,6 +572,60 @@ spec:
                     "{problems:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_file_has_a_source_or_a_template_and_templates_name_their_sources_well() {
+        let templated = |sources: &[(&str, &str)], text: &str| SecretFile {
+            source: None,
+            template: Some(FileTemplate {
+                sources: sources
+                    .iter()
+                    .map(|(n, p)| ((*n).to_owned(), (*p).to_owned()))
+                    .collect(),
+                text: text.to_owned(),
+            }),
+            ..SecretFile::new("app.env", "", "")
+        };
+        let ok = templated(&[("db", "secret/data/db")], "X={{ db.password }}");
+        assert_eq!(
+            SecretsStoreImportSpec::new("r", vec![ok.clone()]).validate(),
+            Ok(())
+        );
+        let both = SecretFile {
+            source: Some(FileSource {
+                path: "secret/data/db".into(),
+                key: "k".into(),
+            }),
+            ..ok.clone()
+        };
+        let neither = SecretFile {
+            template: None,
+            ..ok
+        };
+        for (file, expected) in [
+            (both, "either source"),
+            (neither, "either source"),
+            (templated(&[], "X"), "at least one secret"),
+            (
+                templated(&[("1db", "secret/data/db")], "X"),
+                "template identifier",
+            ),
+            (templated(&[("db", "secret/../sys")], "X"), "'..' segment"),
+            (
+                templated(&[("db", "secret/data/db")], "  "),
+                "must not be empty",
+            ),
+        ] {
+            let problems = SecretsStoreImportSpec::new("r", vec![file])
+                .validate()
+                .unwrap_err()
+                .problems;
+            assert!(
+                problems.iter().any(|p| p.contains(expected)),
+                "{expected}: {problems:?}"
+            );
         }
     }
 }

@@ -69,7 +69,12 @@ fn crd_carries_the_contracted_schema() {
     assert_eq!(file["properties"]["name"]["pattern"], r"^[-_a-zA-Z0-9.]+$");
     assert_eq!(file["properties"]["decodeBase64"]["default"], false);
     let file_required = file["required"].as_array().expect("file required list");
-    assert!(file_required.contains(&"name".into()) && file_required.contains(&"source".into()));
+    assert!(file_required.contains(&"name".into()));
+    // A file has `source` (one key of one secret) or `template` (rendered from several): the
+    // driver checks that it has exactly one; the schema keeps both optional so that a template
+    // needs no meaningless source.
+    assert!(file["properties"]["source"]["required"] == serde_json::json!(["key", "path"]));
+    assert!(file["properties"]["template"]["required"] == serde_json::json!(["sources", "text"]));
 }
 
 /// What Deckhouse's SecretsStoreImport schema accepts for `authPath` and `source.path`: one or
@@ -119,7 +124,7 @@ fn what_deckhouse_accepts_is_accepted_and_normalised_or_refused_with_the_reason(
             Ok(used) => {
                 assert_eq!(spec.validate(), Ok(()), "{value}");
                 assert_eq!(spec.auth_path.as_deref(), Some(used), "{value}");
-                assert_eq!(spec.files[0].source.path, used, "{value}");
+                assert_eq!(spec.files[0].source.as_ref().unwrap().path, used, "{value}");
             }
             Err(reason) => {
                 let problems = spec.validate().unwrap_err().problems;

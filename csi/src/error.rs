@@ -100,6 +100,18 @@ pub enum Error {
         key: String,
     },
 
+    /// A file's template cannot be rendered from what was read (a field it uses is missing, its
+    /// syntax is wrong): InvalidArgument. Names the file and the field, never a value.
+    #[error("SecretsStoreImport {ssi}: file {file:?}: {problem}")]
+    Template {
+        /// The SecretsStoreImport, as `namespace/name`.
+        ssi: String,
+        /// The file's name.
+        file: String,
+        /// What is wrong, in words of ours.
+        problem: String,
+    },
+
     /// Work on the node failed: a mount, a directory, the files, a mount record, or a volume's
     /// I/O that timed out or whose tmpfs is gone: Internal.
     #[error("failed to {action} {}", .path.display())]
@@ -146,7 +158,8 @@ impl Error {
             Error::InvalidRequest(_)
             | Error::InvalidSsi { .. }
             | Error::MissingToken { .. }
-            | Error::Base64 { .. } => Code::InvalidArgument,
+            | Error::Base64 { .. }
+            | Error::Template { .. } => Code::InvalidArgument,
             Error::SsiNotFound { .. } => Code::NotFound,
             Error::Kube { .. } => Code::Unavailable,
             Error::Refused { .. } => Code::PermissionDenied,

@@ -151,7 +151,18 @@ impl Fetcher {
         let session = self.session(&key, jwt, &ssi_name)?;
 
         let mut secrets = BTreeMap::new();
-        let paths: HashSet<&str> = spec.files.iter().map(|f| f.source.path.as_str()).collect();
+        let paths: HashSet<&str> = spec
+            .files
+            .iter()
+            .flat_map(|file| {
+                let source = file.source.iter().map(|source| source.path.as_str());
+                let template = file
+                    .template
+                    .iter()
+                    .flat_map(|template| template.sources.values().map(String::as_str));
+                source.chain(template)
+            })
+            .collect();
         for path in paths {
             let cell = shared_cell(&cycle.reads, (key.clone(), path.to_owned()));
             let secret = cell
@@ -178,7 +189,24 @@ impl Fetcher {
             if let Some(mode) = file.permission_bits() {
                 modes.insert(file.name.clone(), mode);
             }
-            let (path, key_name) = (&file.source.path, &file.source.key);
+            let source = match (&file.source, &file.template) {
+                (Some(source), _) => source,
+                (None, Some(template)) => {
+                    let rendered = crate::template::render(template, |path| {
+                        secrets.get(path).map(|secret| secret.as_ref())
+                    })
+                    .map_err(|problem| Error::Template {
+                        ssi: ssi_name.clone(),
+                        file: file.name.clone(),
+                        problem,
+                    })?;
+                    files.insert(file.name.clone(), rendered);
+                    continue;
+                }
+                // NB: validate() refused it already.
+                (None, None) => continue,
+            };
+            let (path, key_name) = (&source.path, &source.key);
             let value = secrets[path.as_str()]
                 .value(key_name)
                 .map_err(|source| Error::Store {

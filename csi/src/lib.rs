@@ -26,6 +26,7 @@ pub mod request;
 pub mod rotation;
 pub mod service;
 pub mod state;
+pub mod template;
 pub mod writer;
 
 pub mod proto {

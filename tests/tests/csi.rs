@@ -5,7 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use ssi_core::{SecretFile, SecretsStoreImport, SecretsStoreImportSpec};
+use ssi_core::{FileTemplate, SecretFile, SecretsStoreImport, SecretsStoreImportSpec};
 use ssi_tests::csi::{
     CsiDriver, DriverOptions, PodVolume, create_pod, mount_of, publish, publish_request,
     publish_request_with_audience, unpublish,
@@ -249,8 +249,26 @@ async fn several_files_from_several_paths_with_base64_one_login_one_read_per_pat
                 ("app-password", "secret/data/app-config", "password", false),
                 ("tls.crt", "secret/data/app-cert", "cert_b64", true),
             ],
-            // A key-like file readable by its owner only (issue 17's per-file mode).
-            |spec| spec.files[2].mode = Some("0400".into()),
+            |spec| {
+                // A key-like file readable by its owner only (issue 17's per-file mode).
+                spec.files[2].mode = Some("0400".into());
+                // A .env rendered from two secrets (issue 17's rendered files).
+                spec.files.push(SecretFile {
+                    source: None,
+                    template: Some(FileTemplate {
+                        sources: [
+                            (
+                                "db".to_owned(),
+                                "secret/data/database-for-python-app".to_owned(),
+                            ),
+                            ("app".to_owned(), "secret/data/app-config".to_owned()),
+                        ]
+                        .into(),
+                        text: "DB_PASSWORD={{ db.password }}\nAPP_USER={{ app.user }}\n".into(),
+                    }),
+                    ..SecretFile::new("app.env", "", "")
+                });
+            },
         ),
     );
     let driver = CsiDriver::start(
@@ -286,6 +304,10 @@ async fn several_files_from_several_paths_with_base64_one_login_one_read_per_pat
             & 0o777
     };
     assert_eq!(mode("app-password"), 0o400, "the mode the SSI asks for");
+    assert_eq!(
+        read(&volume, "app.env"),
+        format!("DB_PASSWORD={PASSWORD}\nAPP_USER=alice\n")
+    );
     assert_eq!(mode("user"), 0o644, "the default");
     assert_eq!(
         driver

@@ -55,7 +55,7 @@ impl Secret {
     /// engines return the fields as `data` directly. A v2 response is recognised by exactly those
     /// two members with `metadata` an object, which a v1 secret would only match if the user had
     /// written a secret shaped like a v2 envelope.
-    pub(crate) fn from_response(path: &str, body: Value) -> Result<Secret, String> {
+    pub fn from_response(path: &str, body: Value) -> Result<Secret, String> {
         let Value::Object(mut body) = body else {
             return Err("the body is not a JSON object".into());
         };
