@@ -12,27 +12,63 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// A duration that may be zero: for delays that an operator may switch off with `0s`.
+/// Written as Go's `time.ParseDuration` takes it (what the Deckhouse webhook reads): one or more
+/// `<number><unit>` with units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h` and an optional fraction,
+/// like `30s`, `1m30s` or `1.5s`.
 pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 2m or 500ms"))?;
-    let seconds = |factor: u64| {
-        number
-            .checked_mul(factor)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("{text:?} is too long"))
-    };
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "s" => seconds(1),
-        "m" => seconds(60),
-        "h" => seconds(3600),
-        _ => Err(format!("{text:?} needs a unit: ms, s, m or h")),
+    let invalid = || format!("{text:?} is not a duration like 30s, 1m30s, 2m or 500ms");
+    if text.is_empty() {
+        return Err(invalid());
     }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("{text:?} needs a unit: ns, us, ms, s, m or h"))?;
+        let (number, after) = rest.split_at(number_end);
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_end);
+        let nanos_per_unit: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(format!("{text:?} needs a unit: ns, us, ms, s, m or h")),
+        };
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
+            return Err(invalid());
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| invalid())?
+        };
+        let fraction_nanos: u128 = if fraction.is_empty() {
+            0
+        } else {
+            let digits = &fraction[..fraction.len().min(18)];
+            let value: u128 = digits.parse().map_err(|_| invalid())?;
+            value * nanos_per_unit / 10u128.pow(digits.len() as u32)
+        };
+        let nanos = whole
+            .checked_mul(nanos_per_unit)
+            .and_then(|n| n.checked_add(fraction_nanos))
+            .ok_or_else(|| format!("{text:?} is too long"))?;
+        let part = u64::try_from(nanos / 1_000_000_000)
+            .map(|secs| Duration::new(secs, (nanos % 1_000_000_000) as u32))
+            .map_err(|_| format!("{text:?} is too long"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("{text:?} is too long"))?;
+        rest = next;
+    }
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -46,6 +82,14 @@ mod tests {
             ("30s", Some(Duration::from_secs(30))),
             ("2m", Some(Duration::from_secs(120))),
             ("1h", Some(Duration::from_secs(3600))),
+            ("1m30s", Some(Duration::from_secs(90))),
+            ("1.5s", Some(Duration::from_millis(1500))),
+            ("1h2m3s", Some(Duration::from_secs(3723))),
+            ("250us", Some(Duration::from_micros(250))),
+            ("1.s", Some(Duration::from_secs(1))),
+            ("s", None),
+            ("1.2.3s", None),
+            ("", None),
             ("0s", None),
             ("2", None),
             ("m", None),

@@ -238,7 +238,9 @@ fn parse_key(key: &str) -> Result<Key, String> {
             .find('}')
             .ok_or("a template field opened with ${ is never closed with }")?;
         let inner = &after[..end];
+        // Go's templates allow spaces inside the braces: `${ .password }`.
         let field = inner
+            .trim()
             .strip_prefix('.')
             .filter(|f| !f.is_empty() && !f.contains(|c: char| c.is_whitespace() || c == '|'))
             .ok_or_else(|| match template_function(inner) {
@@ -401,6 +403,15 @@ mod tests {
         };
         assert!(matches!(&parts[1], Part::Reference(r) if r.write.is_some()));
         assert_eq!(parse_value("secrets-store:login"), Ok(Value::Login));
+        // Go's templates allow spaces inside the braces.
+        let Ok(Value::Whole(spaced)) = parse_value("secrets-store:secret/data/db#${ .password }")
+        else {
+            panic!("a template with spaces")
+        };
+        assert_eq!(
+            spaced.key,
+            Key::Template(vec![TemplatePart::Field("password".into())])
+        );
 
         // Refusals name what is wrong; nothing with the prefix passes as text.
         for (value, expected) in [

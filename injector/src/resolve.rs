@@ -39,6 +39,21 @@ impl Read {
         }
     }
 
+    /// An `env-from-path` entry: `<path>` or, as in Deckhouse, `<path>#<version>`.
+    pub fn env_from(entry: &str) -> Read {
+        match entry.rsplit_once('#') {
+            Some((path, version))
+                if !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                Read {
+                    version: version.parse().ok(),
+                    ..Read::latest(path)
+                }
+            }
+            _ => Read::latest(entry),
+        }
+    }
+
     fn of(reference: &Reference) -> Read {
         Read {
             path: reference.path.clone(),
@@ -105,7 +120,7 @@ pub fn plan(
         }
     }
     for path in env_from_paths {
-        reads.insert(Read::latest(path));
+        reads.insert(Read::env_from(path));
     }
     if !problems.is_empty() {
         return Err(problems.join("; "));
@@ -174,7 +189,7 @@ pub fn render(
         }
     }
     for path in &plan.env_from_paths {
-        match fetched.get(&Read::latest(path)) {
+        match fetched.get(&Read::env_from(path)) {
             Some(Fetched::Found(fields)) => {
                 for (key, value) in fields {
                     if key.is_empty() || key.contains(['=', '\0']) {
@@ -475,5 +490,19 @@ mod tests {
             error.contains("env TOKEN") && error.contains("VAULT_TOKEN only"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn env_from_path_entries_may_pin_a_version_as_in_deckhouse() {
+        let planned = plan(env(&[]), &["secret/data/db#1".into()]).unwrap();
+        assert_eq!(
+            planned.reads,
+            BTreeSet::from([Read {
+                version: Some(1),
+                ..Read::latest("secret/data/db")
+            }])
+        );
+        let rendered = render(planned, &store(), None, false).unwrap();
+        assert_eq!(get(&rendered, "password"), Some("old"));
     }
 }
