@@ -1102,3 +1102,40 @@ async fn a_pod_writing_into_its_volume_cannot_hang_bloat_or_steer_the_driver() {
         "keep me"
     );
 }
+
+/// After a switch from another driver of the same name (the Deckhouse module's), kubelet asks
+/// ours to unpublish volumes it never published: the target is unmounted and removed anyway, so
+/// that the old pods stop cleanly.
+#[tokio::test]
+async fn a_volume_another_driver_published_is_still_unpublished() {
+    let bed = guide_bed().await;
+    let driver = CsiDriver::start(&bed, DriverOptions::default())
+        .await
+        .unwrap();
+    let volume = create_pod(
+        &bed,
+        &driver,
+        NAMESPACE,
+        "mounted-by-another",
+        SERVICE_ACCOUNT,
+        "python-backend",
+    )
+    .await
+    .unwrap();
+    // What the other driver left: a tmpfs at the target with a file in it.
+    std::fs::create_dir_all(&volume.target).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &volume.target,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    std::fs::write(volume.target.join("db-password"), "old").unwrap();
+    assert!(mount_of(&volume.target).is_some());
+
+    unpublish(&driver, &volume).await.expect("unpublish");
+    assert!(mount_of(&volume.target).is_none(), "unmounted");
+    assert!(!volume.target.exists(), "removed");
+}
