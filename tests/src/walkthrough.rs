@@ -572,11 +572,16 @@ pub async fn use_a_dedicated_audience(bed: &TestBed, audience: &str) -> crate::R
 /// Widens the guide's `backend` policy to every path below `secret/data/`, for tests that read
 /// more than the guide's one secret (or a path that does not exist, to get a 404, not a 403).
 pub fn allow_all_app_secrets(bed: &TestBed) -> crate::Result<()> {
-    let policy = bed.dir().join("backend-wide.hcl");
-    std::fs::write(
-        &policy,
+    backend_policy(
+        bed,
         "path \"secret/data/*\" { capabilities = [\"read\"] }\n",
-    )?;
+    )
+}
+
+/// Replaces the guide's `backend` policy with `rules` (HCL), for tests that need more.
+pub fn backend_policy(bed: &TestBed, rules: &str) -> crate::Result<()> {
+    let policy = bed.dir().join("backend-policy.hcl");
+    std::fs::write(&policy, rules)?;
     run_command(bed.bao()?.args(["policy", "write", "backend"]).arg(&policy))?;
     Ok(())
 }

@@ -625,17 +625,10 @@ async fn watch_for_lease_restarts_the_app_before_its_lease_ends() {
         .unwrap()
         .args(["kv", "put", "leased/db", "password=short-lived", "ttl=4s"]))
     .unwrap();
-    let policy = bed.dir().join("leased.hcl");
-    std::fs::write(
-        &policy,
+    walkthrough::backend_policy(
+        &bed,
         "path \"secret/data/*\" { capabilities = [\"read\"] }\npath \"leased/*\" { capabilities = [\"read\"] }\n",
     )
-    .unwrap();
-    run(bed
-        .bao()
-        .unwrap()
-        .args(["policy", "write", "backend"])
-        .arg(&policy))
     .unwrap();
     let env = [
         ("DB_PASSWORD", "secrets-store:leased/db#password"),
@@ -703,18 +696,11 @@ async fn deckhouse_writes_issue_a_matching_certificate_and_login_hands_over_the_
         "allow_subdomains=true",
         "max_ttl=1h",
     ]);
-    let policy = bed.dir().join("backend-pki.hcl");
-    std::fs::write(
-        &policy,
+    walkthrough::backend_policy(
+        &bed,
         "path \"secret/data/*\" { capabilities = [\"read\"] }\n\
          path \"pki/issue/web\" { capabilities = [\"update\"] }\n",
     )
-    .unwrap();
-    run(bed
-        .bao()
-        .unwrap()
-        .args(["policy", "write", "backend"])
-        .arg(&policy))
     .unwrap();
 
     let out = bed.dir().join("issued");
