@@ -370,6 +370,14 @@ pub async fn publish(
     let request = publish_request(bed, volume)
         .await
         .map_err(|e| tonic::Status::internal(format!("{e:#}")))?;
+    send_publish(driver, request).await
+}
+
+/// Sends a NodePublishVolume a test prepared (or spoiled) itself.
+pub async fn send_publish(
+    driver: &CsiDriver,
+    request: NodePublishVolumeRequest,
+) -> Result<(), tonic::Status> {
     let mut node = driver
         .node()
         .await

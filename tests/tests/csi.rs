@@ -8,7 +8,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use ssi_core::{FileTemplate, SecretFile, SecretsStoreImport, SecretsStoreImportSpec};
 use ssi_tests::csi::{
     CsiDriver, DriverOptions, PodVolume, create_pod, mount_of, publish, publish_request,
-    publish_request_with_audience, unpublish,
+    publish_request_with_audience, send_publish, unpublish,
 };
 use ssi_tests::walkthrough::{
     self, DEDICATED_AUDIENCE_AUTH_PATH, NAMESPACE, Narrator, PASSWORD, SERVICE_ACCOUNT, VaultSetup,
@@ -27,6 +27,12 @@ async fn guide_bed() -> TestBed {
 
 fn kv_put(bed: &TestBed, path: &str, pairs: &[&str]) {
     run(bed.bao().unwrap().args(["kv", "put", path]).args(pairs)).unwrap();
+}
+
+/// A publish refused as a bad request, with `needle` in the message.
+fn assert_invalid(status: &tonic::Status, needle: &str) {
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains(needle), "{}", status.message());
 }
 
 fn read(volume: &PodVolume, file: &str) -> String {
@@ -363,11 +369,7 @@ async fn several_files_from_several_paths_with_base64_one_login_one_read_per_pat
     {
         mount.volume_mount_group = "2000".into();
     }
-    driver
-        .node()
-        .await
-        .unwrap()
-        .node_publish_volume(request)
+    send_publish(&driver, request)
         .await
         .expect("publish with fsGroup");
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -617,11 +619,7 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
     let request = publish_request_with_audience(&bed, &volume, VAULT_AUDIENCE)
         .await
         .unwrap();
-    driver
-        .node()
-        .await
-        .unwrap()
-        .node_publish_volume(request)
+    send_publish(&driver, request)
         .await
         .expect("a dedicated audience on both sides");
     assert_eq!(read(&volume, "db-password"), PASSWORD);
@@ -641,19 +639,8 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
     let mut request = publish_request(&bed, &volume).await.unwrap();
     let outside = bed.dir().join("outside/mount");
     request.target_path = outside.display().to_string();
-    let status = driver
-        .node()
-        .await
-        .unwrap()
-        .node_publish_volume(request)
-        .await
-        .expect_err("outside");
-    assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(
-        status.message().contains("outside the kubelet root"),
-        "{}",
-        status.message()
-    );
+    let status = send_publish(&driver, request).await.expect_err("outside");
+    assert_invalid(&status, "outside the kubelet root");
     assert!(!outside.exists());
 
     // A token of another ServiceAccount than the pod's is refused before anything happens.
@@ -677,20 +664,12 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
         serde_json::json!({"": {"token": other, "expirationTimestamp": "2099-01-01T00:00:00Z"}})
             .to_string(),
     );
-    let status = driver
-        .node()
-        .await
-        .unwrap()
-        .node_publish_volume(request)
+    let status = send_publish(&driver, request)
         .await
         .expect_err("another identity's token");
-    assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(
-        status
-            .message()
-            .contains("the ServiceAccount token is for my-namespace1/default"),
-        "{}",
-        status.message()
+    assert_invalid(
+        &status,
+        "the ServiceAccount token is for my-namespace1/default",
     );
     assert!(!volume.target.exists());
     assert!(!driver.log().contains(PASSWORD), "no value in the log");
@@ -999,19 +978,10 @@ async fn a_pod_writing_into_its_volume_cannot_hang_bloat_or_steer_the_driver() {
     let writable = volumes.pop().unwrap();
     let mut request = publish_request(&bed, &writable).await.unwrap();
     request.readonly = false;
-    let status = driver
-        .node()
-        .await
-        .unwrap()
-        .node_publish_volume(request)
+    let status = send_publish(&driver, request)
         .await
         .expect_err("a writable volume");
-    assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(
-        status.message().contains("must be read-only"),
-        "{}",
-        status.message()
-    );
+    assert_invalid(&status, "must be read-only");
     assert!(!writable.target.exists() && mount_of(&writable.target).is_none());
 
     for volume in &volumes {
