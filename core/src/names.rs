@@ -14,6 +14,10 @@ pub fn is_safe_path(path: &str) -> bool {
         })
 }
 
+/// Where a write may not go, whoever asks (an injector write reference, an SSI's `POST`
+/// source): the store's own management API, never a secret engine.
+pub const FORBIDDEN_WRITE_PREFIXES: [&str; 4] = ["sys/", "auth/", "identity/", "cubbyhole/"];
+
 /// A Kubernetes object name of the DNS-1123 subdomain kind, as SecretsStoreImports have: at
 /// most 253 characters, dot-separated labels of lowercase letters, digits and `-`, each starting
 /// and ending with a letter or digit. Checked before a name from a pod reaches an API URL.

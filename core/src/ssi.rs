@@ -3,7 +3,7 @@
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 pub use crate::names::{is_object_name, is_safe_path};
@@ -163,6 +163,41 @@ pub struct FileSource {
     /// Key inside the secret's data.
     #[schemars(length(min = 1))]
     pub key: String,
+
+    /// `GET` (the default) reads the secret; `POST` asks the engine to issue one, sending `args`
+    /// as the JSON body (`pki/issue/<role>` with `common_name`). Files naming the same path,
+    /// method and args come from one response, so a certificate and its key always match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
+
+    /// The request's JSON body for `method: POST`, field name -> value (the store parses numbers
+    /// and booleans from their text, e.g. `ttl: "72h"`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, String>,
+}
+
+/// How a file's source is asked of the store.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Method {
+    /// Read the secret (`GET /v1/<path>`).
+    #[default]
+    #[serde(rename = "GET")]
+    Get,
+    /// Have the engine issue a secret (`POST /v1/<path>` with `args`).
+    #[serde(rename = "POST")]
+    Post,
+}
+
+/// Most `args` one `POST` source may send.
+pub const MAX_ARGS: usize = 32;
+/// Largest value of one of those `args`, in bytes.
+pub const MAX_ARG_BYTES: usize = 4096;
+
+impl FileSource {
+    /// The method, `GET` when left out.
+    pub fn method(&self) -> Method {
+        self.method.unwrap_or_default()
+    }
 }
 
 /// Every rule a `SecretsStoreImportSpec` breaks, each phrased so that a person knows what to fix.
@@ -191,6 +226,8 @@ impl SecretFile {
             source: Some(FileSource {
                 path: path.into(),
                 key: key.into(),
+                method: None,
+                args: BTreeMap::new(),
             }),
             template: None,
             mode: None,
@@ -304,6 +341,7 @@ impl SecretsStoreImportSpec {
                     if source.key.is_empty() {
                         problems.push(format!("spec.files[{i}].source.key must not be empty"));
                     }
+                    problems.extend(method_problems(i, source));
                 }
                 (None, Some(template)) => problems.extend(template_problems(i, template)),
                 _ => problems.push(format!(
@@ -324,7 +362,48 @@ impl SecretsStoreImportSpec {
     }
 }
 
-/// Non-empty, only ASCII letters, digits, `-`, `_` and the `extra` characters.
+/// What is wrong with the method and args of `spec.files[i].source`.
+fn method_problems(i: usize, source: &FileSource) -> Vec<String> {
+    let mut problems = Vec::new();
+    match source.method() {
+        Method::Get if !source.args.is_empty() => problems.push(format!(
+            "spec.files[{i}].source.args is only sent with method: POST; remove it or set the method"
+        )),
+        Method::Get => {}
+        Method::Post => {
+            if let Some(prefix) = crate::names::FORBIDDEN_WRITE_PREFIXES
+                .iter()
+                .find(|prefix| source.path.starts_with(*prefix))
+            {
+                problems.push(format!(
+                    "spec.files[{i}].source.path {:?}: POST under {prefix} is refused, it is the \
+                     store's management API; POST only to an engine that issues secrets, like pki/issue/<role>",
+                    source.path
+                ));
+            }
+            if source.args.len() > MAX_ARGS {
+                problems.push(format!(
+                    "spec.files[{i}].source.args has {} entries; at most {MAX_ARGS} are sent",
+                    source.args.len()
+                ));
+            }
+            for (name, value) in &source.args {
+                if !is_word(name, ".") {
+                    problems.push(format!(
+                        "spec.files[{i}].source.args name {name:?} must use only letters, digits, '-', '_' and '.'"
+                    ));
+                }
+                if value.len() > MAX_ARG_BYTES {
+                    problems.push(format!(
+                        "spec.files[{i}].source.args.{name} is longer than {MAX_ARG_BYTES} bytes"
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
 /// What is wrong with the template of `spec.files[i]`; its text is the author's, not a secret.
 fn template_problems(i: usize, template: &FileTemplate) -> Vec<String> {
     let mut problems = Vec::new();
@@ -380,6 +459,7 @@ fn unsafe_path(path: &str) -> Option<&'static str> {
     }
 }
 
+/// Non-empty, only ASCII letters, digits, `-`, `_` and the `extra` characters.
 fn is_word(s: &str, extra: &str) -> bool {
     !s.is_empty()
         && s.chars()
@@ -594,10 +674,7 @@ spec:
             Ok(())
         );
         let both = SecretFile {
-            source: Some(FileSource {
-                path: "secret/data/db".into(),
-                key: "k".into(),
-            }),
+            source: SecretFile::new("x", "secret/data/db", "k").source,
             ..ok.clone()
         };
         let neither = SecretFile {
@@ -627,5 +704,68 @@ spec:
                 "{expected}: {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn post_sources_send_bounded_args_and_never_to_the_management_api() {
+        let issued = |path: &str, method: Option<Method>, args: &[(&str, &str)]| {
+            let mut file = SecretFile::new("tls.crt", path, "certificate");
+            let source = file.source.as_mut().unwrap();
+            source.method = method;
+            source.args = args
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            SecretsStoreImportSpec::new("r", vec![file]).validate()
+        };
+        assert_eq!(
+            issued(
+                "pki/issue/web",
+                Some(Method::Post),
+                &[("common_name", "a.example")]
+            ),
+            Ok(())
+        );
+        let long = "x".repeat(MAX_ARG_BYTES + 1);
+        let many: Vec<(String, String)> = (0..=MAX_ARGS)
+            .map(|i| (format!("a{i}"), "v".into()))
+            .collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        for (result, expected) in [
+            (
+                issued("pki/issue/web", None, &[("common_name", "a")]),
+                "only sent with method: POST",
+            ),
+            (
+                issued("sys/policies/acl/x", Some(Method::Post), &[]),
+                "under sys/ is refused",
+            ),
+            (
+                issued("auth/token/create", Some(Method::Post), &[]),
+                "under auth/ is refused",
+            ),
+            (
+                issued("pki/issue/web", Some(Method::Post), &[("common name", "a")]),
+                "args name",
+            ),
+            (
+                issued("pki/issue/web", Some(Method::Post), &[("ttl", &long)]),
+                "longer than 4096",
+            ),
+            (
+                issued("pki/issue/web", Some(Method::Post), &many),
+                "at most 32",
+            ),
+        ] {
+            let problems = result.unwrap_err().problems;
+            assert!(
+                problems.iter().any(|p| p.contains(expected)),
+                "{expected}: {problems:?}"
+            );
+        }
+        let yaml = "name: tls.crt\nsource:\n  path: pki/issue/web\n  key: certificate\n  method: POST\n  args: {common_name: a.example, ttl: 72h}\n";
+        let file: SecretFile = serde_yaml::from_str(yaml).expect("the CRD's spelling parses");
+        assert_eq!(file.source.as_ref().unwrap().method(), Method::Post);
+        assert_eq!(file.source.unwrap().args["ttl"], "72h");
     }
 }

@@ -3,6 +3,7 @@
 use crate::error::{Error, chain};
 use crate::events::{Events, Kind};
 use crate::fetch::{Cycle, Fetcher, IdentityKey, Tokens};
+use crate::held::{self, Holdings};
 use crate::metrics::{Metrics, Rotation, RotationLabels};
 use crate::mount;
 use crate::request::PublishRequest;
@@ -12,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A published volume as the driver tracks it in memory.
 #[derive(Debug)]
@@ -21,8 +22,25 @@ struct Volume {
     /// Tokens from kubelet's latest (re)publish; empty after a restart until the next republish.
     tokens: Tokens,
     identity: Option<IdentityKey>,
+    /// Leased and issued secrets kept between cycles (see [`crate::held`]).
+    holdings: Holdings,
     failures: u32,
     retry_at: Option<Instant>,
+}
+
+impl Volume {
+    /// When the volume needs a look before the next full cycle: a retry after a failure, or a
+    /// held secret due for renewal.
+    fn due_at(&self) -> Option<Instant> {
+        let renewal = held::next_due(&self.holdings).map(|due| {
+            let from_now = due.duration_since(SystemTime::now()).unwrap_or_default();
+            Instant::now() + from_now
+        });
+        match (self.retry_at, renewal) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// How the driver behaves on this node, from its flags.
@@ -153,7 +171,11 @@ impl Driver {
     pub fn recover(&self) -> std::io::Result<usize> {
         let records = self.records.load_all()?;
         let mut volumes = self.volumes();
-        for record in records {
+        for mut record in records {
+            let holdings: Holdings = std::mem::take(&mut record.held)
+                .into_iter()
+                .map(|held| (held.request.clone(), held))
+                .collect();
             if !mount::is_mount_point(&record.target_path).unwrap_or(false) {
                 tracing::warn!(volume = %record.volume_id, target = %record.target_path.display(),
                     "recorded volume is no longer mounted; kubelet will publish it again if the pod still exists");
@@ -164,6 +186,7 @@ impl Driver {
                     record,
                     tokens: Tokens::new(),
                     identity: None,
+                    holdings,
                     failures: 0,
                     retry_at: None,
                 },
@@ -212,10 +235,51 @@ impl Driver {
         }
 
         // Everything is fetched before anything is mounted, so a failure leaves nothing behind.
+        // A republish whose files are gone keeps what the volume held (previous: none, so what
+        // only the files had is obtained anew).
+        let mut holdings = self
+            .volumes()
+            .get(&record.volume_id)
+            .map(|v| v.holdings.clone())
+            .unwrap_or_default();
         let (files, identity) = self
             .fetcher
-            .fetch(&record, &tokens, &Cycle::default())
+            .fetch(&record, &tokens, &Cycle::default(), &mut holdings, None)
             .await?;
+        let result = self.mount_and_write(&record, &files, &holdings).await;
+        if let Err(error) = result {
+            // Leases nothing will use: give them back now rather than at their TTL.
+            self.fetcher.release(Some(&identity), &holdings).await;
+            return Err(error);
+        }
+
+        tracing::info!(volume = %record.volume_id, k8s.namespace = %record.pod.namespace, k8s.pod = %record.pod.name,
+            ssi.name = %record.ssi, files = ?files, "published");
+        let mut volumes = self.volumes();
+        volumes.insert(
+            record.volume_id.clone(),
+            Volume {
+                record,
+                tokens,
+                identity: Some(identity),
+                holdings,
+                failures: 0,
+                retry_at: None,
+            },
+        );
+        self.metrics.mounts.set(volumes.len() as i64);
+        Ok(())
+    }
+
+    /// Mounts the tmpfs at the record's target and writes `files` and the record; a failed step
+    /// undoes the mount.
+    async fn mount_and_write(
+        &self,
+        record: &Record,
+        files: &writer::Files,
+        holdings: &Holdings,
+    ) -> Result<(), Error> {
+        let target = record.target_path.clone();
 
         let created_dir = !target.exists();
         if created_dir {
@@ -237,32 +301,21 @@ impl Driver {
             mount::mount_tmpfs(&target, &self.tmpfs_size)
                 .map_err(Error::io("mount a tmpfs on", &target))?;
         }
-        let access = access(&record);
+        let access = access(record);
         let written = files.clone();
         on_volume("write the files into", &target, move |dir| {
             writer::write(dir, &written, access)
         })
         .await
         .map_err(undo)?;
+        let saved = Record {
+            held: held::to_record(holdings),
+            ..record.clone()
+        };
         self.records
-            .save(&record)
+            .save(&saved)
             .map_err(Error::io("save the mount record of", &target))
             .map_err(undo)?;
-
-        tracing::info!(volume = %record.volume_id, k8s.namespace = %record.pod.namespace, k8s.pod = %record.pod.name,
-            ssi.name = %record.ssi, files = ?files, "published");
-        let mut volumes = self.volumes();
-        volumes.insert(
-            record.volume_id.clone(),
-            Volume {
-                record,
-                tokens,
-                identity: Some(identity),
-                failures: 0,
-                retry_at: None,
-            },
-        );
-        self.metrics.mounts.set(volumes.len() as i64);
         Ok(())
     }
 
@@ -291,9 +344,17 @@ impl Driver {
         self.records
             .remove(volume_id)
             .map_err(Error::io("remove the mount record of", &target))?;
-        let mut volumes = self.volumes();
-        volumes.remove(volume_id);
-        self.metrics.mounts.set(volumes.len() as i64);
+        let gone = {
+            let mut volumes = self.volumes();
+            let gone = volumes.remove(volume_id);
+            self.metrics.mounts.set(volumes.len() as i64);
+            gone
+        };
+        if let Some(volume) = gone {
+            self.fetcher
+                .release(volume.identity.as_ref(), &volume.holdings)
+                .await;
+        }
         self.locks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -309,7 +370,7 @@ impl Driver {
         let due: Vec<String> = self
             .volumes()
             .iter()
-            .filter(|(_, v)| full || v.retry_at.is_some_and(|at| at <= now))
+            .filter(|(_, v)| full || v.due_at().is_some_and(|at| at <= now))
             .map(|(id, _)| id.clone())
             .collect();
         if due.is_empty() {
@@ -342,10 +403,10 @@ impl Driver {
     async fn rotate_one(&self, volume_id: &str, cycle: &Cycle) {
         let lock = self.lock_of(volume_id);
         let _guard = lock.lock().await;
-        let Some((record, tokens)) = self
+        let Some((record, tokens, mut holdings)) = self
             .volumes()
             .get(volume_id)
-            .map(|v| (v.record.clone(), v.tokens.clone()))
+            .map(|v| (v.record.clone(), v.tokens.clone(), v.holdings.clone()))
         else {
             return; // unpublished meanwhile
         };
@@ -353,7 +414,34 @@ impl Driver {
             self.count(Rotation::Waiting);
             return;
         }
-        let result = match self.fetcher.fetch(&record, &tokens, cycle).await {
+        // Held secrets recovered after a restart have their values only in the files.
+        let previous = if holdings.values().any(|held| held.secret.is_none()) {
+            on_volume("read the files of", &record.target_path, writer::current)
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let held_before = held::to_record(&holdings);
+        let fetched = self
+            .fetcher
+            .fetch(&record, &tokens, cycle, &mut holdings, previous.as_ref())
+            .await;
+        let held_after = held::to_record(&holdings);
+        if held_after != held_before {
+            let saved = Record {
+                held: held_after,
+                ..record.clone()
+            };
+            if let Err(e) = self.records.save(&saved) {
+                tracing::warn!(volume = %volume_id, error = %e, "could not save the volume's leases");
+            }
+        }
+        if let Some(volume) = self.volumes().get_mut(volume_id) {
+            volume.holdings = holdings;
+        }
+        let result = match fetched {
             // Never write into a directory whose tmpfs is gone: the bytes would land on the node's disk.
             Ok(_) if !mount::is_mount_point(&record.target_path).unwrap_or(false) => Err(
                 Error::io("find the tmpfs at", &record.target_path)(std::io::Error::new(
@@ -422,9 +510,10 @@ impl Driver {
         exp.min(self.rotation_interval)
     }
 
-    /// When the earliest failed volume should be retried.
+    /// When the earliest volume should be looked at again: a failed one retried, a held
+    /// secret renewed.
     pub fn next_retry(&self) -> Option<Instant> {
-        self.volumes().values().filter_map(|v| v.retry_at).min()
+        self.volumes().values().filter_map(Volume::due_at).min()
     }
 
     fn count(&self, result: Rotation) {

@@ -2,6 +2,7 @@
 //! store it allows, a login as the pod's ServiceAccount, one read per distinct path.
 
 use crate::error::Error;
+use crate::held::{Held, Holdings, Request, TokenState};
 use crate::metrics::{Metrics, Outcome, StoreLabels};
 use crate::state::Record;
 use crate::writer::Files;
@@ -9,10 +10,12 @@ use base64::Engine;
 use kube::Api;
 use secrecy::SecretString;
 use ssi_core::SecretsStoreImport;
+use ssi_core::ssi::Method;
 use ssi_vault::{Client, KubernetesAuth, Operation, Secret, Session, StoreConfig};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::OnceCell;
 use url::Url;
 
@@ -60,6 +63,13 @@ struct StoreKey {
     skip_tls_verify: bool,
 }
 
+/// A read shared by the volumes of one identity during a cycle. A leased secret must not be:
+/// the first volume takes it, the others read their own.
+struct SharedRead {
+    secret: Arc<Secret>,
+    taken: AtomicBool,
+}
+
 /// One lookup shared by everybody who needs it during a cycle: the first caller fills it.
 type Shared<K, V> = Mutex<HashMap<K, Arc<OnceCell<V>>>>;
 
@@ -68,7 +78,7 @@ type Shared<K, V> = Mutex<HashMap<K, Arc<OnceCell<V>>>>;
 #[derive(Default)]
 pub struct Cycle {
     ssis: Shared<(String, String), Result<Arc<SecretsStoreImport>, SsiLookup>>,
-    reads: Shared<(IdentityKey, String), Result<Arc<Secret>, Arc<ssi_vault::Error>>>,
+    reads: Shared<(IdentityKey, String), Result<Arc<SharedRead>, Arc<ssi_vault::Error>>>,
 }
 
 impl std::fmt::Debug for Cycle {
@@ -125,11 +135,17 @@ impl Fetcher {
     }
 
     /// The files of `record`'s volume, fetched as the pod with one of `tokens`.
+    ///
+    /// `holdings` are the leased and issued secrets the volume keeps (see [`crate::held`]),
+    /// updated here; `previous` are the volume's files, needed only for holdings recovered
+    /// after a restart, whose values the driver does not have.
     pub async fn fetch(
         &self,
         record: &Record,
         tokens: &Tokens,
         cycle: &Cycle,
+        holdings: &mut Holdings,
+        previous: Option<&Files>,
     ) -> Result<(Files, IdentityKey), Error> {
         let namespace = &record.pod.namespace;
         let ssi = self.ssi(namespace, &record.ssi, cycle).await?;
@@ -150,91 +166,237 @@ impl Fetcher {
         let ssi_name = format!("{namespace}/{}", record.ssi);
         let session = self.session(&key, jwt, &ssi_name)?;
 
-        let mut secrets = BTreeMap::new();
-        let paths: HashSet<&str> = spec
-            .files
-            .iter()
-            .flat_map(|file| {
-                let source = file.source.iter().map(|source| source.path.as_str());
-                let template = file
-                    .template
-                    .iter()
-                    .flat_map(|template| template.sources.values().map(String::as_str));
-                source.chain(template)
-            })
-            .collect();
-        for path in paths {
-            let cell = shared_cell(&cycle.reads, (key.clone(), path.to_owned()));
-            let secret = cell
-                .get_or_init(|| async {
-                    session
-                        .read(path, None)
-                        .await
-                        .map(Arc::new)
-                        .map_err(Arc::new)
-                })
-                .await
-                .clone()
-                .map_err(|source| Error::Store {
-                    ssi: ssi_name.clone(),
-                    what: format!("secret {path}"),
-                    source,
-                })?;
-            secrets.insert(path, secret);
+        let mut next = holdings.clone();
+        let obtained = self
+            .obtain_all(&session, &key, spec, cycle, &mut next, previous, &ssi_name)
+            .await;
+        let files = obtained.and_then(|secrets| files_of(spec, &secrets, previous, &ssi_name));
+        match &files {
+            // What the volume no longer asks for (its SSI changed) is given back; a secret
+            // replaced by a new one is left to expire, as the application may still use the old
+            // credentials until it reads the new files.
+            Ok(_) => {
+                let old = std::mem::replace(holdings, next);
+                for held in old.into_values() {
+                    if !holdings.contains_key(&held.request) {
+                        self.revoke(&session, &held).await;
+                    }
+                }
+            }
+            // What this attempt obtained is given back at once: nothing uses it.
+            Err(_) => {
+                for held in next.into_values() {
+                    if holdings
+                        .get(&held.request)
+                        .is_none_or(|old| !same_lease(old, &held))
+                    {
+                        self.revoke(&session, &held).await;
+                    }
+                }
+            }
+        }
+        Ok((files?, key))
+    }
+
+    /// Every secret the SSI's files need, by request: the held ones kept or renewed, the others
+    /// read or issued. `None` is a secret held since before a restart, whose value is only in
+    /// the volume's files.
+    #[allow(clippy::too_many_arguments)]
+    async fn obtain_all(
+        &self,
+        session: &Session,
+        key: &IdentityKey,
+        spec: &ssi_core::SecretsStoreImportSpec,
+        cycle: &Cycle,
+        held: &mut Holdings,
+        previous: Option<&Files>,
+        ssi_name: &str,
+    ) -> Result<HashMap<Request, Option<Arc<Secret>>>, Error> {
+        let store_error = |what: String| {
+            move |source: ssi_vault::Error| Error::Store {
+                ssi: ssi_name.to_owned(),
+                what,
+                source: Arc::new(source),
+            }
+        };
+        let needed = requests_of(spec);
+        held.retain(|request, _| needed.contains(request));
+        // A value kept only in the files can serve only files that are still there.
+        held.retain(|request, kept| {
+            kept.secret.is_some()
+                || files_needing(spec, request)
+                    .all(|name| previous.is_some_and(|files| files.0.contains_key(name)))
+        });
+        let mut token = None;
+        if held.values().any(|kept| kept.lease.is_some()) {
+            token = Some(
+                self.token_state(session)
+                    .await
+                    .map_err(store_error("a renewal of the session's token".into()))?,
+            );
         }
 
-        let mut files = BTreeMap::new();
-        let mut modes = BTreeMap::new();
-        for file in &spec.files {
-            if let Some(mode) = file.permission_bits() {
-                modes.insert(file.name.clone(), mode);
-            }
-            let source = match (&file.source, &file.template) {
-                (Some(source), _) => source,
-                (None, Some(template)) => {
-                    let rendered = crate::template::render(template, |path| {
-                        secrets.get(path).map(|secret| secret.as_ref())
-                    })
-                    .map_err(|problem| Error::Template {
-                        ssi: ssi_name.clone(),
-                        file: file.name.clone(),
-                        problem,
-                    })?;
-                    files.insert(file.name.clone(), rendered);
+        let mut secrets = HashMap::new();
+        for request in needed {
+            let now = SystemTime::now();
+            if let Some(kept) = held.get_mut(&request) {
+                if let (Some(token), Some(_)) = (token, &kept.lease) {
+                    kept.tie_to(token);
+                }
+                if !kept.needs_renewal(now) {
+                    secrets.insert(request, kept.secret.clone());
                     continue;
                 }
-                // NB: validate() refused it already.
-                (None, None) => continue,
+                if kept.can_renew(now)
+                    && let Some(lease) = kept.lease.clone()
+                {
+                    match session
+                        .renew_lease(&request.path, &lease.id, lease.duration)
+                        .await
+                    {
+                        // NB: less than asked for means the lease's max TTL is near: new
+                        // credentials now, while the old ones still work.
+                        Ok(granted)
+                            if granted.duration + Duration::from_secs(1) >= lease.duration =>
+                        {
+                            kept.since = now;
+                            kept.until = Some(now + granted.duration);
+                            secrets.insert(request, kept.secret.clone());
+                            continue;
+                        }
+                        Ok(granted) => {
+                            kept.until = Some(now + granted.duration);
+                            tracing::info!(path = %request.path, granted = ?granted.duration,
+                                "the lease is near its max TTL; obtaining new credentials");
+                        }
+                        Err(e) => tracing::info!(path = %request.path, error = %e,
+                            "the lease was not renewed; obtaining new credentials"),
+                    }
+                }
+            }
+            let what = match request.method {
+                Method::Get => format!("secret {}", request.path),
+                Method::Post => format!("an issue from {}", request.path),
             };
-            let (path, key_name) = (&source.path, &source.key);
-            let value = secrets[path.as_str()]
-                .value(key_name)
+            let secret = self
+                .obtain(session, key, &request, cycle)
+                .await
                 .map_err(|source| Error::Store {
-                    ssi: ssi_name.clone(),
-                    what: format!("file {:?}", file.name),
-                    source: Arc::new(source),
+                    ssi: ssi_name.to_owned(),
+                    what,
+                    source,
                 })?;
-            let bytes = if file.decode_base64 {
-                let text: Vec<u8> = value
-                    .expose()
-                    .iter()
-                    .copied()
-                    .filter(|b| !b.is_ascii_whitespace())
-                    .collect();
-                base64::engine::general_purpose::STANDARD
-                    .decode(text)
-                    .map_err(|_| Error::Base64 {
-                        ssi: ssi_name.clone(),
-                        file: file.name.clone(),
-                        path: path.clone(),
-                        key: key_name.clone(),
-                    })?
+            let token = if secret.lease_id.is_some() {
+                self.token_state(session)
+                    .await
+                    .map_err(store_error("a renewal of the session's token".into()))?
             } else {
-                value.expose().to_vec()
+                TokenState {
+                    login: 0,
+                    until: None,
+                    renew_at: None,
+                }
             };
-            files.insert(file.name.clone(), bytes);
+            match Held::of(&request, secret.clone(), token, SystemTime::now()) {
+                Some(kept) => {
+                    held.insert(request.clone(), kept);
+                }
+                None => {
+                    held.remove(&request);
+                }
+            }
+            secrets.insert(request, Some(secret));
         }
-        Ok((Files(files, modes), key))
+        Ok(secrets)
+    }
+
+    async fn token_state(&self, session: &Session) -> Result<TokenState, ssi_vault::Error> {
+        let (login, until, renew_at) = session.keep_alive().await?;
+        Ok(TokenState {
+            login,
+            until,
+            renew_at,
+        })
+    }
+
+    /// A secret from the store now. Static reads are shared by the volumes of one identity
+    /// during a cycle; a leased one goes to the first volume that takes it and the others read
+    /// their own, and an issue is never shared.
+    async fn obtain(
+        &self,
+        session: &Session,
+        key: &IdentityKey,
+        request: &Request,
+        cycle: &Cycle,
+    ) -> Result<Arc<Secret>, Arc<ssi_vault::Error>> {
+        if request.method == Method::Post {
+            let body = serde_json::to_value(&request.args).unwrap_or_default();
+            return session
+                .write(&request.path, &body)
+                .await
+                .map(Arc::new)
+                .map_err(Arc::new);
+        }
+        let cell = shared_cell(&cycle.reads, (key.clone(), request.path.clone()));
+        let shared = cell
+            .get_or_init(|| async {
+                session
+                    .read(&request.path, None)
+                    .await
+                    .map(|secret| {
+                        Arc::new(SharedRead {
+                            secret: Arc::new(secret),
+                            taken: AtomicBool::new(false),
+                        })
+                    })
+                    .map_err(Arc::new)
+            })
+            .await
+            .clone()?;
+        if shared.secret.lease_id.is_none() || !shared.taken.swap(true, Ordering::Relaxed) {
+            return Ok(shared.secret.clone());
+        }
+        session
+            .read(&request.path, None)
+            .await
+            .map(Arc::new)
+            .map_err(Arc::new)
+    }
+
+    /// Gives a lease back to the store; a failure is only logged, the lease then ends at its
+    /// TTL.
+    async fn revoke(&self, session: &Session, held: &Held) {
+        let Some(lease) = &held.lease else { return };
+        if let Err(e) = session.revoke_lease(&held.request.path, &lease.id).await {
+            tracing::warn!(path = %held.request.path, error = %e,
+                "the lease was not revoked and ends at its TTL; the role's policy needs \
+                 update on sys/leases/revoke/<lease prefix>/* to revoke it");
+        }
+    }
+
+    /// Revokes the leases a volume held, as its identity, when the volume goes. Without a
+    /// session for it (a driver restarted since, and no republish came) they end at their TTL.
+    pub async fn release(&self, identity: Option<&IdentityKey>, holdings: &Holdings) {
+        if holdings.values().all(|held| held.lease.is_none()) {
+            return;
+        }
+        let session = identity.and_then(|key| {
+            self.sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(key)
+                .cloned()
+        });
+        let Some(session) = session else {
+            tracing::warn!(
+                leases = holdings.len(),
+                "no session to revoke the volume's leases with; they end at their TTL"
+            );
+            return;
+        };
+        for held in holdings.values() {
+            self.revoke(&session, held).await;
+        }
     }
 
     async fn ssi(
@@ -386,6 +548,8 @@ impl Fetcher {
                     Operation::Login { .. } => "login",
                     Operation::Read { .. } => "read",
                     Operation::RenewLease { .. } => "renew",
+                    Operation::RevokeLease { .. } => "revoke",
+                    Operation::RenewToken => "renew_token",
                     Operation::Write { .. } => "write",
                 };
                 let result = if ok { Outcome::Ok } else { Outcome::Error };
@@ -413,6 +577,132 @@ impl Fetcher {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|store, _| stores.contains(store));
     }
+}
+
+/// Whether two holdings are the same lease (or the same issue), so one replaces the other
+/// only in its dates.
+fn same_lease(a: &Held, b: &Held) -> bool {
+    match (&a.lease, &b.lease) {
+        (Some(a), Some(b)) => a.id == b.id,
+        (None, None) => a.since == b.since,
+        _ => false,
+    }
+}
+
+/// The distinct requests the SSI's files make, in the order of the files.
+fn requests_of(spec: &ssi_core::SecretsStoreImportSpec) -> Vec<Request> {
+    let mut requests = Vec::new();
+    for file in &spec.files {
+        let of_file = file.source.iter().map(Request::of).chain(
+            file.template
+                .iter()
+                .flat_map(|t| t.sources.values().map(|path| Request::get(path))),
+        );
+        for request in of_file {
+            if !requests.contains(&request) {
+                requests.push(request);
+            }
+        }
+    }
+    requests
+}
+
+/// The names of the files that need `request`'s secret.
+fn files_needing<'a>(
+    spec: &'a ssi_core::SecretsStoreImportSpec,
+    request: &'a Request,
+) -> impl Iterator<Item = &'a str> {
+    spec.files
+        .iter()
+        .filter(move |file| {
+            file.source
+                .as_ref()
+                .is_some_and(|s| Request::of(s) == *request)
+                || file.template.as_ref().is_some_and(|t| {
+                    request.method == Method::Get && t.sources.values().any(|p| *p == request.path)
+                })
+        })
+        .map(|file| file.name.as_str())
+}
+
+/// The volume's files from the secrets: one key of a secret, or a template rendered over
+/// several; a file whose secret is held without its value keeps its `previous` bytes.
+fn files_of(
+    spec: &ssi_core::SecretsStoreImportSpec,
+    secrets: &HashMap<Request, Option<Arc<Secret>>>,
+    previous: Option<&Files>,
+    ssi_name: &str,
+) -> Result<Files, Error> {
+    let mut files = BTreeMap::new();
+    let mut modes = BTreeMap::new();
+    for file in &spec.files {
+        if let Some(mode) = file.permission_bits() {
+            modes.insert(file.name.clone(), mode);
+        }
+        let unknown = |request: &Request| secrets.get(request).is_none_or(Option::is_none);
+        let needs_unknown = file.source.iter().map(Request::of).any(|r| unknown(&r))
+            || file
+                .template
+                .iter()
+                .flat_map(|t| t.sources.values())
+                .any(|path| unknown(&Request::get(path)));
+        if needs_unknown {
+            // NB: obtain_all kept such a holding only if this file is in `previous`.
+            if let Some(bytes) = previous.and_then(|files| files.0.get(&file.name)) {
+                files.insert(file.name.clone(), bytes.clone());
+            }
+            continue;
+        }
+        let source = match (&file.source, &file.template) {
+            (Some(source), _) => source,
+            (None, Some(template)) => {
+                let rendered = crate::template::render(template, |path| {
+                    secrets
+                        .get(&Request::get(path))
+                        .and_then(|secret| secret.as_deref())
+                })
+                .map_err(|problem| Error::Template {
+                    ssi: ssi_name.to_owned(),
+                    file: file.name.clone(),
+                    problem,
+                })?;
+                files.insert(file.name.clone(), rendered);
+                continue;
+            }
+            // NB: validate() refused it already.
+            (None, None) => continue,
+        };
+        let (path, key_name) = (&source.path, &source.key);
+        // NB: a secret without its value took the branch above.
+        let Some(Some(secret)) = secrets.get(&Request::of(source)) else {
+            continue;
+        };
+        let value = secret.value(key_name).map_err(|source| Error::Store {
+            ssi: ssi_name.to_owned(),
+            what: format!("file {:?}", file.name),
+            source: Arc::new(source),
+        })?;
+        let bytes = if file.decode_base64 {
+            let text: Vec<u8> = value
+                .expose()
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| Error::Base64 {
+                    ssi: ssi_name.to_owned(),
+                    file: file.name.clone(),
+                    path: path.clone(),
+                    key: key_name.clone(),
+                })?
+        } else {
+            value.expose().to_vec()
+        };
+        files.insert(file.name.clone(), bytes);
+    }
+    Ok(Files(files, modes))
 }
 
 fn same_address(a: &Url, b: &Url) -> bool {

@@ -19,6 +19,7 @@ pub mod driver;
 pub mod error;
 pub mod events;
 pub mod fetch;
+pub mod held;
 pub mod metrics;
 pub mod mount;
 pub mod registration;

@@ -183,6 +183,7 @@ pub fn parse(
             pod,
             ssi,
             mount_group,
+            held: Vec::new(),
         },
         tokens,
     })

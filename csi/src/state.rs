@@ -1,7 +1,7 @@
 //! Mount records in the node-local state directory, so that a restarted driver knows what it
 //! mounted: rotation resumes and unpublish still finds the volume.
 //!
-//! A record holds no token and no secret: after a restart, rotation of a volume waits for
+//! A record holds no token and no secret value (a lease's id and dates, at most): after a restart, rotation of a volume waits for
 //! kubelet's next republish (`requiresRepublish: true`) to hand over a fresh token, rather than
 //! keeping pod credentials on the node's disk.
 
@@ -37,6 +37,10 @@ pub struct Record {
     pub ssi: String,
     /// The pod's fsGroup when kubelet passed one.
     pub mount_group: Option<u32>,
+    /// The leased and issued secrets the volume keeps, without their values: a restarted
+    /// driver goes on renewing the leases and revokes them at unpublish.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<crate::held::Held>,
 }
 
 /// The records' directory, `<state-dir>/volumes`, one JSON file per volume.
@@ -122,6 +126,7 @@ mod tests {
             },
             ssi: "app".into(),
             mount_group: Some(2000),
+            held: Vec::new(),
         }
     }
 

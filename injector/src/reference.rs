@@ -20,8 +20,7 @@
 pub const PREFIX: &str = "secrets-store:";
 /// What starts a write reference.
 pub const WRITE_PREFIX: &str = ">>secrets-store:";
-/// Where a write reference may not write: the store's own management API.
-pub const FORBIDDEN_WRITE_PREFIXES: [&str; 4] = ["sys/", "auth/", "identity/", "cubbyhole/"];
+pub use ssi_core::names::FORBIDDEN_WRITE_PREFIXES;
 
 /// The one variable `secrets-store:login` may fill, as in Deckhouse.
 pub const LOGIN_VARIABLE: &str = "VAULT_TOKEN";

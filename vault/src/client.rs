@@ -68,6 +68,7 @@ pub struct VaultToken {
     issued: Instant,
     /// `None` for tokens that do not expire (root tokens).
     ttl: Option<Duration>,
+    renewable: bool,
 }
 
 impl VaultToken {
@@ -77,7 +78,19 @@ impl VaultToken {
             secret,
             issued: Instant::now(),
             ttl,
+            renewable: false,
         }
+    }
+
+    /// Whether the store lets the token be renewed (`auth/token/renew-self`).
+    pub fn renewable(&self) -> bool {
+        self.renewable
+    }
+
+    /// When the token expires by the wall clock; `None` if it never does.
+    pub fn expires_at(&self) -> Option<std::time::SystemTime> {
+        self.ttl
+            .map(|ttl| std::time::SystemTime::now() + ttl.saturating_sub(self.issued.elapsed()))
     }
 
     /// How long the token lived when issued; `None` if it never expires.
@@ -89,6 +102,13 @@ impl VaultToken {
     pub fn expires_within(&self, margin: Duration) -> bool {
         self.ttl
             .is_some_and(|ttl| self.issued.elapsed() + margin >= ttl)
+    }
+
+    /// When the token is two thirds into its life, the time to renew it; `None` if it never
+    /// expires.
+    pub fn renew_at(&self) -> Option<std::time::SystemTime> {
+        let ttl = self.ttl?;
+        Some(std::time::SystemTime::now() + (ttl * 2 / 3).saturating_sub(self.issued.elapsed()))
     }
 
     /// The token itself, for the `X-Vault-Token` header. Keep it out of logs and error messages.
@@ -253,12 +273,31 @@ impl Client {
                 operation: operation.clone(),
                 detail: "no client_token".into(),
             })?;
-        let ttl = auth
-            .get("lease_duration")
-            .and_then(Value::as_u64)
-            .filter(|&s| s > 0)
-            .map(Duration::from_secs);
-        Ok(VaultToken::new(SecretString::from(token.to_owned()), ttl))
+        Ok(token_from_auth(token, auth))
+    }
+
+    /// Extends `token`'s life (`auth/token/renew-self`, which the default policy allows) and
+    /// returns it with what the store granted, which is less near the token's maximum TTL.
+    /// Leases the token obtained live only as long as it does.
+    pub async fn renew_token(&self, token: &VaultToken) -> Result<VaultToken, Error> {
+        let operation = Operation::RenewToken;
+        let url = self.url("auth/token/renew-self")?;
+        let response = self
+            .send(&operation, &[token.expose()], || {
+                self.http
+                    .put(url.clone())
+                    .header("X-Vault-Token", token.expose())
+                    .json(&json!({}))
+            })
+            .await?;
+        let auth = response
+            .get("auth")
+            .filter(|a| a.is_object())
+            .ok_or_else(|| Error::InvalidResponse {
+                operation: operation.clone(),
+                detail: "no auth block".into(),
+            })?;
+        Ok(token_from_auth(token.expose(), auth))
     }
 
     /// Reads the secret at `path` (the full API path below `/v1/`, e.g. `secret/data/app`),
@@ -364,6 +403,36 @@ impl Client {
         })
     }
 
+    /// Revokes the lease `lease_id` of the secret read from `path`, through
+    /// `sys/leases/revoke/<lease_id>`, so that an operator can grant it per lease prefix
+    /// (`path "sys/leases/revoke/database/creds/app/*"`) rather than for every lease.
+    pub async fn revoke_lease(
+        &self,
+        token: &VaultToken,
+        path: &str,
+        lease_id: &str,
+    ) -> Result<(), Error> {
+        let operation = Operation::RevokeLease {
+            path: path.to_owned(),
+        };
+        // NB: the id came from the store's reply; it goes into the URL only if it cannot change
+        // the URL's meaning.
+        if !ssi_core::names::is_safe_path(lease_id) {
+            return Err(Error::InvalidResponse {
+                operation,
+                detail: "the lease id is not a plain path".into(),
+            });
+        }
+        let url = self.url(&format!("sys/leases/revoke/{lease_id}"))?;
+        self.send(&operation, &[token.expose(), lease_id], || {
+            self.http
+                .put(url.clone())
+                .header("X-Vault-Token", token.expose())
+        })
+        .await
+        .map(drop)
+    }
+
     fn url(&self, path: &str) -> Result<Url, Error> {
         let mut url = self.address.clone();
         url.path_segments_mut()
@@ -462,6 +531,10 @@ impl Client {
                 };
             }
         };
+        // NB: a revocation answers 204 with no body at all.
+        if (200..300).contains(&status) && bytes.is_empty() {
+            return Attempt::Done(Ok(Value::Null));
+        }
         if (200..300).contains(&status) {
             return Attempt::Done(serde_json::from_slice(&bytes).map_err(|e| {
                 Error::InvalidResponse {
@@ -489,6 +562,21 @@ impl Client {
             source: source.without_url(),
         }
     }
+}
+
+/// The token of a login's or a renewal's `auth` block.
+fn token_from_auth(token: &str, auth: &Value) -> VaultToken {
+    let ttl = auth
+        .get("lease_duration")
+        .and_then(Value::as_u64)
+        .filter(|&s| s > 0)
+        .map(Duration::from_secs);
+    let mut token = VaultToken::new(SecretString::from(token.to_owned()), ttl);
+    token.renewable = auth
+        .get("renewable")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    token
 }
 
 /// How one request ended: for good, or with an error worth another try (after the pause the

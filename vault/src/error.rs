@@ -29,6 +29,13 @@ pub enum Operation {
         /// API path the leased secret was read from.
         path: String,
     },
+    /// Revocation of the lease of the secret read from `path`, when its volume goes.
+    RevokeLease {
+        /// API path the leased secret was read from.
+        path: String,
+    },
+    /// Renewal of the session's own Vault token (`auth/token/renew-self`).
+    RenewToken,
 }
 
 impl fmt::Display for Operation {
@@ -49,6 +56,8 @@ impl fmt::Display for Operation {
             }
             Operation::Write { path } => write!(f, "write to {path}"),
             Operation::RenewLease { path } => write!(f, "renew the lease of secret {path}"),
+            Operation::RevokeLease { path } => write!(f, "revoke the lease of secret {path}"),
+            Operation::RenewToken => write!(f, "renew the session's token"),
         }
     }
 }

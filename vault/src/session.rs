@@ -24,7 +24,12 @@ pub struct Session {
     jwt: Mutex<SecretString>,
     token: tokio::sync::Mutex<Option<VaultToken>>,
     logins: AtomicU64,
+    /// Which login the cached token comes from, unique in the process.
+    login_id: AtomicU64,
 }
+
+/// Numbers every login of the process, so that a token is never mistaken for another one.
+static LOGIN_IDS: AtomicU64 = AtomicU64::new(1);
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -46,6 +51,7 @@ impl Session {
             jwt: Mutex::new(jwt),
             token: tokio::sync::Mutex::new(None),
             logins: AtomicU64::new(0),
+            login_id: AtomicU64::new(0),
         }
     }
 
@@ -67,14 +73,64 @@ impl Session {
         self.logins.load(Ordering::Relaxed)
     }
 
+    /// Revokes a lease as this identity (see [`Client::revoke_lease`]).
+    pub async fn revoke_lease(&self, path: &str, lease_id: &str) -> Result<(), Error> {
+        let token = self.token().await?;
+        self.client.revoke_lease(&token, path, lease_id).await
+    }
+
     /// A token valid for a while yet: the cached one, or a fresh login.
     pub async fn token(&self) -> Result<VaultToken, Error> {
+        Ok(self.token_with_margin(refresh_margin).await?.0)
+    }
+
+    /// Keeps the token alive for the leases it obtained: renews it once two thirds of its life
+    /// have passed (a new login when it cannot be renewed). Returns which login the token now
+    /// in use comes from (unique in the process), when it expires and when it is due for
+    /// renewal.
+    pub async fn keep_alive(
+        &self,
+    ) -> Result<
+        (
+            u64,
+            Option<std::time::SystemTime>,
+            Option<std::time::SystemTime>,
+        ),
+        Error,
+    > {
+        let (token, login_id) = self
+            .token_with_margin(|ttl| ttl.map_or(Duration::ZERO, |ttl| ttl / 3))
+            .await?;
+        Ok((login_id, token.expires_at(), token.renew_at()))
+    }
+
+    async fn token_with_margin(
+        &self,
+        margin: impl Fn(Option<Duration>) -> Duration,
+    ) -> Result<(VaultToken, u64), Error> {
         let mut slot = self.token.lock().await;
-        if let Some(token) = slot
+        let login_id = |id: &AtomicU64| id.load(Ordering::Relaxed);
+        if let Some(token) = slot.as_ref().filter(|t| !t.expires_within(margin(t.ttl()))) {
+            return Ok((token.clone(), login_id(&self.login_id)));
+        }
+        // A renewal keeps the token, and with it every lease it obtained (leases die with their
+        // token); a new login is the fallback when it cannot be renewed or is near its max TTL.
+        if let Some(old) = slot
             .as_ref()
-            .filter(|t| !t.expires_within(refresh_margin(t.ttl())))
+            .filter(|t| t.renewable() && !t.expires_within(Duration::ZERO))
         {
-            return Ok(token.clone());
+            match self.client.renew_token(old).await {
+                Ok(renewed) if !renewed.expires_within(margin(old.ttl())) => {
+                    *slot = Some(renewed.clone());
+                    return Ok((renewed, login_id(&self.login_id)));
+                }
+                Ok(_) => {
+                    tracing::debug!("the session's token is near its max TTL; logging in again")
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "the session's token was not renewed; logging in again")
+                }
+            }
         }
         let jwt = self
             .jwt
@@ -86,8 +142,10 @@ impl Session {
             .login_kubernetes(&self.auth.auth_path, &self.auth.role, &jwt)
             .await?;
         self.logins.fetch_add(1, Ordering::Relaxed);
+        self.login_id
+            .store(LOGIN_IDS.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         *slot = Some(token.clone());
-        Ok(token)
+        Ok((token, login_id(&self.login_id)))
     }
 
     /// Forgets the cached token, so the next call logs in again.
