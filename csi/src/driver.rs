@@ -32,14 +32,23 @@ impl Volume {
     /// When the volume needs a look before the next full cycle: a retry after a failure, or a
     /// held secret due for renewal.
     fn due_at(&self) -> Option<Instant> {
-        let renewal = held::next_due(&self.holdings).map(|due| {
-            let from_now = due.duration_since(SystemTime::now()).unwrap_or_default();
-            Instant::now() + from_now
-        });
+        // NB: without a token (after a restart, until kubelet's republish) nothing can be renewed.
+        let renewal = held::next_due(&self.holdings)
+            .filter(|_| !self.tokens.is_empty())
+            .map(instant_of);
         match (self.retry_at, renewal) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+}
+
+/// The monotonic instant of a wall-clock time, past or future.
+fn instant_of(time: SystemTime) -> Instant {
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    match time.duration_since(wall) {
+        Ok(ahead) => now + ahead,
+        Err(behind) => now.checked_sub(behind.duration()).unwrap_or(now),
     }
 }
 
@@ -97,6 +106,9 @@ pub struct Driver {
     volumes: Mutex<HashMap<String, Volume>>,
     /// Serialises publish, unpublish and rotation of one volume.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Wakes the rotation scheduler when a publish brings a volume that is due earlier than
+    /// it planned (a lease to renew, a token after a restart).
+    pub schedule_changed: tokio::sync::Notify,
 }
 
 /// How long filesystem work on one volume may take. Everything in a volume is on a tmpfs and
@@ -151,6 +163,7 @@ impl Driver {
             records,
             volumes: Mutex::default(),
             locks: Mutex::default(),
+            schedule_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -218,6 +231,7 @@ impl Driver {
                     });
                 }
                 existing.tokens = tokens.clone();
+                self.schedule_changed.notify_one();
                 true
             }
             None => false,
@@ -268,6 +282,7 @@ impl Driver {
             },
         );
         self.metrics.mounts.set(volumes.len() as i64);
+        self.schedule_changed.notify_one();
         Ok(())
     }
 

@@ -216,12 +216,18 @@ impl Held {
         })
     }
 
-    /// Whether renewing the lease can extend it: renewable, and its token is still kept alive
-    /// (renewing a lease whose token will expire buys nothing past that expiry).
+    /// Whether renewing the lease can extend it: renewable, not lapsed, and either its token is
+    /// kept alive or the lease ends before that token does (a restarted driver renews the
+    /// leases it recovered up to their old token's end, then replaces them).
     pub fn can_renew(&self, now: SystemTime) -> bool {
+        let token_outlives_lease = match (self.until, self.token_until) {
+            (Some(until), Some(token_until)) => until < token_until,
+            (_, None) => true,
+            (None, Some(_)) => false,
+        };
         self.lease.as_ref().is_some_and(|l| l.renewable)
-            && self.token_login.is_some()
             && self.deadline().is_none_or(|deadline| now < deadline)
+            && (self.token_login.is_some() || token_outlives_lease)
     }
 }
 
@@ -392,10 +398,14 @@ mod tests {
             "another login's token does not keep it"
         );
         assert_eq!(held.deadline(), Some(at(90)));
+        assert!(held.can_renew(at(61)), "the lease ends before its token");
+        held.until = Some(at(150));
+        assert_eq!(held.deadline(), Some(at(120)), "the token ends first now");
         assert!(
-            !held.can_renew(at(61)),
+            !held.can_renew(at(100)),
             "renewing it buys nothing past its token"
         );
+        held.until = Some(at(90));
 
         // What a restart recovers: no value, no token, the deadlines.
         let saved = serde_json::to_string(&held).unwrap();

@@ -1,6 +1,6 @@
 //! The rotation scheduler: a cycle over every volume each interval (jittered by ±10 % so that
-//! the nodes of a cluster do not ask the store at the same moment), and the retries of failed
-//! volumes in between, at the time their backoff says.
+//! the nodes of a cluster do not ask the store at the same moment), and in between the retries
+//! of failed volumes at the time their backoff says and the renewals of held secrets when due.
 
 use crate::driver::Driver;
 use std::sync::Arc;
@@ -14,7 +14,11 @@ pub async fn run(driver: Arc<Driver>) {
             Some(retry) => next_cycle.min(tokio::time::Instant::from_std(retry)),
             None => next_cycle,
         };
-        tokio::time::sleep_until(wake).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            // A publish changed what is due: plan again.
+            _ = driver.schedule_changed.notified() => continue,
+        }
         if tokio::time::Instant::now() >= next_cycle {
             driver.rotate(true).await;
             next_cycle = tokio::time::Instant::now() + jittered(driver.rotation_interval);

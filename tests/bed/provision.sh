@@ -19,10 +19,12 @@ log() { printf '[provision] %s\n' "$*" >&2; }
 # docker-registry, umoci, skopeo, apache2-utils (htpasswd): the OCI registry the webhook's
 # ENTRYPOINT lookups run against, images made and pushed without Docker.
 # containerd, runc, containernetworking-plugins, busybox-static: the real node (kubelet's runtime,
-# pod networking, the test workloads' image).
+# pod networking, the test workloads' image). postgresql: the database the store's database
+# secrets engine issues users in (tests/src/postgres.rs starts its own cluster on loopback).
 packages=(etcd-server make openssl curl ca-certificates wrk python3 python3-venv
           docker-registry umoci skopeo apache2-utils
-          containerd runc containernetworking-plugins busybox-static gcc libc6-dev iproute2)
+          containerd runc containernetworking-plugins busybox-static gcc libc6-dev iproute2
+          postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -39,6 +41,12 @@ if [ -x /etc/init.d/docker-registry ]; then
   # ... nor start again at boot.
   if command -v systemctl >/dev/null; then systemctl disable docker-registry >/dev/null 2>&1 || true; fi
   update-rc.d docker-registry disable >/dev/null 2>&1 || true
+fi
+# Likewise the package's own cluster (5432): the bed starts a cluster of its own per test.
+if [ -x /etc/init.d/postgresql ]; then
+  /etc/init.d/postgresql stop >/dev/null 2>&1 || true
+  if command -v systemctl >/dev/null; then systemctl disable postgresql >/dev/null 2>&1 || true; fi
+  update-rc.d postgresql disable >/dev/null 2>&1 || true
 fi
 # Likewise the node starts its own containerd (own config, root, state and socket).
 ln -sf "$(command -v etcd)" "$bin/etcd"

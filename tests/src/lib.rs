@@ -21,6 +21,7 @@ pub mod hostile_registry;
 pub mod images;
 pub mod node;
 mod pki;
+pub mod postgres;
 pub mod process;
 pub mod registry;
 pub mod wait;

@@ -1,0 +1,427 @@
+//! Leased and issued secrets on a CSI volume (issue 17), proven with the store's real engines:
+//! the database secrets engine against a real PostgreSQL, and the PKI engine, with the real
+//! driver played by the harness as kubelet.
+
+// Tests fail by panicking, helpers included.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use ssi_core::ssi::Method;
+use ssi_core::{SecretFile, SecretsStoreImport, SecretsStoreImportSpec};
+use ssi_tests::csi::{CsiDriver, DriverOptions, PodVolume, create_pod, publish, unpublish};
+use ssi_tests::postgres::Postgres;
+use ssi_tests::walkthrough::{self, NAMESPACE, Narrator, ROLE, SERVICE_ACCOUNT, VaultSetup};
+use ssi_tests::{TestBed, run, wait};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const DB_PATH: &str = "database/creds/app";
+
+async fn guide_bed() -> TestBed {
+    let bed = TestBed::start().await.expect("test bed");
+    walkthrough::run(&bed, VaultSetup::Http, &mut Narrator::quiet())
+        .await
+        .expect("the guide's setup");
+    bed
+}
+
+fn bao(bed: &TestBed, args: &[&str]) -> String {
+    run(bed.bao().unwrap().args(args)).unwrap()
+}
+
+/// The guide's role again, with a token TTL of `ttl`.
+fn role_token_ttl(bed: &TestBed, ttl: &str) {
+    bao(
+        bed,
+        &[
+            "write",
+            &format!("auth/main-kube/role/{ROLE}"),
+            &format!("bound_service_account_names={SERVICE_ACCOUNT}"),
+            &format!("bound_service_account_namespaces={NAMESPACE}"),
+            "policies=backend",
+            &format!("ttl={ttl}"),
+        ],
+    );
+}
+
+/// The database engine on `postgres`, with role `app` issuing users for `ttl`, at most
+/// `max_ttl`; the guide's policy widened to it, with the revocation the driver does at
+/// unpublish allowed for this role's leases only.
+fn database_engine(bed: &TestBed, postgres: &Postgres, ttl: &str, max_ttl: &str) {
+    bao(bed, &["secrets", "enable", "database"]);
+    bao(
+        bed,
+        &[
+            "write",
+            "database/config/pg",
+            "plugin_name=postgresql-database-plugin",
+            &format!("connection_url={}", postgres.connection_url()),
+            &format!("username={}", ssi_tests::postgres::SUPERUSER),
+            &format!("password={}", postgres.password),
+            "allowed_roles=app",
+        ],
+    );
+    bao(
+        bed,
+        &[
+            "write",
+            "database/roles/app",
+            "db_name=pg",
+            "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+            &format!("default_ttl={ttl}"),
+            &format!("max_ttl={max_ttl}"),
+        ],
+    );
+    walkthrough::backend_policy(
+        bed,
+        &format!(
+            "path \"{DB_PATH}\" {{ capabilities = [\"read\"] }}\n\
+             path \"sys/leases/revoke/{DB_PATH}/*\" {{ capabilities = [\"update\"] }}\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn db_ssi(bed: &TestBed) {
+    let spec = SecretsStoreImportSpec::new(
+        ROLE,
+        vec![
+            SecretFile::new("username", DB_PATH, "username"),
+            SecretFile {
+                mode: Some("0400".into()),
+                ..SecretFile::new("password", DB_PATH, "password")
+            },
+        ],
+    );
+    apply_ssi(bed, "db", spec);
+}
+
+fn apply_ssi(bed: &TestBed, name: &str, spec: SecretsStoreImportSpec) {
+    let mut ssi = SecretsStoreImport::new(name, spec);
+    ssi.metadata.namespace = Some(NAMESPACE.into());
+    bed.apply_yaml(&serde_yaml::to_string(&ssi).unwrap())
+        .unwrap();
+}
+
+fn read(volume: &PodVolume, file: &str) -> String {
+    String::from_utf8(std::fs::read(volume.target.join(file)).unwrap()).unwrap()
+}
+
+/// The volume's database user, after proving its credentials log in to PostgreSQL.
+fn working_user(postgres: &Postgres, volume: &PodVolume) -> String {
+    let (user, password) = (read(volume, "username"), read(volume, "password"));
+    let me = postgres
+        .sql_as(&user, &password, "select current_user")
+        .unwrap_or_else(|e| panic!("{}'s credentials must log in: {e:#}", volume.pod));
+    assert_eq!(me.trim(), user);
+    user
+}
+
+/// The lease ids the store holds for `DB_PATH`.
+fn leases(bed: &TestBed) -> Vec<String> {
+    let out = run(bed.bao().unwrap().args([
+        "list",
+        "-format=json",
+        &format!("sys/leases/lookup/{DB_PATH}/"),
+    ]))
+    .unwrap_or_else(|_| "[]".into());
+    serde_json::from_str(&out).unwrap_or_default()
+}
+
+/// The lease id the driver saved in `volume`'s record (the record holds no value).
+fn recorded_lease(driver: &CsiDriver, volume: &PodVolume, password: &str) -> String {
+    let dir = driver.state_dir.join("volumes");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        if !text.contains(&volume.volume_id) {
+            continue;
+        }
+        assert!(!text.contains(password), "the record holds no secret value");
+        let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+        return record["held"][0]["lease"]["id"]
+            .as_str()
+            .expect("the lease id is recorded")
+            .to_owned();
+    }
+    panic!("no record of {}", volume.volume_id);
+}
+
+/// `last_renewal` of a lease, as the store reports it.
+fn last_renewal(bed: &TestBed, lease_id: &str) -> Option<String> {
+    let out = bao(
+        bed,
+        &[
+            "write",
+            "-format=json",
+            "sys/leases/lookup",
+            &format!("lease_id={lease_id}"),
+        ],
+    );
+    let lookup: serde_json::Value = serde_json::from_str(&out).unwrap();
+    lookup["data"]["last_renewal"].as_str().map(str::to_owned)
+}
+
+async fn store_requests(driver: &CsiDriver, operation: &str) -> f64 {
+    driver
+        .metric(&format!(
+            "ssi_csi_store_requests_total{{operation=\"{operation}\",result=\"ok\"}}"
+        ))
+        .await
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn database_users_are_kept_per_volume_renewed_replaced_before_max_ttl_and_revoked() {
+    let bed = guide_bed().await;
+    let postgres = Postgres::start(bed.dir()).await.expect("PostgreSQL");
+    // The store's token lives shorter than the lease's max TTL: leases die with the token that
+    // obtained them, so the driver must keep its token alive for them.
+    role_token_ttl(&bed, "12s");
+    database_engine(&bed, &postgres, "6s", "30s");
+    db_ssi(&bed);
+    let driver = CsiDriver::start(
+        &bed,
+        DriverOptions {
+            // Leases follow their own clock, not the rotation interval.
+            rotation_interval: "1h".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let first = create_pod(&bed, &driver, NAMESPACE, "db-1", SERVICE_ACCOUNT, "db")
+        .await
+        .unwrap();
+    let second = create_pod(&bed, &driver, NAMESPACE, "db-2", SERVICE_ACCOUNT, "db")
+        .await
+        .unwrap();
+    publish(&bed, &driver, &first).await.expect("publish first");
+    let published = Instant::now();
+    publish(&bed, &driver, &second)
+        .await
+        .expect("publish second");
+
+    let user = working_user(&postgres, &first);
+    let other = working_user(&postgres, &second);
+    assert_ne!(user, other, "two pods never share a database user");
+    assert_eq!(leases(&bed).len(), 2, "one lease per volume");
+    let lease = recorded_lease(&driver, &first, &read(&first, "password"));
+    let reads = store_requests(&driver, "read").await;
+    assert_eq!(reads, 2.0, "one read per volume");
+
+    // Through two lease periods and the token's renewal: the same user, working, renewed.
+    while published.elapsed() < Duration::from_secs(15) {
+        assert_eq!(working_user(&postgres, &first), user, "kept, not re-read");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    assert!(
+        last_renewal(&bed, &lease).is_some(),
+        "the store saw the lease renewed"
+    );
+    assert_eq!(store_requests(&driver, "read").await, reads, "no re-read");
+    assert!(store_requests(&driver, "renew").await >= 4.0);
+    assert!(
+        store_requests(&driver, "renew_token").await >= 1.0,
+        "the token that holds the leases was renewed"
+    );
+
+    // Near the max TTL (30 s) renewal stops extending the lease: a new user, before the old
+    // one stops working.
+    let replaced = wait::until(Duration::from_secs(20), "a new database user", || {
+        let now = working_user(&postgres, &first);
+        wait::check(now != user, || format!("still {now}"))
+    })
+    .await;
+    replaced.unwrap();
+    let replaced_after = published.elapsed();
+    assert!(
+        replaced_after < Duration::from_secs(30),
+        "replaced before the old user's max TTL, after {replaced_after:?}"
+    );
+    assert!(
+        postgres.engine_users().unwrap().contains(&user),
+        "the old user still works meanwhile"
+    );
+
+    // Unpublish revokes the volume's lease: its user is dropped at once, not at its TTL.
+    let second_user = working_user(&postgres, &second);
+    unpublish(&driver, &second).await.expect("unpublish");
+    wait::until(Duration::from_secs(5), "the user to be dropped", || {
+        let users = postgres.engine_users().unwrap();
+        wait::check(!users.contains(&second_user), || format!("{users:?}"))
+    })
+    .await
+    .unwrap();
+    assert!(
+        !driver.log().contains("was not revoked"),
+        "{}",
+        driver.log()
+    );
+    unpublish(&driver, &first).await.expect("unpublish");
+}
+
+#[tokio::test]
+async fn a_restarted_driver_renews_the_leases_it_recorded_without_new_credentials() {
+    let bed = guide_bed().await;
+    let postgres = Postgres::start(bed.dir()).await.expect("PostgreSQL");
+    database_engine(&bed, &postgres, "8s", "1h");
+    db_ssi(&bed);
+    let mut driver = CsiDriver::start(
+        &bed,
+        DriverOptions {
+            rotation_interval: "1h".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let volume = create_pod(&bed, &driver, NAMESPACE, "db-1", SERVICE_ACCOUNT, "db")
+        .await
+        .unwrap();
+    publish(&bed, &driver, &volume).await.expect("publish");
+    let user = working_user(&postgres, &volume);
+    let lease = recorded_lease(&driver, &volume, &read(&volume, "password"));
+
+    driver.kill();
+    driver.restart().await.expect("restart");
+    // Kubelet's next republish hands over a token; nothing is read again.
+    publish(&bed, &driver, &volume).await.expect("republish");
+    let restarted = Instant::now();
+    while restarted.elapsed() < Duration::from_secs(12) {
+        assert_eq!(working_user(&postgres, &volume), user);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(
+        last_renewal(&bed, &lease).is_some(),
+        "the restarted driver renewed the recorded lease"
+    );
+    assert_eq!(
+        store_requests(&driver, "read").await,
+        0.0,
+        "no new credentials"
+    );
+    assert_eq!(
+        leases(&bed),
+        vec![lease.rsplit('/').next().unwrap().to_owned()]
+    );
+
+    unpublish(&driver, &volume).await.expect("unpublish");
+    wait::until(Duration::from_secs(5), "the user to be dropped", || {
+        let users = postgres.engine_users().unwrap();
+        wait::check(!users.contains(&user), || format!("{users:?}"))
+    })
+    .await
+    .unwrap();
+}
+
+fn openssl(args: &[&str], dir: &std::path::Path) -> String {
+    run(Command::new("openssl").args(args).current_dir(dir)).unwrap()
+}
+
+/// The certificate's serial and notAfter, and whether its key is the one in `tls.key`.
+fn certificate(volume: &PodVolume) -> (String, String) {
+    let dir = &volume.target;
+    let from_cert = openssl(&["x509", "-in", "tls.crt", "-noout", "-pubkey"], dir);
+    let from_key = openssl(&["pkey", "-in", "tls.key", "-pubout"], dir);
+    assert_eq!(from_cert, from_key, "the certificate's key is tls.key");
+    let verified = openssl(&["verify", "-CAfile", "ca.crt", "tls.crt"], dir);
+    assert!(verified.contains("tls.crt: OK"), "{verified}");
+    let serial = openssl(&["x509", "-in", "tls.crt", "-noout", "-serial"], dir);
+    let end = openssl(&["x509", "-in", "tls.crt", "-noout", "-enddate"], dir);
+    (serial.trim().to_owned(), end.trim().to_owned())
+}
+
+#[tokio::test]
+async fn a_certificate_its_key_and_ca_come_from_one_issue_and_rotate_before_expiry() {
+    let bed = guide_bed().await;
+    bao(&bed, &["secrets", "enable", "pki"]);
+    bao(&bed, &["secrets", "tune", "-max-lease-ttl=1h", "pki"]);
+    bao(
+        &bed,
+        &[
+            "write",
+            "pki/root/generate/internal",
+            "common_name=bed.example",
+            "ttl=1h",
+        ],
+    );
+    bao(
+        &bed,
+        &[
+            "write",
+            "pki/roles/web",
+            "allowed_domains=example.com",
+            "allow_subdomains=true",
+            "max_ttl=1h",
+        ],
+    );
+    walkthrough::backend_policy(
+        &bed,
+        "path \"pki/issue/web\" { capabilities = [\"update\"] }\n",
+    )
+    .unwrap();
+    let issued = |name: &str, key: &str| {
+        let mut file = SecretFile::new(name, "pki/issue/web", key);
+        let source = file.source.as_mut().unwrap();
+        source.method = Some(Method::Post);
+        source.args = [
+            ("common_name".to_owned(), "app.example.com".to_owned()),
+            ("ttl".to_owned(), "12s".to_owned()),
+        ]
+        .into();
+        file
+    };
+    let spec = SecretsStoreImportSpec::new(
+        ROLE,
+        vec![
+            issued("tls.crt", "certificate"),
+            SecretFile {
+                mode: Some("0400".into()),
+                ..issued("tls.key", "private_key")
+            },
+            issued("ca.crt", "issuing_ca"),
+        ],
+    );
+    apply_ssi(&bed, "tls", spec);
+    let driver = CsiDriver::start(
+        &bed,
+        DriverOptions {
+            rotation_interval: "1h".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let volume = create_pod(&bed, &driver, NAMESPACE, "web-1", SERVICE_ACCOUNT, "tls")
+        .await
+        .unwrap();
+    publish(&bed, &driver, &volume).await.expect("publish");
+    let (serial, end) = certificate(&volume);
+    assert_eq!(
+        store_requests(&driver, "write").await,
+        1.0,
+        "three files, one issue"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(volume.target.join("tls.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o400);
+
+    // Two thirds into its 12 s: a new certificate, again matching its key, before the old
+    // one's notAfter.
+    let issued_at = Instant::now();
+    wait::until(Duration::from_secs(20), "a new certificate", || {
+        let (now, _) = certificate(&volume);
+        wait::check(now != serial, || format!("still {now}"))
+    })
+    .await
+    .unwrap();
+    assert!(
+        issued_at.elapsed() < Duration::from_secs(12),
+        "rotated before {end}, after {:?}",
+        issued_at.elapsed()
+    );
+    assert_eq!(store_requests(&driver, "write").await, 2.0);
+    unpublish(&driver, &volume).await.expect("unpublish");
+}
