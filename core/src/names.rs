@@ -18,6 +18,18 @@ pub fn is_safe_path(path: &str) -> bool {
 /// source): the store's own management API, never a secret engine.
 pub const FORBIDDEN_WRITE_PREFIXES: [&str; 4] = ["sys/", "auth/", "identity/", "cubbyhole/"];
 
+/// The part of the store's management API `path` reaches (`"sys/"` ...), if any. Every
+/// segment counts, not only the first: below a Vault namespace the same API is at
+/// `<namespace>/sys/...`.
+pub fn management_prefix(path: &str) -> Option<&'static str> {
+    path.split('/').find_map(|segment| {
+        FORBIDDEN_WRITE_PREFIXES
+            .iter()
+            .find(|prefix| prefix.strip_suffix('/') == Some(segment))
+            .copied()
+    })
+}
+
 /// A Kubernetes object name of the DNS-1123 subdomain kind, as SecretsStoreImports have: at
 /// most 253 characters, dot-separated labels of lowercase letters, digits and `-`, each starting
 /// and ending with a letter or digit. Checked before a name from a pod reaches an API URL.

@@ -102,7 +102,7 @@ pub struct SecretFile {
     /// Permission bits of the file as an octal string (`"0400"`, `"0440"`, `"0644"`); the
     /// volume's default when absent (0644, or 0640 with the pod's fsGroup as the group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^0?[0-7]{3}$"))]
+    #[schemars(regex(pattern = r"^0?[4-7][0-7]{2}$"))]
     pub mode: Option<String>,
 }
 
@@ -371,10 +371,7 @@ fn method_problems(i: usize, source: &FileSource) -> Vec<String> {
         )),
         Method::Get => {}
         Method::Post => {
-            if let Some(prefix) = crate::names::FORBIDDEN_WRITE_PREFIXES
-                .iter()
-                .find(|prefix| source.path.starts_with(*prefix))
-            {
+            if let Some(prefix) = crate::names::management_prefix(&source.path) {
                 problems.push(format!(
                     "spec.files[{i}].source.path {:?}: POST under {prefix} is refused, it is the \
                      store's management API; POST only to an engine that issues secrets, like pki/issue/<role>",

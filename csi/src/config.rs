@@ -44,6 +44,11 @@ pub struct Args {
     #[arg(long, env = "SSI_CSI_STATE_DIR", default_value = "/var/lib/ssi-csi")]
     pub state_dir: PathBuf,
 
+    /// Directory on a tmpfs (the node's `/run`) where the Vault tokens holding leases are kept
+    /// across a driver restart; not written to unless it is a tmpfs.
+    #[arg(long, env = "SSI_CSI_TOKEN_DIR", default_value = "/run/ssi-csi/tokens")]
+    pub token_dir: PathBuf,
+
     /// Store connection defaults and what a SecretsStoreImport may override.
     #[command(flatten)]
     pub store: StoreDefaults,

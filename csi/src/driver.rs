@@ -47,7 +47,7 @@ impl Volume {
 fn instant_of(time: SystemTime) -> Instant {
     let (now, wall) = (Instant::now(), SystemTime::now());
     match time.duration_since(wall) {
-        Ok(ahead) => now + ahead,
+        Ok(ahead) => now + ahead.min(ssi_vault::MAX_TTL),
         Err(behind) => now.checked_sub(behind.duration()).unwrap_or(now),
     }
 }
@@ -231,6 +231,11 @@ impl Driver {
                     });
                 }
                 existing.tokens = tokens.clone();
+                // Recovered after a restart: rotate it now that a token is here, rather than
+                // at the next full cycle.
+                if existing.identity.is_none() {
+                    existing.retry_at = Some(Instant::now());
+                }
                 self.schedule_changed.notify_one();
                 true
             }
@@ -263,7 +268,9 @@ impl Driver {
         let result = self.mount_and_write(&record, &files, &holdings).await;
         if let Err(error) = result {
             // Leases nothing will use: give them back now rather than at their TTL.
-            self.fetcher.release(Some(&identity), &holdings).await;
+            self.fetcher
+                .release(&record, &tokens, Some(&identity), &holdings)
+                .await;
             return Err(error);
         }
 
@@ -367,7 +374,12 @@ impl Driver {
         };
         if let Some(volume) = gone {
             self.fetcher
-                .release(volume.identity.as_ref(), &volume.holdings)
+                .release(
+                    &volume.record,
+                    &volume.tokens,
+                    volume.identity.as_ref(),
+                    &volume.holdings,
+                )
                 .await;
         }
         self.locks
@@ -403,12 +415,20 @@ impl Driver {
         }
         while tasks.join_next().await.is_some() {}
         if full {
-            let in_use: HashSet<IdentityKey> = self
-                .volumes()
-                .values()
-                .filter_map(|v| v.identity.clone())
-                .collect();
-            self.fetcher.retain_sessions(&in_use);
+            let (in_use, every_identity_known) = {
+                let volumes = self.volumes();
+                let in_use: HashSet<IdentityKey> = volumes
+                    .values()
+                    .filter_map(|v| v.identity.clone())
+                    .collect();
+                // NB: a volume recovered after a restart learns its identity only at its first
+                // rotation; the token holding its leases must wait for it.
+                let known = volumes
+                    .values()
+                    .all(|v| v.identity.is_some() || v.holdings.is_empty());
+                (in_use, known)
+            };
+            self.fetcher.retain_sessions(&in_use, every_identity_known);
         }
         self.metrics
             .rotation_cycle_seconds

@@ -5,10 +5,11 @@ use crate::error::Error;
 use crate::held::{Held, Holdings, Request, TokenState};
 use crate::metrics::{Metrics, Outcome, StoreLabels};
 use crate::state::Record;
+use crate::tokens::TokenStore;
 use crate::writer::Files;
 use base64::Engine;
 use kube::Api;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use ssi_core::SecretsStoreImport;
 use ssi_core::ssi::Method;
 use ssi_vault::{Client, KubernetesAuth, Operation, Secret, Session, StoreConfig};
@@ -53,6 +54,23 @@ pub struct IdentityKey {
     role: String,
     service_account_namespace: String,
     service_account: String,
+}
+
+impl IdentityKey {
+    /// Every field in one line, for checking that a saved token is this identity's.
+    pub fn spelled_out(&self) -> String {
+        format!(
+            "{}|{:?}|{:?}|{}|{}|{}|{}|{}",
+            self.store.address,
+            self.store.vault_namespace,
+            self.store.ca_pem,
+            self.store.skip_tls_verify,
+            self.auth_path,
+            self.role,
+            self.service_account_namespace,
+            self.service_account
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -112,6 +130,7 @@ pub struct Fetcher {
     metrics: Arc<Metrics>,
     clients: Mutex<HashMap<StoreKey, Client>>,
     sessions: Mutex<HashMap<IdentityKey, Arc<Session>>>,
+    tokens: TokenStore,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -131,7 +150,13 @@ impl Fetcher {
             metrics,
             clients: Mutex::default(),
             sessions: Mutex::default(),
+            tokens: TokenStore::disabled(),
         }
+    }
+
+    /// Keeps the tokens that hold leases in `tokens`, for a restart (see [`crate::tokens`]).
+    pub fn with_token_store(self, tokens: TokenStore) -> Fetcher {
+        Fetcher { tokens, ..self }
     }
 
     /// The files of `record`'s volume, fetched as the pod with one of `tokens`.
@@ -147,29 +172,19 @@ impl Fetcher {
         holdings: &mut Holdings,
         previous: Option<&Files>,
     ) -> Result<(Files, IdentityKey), Error> {
-        let namespace = &record.pod.namespace;
-        let ssi = self.ssi(namespace, &record.ssi, cycle).await?;
+        let (ssi, key, session) = self.resolve(record, tokens, cycle, true).await?;
         let spec = &ssi.spec;
-        spec.validate().map_err(|source| Error::InvalidSsi {
-            namespace: namespace.clone(),
-            name: record.ssi.clone(),
-            source,
-        })?;
-        let audience = spec
-            .audience
-            .clone()
-            .unwrap_or_else(|| self.settings.token_audience.clone());
-        let jwt = tokens
-            .get(&audience)
-            .ok_or(Error::MissingToken { audience })?;
-        let key = self.identity(&ssi, record)?;
-        let ssi_name = format!("{namespace}/{}", record.ssi);
-        let session = self.session(&key, jwt, &ssi_name)?;
+        let ssi_name = format!("{}/{}", record.pod.namespace, record.ssi);
 
         let mut next = holdings.clone();
         let obtained = self
             .obtain_all(&session, &key, spec, cycle, &mut next, previous, &ssi_name)
             .await;
+        if next.values().any(|held| held.lease.is_some())
+            && let Some((token, login_id)) = session.current_token().await
+        {
+            self.tokens.save(&key, &token, login_id);
+        }
         let files = obtained.and_then(|secrets| files_of(spec, &secrets, previous, &ssi_name));
         match &files {
             // What the volume no longer asks for (its SSI changed) is given back; a secret
@@ -268,6 +283,19 @@ impl Fetcher {
                             kept.until = Some(now + granted.duration);
                             tracing::info!(path = %request.path, granted = ?granted.duration,
                                 "the lease is near its max TTL; obtaining new credentials");
+                        }
+                        // NB: the store refused (the lease is gone or at its end): new
+                        // credentials. An outage is not a refusal: the files and the lease
+                        // stay, and the volume is retried while the lease still works.
+                        Err(e)
+                            if e.status()
+                                .is_none_or(|status| status >= 500 || status == 429) =>
+                        {
+                            return Err(Error::Store {
+                                ssi: ssi_name.to_owned(),
+                                what: format!("the lease renewal of {}", request.path),
+                                source: Arc::new(e),
+                            });
                         }
                         Err(e) => tracing::info!(path = %request.path, error = %e,
                             "the lease was not renewed; obtaining new credentials"),
@@ -374,29 +402,73 @@ impl Fetcher {
         }
     }
 
-    /// Revokes the leases a volume held, as its identity, when the volume goes. Without a
-    /// session for it (a driver restarted since, and no republish came) they end at their TTL.
-    pub async fn release(&self, identity: Option<&IdentityKey>, holdings: &Holdings) {
+    /// Revokes the leases a volume held, as its identity, when the volume goes. The identity is
+    /// worked out from the SSI when the volume never rotated since a restart; without a token
+    /// or a saved one, the leases end at their TTL.
+    pub async fn release(
+        &self,
+        record: &Record,
+        tokens: &Tokens,
+        identity: Option<&IdentityKey>,
+        holdings: &Holdings,
+    ) {
         if holdings.values().all(|held| held.lease.is_none()) {
             return;
         }
-        let session = identity.and_then(|key| {
+        let known = identity.and_then(|key| {
             self.sessions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(key)
                 .cloned()
         });
-        let Some(session) = session else {
-            tracing::warn!(
-                leases = holdings.len(),
-                "no session to revoke the volume's leases with; they end at their TTL"
-            );
-            return;
+        let session = match known {
+            Some(session) => session,
+            None => match self.resolve(record, tokens, &Cycle::default(), false).await {
+                Ok((_, _, session)) => session,
+                Err(e) => {
+                    tracing::warn!(leases = holdings.len(), error = %crate::error::chain(&e),
+                        "cannot revoke the volume's leases; they end at their TTL");
+                    return;
+                }
+            },
         };
         for held in holdings.values() {
             self.revoke(&session, held).await;
         }
+    }
+
+    /// The volume's SSI, identity and session. Without a token for the SSI's audience the
+    /// session can still revoke with a token it kept or saved, so `need_token` false lets it be
+    /// made (a login with it would fail).
+    async fn resolve(
+        &self,
+        record: &Record,
+        tokens: &Tokens,
+        cycle: &Cycle,
+        need_token: bool,
+    ) -> Result<(Arc<SecretsStoreImport>, IdentityKey, Arc<Session>), Error> {
+        let namespace = &record.pod.namespace;
+        let ssi = self.ssi(namespace, &record.ssi, cycle).await?;
+        ssi.spec.validate().map_err(|source| Error::InvalidSsi {
+            namespace: namespace.clone(),
+            name: record.ssi.clone(),
+            source,
+        })?;
+        let audience = ssi
+            .spec
+            .audience
+            .clone()
+            .unwrap_or_else(|| self.settings.token_audience.clone());
+        let key = self.identity(&ssi, record)?;
+        let jwt = match tokens.get(&audience) {
+            Some(jwt) => jwt.clone(),
+            None if need_token => return Err(Error::MissingToken { audience }),
+            None => SecretString::from(String::new()),
+        };
+        let ssi_name = format!("{namespace}/{}", record.ssi);
+        let session = self.session(&key, &jwt, &ssi_name)?;
+        Ok((ssi, key, session))
     }
 
     async fn ssi(
@@ -507,7 +579,10 @@ impl Fetcher {
     ) -> Result<Arc<Session>, Error> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(session) = sessions.get(key) {
-            session.set_jwt(jwt.clone());
+            // NB: an empty JWT (a revocation without kubelet's token) never replaces a real one.
+            if !jwt.expose_secret().is_empty() {
+                session.set_jwt(jwt.clone());
+            }
             return Ok(session.clone());
         }
         let client = self.client(&key.store).map_err(|source| Error::Store {
@@ -515,14 +590,16 @@ impl Fetcher {
             what: "a connection to the store".into(),
             source: Arc::new(source),
         })?;
-        let session = Arc::new(Session::new(
-            client,
-            KubernetesAuth {
-                auth_path: key.auth_path.clone(),
-                role: key.role.clone(),
-            },
-            jwt.clone(),
-        ));
+        let auth = KubernetesAuth {
+            auth_path: key.auth_path.clone(),
+            role: key.role.clone(),
+        };
+        let session = Arc::new(match self.tokens.load(key) {
+            Some((token, login_id)) => {
+                Session::restored(client, auth, jwt.clone(), token, login_id)
+            }
+            None => Session::new(client, auth, jwt.clone()),
+        });
         sessions.insert(key.clone(), session.clone());
         Ok(session)
     }
@@ -566,7 +643,12 @@ impl Fetcher {
     /// Drops sessions no mounted volume uses any more (their pods are gone), and the store
     /// clients (one per address, CA, namespace) that no remaining session needs: SSIs decide
     /// those keys, so neither map may only grow.
-    pub fn retain_sessions(&self, in_use: &HashSet<IdentityKey>) {
+    /// `forget_tokens`: also delete the saved tokens of the identities gone, which only a
+    /// caller that knows every volume's identity may ask (see [`crate::tokens`]).
+    pub fn retain_sessions(&self, in_use: &HashSet<IdentityKey>, forget_tokens: bool) {
+        if forget_tokens {
+            self.tokens.retain(in_use);
+        }
         self.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -750,12 +832,12 @@ mod tests {
             service_account_namespace: "ns".into(),
             service_account: "sa".into(),
         };
-        fetcher.retain_sessions(&HashSet::from([kept]));
+        fetcher.retain_sessions(&HashSet::from([kept]), true);
         let clients = fetcher.clients.lock().unwrap();
         assert_eq!(clients.len(), 1);
         assert!(clients.contains_key(&store("http://a.example:8200")));
         drop(clients);
-        fetcher.retain_sessions(&HashSet::new());
+        fetcher.retain_sessions(&HashSet::new(), true);
         assert!(fetcher.clients.lock().unwrap().is_empty());
     }
 }

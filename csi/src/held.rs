@@ -85,8 +85,9 @@ pub struct Held {
     #[serde(with = "unix_opt")]
     pub until: Option<SystemTime>,
     /// The session login whose token obtained the lease, while the session keeps that token;
-    /// `None` once it is gone (after a restart).
-    #[serde(skip)]
+    /// `None` once it is gone. Saved: a restarted driver that kept the token (see
+    /// [`crate::tokens`]) goes on with it.
+    #[serde(default)]
     pub token_login: Option<u64>,
     /// When that token expires as last seen: the lease dies with it unless it is renewed.
     #[serde(with = "unix_opt")]
@@ -117,6 +118,7 @@ impl PartialEq for Held {
             && self.since == other.since
             && self.until == other.until
             && self.token_until == other.token_until
+            && self.token_login == other.token_login
     }
 }
 
@@ -150,7 +152,7 @@ impl Held {
             .value("expiration")
             .ok()
             .and_then(|v| std::str::from_utf8(v.expose()).ok()?.parse::<u64>().ok())
-            .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+            .map(from_unix);
         let lease_end = lease.as_ref().map(|l| now + l.duration);
         let until = match (lease_end, expiration) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -197,10 +199,7 @@ impl Held {
     /// When the volume should look at this secret again: two thirds into its life, or when
     /// its token needs renewing, whichever comes first; `None` for never.
     pub fn due_at(&self) -> Option<SystemTime> {
-        let own = self.deadline().map(|deadline| {
-            let life = deadline.duration_since(self.since).unwrap_or_default();
-            self.since + life * 2 / 3
-        });
+        let own = self.deadline().map(|deadline| self.renewal_time(deadline));
         let token = self.token_login.and(self.token_renew_at);
         match (own, token) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -210,10 +209,15 @@ impl Held {
 
     /// Whether it is time to renew or replace the secret itself (not only to look again).
     pub fn needs_renewal(&self, now: SystemTime) -> bool {
-        self.deadline().is_some_and(|deadline| {
-            let life = deadline.duration_since(self.since).unwrap_or_default();
-            now >= self.since + life * 2 / 3
-        })
+        self.deadline()
+            .is_some_and(|deadline| now >= self.renewal_time(deadline))
+    }
+
+    /// Two thirds of the way from `since` to `deadline`, and never sooner than a second after
+    /// `since`: a store granting a lease of a second cannot make the driver spin.
+    fn renewal_time(&self, deadline: SystemTime) -> SystemTime {
+        let life = deadline.duration_since(self.since).unwrap_or_default();
+        self.since + (life / 3 * 2).max(MIN_RENEWAL_INTERVAL)
     }
 
     /// Whether renewing the lease can extend it: renewable, not lapsed, and either its token is
@@ -229,6 +233,15 @@ impl Held {
             && self.deadline().is_none_or(|deadline| now < deadline)
             && (self.token_login.is_some() || token_outlives_lease)
     }
+}
+
+/// The shortest time between two renewals of one secret.
+const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A unix time from a store's reply or a record, capped at the year 2100 so that no value can
+/// overflow the clock's arithmetic.
+fn from_unix(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs.min(4_102_444_800))
 }
 
 /// The holdings as the volume's record saves them, in a stable order.
@@ -268,13 +281,13 @@ mod seconds {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_secs)
+        u64::deserialize(d).map(|secs| Duration::from_secs(secs).min(ssi_vault::MAX_TTL))
     }
 }
 
 mod unix {
     use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::{Duration, SystemTime};
+    use std::time::SystemTime;
 
     pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         let secs = t
@@ -285,13 +298,13 @@ mod unix {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        u64::deserialize(d).map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+        u64::deserialize(d).map(super::from_unix)
     }
 }
 
 mod unix_opt {
     use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::{Duration, SystemTime};
+    use std::time::SystemTime;
 
     pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
         match t {
@@ -301,8 +314,7 @@ mod unix_opt {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?
-            .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs)))
+        Ok(Option::<u64>::deserialize(d)?.map(super::from_unix))
     }
 }
 
@@ -357,6 +369,28 @@ mod tests {
         assert!(!held.needs_renewal(at(59)) && held.needs_renewal(at(60)));
         assert!(held.can_renew(at(60)));
     }
+
+    #[test]
+    fn no_reply_or_record_can_overflow_the_clock_or_make_the_driver_spin() {
+        let hostile = secret(json!({"lease_id": "database/creds/app/x",
+            "lease_duration": u64::MAX, "renewable": true,
+            "data": {"expiration": u64::MAX}}));
+        let held = Held::of(&Request::get(DB), hostile, token(1, 600), at(0)).unwrap();
+        assert!(held.due_at().is_some());
+        let tiny = secret(
+            json!({"lease_id": "database/creds/app/y", "lease_duration": 1,
+            "renewable": true, "data": {}}),
+        );
+        let held = Held::of(&Request::get(DB), tiny, token(1, 600), at(0)).unwrap();
+        assert_eq!(held.due_at(), Some(at(1)), "not sooner than a second");
+        let record = r#"{"request": {"path": "a", "method": "GET"}, "lease": {"id": "a/b",
+            "renewable": true, "duration": 18446744073709551615}, "since": 18446744073709551615,
+            "until": 18446744073709551615, "token_until": null}"#;
+        let recovered: Held = serde_json::from_str(record).unwrap();
+        assert!(recovered.due_at().is_some());
+    }
+
+    const DB: &str = "database/creds/app";
 
     #[test]
     fn a_certificate_is_due_two_thirds_into_its_validity() {

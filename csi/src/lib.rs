@@ -28,6 +28,7 @@ pub mod rotation;
 pub mod service;
 pub mod state;
 pub mod template;
+pub mod tokens;
 pub mod writer;
 
 pub mod proto {
@@ -95,7 +96,8 @@ pub async fn run(
         },
         driver::Parts {
             metrics: metrics.clone(),
-            fetcher: fetch::Fetcher::new(kube.clone(), settings, metrics.clone()),
+            fetcher: fetch::Fetcher::new(kube.clone(), settings, metrics.clone())
+                .with_token_store(tokens::TokenStore::open(&args.token_dir)),
             events: events::Events::new(kube, args.node_id.clone()),
             records,
         },

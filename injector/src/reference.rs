@@ -199,10 +199,7 @@ fn parse_write(text: &str) -> Result<Reference, String> {
     }
     // The store's own control plane is no place for an env value to write to: a pod whose
     // ConfigMap someone else edits must not create tokens or change policies as the pod.
-    if let Some(prefix) = FORBIDDEN_WRITE_PREFIXES
-        .iter()
-        .find(|prefix| path.trim_start_matches('/').starts_with(*prefix))
-    {
+    if let Some(prefix) = ssi_core::names::management_prefix(path.trim_matches('/')) {
         return Err(format!(
             "writes under {prefix} are refused: that part of the store manages it (tokens, \
              policies, mounts), it does not issue secrets; {usage}"

@@ -49,6 +49,9 @@ pub struct OpenBao {
     pub ca_pem: Option<String>,
     /// Unseal key of the dev server, for tests that seal it.
     pub unseal_key: String,
+    /// The file audit device's log (one JSON object per request and response), when the bed
+    /// was built with [`TestBedBuilder::audit_log`].
+    pub audit_log: Option<PathBuf>,
     pid: u32,
 }
 
@@ -65,6 +68,7 @@ pub struct TestBedBuilder {
     kube: bool,
     openbao: bool,
     openbao_tls: bool,
+    audit_log: bool,
 }
 
 /// A running test bed. Dropping it tears everything down.
@@ -102,6 +106,7 @@ impl Default for TestBedBuilder {
             kube: true,
             openbao: true,
             openbao_tls: false,
+            audit_log: false,
         }
     }
 }
@@ -125,6 +130,13 @@ impl TestBedBuilder {
         self
     }
 
+    /// Give OpenBao a file audit device, declared in its configuration (OpenBao refuses to
+    /// enable audit devices through its API).
+    pub fn audit_log(mut self) -> Self {
+        self.audit_log = true;
+        self
+    }
+
     /// Starts the parts asked for and waits until each answers.
     pub async fn start(self) -> crate::Result<TestBed> {
         let dir = tempfile::Builder::new().prefix("ssi-testbed-").tempdir()?;
@@ -139,7 +151,8 @@ impl TestBedBuilder {
         // Both chains are independent; OpenBao first, as it is ready in well under a second and
         // its log then holds the unseal key.
         if self.openbao {
-            bed.start_openbao(&root, self.openbao_tls).await?;
+            bed.start_openbao(&root, self.openbao_tls, self.audit_log)
+                .await?;
         }
         if self.kube {
             bed.start_kube(&root).await?;
@@ -239,11 +252,22 @@ impl TestBed {
         self.openbao.as_ref()
     }
 
-    async fn start_openbao(&mut self, root: &Path, tls: bool) -> crate::Result<()> {
+    async fn start_openbao(&mut self, root: &Path, tls: bool, audit: bool) -> crate::Result<()> {
         let bao = tool("bao")?;
         let root_token = "root".to_owned();
         let tls_dir = root.join("openbao-tls");
         std::fs::create_dir_all(&tls_dir)?;
+        let audit_log = audit.then(|| root.join("openbao-audit.log"));
+        let config = root.join("openbao-audit.hcl");
+        if let Some(log) = &audit_log {
+            std::fs::write(
+                &config,
+                format!(
+                    "audit \"file\" \"bed\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                    log.display()
+                ),
+            )?;
+        }
         let (mut process, ports) = start_on_free_ports(
             "openbao",
             1,
@@ -258,6 +282,9 @@ impl TestBed {
                     .env("HOME", root)
                     .env_remove("BAO_ADDR")
                     .env_remove("VAULT_ADDR");
+                if audit {
+                    command.arg(format!("-config={}", config.display()));
+                }
                 if tls {
                     command
                         .arg("-dev-tls")
@@ -326,6 +353,7 @@ impl TestBed {
             root_token,
             ca_pem,
             unseal_key,
+            audit_log,
             pid: process.pid(),
         });
         if process.exited().is_some() {

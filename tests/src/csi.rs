@@ -97,6 +97,13 @@ impl CsiDriver {
         };
         std::fs::create_dir_all(&root)?;
         std::fs::create_dir_all(&kubelet_root)?;
+        // As the node's /run: a tmpfs, which the driver checks before it keeps tokens there.
+        // The bed unmounts it at teardown, with everything mounted below its directory.
+        let token_dir = root.join("run");
+        if !token_dir.exists() {
+            std::fs::create_dir_all(&token_dir)?;
+            ssi_csi::mount::mount_tmpfs(&token_dir, "1m")?;
+        }
         let mut driver = CsiDriver {
             process: None,
             socket,
@@ -126,6 +133,10 @@ impl CsiDriver {
             .arg("--node-id=testbed-node")
             .arg(format!("--kubelet-root={}", self.kubelet_root.display()))
             .arg(format!("--state-dir={}", self.state_dir.display()))
+            .arg(format!(
+                "--token-dir={}",
+                self.log_dir.join("run/tokens").display()
+            ))
             .arg(format!("--store-address={}", self.store_address))
             .arg(format!("--store-auth-path={}", self.options.auth_path))
             .arg(format!("--store-timeout={}", self.options.store_timeout))

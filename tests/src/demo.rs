@@ -238,6 +238,14 @@ fn csi_overlay(base: &Path, store: &str, node: &Node) -> String {
         "/var/lib/ssi-csi",
         &state.to_string(),
     );
+    // NB: not a tmpfs, so the driver keeps no tokens there (it says so); the demo holds no
+    // leases, and the host's /run stays untouched.
+    let run = node.kubelet_root.with_file_name("ssi-csi-run");
+    patch += &replace(
+        &format!("{spec}/volumes/4/hostPath/path"),
+        "/run/ssi-csi",
+        &run.display().to_string(),
+    );
     format!(
         r#"# manifests/csi on the test bed's node.
 resources:

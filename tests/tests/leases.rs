@@ -5,12 +5,10 @@
 // Tests fail by panicking, helpers included.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use ssi_core::ssi::Method;
-use ssi_core::{SecretFile, SecretsStoreImport, SecretsStoreImportSpec};
 use ssi_tests::csi::{CsiDriver, DriverOptions, PodVolume, create_pod, publish, unpublish};
 use ssi_tests::postgres::Postgres;
 use ssi_tests::walkthrough::{self, NAMESPACE, Narrator, ROLE, SERVICE_ACCOUNT, VaultSetup};
-use ssi_tests::{TestBed, run, wait};
+use ssi_tests::{TestBed, run, wait, workspace_path};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -81,39 +79,60 @@ fn database_engine(bed: &TestBed, postgres: &Postgres, ttl: &str, max_ttl: &str)
     .unwrap();
 }
 
-fn db_ssi(bed: &TestBed) {
-    let spec = SecretsStoreImportSpec::new(
-        ROLE,
-        vec![
-            SecretFile::new("username", DB_PATH, "username"),
-            SecretFile {
-                mode: Some("0400".into()),
-                ..SecretFile::new("password", DB_PATH, "password")
-            },
-        ],
+/// Applies a documented example SSI (docs/examples), after checking that
+/// docs/secretsstoreimport.md shows the same spec; `adjust` edits its text first.
+fn apply_example(bed: &TestBed, file: &str, adjust: impl FnOnce(String) -> String) {
+    let example =
+        std::fs::read_to_string(workspace_path(&format!("docs/examples/{file}"))).unwrap();
+    let spec = &example[example.find("spec:").unwrap()..];
+    let docs = std::fs::read_to_string(workspace_path("docs/secretsstoreimport.md")).unwrap();
+    assert!(
+        docs.contains(spec),
+        "docs/secretsstoreimport.md shows {file}'s spec"
     );
-    apply_ssi(bed, "db", spec);
+    bed.apply_yaml(&adjust(example)).unwrap();
 }
 
-fn apply_ssi(bed: &TestBed, name: &str, spec: SecretsStoreImportSpec) {
-    let mut ssi = SecretsStoreImport::new(name, spec);
-    ssi.metadata.namespace = Some(NAMESPACE.into());
-    bed.apply_yaml(&serde_yaml::to_string(&ssi).unwrap())
-        .unwrap();
+fn db_ssi(bed: &TestBed) {
+    apply_example(bed, "ssi-database.yaml", |text| text);
 }
 
 fn read(volume: &PodVolume, file: &str) -> String {
     String::from_utf8(std::fs::read(volume.target.join(file)).unwrap()).unwrap()
 }
 
-/// The volume's database user, after proving its credentials log in to PostgreSQL.
-fn working_user(postgres: &Postgres, volume: &PodVolume) -> String {
-    let (user, password) = (read(volume, "username"), read(volume, "password"));
+/// The volume's files of one generation (`..data`'s target once), so that a swap between two
+/// reads cannot mix two generations.
+fn generation(volume: &PodVolume, files: &[&str]) -> Vec<String> {
+    let current = std::fs::read_link(volume.target.join("..data")).unwrap();
+    let dir = volume.target.join(current);
+    files
+        .iter()
+        .map(|file| String::from_utf8(std::fs::read(dir.join(file)).unwrap()).unwrap())
+        .collect()
+}
+
+/// The volume's database user and password, after proving that they log in to PostgreSQL and
+/// that the rendered file holds the same.
+fn working_credentials(postgres: &Postgres, volume: &PodVolume) -> (String, String) {
+    let [user, password, env]: [String; 3] =
+        generation(volume, &["username", "password", "app.env"])
+            .try_into()
+            .unwrap();
     let me = postgres
         .sql_as(&user, &password, "select current_user")
         .unwrap_or_else(|e| panic!("{}'s credentials must log in: {e:#}", volume.pod));
     assert_eq!(me.trim(), user);
-    user
+    assert_eq!(
+        env,
+        format!("DATABASE_URL=postgres://{user}:{password}@db:5432/app\n"),
+        "the rendered file comes from the same response"
+    );
+    (user, password)
+}
+
+fn working_user(postgres: &Postgres, volume: &PodVolume) -> String {
+    working_credentials(postgres, volume).0
 }
 
 /// The lease ids the store holds for `DB_PATH`.
@@ -200,7 +219,7 @@ async fn database_users_are_kept_per_volume_renewed_replaced_before_max_ttl_and_
         .await
         .expect("publish second");
 
-    let user = working_user(&postgres, &first);
+    let (user, password) = working_credentials(&postgres, &first);
     let other = working_user(&postgres, &second);
     assert_ne!(user, other, "two pods never share a database user");
     assert_eq!(leases(&bed).len(), 2, "one lease per volume");
@@ -280,6 +299,11 @@ async fn a_restarted_driver_renews_the_leases_it_recorded_without_new_credential
     publish(&bed, &driver, &volume).await.expect("publish");
     let user = working_user(&postgres, &volume);
     let lease = recorded_lease(&driver, &volume, &read(&volume, "password"));
+    assert_eq!(
+        last_renewal(&bed, &lease),
+        None,
+        "not renewed before the restart"
+    );
 
     driver.kill();
     driver.restart().await.expect("restart");
@@ -359,29 +383,10 @@ async fn a_certificate_its_key_and_ca_come_from_one_issue_and_rotate_before_expi
         "path \"pki/issue/web\" { capabilities = [\"update\"] }\n",
     )
     .unwrap();
-    let issued = |name: &str, key: &str| {
-        let mut file = SecretFile::new(name, "pki/issue/web", key);
-        let source = file.source.as_mut().unwrap();
-        source.method = Some(Method::Post);
-        source.args = [
-            ("common_name".to_owned(), "app.example.com".to_owned()),
-            ("ttl".to_owned(), "12s".to_owned()),
-        ]
-        .into();
-        file
-    };
-    let spec = SecretsStoreImportSpec::new(
-        ROLE,
-        vec![
-            issued("tls.crt", "certificate"),
-            SecretFile {
-                mode: Some("0400".into()),
-                ..issued("tls.key", "private_key")
-            },
-            issued("ca.crt", "issuing_ca"),
-        ],
-    );
-    apply_ssi(&bed, "tls", spec);
+    apply_example(&bed, "ssi-pki.yaml", |text| {
+        assert_eq!(text.matches("ttl: 72h").count(), 3);
+        text.replace("ttl: 72h", "ttl: 12s")
+    });
     let driver = CsiDriver::start(
         &bed,
         DriverOptions {

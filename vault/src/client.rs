@@ -82,6 +82,22 @@ impl VaultToken {
         }
     }
 
+    /// A token saved earlier, expiring at `expires_at` (`None`: never): its TTL is what is left.
+    pub fn restore(
+        secret: SecretString,
+        expires_at: Option<std::time::SystemTime>,
+        renewable: bool,
+    ) -> VaultToken {
+        let ttl = expires_at.map(|at| {
+            at.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        });
+        VaultToken {
+            renewable,
+            ..VaultToken::new(secret, ttl)
+        }
+    }
+
     /// Whether the store lets the token be renewed (`auth/token/renew-self`).
     pub fn renewable(&self) -> bool {
         self.renewable
@@ -390,7 +406,7 @@ impl Client {
             })
             .await?;
         Ok(Lease {
-            duration: Duration::from_secs(
+            duration: crate::ttl_from_secs(
                 response
                     .get("lease_duration")
                     .and_then(Value::as_u64)
@@ -570,7 +586,7 @@ fn token_from_auth(token: &str, auth: &Value) -> VaultToken {
         .get("lease_duration")
         .and_then(Value::as_u64)
         .filter(|&s| s > 0)
-        .map(Duration::from_secs);
+        .map(crate::ttl_from_secs);
     let mut token = VaultToken::new(SecretString::from(token.to_owned()), ttl);
     token.renewable = auth
         .get("renewable")

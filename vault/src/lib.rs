@@ -30,3 +30,12 @@ pub use secret::{Secret, SecretValue};
 pub use session::{KubernetesAuth, Session};
 
 pub use secrecy::{ExposeSecret, SecretString};
+
+/// Longest lease or token life taken from a store's reply (ten years): longer ones are read as
+/// this, so that no reply can overflow the time arithmetic of its holder.
+pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A lease or token life in seconds from a store's reply, capped at [`MAX_TTL`].
+pub(crate) fn ttl_from_secs(seconds: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(seconds).min(MAX_TTL)
+}

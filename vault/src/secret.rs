@@ -63,7 +63,7 @@ impl Secret {
             .get("lease_duration")
             .and_then(Value::as_u64)
             .filter(|&s| s > 0)
-            .map(Duration::from_secs);
+            .map(crate::ttl_from_secs);
         let lease_id = body
             .get("lease_id")
             .and_then(Value::as_str)

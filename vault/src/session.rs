@@ -28,8 +28,19 @@ pub struct Session {
     login_id: AtomicU64,
 }
 
-/// Numbers every login of the process, so that a token is never mistaken for another one.
-static LOGIN_IDS: AtomicU64 = AtomicU64::new(1);
+/// Numbers every login, so that a token is never mistaken for another one, also across
+/// restarts of the process (ids start from the clock at the first login).
+fn next_login_id() -> u64 {
+    static LOGIN_IDS: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+    LOGIN_IDS
+        .get_or_init(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            AtomicU64::new(now.as_micros() as u64)
+        })
+        .fetch_add(1, Ordering::Relaxed)
+}
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,6 +64,29 @@ impl Session {
             logins: AtomicU64::new(0),
             login_id: AtomicU64::new(0),
         }
+    }
+
+    /// A session that goes on with a token a previous process saved (with the id of the login
+    /// that obtained it): leases that token obtained stay alive as it is renewed.
+    pub fn restored(
+        client: Client,
+        auth: KubernetesAuth,
+        jwt: SecretString,
+        token: VaultToken,
+        login_id: u64,
+    ) -> Session {
+        Session {
+            token: tokio::sync::Mutex::new(Some(token)),
+            login_id: AtomicU64::new(login_id),
+            ..Session::new(client, auth, jwt)
+        }
+    }
+
+    /// The token in use and the id of the login that obtained it, to be saved for a restart.
+    pub async fn current_token(&self) -> Option<(VaultToken, u64)> {
+        let slot = self.token.lock().await;
+        slot.as_ref()
+            .map(|token| (token.clone(), self.login_id.load(Ordering::Relaxed)))
     }
 
     /// Where and as what this session logs in.
@@ -142,8 +176,7 @@ impl Session {
             .login_kubernetes(&self.auth.auth_path, &self.auth.role, &jwt)
             .await?;
         self.logins.fetch_add(1, Ordering::Relaxed);
-        self.login_id
-            .store(LOGIN_IDS.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        self.login_id.store(next_login_id(), Ordering::Relaxed);
         *slot = Some(token.clone());
         Ok((token, login_id(&self.login_id)))
     }
