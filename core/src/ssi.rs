@@ -65,8 +65,8 @@ pub struct SecretsStoreImportSpec {
     )]
     pub skip_tls_verify: Option<bool>,
 
-    /// The files to create, each from one key of one secret.
-    #[schemars(length(min = 1))]
+    /// The files to create, each from one key of one secret or rendered from several.
+    #[schemars(length(min = 1, max = 256))]
     pub files: Vec<SecretFile>,
 }
 
@@ -177,7 +177,20 @@ pub struct FileSource {
 }
 
 /// How a file's source is asked of the store.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    JsonSchema,
+)]
 pub enum Method {
     /// Read the secret (`GET /v1/<path>`).
     #[default]
@@ -187,6 +200,12 @@ pub enum Method {
     #[serde(rename = "POST")]
     Post,
 }
+
+/// Most files one SecretsStoreImport may have.
+pub const MAX_FILES: usize = 256;
+/// Most distinct `POST` sources (path, args) one SecretsStoreImport may have: each is a
+/// secret issued for every volume, kept and renewed by the driver.
+pub const MAX_ISSUES: usize = 8;
 
 /// Most `args` one `POST` source may send.
 pub const MAX_ARGS: usize = 32;
@@ -308,6 +327,26 @@ impl SecretsStoreImportSpec {
         }
         if self.files.is_empty() {
             problems.push("spec.files must list at least one file".to_owned());
+        }
+        if self.files.len() > MAX_FILES {
+            problems.push(format!(
+                "spec.files has {} files; at most {MAX_FILES} are allowed",
+                self.files.len()
+            ));
+        }
+        let issues: HashSet<(&str, &BTreeMap<String, String>)> = self
+            .files
+            .iter()
+            .filter_map(|file| file.source.as_ref())
+            .filter(|source| source.method() == Method::Post)
+            .map(|source| (source.path.as_str(), &source.args))
+            .collect();
+        if issues.len() > MAX_ISSUES {
+            problems.push(format!(
+                "spec.files name {} different POST sources (path and args); at most {MAX_ISSUES} \
+                 are issued per volume: files that should come from one response must name the same path and args",
+                issues.len()
+            ));
         }
 
         let mut seen = HashSet::new();
@@ -760,6 +799,23 @@ spec:
                 "{expected}: {problems:?}"
             );
         }
+        let nine: Vec<SecretFile> = (0..=MAX_ISSUES)
+            .map(|i| {
+                let mut file = SecretFile::new(format!("f{i}"), "pki/issue/web", "certificate");
+                let source = file.source.as_mut().unwrap();
+                source.method = Some(Method::Post);
+                source.args = [("common_name".to_owned(), format!("a{i}.example"))].into();
+                file
+            })
+            .collect();
+        let problems = SecretsStoreImportSpec::new("r", nine)
+            .validate()
+            .unwrap_err()
+            .problems;
+        assert!(
+            problems.iter().any(|p| p.contains("at most 8")),
+            "{problems:?}"
+        );
         let yaml = "name: tls.crt\nsource:\n  path: pki/issue/web\n  key: certificate\n  method: POST\n  args: {common_name: a.example, ttl: 72h}\n";
         let file: SecretFile = serde_yaml::from_str(yaml).expect("the CRD's spelling parses");
         assert_eq!(file.source.as_ref().unwrap().method(), Method::Post);

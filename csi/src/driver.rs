@@ -2,7 +2,7 @@
 
 use crate::error::{Error, chain};
 use crate::events::{Events, Kind};
-use crate::fetch::{Cycle, Fetcher, IdentityKey, Tokens};
+use crate::fetch::{Cycle, Fetched, Fetcher, IdentityKey, Tokens};
 use crate::held::{self, Holdings};
 use crate::metrics::{Metrics, Rotation, RotationLabels};
 use crate::mount;
@@ -32,14 +32,18 @@ impl Volume {
     /// When the volume needs a look before the next full cycle: a retry after a failure, or a
     /// held secret due for renewal.
     fn due_at(&self) -> Option<Instant> {
-        // NB: without a token (after a restart, until kubelet's republish) nothing can be renewed.
-        let renewal = held::next_due(&self.holdings)
-            .filter(|_| !self.tokens.is_empty())
-            .map(instant_of);
-        match (self.retry_at, renewal) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        // NB: while the volume fails, its backoff decides: a renewal due in the past would
+        // otherwise bring it back at once, again and again.
+        if self.failures > 0 {
+            return self.retry_at;
         }
+        // Without a token (after a restart, until kubelet's republish) nothing can be renewed.
+        held::next_due(&self.holdings)
+            .filter(|_| !self.tokens.is_empty())
+            .map(instant_of)
+            .into_iter()
+            .chain(self.retry_at)
+            .min()
     }
 }
 
@@ -256,23 +260,32 @@ impl Driver {
         // Everything is fetched before anything is mounted, so a failure leaves nothing behind.
         // A republish whose files are gone keeps what the volume held (previous: none, so what
         // only the files had is obtained anew).
-        let mut holdings = self
+        let (holdings, held_by) = self
             .volumes()
             .get(&record.volume_id)
-            .map(|v| v.holdings.clone())
+            .map(|v| (v.holdings.clone(), v.identity.clone()))
             .unwrap_or_default();
-        let (files, identity) = self
+        let Fetched {
+            files,
+            identity,
+            holdings: next,
+        } = self
             .fetcher
-            .fetch(&record, &tokens, &Cycle::default(), &mut holdings, None)
+            .fetch(
+                &record,
+                &tokens,
+                &Cycle::default(),
+                &holdings,
+                None,
+                held_by.as_ref(),
+            )
             .await?;
-        let result = self.mount_and_write(&record, &files, &holdings).await;
-        if let Err(error) = result {
-            // Leases nothing will use: give them back now rather than at their TTL.
-            self.fetcher
-                .release(&record, &tokens, Some(&identity), &holdings)
-                .await;
-            return Err(error);
-        }
+        let result = self.mount_and_write(&record, &files, &next).await;
+        self.fetcher
+            .settle(&identity, &holdings, &next, result.is_ok())
+            .await;
+        result?;
+        let holdings = next;
 
         tracing::info!(volume = %record.volume_id, k8s.namespace = %record.pod.namespace, k8s.pod = %record.pod.name,
             ssi.name = %record.ssi, files = ?files, "published");
@@ -438,11 +451,14 @@ impl Driver {
     async fn rotate_one(&self, volume_id: &str, cycle: &Cycle) {
         let lock = self.lock_of(volume_id);
         let _guard = lock.lock().await;
-        let Some((record, tokens, mut holdings)) = self
-            .volumes()
-            .get(volume_id)
-            .map(|v| (v.record.clone(), v.tokens.clone(), v.holdings.clone()))
-        else {
+        let Some((record, tokens, holdings, held_by)) = self.volumes().get(volume_id).map(|v| {
+            (
+                v.record.clone(),
+                v.tokens.clone(),
+                v.holdings.clone(),
+                v.identity.clone(),
+            )
+        }) else {
             return; // unpublished meanwhile
         };
         if tokens.is_empty() {
@@ -458,40 +474,49 @@ impl Driver {
         } else {
             None
         };
-        let held_before = held::to_record(&holdings);
         let fetched = self
             .fetcher
-            .fetch(&record, &tokens, cycle, &mut holdings, previous.as_ref())
+            .fetch(
+                &record,
+                &tokens,
+                cycle,
+                &holdings,
+                previous.as_ref(),
+                held_by.as_ref(),
+            )
             .await;
-        let held_after = held::to_record(&holdings);
-        if held_after != held_before {
-            let saved = Record {
-                held: held_after,
-                ..record.clone()
-            };
-            if let Err(e) = self.records.save(&saved) {
-                tracing::warn!(volume = %volume_id, error = %e, "could not save the volume's leases");
-            }
-        }
-        if let Some(volume) = self.volumes().get_mut(volume_id) {
-            volume.holdings = holdings;
-        }
         let result = match fetched {
             // Never write into a directory whose tmpfs is gone: the bytes would land on the node's disk.
-            Ok(_) if !mount::is_mount_point(&record.target_path).unwrap_or(false) => Err(
-                Error::io("find the tmpfs at", &record.target_path)(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "the volume is no longer mounted",
-                )),
-            ),
-            Ok((files, identity)) => {
+            Ok(fetched) if !mount::is_mount_point(&record.target_path).unwrap_or(false) => {
+                self.fetcher
+                    .settle(&fetched.identity, &holdings, &fetched.holdings, false)
+                    .await;
+                Err(Error::io("find the tmpfs at", &record.target_path)(
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "the volume is no longer mounted",
+                    ),
+                ))
+            }
+            Ok(fetched) => {
                 let access = access(&record);
-                let written = files.clone();
-                on_volume("write the files into", &record.target_path, move |dir| {
+                let written = fetched.files.clone();
+                let outcome = on_volume("write the files into", &record.target_path, move |dir| {
                     writer::write(dir, &written, access)
                 })
-                .await
-                .map(|changed| (changed, identity, files))
+                .await;
+                self.fetcher
+                    .settle(
+                        &fetched.identity,
+                        &holdings,
+                        &fetched.holdings,
+                        outcome.is_ok(),
+                    )
+                    .await;
+                if outcome.is_ok() {
+                    self.keep_holdings(&record, &holdings, fetched.holdings);
+                }
+                outcome.map(|changed| (changed, fetched.identity, fetched.files))
             }
             Err(e) => Err(e),
         };
@@ -536,6 +561,23 @@ impl Driver {
                         .await;
                 }
             }
+        }
+    }
+
+    /// Makes `new` the volume's holdings, saving them in its record when they changed.
+    fn keep_holdings(&self, record: &Record, old: &Holdings, new: Holdings) {
+        let saved = held::to_record(&new);
+        if saved != held::to_record(old) {
+            let record = Record {
+                held: saved,
+                ..record.clone()
+            };
+            if let Err(e) = self.records.save(&record) {
+                tracing::warn!(volume = %record.volume_id, error = %e, "could not save the volume's leases");
+            }
+        }
+        if let Some(volume) = self.volumes().get_mut(&record.volume_id) {
+            volume.holdings = new;
         }
     }
 

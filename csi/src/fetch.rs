@@ -85,6 +85,7 @@ struct StoreKey {
 /// the first volume takes it, the others read their own.
 struct SharedRead {
     secret: Arc<Secret>,
+    token: TokenState,
     taken: AtomicBool,
 }
 
@@ -120,6 +121,18 @@ fn shared_cell<K: std::hash::Hash + Eq, V>(
         .entry(key)
         .or_default()
         .clone()
+}
+
+/// What a fetch gives: the files, the identity they were fetched as, and what the volume's
+/// holdings become if the files are written.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The volume's files.
+    pub files: Files,
+    /// Whose identity fetched them.
+    pub identity: IdentityKey,
+    /// The leased and issued secrets the volume keeps once the files are written.
+    pub holdings: Holdings,
 }
 
 /// Fetches a volume's files as its pod. Store clients and Vault sessions are kept across
@@ -161,22 +174,32 @@ impl Fetcher {
 
     /// The files of `record`'s volume, fetched as the pod with one of `tokens`.
     ///
-    /// `holdings` are the leased and issued secrets the volume keeps (see [`crate::held`]),
-    /// updated here; `previous` are the volume's files, needed only for holdings recovered
-    /// after a restart, whose values the driver does not have.
+    /// `holdings` are the leased and issued secrets the volume keeps (see [`crate::held`]);
+    /// what they become comes back in [`Fetched::holdings`], for [`Fetcher::settle`] once the
+    /// files are written or not. `previous` are the volume's files, needed only for holdings
+    /// recovered after a restart, whose values the driver does not have. `held_by` is the
+    /// identity the holdings were obtained as: if the SSI now names another, they are given
+    /// back through that identity and obtained anew.
     pub async fn fetch(
         &self,
         record: &Record,
         tokens: &Tokens,
         cycle: &Cycle,
-        holdings: &mut Holdings,
+        holdings: &Holdings,
         previous: Option<&Files>,
-    ) -> Result<(Files, IdentityKey), Error> {
+        held_by: Option<&IdentityKey>,
+    ) -> Result<Fetched, Error> {
         let (ssi, key, session) = self.resolve(record, tokens, cycle, true).await?;
         let spec = &ssi.spec;
         let ssi_name = format!("{}/{}", record.pod.namespace, record.ssi);
 
         let mut next = holdings.clone();
+        if let Some(old) = held_by.filter(|old| **old != key && !holdings.is_empty()) {
+            // NB: renewing or revoking them as the new identity would show their lease ids to
+            // another store or role.
+            self.release_as(old, holdings).await;
+            next.clear();
+        }
         let obtained = self
             .obtain_all(&session, &key, spec, cycle, &mut next, previous, &ssi_name)
             .await;
@@ -185,32 +208,72 @@ impl Fetcher {
         {
             self.tokens.save(&key, &token, login_id);
         }
-        let files = obtained.and_then(|secrets| files_of(spec, &secrets, previous, &ssi_name));
-        match &files {
-            // What the volume no longer asks for (its SSI changed) is given back; a secret
-            // replaced by a new one is left to expire, as the application may still use the old
-            // credentials until it reads the new files.
-            Ok(_) => {
-                let old = std::mem::replace(holdings, next);
-                for held in old.into_values() {
-                    if !holdings.contains_key(&held.request) {
-                        self.revoke(&session, &held).await;
-                    }
-                }
-            }
-            // What this attempt obtained is given back at once: nothing uses it.
-            Err(_) => {
-                for held in next.into_values() {
-                    if holdings
-                        .get(&held.request)
-                        .is_none_or(|old| !same_lease(old, &held))
-                    {
-                        self.revoke(&session, &held).await;
-                    }
-                }
+        match obtained.and_then(|secrets| files_of(spec, &secrets, previous, &ssi_name)) {
+            Ok(files) => Ok(Fetched {
+                files,
+                identity: key,
+                holdings: next,
+            }),
+            Err(error) => {
+                // What this attempt obtained is given back at once: nothing uses it.
+                self.settle(&key, holdings, &next, false).await;
+                Err(error)
             }
         }
-        Ok((files?, key))
+    }
+
+    /// Settles a volume's holdings after its files were written (`written`) or not. Written:
+    /// what the volume no longer asks for is given back (a secret replaced by a new one is left
+    /// to expire, as the application may still use the old credentials). Not written: what the
+    /// attempt obtained is given back, the old holdings stay.
+    pub async fn settle(
+        &self,
+        identity: &IdentityKey,
+        old: &Holdings,
+        new: &Holdings,
+        written: bool,
+    ) {
+        let (gone, kept_by) = if written { (old, new) } else { (new, old) };
+        let unused: Vec<&Held> = gone
+            .values()
+            .filter(|held| match kept_by.get(&held.request) {
+                None => true,
+                // A replaced secret is revoked only when the new one is what failed.
+                Some(other) => !written && !same_lease(held, other),
+            })
+            .collect();
+        if unused.is_empty() {
+            return;
+        }
+        let Some(session) = self.existing_session(identity) else {
+            return;
+        };
+        for held in unused {
+            self.revoke(&session, held).await;
+        }
+    }
+
+    fn existing_session(&self, identity: &IdentityKey) -> Option<Arc<Session>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(identity)
+            .cloned()
+    }
+
+    /// Revokes `holdings` as `identity`, if a session of it is still there.
+    async fn release_as(&self, identity: &IdentityKey, holdings: &Holdings) {
+        match self.existing_session(identity) {
+            Some(session) => {
+                for held in holdings.values() {
+                    self.revoke(&session, held).await;
+                }
+            }
+            None => tracing::warn!(
+                leases = holdings.len(),
+                "the volume's SSI names another identity; its old leases end at their TTL"
+            ),
+        }
     }
 
     /// Every secret the SSI's files need, by request: the held ones kept or renewed, the others
@@ -245,7 +308,8 @@ impl Fetcher {
         let mut token = None;
         if held.values().any(|kept| kept.lease.is_some()) {
             token = Some(
-                self.token_state(session)
+                session
+                    .keep_alive()
                     .await
                     .map_err(store_error("a renewal of the session's token".into()))?,
             );
@@ -306,25 +370,14 @@ impl Fetcher {
                 Method::Get => format!("secret {}", request.path),
                 Method::Post => format!("an issue from {}", request.path),
             };
-            let secret = self
-                .obtain(session, key, &request, cycle)
-                .await
-                .map_err(|source| Error::Store {
-                    ssi: ssi_name.to_owned(),
-                    what,
-                    source,
-                })?;
-            let token = if secret.lease_id.is_some() {
-                self.token_state(session)
+            let (secret, token) =
+                self.obtain(session, key, &request, cycle)
                     .await
-                    .map_err(store_error("a renewal of the session's token".into()))?
-            } else {
-                TokenState {
-                    login: 0,
-                    until: None,
-                    renew_at: None,
-                }
-            };
+                    .map_err(|source| Error::Store {
+                        ssi: ssi_name.to_owned(),
+                        what,
+                        source,
+                    })?;
             match Held::of(&request, secret.clone(), token, SystemTime::now()) {
                 Some(kept) => {
                     held.insert(request.clone(), kept);
@@ -338,15 +391,6 @@ impl Fetcher {
         Ok(secrets)
     }
 
-    async fn token_state(&self, session: &Session) -> Result<TokenState, ssi_vault::Error> {
-        let (login, until, renew_at) = session.keep_alive().await?;
-        Ok(TokenState {
-            login,
-            until,
-            renew_at,
-        })
-    }
-
     /// A secret from the store now. Static reads are shared by the volumes of one identity
     /// during a cycle; a leased one goes to the first volume that takes it and the others read
     /// their own, and an issue is never shared.
@@ -356,24 +400,25 @@ impl Fetcher {
         key: &IdentityKey,
         request: &Request,
         cycle: &Cycle,
-    ) -> Result<Arc<Secret>, Arc<ssi_vault::Error>> {
+    ) -> Result<(Arc<Secret>, TokenState), Arc<ssi_vault::Error>> {
         if request.method == Method::Post {
             let body = serde_json::to_value(&request.args).unwrap_or_default();
-            return session
-                .write(&request.path, &body)
+            let (secret, token) = session
+                .write_tracked(&request.path, &body)
                 .await
-                .map(Arc::new)
-                .map_err(Arc::new);
+                .map_err(Arc::new)?;
+            return Ok((Arc::new(secret), token));
         }
         let cell = shared_cell(&cycle.reads, (key.clone(), request.path.clone()));
         let shared = cell
             .get_or_init(|| async {
                 session
-                    .read(&request.path, None)
+                    .read_tracked(&request.path, None)
                     .await
-                    .map(|secret| {
+                    .map(|(secret, token)| {
                         Arc::new(SharedRead {
                             secret: Arc::new(secret),
+                            token,
                             taken: AtomicBool::new(false),
                         })
                     })
@@ -382,13 +427,13 @@ impl Fetcher {
             .await
             .clone()?;
         if shared.secret.lease_id.is_none() || !shared.taken.swap(true, Ordering::Relaxed) {
-            return Ok(shared.secret.clone());
+            return Ok((shared.secret.clone(), shared.token));
         }
-        session
-            .read(&request.path, None)
+        let (secret, token) = session
+            .read_tracked(&request.path, None)
             .await
-            .map(Arc::new)
-            .map_err(Arc::new)
+            .map_err(Arc::new)?;
+        Ok((Arc::new(secret), token))
     }
 
     /// Gives a lease back to the store; a failure is only logged, the lease then ends at its
@@ -415,13 +460,7 @@ impl Fetcher {
         if holdings.values().all(|held| held.lease.is_none()) {
             return;
         }
-        let known = identity.and_then(|key| {
-            self.sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(key)
-                .cloned()
-        });
+        let known = identity.and_then(|key| self.existing_session(key));
         let session = match known {
             Some(session) => session,
             None => match self.resolve(record, tokens, &Cycle::default(), false).await {

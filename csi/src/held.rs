@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 /// One distinct request of a volume's SecretsStoreImport: files naming the same one share its
 /// response.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Request {
     /// API path below `/v1/`.
     pub path: String,
@@ -54,7 +54,7 @@ impl Request {
 }
 
 /// A lease the store attached to a secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// The lease's id: with a token, a handle on the credentials, so never logged.
     pub id: String,
@@ -63,6 +63,16 @@ pub struct Lease {
     /// The duration first granted, asked for again at each renewal.
     #[serde(with = "seconds")]
     pub duration: Duration,
+}
+
+impl std::fmt::Debug for Lease {
+    /// Everything but the id, which with a token is a handle on the credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("renewable", &self.renewable)
+            .field("duration", &self.duration)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A secret a volume keeps. What of it is saved in the volume's record: everything but the
@@ -213,8 +223,9 @@ impl Held {
             .is_some_and(|deadline| now >= self.renewal_time(deadline))
     }
 
-    /// Two thirds of the way from `since` to `deadline`, and never sooner than a second after
-    /// `since`: a store granting a lease of a second cannot make the driver spin.
+    /// Two thirds of the way from `since` to `deadline`, and never sooner than two seconds
+    /// after `since`: a lease of a second (a store's or an SSI's `ttl`) cannot make the driver
+    /// spin.
     fn renewal_time(&self, deadline: SystemTime) -> SystemTime {
         let life = deadline.duration_since(self.since).unwrap_or_default();
         self.since + (life / 3 * 2).max(MIN_RENEWAL_INTERVAL)
@@ -236,7 +247,7 @@ impl Held {
 }
 
 /// The shortest time between two renewals of one secret.
-const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(1);
+const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A unix time from a store's reply or a record, capped at the year 2100 so that no value can
 /// overflow the clock's arithmetic.
@@ -261,16 +272,8 @@ pub fn next_due(holdings: &Holdings) -> Option<SystemTime> {
     holdings.values().filter_map(Held::due_at).min()
 }
 
-/// The session's token as a lease sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct TokenState {
-    /// Which login of the session obtained it.
-    pub login: u64,
-    /// When it expires, if it does.
-    pub until: Option<SystemTime>,
-    /// When the session renews it next.
-    pub renew_at: Option<SystemTime>,
-}
+/// The session's token as a lease sees it: the token it was obtained with, or the one in use.
+pub use ssi_vault::TokenUsed as TokenState;
 
 mod seconds {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -382,7 +385,7 @@ mod tests {
             "renewable": true, "data": {}}),
         );
         let held = Held::of(&Request::get(DB), tiny, token(1, 600), at(0)).unwrap();
-        assert_eq!(held.due_at(), Some(at(1)), "not sooner than a second");
+        assert_eq!(held.due_at(), Some(at(2)), "not sooner than two seconds");
         let record = r#"{"request": {"path": "a", "method": "GET"}, "lease": {"id": "a/b",
             "renewable": true, "duration": 18446744073709551615}, "since": 18446744073709551615,
             "until": 18446744073709551615, "token_until": null}"#;

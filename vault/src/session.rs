@@ -28,6 +28,28 @@ pub struct Session {
     login_id: AtomicU64,
 }
 
+/// The token a request went out with, as the leases in its reply see it: they live only as
+/// long as that token does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenUsed {
+    /// Which login obtained the token (unique across restarts of the process).
+    pub login: u64,
+    /// When the token expires, if it does.
+    pub until: Option<std::time::SystemTime>,
+    /// When the session renews it next (two thirds into its life).
+    pub renew_at: Option<std::time::SystemTime>,
+}
+
+impl TokenUsed {
+    fn of(token: &VaultToken, login: u64) -> TokenUsed {
+        TokenUsed {
+            login,
+            until: token.expires_at(),
+            renew_at: token.renew_at(),
+        }
+    }
+}
+
 /// Numbers every login, so that a token is never mistaken for another one, also across
 /// restarts of the process (ids start from the clock at the first login).
 fn next_login_id() -> u64 {
@@ -119,23 +141,12 @@ impl Session {
     }
 
     /// Keeps the token alive for the leases it obtained: renews it once two thirds of its life
-    /// have passed (a new login when it cannot be renewed). Returns which login the token now
-    /// in use comes from (unique in the process), when it expires and when it is due for
-    /// renewal.
-    pub async fn keep_alive(
-        &self,
-    ) -> Result<
-        (
-            u64,
-            Option<std::time::SystemTime>,
-            Option<std::time::SystemTime>,
-        ),
-        Error,
-    > {
-        let (token, login_id) = self
+    /// have passed (a new login when it cannot be renewed), and says which token is in use now.
+    pub async fn keep_alive(&self) -> Result<TokenUsed, Error> {
+        let (token, login) = self
             .token_with_margin(|ttl| ttl.map_or(Duration::ZERO, |ttl| ttl / 3))
             .await?;
-        Ok((login_id, token.expires_at(), token.renew_at()))
+        Ok(TokenUsed::of(&token, login))
     }
 
     async fn token_with_margin(
@@ -188,29 +199,50 @@ impl Session {
 
     /// Reads a secret as this identity, logging in again once if the store refuses the token.
     pub async fn read(&self, path: &str, version: Option<u64>) -> Result<Secret, Error> {
-        let token = self.token().await?;
+        Ok(self.read_tracked(path, version).await?.0)
+    }
+
+    /// [`Self::read`], also saying which token the read went out with: a lease in the reply
+    /// lives only as long as that token.
+    pub async fn read_tracked(
+        &self,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<(Secret, TokenUsed), Error> {
+        let (token, login) = self.token_with_margin(refresh_margin).await?;
         match self.client.read(&token, path, version).await {
             Err(e) if e.is_permission_denied() => {
                 tracing::debug!(path, "store refused the cached token; logging in again");
                 self.invalidate().await;
-                let token = self.token().await?;
-                self.client.read(&token, path, version).await
+                let (token, login) = self.token_with_margin(refresh_margin).await?;
+                let secret = self.client.read(&token, path, version).await?;
+                Ok((secret, TokenUsed::of(&token, login)))
             }
-            other => other,
+            other => Ok((other?, TokenUsed::of(&token, login))),
         }
     }
 
     /// Writes as this identity (see [`Client::write`]); a refused cached token is replaced
     /// once, as for reads.
     pub async fn write(&self, path: &str, body: &serde_json::Value) -> Result<Secret, Error> {
-        let token = self.token().await?;
+        Ok(self.write_tracked(path, body).await?.0)
+    }
+
+    /// [`Self::write`], also saying which token the write went out with.
+    pub async fn write_tracked(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<(Secret, TokenUsed), Error> {
+        let (token, login) = self.token_with_margin(refresh_margin).await?;
         match self.client.write(&token, path, body).await {
             Err(e) if e.is_permission_denied() => {
                 self.invalidate().await;
-                let token = self.token().await?;
-                self.client.write(&token, path, body).await
+                let (token, login) = self.token_with_margin(refresh_margin).await?;
+                let secret = self.client.write(&token, path, body).await?;
+                Ok((secret, TokenUsed::of(&token, login)))
             }
-            other => other,
+            other => Ok((other?, TokenUsed::of(&token, login))),
         }
     }
 
