@@ -26,6 +26,9 @@ struct Volume {
     holdings: Holdings,
     failures: u32,
     retry_at: Option<Instant>,
+    /// When the volume was last rotated: the next look is never sooner than
+    /// [`held::MIN_RENEWAL_INTERVAL`] after it, whatever a store's token TTL says.
+    looked_at: Option<Instant>,
 }
 
 impl Volume {
@@ -38,12 +41,14 @@ impl Volume {
             return self.retry_at;
         }
         // Without a token (after a restart, until kubelet's republish) nothing can be renewed.
-        held::next_due(&self.holdings)
+        let renewal = held::next_due(&self.holdings)
             .filter(|_| !self.tokens.is_empty())
             .map(instant_of)
-            .into_iter()
-            .chain(self.retry_at)
-            .min()
+            .map(|due| match self.looked_at {
+                Some(looked) => due.max(looked + held::MIN_RENEWAL_INTERVAL),
+                None => due,
+            });
+        renewal.into_iter().chain(self.retry_at).min()
     }
 }
 
@@ -206,6 +211,7 @@ impl Driver {
                     holdings,
                     failures: 0,
                     retry_at: None,
+                    looked_at: None,
                 },
             );
         }
@@ -299,6 +305,7 @@ impl Driver {
                 holdings,
                 failures: 0,
                 retry_at: None,
+                looked_at: None,
             },
         );
         self.metrics.mounts.set(volumes.len() as i64);
@@ -464,6 +471,9 @@ impl Driver {
         if tokens.is_empty() {
             self.count(Rotation::Waiting);
             return;
+        }
+        if let Some(volume) = self.volumes().get_mut(volume_id) {
+            volume.looked_at = Some(Instant::now());
         }
         // Held secrets recovered after a restart have their values only in the files.
         let previous = if holdings.values().any(|held| held.secret.is_none()) {

@@ -247,7 +247,7 @@ impl Held {
 }
 
 /// The shortest time between two renewals of one secret.
-const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(2);
+pub const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A unix time from a store's reply or a record, capped at the year 2100 so that no value can
 /// overflow the clock's arithmetic.
