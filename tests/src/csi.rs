@@ -173,6 +173,17 @@ impl CsiDriver {
         Ok(())
     }
 
+    /// Unmounts every volume published below the kubelet root, for benchmarks that publish
+    /// many and do not unpublish them one by one (the tmpfs mounts are the host's).
+    pub fn unmount_volumes(&self) -> crate::Result<()> {
+        for pod in std::fs::read_dir(self.kubelet_root.join("pods"))?.flatten() {
+            ssi_csi::mount::unmount_all(
+                &pod.path().join("volumes/kubernetes.io~csi/secrets/mount"),
+            )?;
+        }
+        Ok(())
+    }
+
     /// The driver's process id (for RSS readings).
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(Process::pid)

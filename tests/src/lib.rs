@@ -17,6 +17,7 @@
 mod bed;
 pub mod csi;
 pub mod demo;
+pub mod engines;
 pub mod hostile_registry;
 pub mod images;
 pub mod node;

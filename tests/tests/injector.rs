@@ -681,21 +681,7 @@ fn without_references_the_app_starts_without_asking_the_store() {
 #[tokio::test]
 async fn deckhouse_writes_issue_a_matching_certificate_and_login_hands_over_the_token() {
     let (bed, token) = guide_bed().await;
-    let bao = |args: &[&str]| run(bed.bao().unwrap().args(args)).unwrap();
-    bao(&["secrets", "enable", "pki"]);
-    bao(&[
-        "write",
-        "pki/root/generate/internal",
-        "common_name=ssi-test-ca",
-        "ttl=24h",
-    ]);
-    bao(&[
-        "write",
-        "pki/roles/web",
-        "allowed_domains=example.com",
-        "allow_subdomains=true",
-        "max_ttl=1h",
-    ]);
+    ssi_tests::engines::pki(&bed).unwrap();
     walkthrough::backend_policy(
         &bed,
         "path \"secret/data/*\" { capabilities = [\"read\"] }\n\

@@ -12,7 +12,7 @@ use ssi_tests::{TestBed, run, wait, workspace_path};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const DB_PATH: &str = "database/creds/app";
+use ssi_tests::engines::{self, DATABASE_PATH as DB_PATH};
 
 async fn guide_bed() -> TestBed {
     let bed = TestBed::start().await.expect("test bed");
@@ -41,42 +41,25 @@ fn role_token_ttl(bed: &TestBed, ttl: &str) {
     );
 }
 
-/// The database engine on `postgres`, with role `app` issuing users for `ttl`, at most
-/// `max_ttl`; the guide's policy widened to it, with the revocation the driver does at
-/// unpublish allowed for this role's leases only.
+/// The database engine on `postgres` (role `app`: `ttl`, at most `max_ttl`), and the guide's
+/// policy widened to it.
 fn database_engine(bed: &TestBed, postgres: &Postgres, ttl: &str, max_ttl: &str) {
-    bao(bed, &["secrets", "enable", "database"]);
-    bao(
+    engines::database(bed, postgres, ttl, max_ttl).unwrap();
+    walkthrough::backend_policy(bed, engines::DATABASE_POLICY).unwrap();
+}
+
+/// The driver, whose rotation interval is long: leases and certificates follow their own
+/// clock.
+async fn start_driver(bed: &TestBed) -> CsiDriver {
+    CsiDriver::start(
         bed,
-        &[
-            "write",
-            "database/config/pg",
-            "plugin_name=postgresql-database-plugin",
-            &format!("connection_url={}", postgres.connection_url()),
-            &format!("username={}", ssi_tests::postgres::SUPERUSER),
-            &format!("password={}", postgres.password),
-            "allowed_roles=app",
-        ],
-    );
-    bao(
-        bed,
-        &[
-            "write",
-            "database/roles/app",
-            "db_name=pg",
-            "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
-            &format!("default_ttl={ttl}"),
-            &format!("max_ttl={max_ttl}"),
-        ],
-    );
-    walkthrough::backend_policy(
-        bed,
-        &format!(
-            "path \"{DB_PATH}\" {{ capabilities = [\"read\"] }}\n\
-             path \"sys/leases/revoke/{DB_PATH}/*\" {{ capabilities = [\"update\"] }}\n"
-        ),
+        DriverOptions {
+            rotation_interval: "1h".into(),
+            ..Default::default()
+        },
     )
-    .unwrap();
+    .await
+    .unwrap()
 }
 
 /// Applies a documented example SSI (docs/examples), after checking that
@@ -197,16 +180,7 @@ async fn database_users_are_kept_per_volume_renewed_replaced_before_max_ttl_and_
     role_token_ttl(&bed, "12s");
     database_engine(&bed, &postgres, "6s", "30s");
     db_ssi(&bed);
-    let driver = CsiDriver::start(
-        &bed,
-        DriverOptions {
-            // Leases follow their own clock, not the rotation interval.
-            rotation_interval: "1h".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let driver = start_driver(&bed).await;
     let first = create_pod(&bed, &driver, NAMESPACE, "db-1", SERVICE_ACCOUNT, "db")
         .await
         .unwrap();
@@ -286,15 +260,7 @@ async fn a_restarted_driver_renews_the_leases_it_recorded_with_the_token_it_kept
     role_token_ttl(&bed, "10s");
     database_engine(&bed, &postgres, "8s", "1h");
     db_ssi(&bed);
-    let mut driver = CsiDriver::start(
-        &bed,
-        DriverOptions {
-            rotation_interval: "1h".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut driver = start_driver(&bed).await;
     let volume = create_pod(&bed, &driver, NAMESPACE, "db-1", SERVICE_ACCOUNT, "db")
         .await
         .unwrap();
@@ -360,27 +326,7 @@ fn certificate(volume: &PodVolume) -> (String, String) {
 #[tokio::test]
 async fn a_certificate_its_key_and_ca_come_from_one_issue_and_rotate_before_expiry() {
     let bed = guide_bed().await;
-    bao(&bed, &["secrets", "enable", "pki"]);
-    bao(&bed, &["secrets", "tune", "-max-lease-ttl=1h", "pki"]);
-    bao(
-        &bed,
-        &[
-            "write",
-            "pki/root/generate/internal",
-            "common_name=bed.example",
-            "ttl=1h",
-        ],
-    );
-    bao(
-        &bed,
-        &[
-            "write",
-            "pki/roles/web",
-            "allowed_domains=example.com",
-            "allow_subdomains=true",
-            "max_ttl=1h",
-        ],
-    );
+    engines::pki(&bed).unwrap();
     walkthrough::backend_policy(
         &bed,
         "path \"pki/issue/web\" { capabilities = [\"update\"] }\n",
@@ -390,15 +336,7 @@ async fn a_certificate_its_key_and_ca_come_from_one_issue_and_rotate_before_expi
         assert_eq!(text.matches("ttl: 72h").count(), 3);
         text.replace("ttl: 72h", "ttl: 12s")
     });
-    let driver = CsiDriver::start(
-        &bed,
-        DriverOptions {
-            rotation_interval: "1h".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let driver = start_driver(&bed).await;
     let volume = create_pod(&bed, &driver, NAMESPACE, "web-1", SERVICE_ACCOUNT, "tls")
         .await
         .unwrap();

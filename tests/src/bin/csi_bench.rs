@@ -207,9 +207,7 @@ async fn scenario(mounts: usize, identities: usize) -> anyhow::Result<()> {
         );
     }
     // Unmount everything before the bed's directory goes (the tmpfs mounts are the host's).
-    for pod in std::fs::read_dir(driver.kubelet_root.join("pods"))?.flatten() {
-        ssi_csi::mount::unmount_all(&pod.path().join("volumes/kubernetes.io~csi/secrets/mount"))?;
-    }
+    driver.unmount_volumes()?;
     Ok(())
 }
 

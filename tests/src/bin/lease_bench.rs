@@ -16,54 +16,15 @@
 
 use anyhow::Context;
 use ssi_tests::csi::{CsiDriver, DriverOptions, create_pod, publish_request};
-use ssi_tests::postgres::{Postgres, SUPERUSER};
+use ssi_tests::engines::{self, DATABASE_PATH as DB_PATH};
+use ssi_tests::postgres::Postgres;
 use ssi_tests::walkthrough::{self, NAMESPACE, Narrator, SERVICE_ACCOUNT, VaultSetup};
-use ssi_tests::{TestBed, run, status_kib, workspace_path};
+use ssi_tests::{TestBed, status_kib, workspace_path};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-const DB_PATH: &str = "database/creds/app";
 /// The rotation poll interval of the Secrets Store CSI driver and of ours.
 const POLL: Duration = Duration::from_secs(120);
-
-fn bao(bed: &TestBed, args: &[&str]) -> anyhow::Result<String> {
-    run(bed.bao()?.args(args))
-}
-
-fn database_engine(bed: &TestBed, postgres: &Postgres, lease: u64) -> anyhow::Result<()> {
-    bao(bed, &["secrets", "enable", "database"])?;
-    bao(
-        bed,
-        &[
-            "write",
-            "database/config/pg",
-            "plugin_name=postgresql-database-plugin",
-            &format!("connection_url={}", postgres.connection_url()),
-            &format!("username={SUPERUSER}"),
-            &format!("password={}", postgres.password),
-            "allowed_roles=app",
-        ],
-    )?;
-    bao(
-        bed,
-        &[
-            "write",
-            "database/roles/app",
-            "db_name=pg",
-            "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
-            &format!("default_ttl={lease}s"),
-            "max_ttl=24h",
-        ],
-    )?;
-    walkthrough::backend_policy(
-        bed,
-        &format!(
-            "path \"{DB_PATH}\" {{ capabilities = [\"read\"] }}\n\
-             path \"sys/leases/revoke/{DB_PATH}/*\" {{ capabilities = [\"update\"] }}\n"
-        ),
-    )?;
-    Ok(())
-}
 
 /// Requests in the audit log from line `from` on, by what they were.
 fn audited(
@@ -110,7 +71,8 @@ async fn main() -> anyhow::Result<()> {
     let audit = bed.openbao().audit_log.clone().context("audit log")?;
     walkthrough::run(&bed, VaultSetup::Http, &mut Narrator::quiet()).await?;
     let postgres = Postgres::start(bed.dir()).await?;
-    database_engine(&bed, &postgres, lease)?;
+    engines::database(&bed, &postgres, &format!("{lease}s"), "24h")?;
+    walkthrough::backend_policy(&bed, engines::DATABASE_POLICY)?;
     let example = std::fs::read_to_string(workspace_path("docs/examples/ssi-database.yaml"))?;
     bed.apply_yaml(&example)?;
     let driver = CsiDriver::start(
@@ -180,8 +142,6 @@ async fn main() -> anyhow::Result<()> {
             status_kib(pid, "VmRSS:") as f64 / 1024.0
         );
     }
-    for pod in std::fs::read_dir(driver.kubelet_root.join("pods"))?.flatten() {
-        ssi_csi::mount::unmount_all(&pod.path().join("volumes/kubernetes.io~csi/secrets/mount"))?;
-    }
+    driver.unmount_volumes()?;
     Ok(())
 }
