@@ -90,6 +90,14 @@ pub struct Outcome {
     pub sessions: Vec<Session>,
 }
 
+/// A fresh bed on which the guide was played quietly (its HTTP variant): what most
+/// end-to-end tests start from.
+pub async fn guide_bed() -> crate::Result<TestBed> {
+    let bed = TestBed::start().await?;
+    run(&bed, VaultSetup::Http, &mut Narrator::quiet()).await?;
+    Ok(bed)
+}
+
 /// Plays the whole guide: Vault setup, Kubernetes objects, then a login and read as the pod.
 pub async fn run(
     bed: &TestBed,

@@ -11,18 +11,14 @@ use ssi_tests::csi::{
     publish_request_with_audience, send_publish, unpublish,
 };
 use ssi_tests::walkthrough::{
-    self, DEDICATED_AUDIENCE_AUTH_PATH, NAMESPACE, Narrator, PASSWORD, SERVICE_ACCOUNT, VaultSetup,
+    self, DEDICATED_AUDIENCE_AUTH_PATH, NAMESPACE, PASSWORD, SERVICE_ACCOUNT,
 };
 use ssi_tests::{SA_ISSUER, TestBed, VAULT_AUDIENCE, run, wait};
 use std::path::Path;
 use std::time::Duration;
 
 async fn guide_bed() -> TestBed {
-    let bed = TestBed::start().await.expect("test bed");
-    walkthrough::run(&bed, VaultSetup::Http, &mut Narrator::quiet())
-        .await
-        .expect("the guide's setup");
-    bed
+    walkthrough::guide_bed().await.expect("the guide's bed")
 }
 
 fn kv_put(bed: &TestBed, path: &str, pairs: &[&str]) {

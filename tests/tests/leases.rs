@@ -7,7 +7,7 @@
 
 use ssi_tests::csi::{CsiDriver, DriverOptions, PodVolume, create_pod, publish, unpublish};
 use ssi_tests::postgres::Postgres;
-use ssi_tests::walkthrough::{self, NAMESPACE, Narrator, ROLE, SERVICE_ACCOUNT, VaultSetup};
+use ssi_tests::walkthrough::{self, NAMESPACE, ROLE, SERVICE_ACCOUNT};
 use ssi_tests::{TestBed, run, wait, workspace_path};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,11 +15,7 @@ use std::time::{Duration, Instant};
 use ssi_tests::engines::{self, DATABASE_PATH as DB_PATH};
 
 async fn guide_bed() -> TestBed {
-    let bed = TestBed::start().await.expect("test bed");
-    walkthrough::run(&bed, VaultSetup::Http, &mut Narrator::quiet())
-        .await
-        .expect("the guide's setup");
-    bed
+    walkthrough::guide_bed().await.expect("the guide's bed")
 }
 
 fn bao(bed: &TestBed, args: &[&str]) -> String {
