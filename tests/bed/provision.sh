@@ -200,4 +200,20 @@ if [ ! -f "$cert_manager_crds/cert-manager.io_certificates.yaml" ]; then
 fi
 ln -sfn "$cert_manager_crds" "$cache/cert-manager-crds"
 
+# --- Helm, from its Go module (tests/bed/helm/go.mod: helm.sh/helm/v3 as a tool) ---------------
+# The chart's tests (tests/tests/chart.rs) run the real helm: lint, template, install, upgrade.
+helm_module="$(cd "$(dirname "$0")" && pwd)/helm"
+helm_version=$(sed -n 's/^[[:space:]]*helm.sh\/helm\/v3 \(v[0-9.]*\).*$/\1/p' "$helm_module/go.mod")
+[ -n "$helm_version" ] || { log "no helm.sh/helm/v3 version in $helm_module/go.mod"; exit 1; }
+helm_bin="$cache/helm-$helm_version/helm"
+if [ ! -x "$helm_bin" ]; then
+  log "building helm $helm_version from its Go module (module proxy; a few minutes on 2 cores)"
+  mkdir -p "$cache/helm-$helm_version"
+  (cd "$helm_module" && env GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0 \
+     go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" \
+     -o "$helm_bin.partial" helm.sh/helm/v3/cmd/helm) || { log "building helm failed"; exit 1; }
+  mv "$helm_bin.partial" "$helm_bin"
+fi
+ln -sf "$helm_bin" "$bin/helm"
+
 log "test bed ready in $cache (Kubernetes $kube_version, $("$bin/bao" version | head -n1))"
