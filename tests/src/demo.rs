@@ -1,21 +1,23 @@
-//! The main job after the guide's set-up: our components installed from `manifests/` on the real
-//! node, as a user installs them, and the guide's workloads running on it.
+//! The main job after the guide's set-up: our components installed with Helm from
+//! `charts/secrets-store-integration` on the real node, as a user installs them, and the guide's
+//! workloads running on it, through an upgrade.
 //!
-//! The only changes to the shipped manifests are overlays a user of such a cluster would write
-//! too (printed as the demo runs): the store's address, the demo's rotation interval, and the
-//! node's kubelet directory, which is not /var/lib/kubelet on the test bed.
+//! The only values set are those a user of such a cluster would set too (printed as the demo
+//! runs): the store's address and auth path, the demo's rotation interval, and the node's
+//! directories, as its kubelet's root is not /var/lib/kubelet on the test bed.
 
 use crate::images::{ImageFile, build_image, busybox_image};
 use crate::node::{NODE_NAME, Node, port_of};
 use crate::walkthrough::{NAMESPACE, Narrator, PASSWORD, kubectl};
 use crate::{TestBed, run, wait, workspace_path};
 use anyhow::ensure;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The value the demo writes to Vault to show rotation.
 pub const ROTATED: &str = "rotated-db-password";
+/// The value written after the upgrade, to show that rotation goes on through it.
+pub const UPGRADED: &str = "after-upgrade-db-password";
 /// The demo rotates every few seconds instead of the product's 2 minutes, so nobody waits.
 const DEMO_ROTATION: &str = "5s";
 const SYSTEM_NAMESPACE: &str = "secrets-store-integration";
@@ -24,16 +26,18 @@ const SHIPPED_IMAGES: [&str; 3] = ["ssi-csi", "ssi-webhook", "ssi-injector"];
 /// The guide's Deployment runs image some/app:0.0.1; the demo's is the watch-secrets example.
 const GUIDE_APP_IMAGE: &str = "some/app:0.0.1";
 
-/// Runs the demo on `node`: installs the shipped images and manifests, shows the guide's
-/// Deployment, a rotation, the subPath refusal and env injection, then uninstalls.
+/// Runs the demo on `node`: installs the shipped images and the chart, shows the guide's
+/// Deployment, a rotation, an upgrade during which the volume keeps rotating, the subPath
+/// refusal and env injection, then uninstalls.
 pub async fn on_the_node(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::Result<()> {
     load_images(bed, node, narrator)?;
-    let overlays = install(bed, node, narrator).await?;
+    install(bed, node, narrator).await?;
     guide_deployment(bed, narrator).await?;
     rotation(bed, narrator).await?;
     subpath_refused(bed, narrator)?;
     env_injection(bed, narrator).await?;
-    uninstall(bed, narrator, &overlays)?;
+    upgrade(bed, node, narrator).await?;
+    uninstall(bed, narrator)?;
     Ok(())
 }
 
@@ -78,92 +82,96 @@ fn load_images(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::Re
     Ok(())
 }
 
-/// The kustomize overlays the demo applied, to delete them at the end.
-#[derive(Debug)]
-pub struct Overlays {
-    csi: PathBuf,
-    webhook: PathBuf,
+/// helm, with its state below the bed's directory (never the user's HOME).
+fn helm(bed: &TestBed) -> crate::Result<Command> {
+    let mut command = Command::new(crate::tool_path("helm")?);
+    let home = bed.dir().join("helm");
+    command
+        .env("HOME", &home)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env("KUBECONFIG", &bed.kube().kubeconfig);
+    Ok(command)
 }
 
-async fn install(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::Result<Overlays> {
-    let deploy = bed.dir().join("deploy");
-    std::fs::create_dir_all(&deploy)?;
+/// Runs helm with `args`, printing the command as a user would type it and its output.
+fn helm_step(bed: &TestBed, narrator: &Narrator, args: &[String]) -> crate::Result<String> {
+    narrator.command(&format!("helm {}", args.join(" ")));
+    let output = run(helm(bed)?.args(args))?;
+    narrator.result(output.trim_end());
+    Ok(output)
+}
+
+/// The chart's values for this bed, as a user of such a cluster would set them: the store's
+/// address and auth path, the demo's rotation interval, and the node's directories (this
+/// kubelet runs with --root-dir below the bed, not /var/lib/kubelet).
+fn bed_values(bed: &TestBed, node: &Node) -> crate::Result<Vec<String>> {
     // Pods reach the bed's OpenBao through the node's pod gateway.
     let store = format!(
         "http://{}:{}",
         node.pod_gateway,
         port_of(&bed.openbao().addr)?
     );
-
-    narrator.step("Install the CSI node driver: kubectl apply -k with an overlay of manifests/csi");
-    let csi = deploy.join("csi");
-    std::fs::create_dir_all(&csi)?;
-    std::fs::write(
-        csi.join("kustomization.yaml"),
-        csi_overlay(
-            &relative_to(&csi, &workspace_path("manifests/csi"))?,
-            &store,
-            node,
-        ),
-    )?;
-    narrator.command(&format!("cat {}/kustomization.yaml", csi.display()));
-    narrator.result(&std::fs::read_to_string(csi.join("kustomization.yaml"))?);
-    let rendered = run(bed.kubectl().arg("kustomize").arg(&csi))?;
-    ensure!(
-        !rendered.contains("/var/lib/kubelet"),
-        "the overlay left a /var/lib/kubelet path in the DaemonSet; manifests/csi/daemonset.yaml changed shape"
-    );
-    kubectl(bed, narrator, &["apply", "-k", &csi.display().to_string()])?;
-
-    narrator
-        .step("Install the webhook: certificates from certs/generate.sh, then kubectl apply -k");
-    let certs = deploy.join("webhook-certs");
-    narrator.command(&format!("certs/generate.sh --out {}", certs.display()));
-    narrator.result(&run(Command::new(workspace_path("certs/generate.sh"))
-        .arg("--out")
-        .arg(&certs))?);
-    let webhook = deploy.join("webhook");
-    std::fs::create_dir_all(&webhook)?;
-    std::fs::write(
-        webhook.join("kustomization.yaml"),
+    let root = &node.kubelet_root;
+    let values = [
+        format!("store.address={store}"),
+        "store.authPath=main-kube".to_owned(),
+        format!("csi.rotationInterval={DEMO_ROTATION}"),
+        format!("csi.kubeletRoot={}", root.display()),
         format!(
-            r#"# The certificate overlay from certs/generate.sh, plus the store address for env-injected pods.
-resources:
-  - ../webhook-certs
-configMapGenerator:
-  - name: ssi-webhook-config
-    namespace: {SYSTEM_NAMESPACE}
-    behavior: merge
-    literals:
-      - SSI_WEBHOOK_INJECTOR_DEFAULT_ADDRESS={store}
-"#
+            "csi.stateDir={}",
+            root.with_file_name("ssi-csi-state").display()
         ),
-    )?;
-    narrator.command(&format!("cat {}/kustomization.yaml", webhook.display()));
-    narrator.result(&std::fs::read_to_string(
-        webhook.join("kustomization.yaml"),
-    )?);
+        // NB: not a tmpfs, so the driver keeps no tokens there (it says so); the demo holds no
+        // leases, and the host's /run stays untouched.
+        format!(
+            "csi.tokenDir={}",
+            root.with_file_name("ssi-csi-run").display()
+        ),
+    ];
+    Ok(values
+        .iter()
+        .flat_map(|value| ["--set".to_owned(), value.clone()])
+        .collect())
+}
+
+async fn install(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::Result<()> {
+    narrator
+        .step("Create the namespace, labelled for the privileged driver (Pod Security Admission)");
+    kubectl(bed, narrator, &["create", "namespace", SYSTEM_NAMESPACE])?;
     kubectl(
         bed,
         narrator,
-        &["apply", "-k", &webhook.display().to_string()],
+        &[
+            "label",
+            "namespace",
+            SYSTEM_NAMESPACE,
+            "pod-security.kubernetes.io/enforce=privileged",
+        ],
     )?;
 
-    narrator.step("Wait for the driver (DaemonSet) and the webhook (2 replicas) to be ready");
-    for workload in ["daemonset/ssi-csi", "deployment/ssi-webhook"] {
-        kubectl(
-            bed,
-            narrator,
-            &[
-                "-n",
-                SYSTEM_NAMESPACE,
-                "rollout",
-                "status",
-                workload,
-                "--timeout=180s",
-            ],
-        )?;
-    }
+    narrator
+        .step("Install the driver and the webhook with Helm; --wait returns once both are ready");
+    let mut args: Vec<String> = [
+        "install",
+        "ssi",
+        &workspace_path("charts/secrets-store-integration")
+            .display()
+            .to_string(),
+        "--namespace",
+        SYSTEM_NAMESPACE,
+        "--wait",
+        "--timeout",
+        "180s",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    args.extend(bed_values(bed, node)?);
+    helm_step(bed, narrator, &args)?;
+
+    narrator.step("Wait for kubelet to register the driver");
     wait::until(
         Duration::from_secs(60),
         "kubelet to register the driver",
@@ -191,103 +199,62 @@ configMapGenerator:
             "jsonpath={.spec.drivers[*].name}{\"\\n\"}",
         ],
     )?;
-    Ok(Overlays { csi, webhook })
+    Ok(())
 }
 
-/// manifests/csi for this node: the store address, the demo's rotation interval and the node's
-/// kubelet directory (DaemonSet paths replaced one by one, each checked first with `test`).
-fn csi_overlay(base: &Path, store: &str, node: &Node) -> String {
-    let root = node.kubelet_root.display();
-    let state = node.kubelet_root.with_file_name("ssi-csi-state");
-    let state = state.display();
-    let spec = "/spec/template/spec";
-    let container = format!("{spec}/containers/0");
-    let replace = |path: &str, old: &str, new: &str| {
-        format!(
-            "      - {{op: test, path: {path}, value: {old}}}\n      - {{op: replace, path: {path}, value: {new}}}\n"
-        )
-    };
-    let kubelet = "/var/lib/kubelet";
-    let plugin = format!("{kubelet}/plugins/secrets-store.csi.deckhouse.io");
-    let moved = [
-        (format!("{container}/env/2/value"), kubelet.to_owned()),
-        (
-            format!("{container}/env/7/value"),
-            format!("{plugin}/csi.sock"),
-        ),
-        (
-            format!("{container}/volumeMounts/2/mountPath"),
-            kubelet.to_owned(),
-        ),
-        (format!("{spec}/volumes/0/hostPath/path"), plugin.clone()),
-        (
-            format!("{spec}/volumes/1/hostPath/path"),
-            format!("{kubelet}/plugins_registry"),
-        ),
-        (
-            format!("{spec}/volumes/2/hostPath/path"),
-            kubelet.to_owned(),
-        ),
+/// `helm upgrade` with a changed driver setting, which replaces the driver's pod while the
+/// backend's volume stays mounted; then a change in Vault must still reach the running pod.
+async fn upgrade(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::Result<()> {
+    narrator.step(
+        "Upgrade with Helm (the driver's pod is replaced); the mounted volume keeps rotating",
+    );
+    let mut args: Vec<String> = [
+        "upgrade",
+        "ssi",
+        &workspace_path("charts/secrets-store-integration")
+            .display()
+            .to_string(),
+        "--namespace",
+        SYSTEM_NAMESPACE,
+        "--wait",
+        "--timeout",
+        "180s",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    args.extend(bed_values(bed, node)?);
+    args.extend(["--set".to_owned(), "csi.rotationConcurrency=8".to_owned()]);
+    helm_step(bed, narrator, &args)?;
+    kubectl(
+        bed,
+        narrator,
+        &[
+            "-n",
+            SYSTEM_NAMESPACE,
+            "rollout",
+            "status",
+            "daemonset/ssi-csi",
+            "--timeout=180s",
+        ],
+    )?;
+    let put = [
+        "kv",
+        "put",
+        "secret/database-for-python-app",
+        &format!("password={UPGRADED}"),
     ];
-    let mut patch = String::new();
-    for (path, old) in &moved {
-        patch += &replace(path, old, &old.replacen(kubelet, &root.to_string(), 1));
-    }
-    patch += &replace(
-        &format!("{spec}/volumes/3/hostPath/path"),
-        "/var/lib/ssi-csi",
-        &state.to_string(),
-    );
-    // NB: not a tmpfs, so the driver keeps no tokens there (it says so); the demo holds no
-    // leases, and the host's /run stays untouched.
-    let run = node.kubelet_root.with_file_name("ssi-csi-run");
-    patch += &replace(
-        &format!("{spec}/volumes/4/hostPath/path"),
-        "/run/ssi-csi",
-        &run.display().to_string(),
-    );
-    format!(
-        r#"# manifests/csi on the test bed's node.
-resources:
-  - {base}
-configMapGenerator:
-  - name: ssi-csi-config
-    namespace: {SYSTEM_NAMESPACE}
-    behavior: merge
-    literals:
-      - SSI_CSI_STORE_ADDRESS={store}
-      - SSI_CSI_STORE_AUTH_PATH=main-kube
-      # The demo's rotation interval; the default is 2m.
-      - SSI_CSI_ROTATION_INTERVAL={DEMO_ROTATION}
-# This kubelet runs with --root-dir={root} instead of /var/lib/kubelet: every host path and the
-# mount the driver shares with kubelet must name that directory.
-patches:
-  - target:
-      kind: DaemonSet
-      name: ssi-csi
-    patch: |-
-{patch}"#,
-        base = base.display(),
+    narrator.command(&format!("vault {}", put.join(" ")));
+    narrator.result(&run(bed.bao()?.args(put))?);
+    let log = wait_for_log(
+        bed,
+        &format!("db-password: {UPGRADED}"),
+        Duration::from_secs(90),
     )
-}
-
-/// `to` as a path relative to `from` (kustomize wants bases as relative paths).
-fn relative_to(from: &Path, to: &Path) -> crate::Result<PathBuf> {
-    let from = from.canonicalize()?;
-    let to = to.canonicalize()?;
-    let common = from
-        .components()
-        .zip(to.components())
-        .take_while(|(a, b)| a == b)
-        .count();
-    let mut relative = PathBuf::new();
-    for _ in from.components().skip(common) {
-        relative.push("..");
-    }
-    for part in to.components().skip(common) {
-        relative.push(part);
-    }
-    Ok(relative)
+    .await?;
+    narrator.command(&format!("kubectl -n {NAMESPACE} logs deployment/backend"));
+    narrator.result(&log);
+    Ok(())
 }
 
 async fn guide_deployment(bed: &TestBed, narrator: &mut Narrator) -> crate::Result<()> {
@@ -439,7 +406,7 @@ async fn env_injection(bed: &TestBed, narrator: &mut Narrator) -> crate::Result<
     Ok(())
 }
 
-fn uninstall(bed: &TestBed, narrator: &mut Narrator, overlays: &Overlays) -> crate::Result<()> {
+fn uninstall(bed: &TestBed, narrator: &mut Narrator) -> crate::Result<()> {
     narrator.step(
         "Clean up: the workloads first (the driver unmounts their volumes), then our components",
     );
@@ -469,19 +436,22 @@ fn uninstall(bed: &TestBed, narrator: &mut Narrator, overlays: &Overlays) -> cra
             "--timeout=90s",
         ],
     )?;
-    for overlay in [&overlays.webhook, &overlays.csi] {
-        kubectl(
-            bed,
-            narrator,
-            &[
-                "delete",
-                "-k",
-                &overlay.display().to_string(),
-                "--ignore-not-found",
-                "--wait=true",
-            ],
-        )?;
-    }
+    helm_step(
+        bed,
+        narrator,
+        &[
+            "uninstall".to_owned(),
+            "ssi".to_owned(),
+            "--namespace".to_owned(),
+            SYSTEM_NAMESPACE.to_owned(),
+            "--wait".to_owned(),
+        ],
+    )?;
+    kubectl(
+        bed,
+        narrator,
+        &["delete", "namespace", SYSTEM_NAMESPACE, "--wait=true"],
+    )?;
     Ok(())
 }
 

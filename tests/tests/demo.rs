@@ -1,7 +1,7 @@
 //! The README's main job, run as CI runs it: the walkthrough binary must play the whole guide on
 //! the real node and exit 0, and its output must show each thing the guide promises.
 
-use ssi_tests::demo::ROTATED;
+use ssi_tests::demo::{ROTATED, UPGRADED};
 use ssi_tests::walkthrough::PASSWORD;
 use std::process::Command;
 
@@ -25,14 +25,17 @@ fn the_main_job_plays_the_guide_on_the_real_node_and_cleans_up() {
         "IN_MOVED_TO ..data",
         &format!("db-password: {ROTATED}"),
         "the pod's restart count is 0",
+        // Installed and upgraded with Helm; the volume rotated through the upgrade.
+        "helm install ssi ",
+        "helm upgrade ssi ",
+        &format!("db-password: {UPGRADED}"),
         // The subPath variant refused with our message.
         "denied the request: Deployment backend-subpath: container \"backend\" mounts secrets-store volume \"app-config\" at \"/app/settings.ini\" with subPath; such a mount never sees secret rotation",
         // The env-injected pod.
         "initContainers: secrets-store-injector-copy secrets-store-integration/ssi-injector:0.1.0",
         &format!("DB_PASSWORD={ROTATED}"),
         // Uninstalled, and the node's teardown check passed.
-        "mutatingwebhookconfiguration.admissionregistration.k8s.io \"ssi-webhook\" deleted",
-        "csidriver.storage.k8s.io \"secrets-store.csi.deckhouse.io\" deleted",
+        "release \"ssi\" uninstalled",
         "nothing is left behind",
         "\nDone in ",
     ] {
