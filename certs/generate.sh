@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Certificates for the ssi-webhook: a CA, a serving certificate for <service>.<namespace>.svc
-# signed by it, the TLS Secret, and a kustomize overlay that deploys manifests/webhook with that
-# Secret and the CA in the MutatingWebhookConfiguration's caBundle.
+# Certificates for the ssi-webhook made outside the cluster: a CA, a serving certificate for
+# <service>.<namespace>.svc signed by it, and the TLS Secret, for the chart's
+# webhook.certificate.source=existing (the chart can also generate them, or use cert-manager).
 #
 #   certs/generate.sh [--service ssi-webhook] [--namespace secrets-store-integration]
 #                     [--out certs/out] [--days 365] [--ip 127.0.0.1]... [--dns name]...
-#   kubectl apply -k certs/out
+#   kubectl apply -f certs/out/secret.yaml
+#   helm install ... --set webhook.certificate.source=existing \
+#                    --set-file webhook.certificate.caCert=certs/out/ca.crt
 #
 # Run it again before the serving certificate expires: it keeps the CA (so the caBundle stays
-# valid) and issues a new serving certificate; re-apply, and the running webhook picks the new
-# pair up without a restart. Delete ca.key and ca.crt to start a new CA.
+# valid) and issues a new serving certificate; re-apply the Secret, and the running webhook
+# picks the new pair up without a restart. Delete ca.key and ca.crt to start a new CA.
 # Needs openssl (1.1.1 or newer) and base64. Keys are EC P-256, written mode 0600.
 set -euo pipefail
 
@@ -18,7 +20,6 @@ namespace=secrets-store-integration
 out=certs/out
 days=365
 extra_sans=()
-manifests="$(dirname "$0")/../manifests/webhook"
 
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 fail() { echo "certs/generate.sh: $*" >&2; exit 2; }
@@ -31,7 +32,6 @@ while [ $# -gt 0 ]; do
     --days) days="${2:?--days needs a number}"; shift 2 ;;
     --ip) extra_sans+=("IP:${2:?--ip needs an address}"); shift 2 ;;
     --dns) extra_sans+=("DNS:${2:?--dns needs a name}"); shift 2 ;;
-    --manifests) manifests="${2:?--manifests needs a directory}"; shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "certs/generate.sh: unknown argument $1" >&2; usage 2 ;;
   esac
@@ -42,7 +42,6 @@ dns_label='^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'
 [[ "$namespace" =~ $dns_label ]] || fail "--namespace $namespace is not a DNS label (lowercase letters, digits, '-')"
 [[ "$days" =~ ^[1-9][0-9]{0,4}$ ]] || fail "--days $days is not a number of days (1..99999)"
 command -v openssl >/dev/null || fail "openssl is not installed"
-[ -f "$manifests/kustomization.yaml" ] || fail "--manifests $manifests holds no kustomization.yaml"
 
 mkdir -p "$out"
 umask 077
@@ -90,34 +89,11 @@ data:
   tls.key: $(b64 "$work/tls.key")
   ca.crt: $(b64 "$work/ca.crt")
 YAML
-# Both webhooks of the configuration (enforcement and injection) call the same server.
-cat > "$work/cabundle-patch.yaml" <<YAML
-- op: add
-  path: /webhooks/0/clientConfig/caBundle
-  value: $(b64 "$work/ca.crt")
-- op: add
-  path: /webhooks/1/clientConfig/caBundle
-  value: $(b64 "$work/ca.crt")
-YAML
-base="$(realpath --relative-to="$(realpath "$out")" "$manifests")"
-cat > "$work/kustomization.yaml" <<YAML
-# Made by certs/generate.sh: manifests/webhook with this directory's certificate.
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - $base
-  - secret.yaml
-patches:
-  - path: cabundle-patch.yaml
-    target:
-      kind: MutatingWebhookConfiguration
-      name: ssi-webhook
-YAML
 b64 "$work/ca.crt" > "$work/ca-bundle.b64"
 
-for file in ca.crt ca.key tls.crt tls.key secret.yaml cabundle-patch.yaml kustomization.yaml ca-bundle.b64; do
+for file in ca.crt ca.key tls.crt tls.key secret.yaml ca-bundle.b64; do
   mv -f "$work/$file" "$out/$file"
 done
-chmod 0644 "$out/ca.crt" "$out/tls.crt" "$out/ca-bundle.b64" "$out/cabundle-patch.yaml" "$out/kustomization.yaml"
+chmod 0644 "$out/ca.crt" "$out/tls.crt" "$out/ca-bundle.b64"
 echo "serving certificate for $host (SANs $sans), valid $days days"
-echo "deploy: kubectl apply -k $out"
+echo "deploy: kubectl apply -f $out/secret.yaml, then helm install with --set webhook.certificate.source=existing --set-file webhook.certificate.caCert=$out/ca.crt"

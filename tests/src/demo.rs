@@ -20,7 +20,7 @@ pub const ROTATED: &str = "rotated-db-password";
 pub const UPGRADED: &str = "after-upgrade-db-password";
 /// The demo rotates every few seconds instead of the product's 2 minutes, so nobody waits.
 const DEMO_ROTATION: &str = "5s";
-const SYSTEM_NAMESPACE: &str = "secrets-store-integration";
+use crate::chart::SYSTEM_NAMESPACE;
 /// The shipped images, as `scripts/build-images` leaves them.
 const SHIPPED_IMAGES: [&str; 3] = ["ssi-csi", "ssi-webhook", "ssi-injector"];
 /// The guide's Deployment runs image some/app:0.0.1; the demo's is the watch-secrets example.
@@ -84,14 +84,8 @@ fn load_images(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::Re
 
 /// helm, with its state below the bed's directory (never the user's HOME).
 fn helm(bed: &TestBed) -> crate::Result<Command> {
-    let mut command = Command::new(crate::tool_path("helm")?);
-    let home = bed.dir().join("helm");
-    command
-        .env("HOME", &home)
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .env("KUBECONFIG", &bed.kube().kubeconfig);
+    let mut command = crate::chart::helm(&bed.dir().join("helm"))?;
+    command.env("KUBECONFIG", &bed.kube().kubeconfig);
     Ok(command)
 }
 
@@ -156,9 +150,7 @@ async fn install(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::
     let mut args: Vec<String> = [
         "install",
         "ssi",
-        &workspace_path("charts/secrets-store-integration")
-            .display()
-            .to_string(),
+        &crate::chart::chart_dir().display().to_string(),
         "--namespace",
         SYSTEM_NAMESPACE,
         "--wait",
@@ -211,9 +203,7 @@ async fn upgrade(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::
     let mut args: Vec<String> = [
         "upgrade",
         "ssi",
-        &workspace_path("charts/secrets-store-integration")
-            .display()
-            .to_string(),
+        &crate::chart::chart_dir().display().to_string(),
         "--namespace",
         SYSTEM_NAMESPACE,
         "--wait",

@@ -15,6 +15,7 @@
 //! - Set `SSI_TESTBED_KEEP=1` to keep the bed's directory (logs, PKI, kubeconfig) for a post-mortem.
 
 mod bed;
+pub mod chart;
 pub mod csi;
 pub mod demo;
 pub mod engines;

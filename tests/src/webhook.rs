@@ -85,18 +85,20 @@ impl Webhook {
         self.process.log_tail(200)
     }
 
-    /// Applies `manifests/webhook/mutatingwebhookconfiguration.yaml` as shipped, except that
-    /// the apiserver calls this process by URL (a Service needs a cluster network) with the
+    /// Applies the chart's MutatingWebhookConfiguration as it renders it, except that the
+    /// apiserver calls this process by URL (a Service needs a cluster network) with the
     /// generated CA as caBundle; waits until the apiserver sends reviews here.
     pub async fn register(&self, bed: &TestBed) -> crate::Result<()> {
-        let shipped = std::fs::read_to_string(workspace_path(
-            "manifests/webhook/mutatingwebhookconfiguration.yaml",
-        ))?;
-        let mut config: serde_json::Value = serde_yaml::from_str(&shipped)?;
+        let rendered = crate::chart::render(
+            &bed.dir().join("helm"),
+            &["store.address=https://vault.example.com:8200"],
+        )?;
+        let objects = crate::chart::objects(&rendered)?;
+        let mut config = crate::chart::find(&objects, "MutatingWebhookConfiguration")?.clone();
         let ca = std::fs::read(self.certs.join("ca.crt"))?;
         let webhooks = config["webhooks"]
             .as_array_mut()
-            .context("the shipped configuration has no webhooks")?;
+            .context("the chart's configuration has no webhooks")?;
         // Each webhook keeps its own endpoint (its service path), on this process.
         let base = self.url.trim_end_matches("/mutate");
         for webhook in webhooks {

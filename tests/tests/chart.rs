@@ -1,55 +1,32 @@
-//! The Helm chart (charts/secrets-store-integration) with the real helm, built from its Go module
-//! by tests/bed/provision.sh: it lints, refuses wrong values at install time, follows the
-//! workspace's version and CRD, and what it renders passes the real apiserver's server-side dry
-//! run, with generated certificates and with cert-manager's.
+//! The Helm chart (charts/secrets-store-integration), the one way the components are installed,
+//! with the real helm (built from its Go module by tests/bed/provision.sh) and the real
+//! kube-apiserver: it lints, refuses wrong values at install time, follows the workspace's
+//! version and CRD, and what it renders passes a server-side dry run with nothing the
+//! components rely on dropped, with generated certificates and with cert-manager's.
 
 // Tests fail by panicking, helpers included.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use ssi_tests::process::{cert_manager_crds, tool};
+use ssi_tests::chart::{SYSTEM_NAMESPACE, chart_dir, helm, objects, render};
+use ssi_tests::process::cert_manager_crds;
 use ssi_tests::{TestBed, run, workspace_path};
-use std::process::Command;
-
-const NAMESPACE: &str = "secrets-store-integration";
-
-fn chart() -> String {
-    workspace_path("charts/secrets-store-integration")
-        .display()
-        .to_string()
-}
-
-fn helm() -> Command {
-    let mut command = Command::new(tool("helm").unwrap());
-    // NB: helm keeps its own state below HOME; a test must not touch the user's.
-    let home = std::env::temp_dir().join("ssi-helm-home");
-    command
-        .env("HOME", &home)
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"));
-    command
-}
-
-/// `helm template` of the chart with `values` (`--set` pairs), or helm's error text.
-fn template(values: &[&str]) -> Result<String, String> {
-    let mut command = helm();
-    command.args(["template", "ssi", &chart(), "--namespace", NAMESPACE]);
-    for value in values {
-        command.args(["--set", value]);
-    }
-    let output = command.output().unwrap();
-    if output.status.success() {
-        Ok(String::from_utf8(output.stdout).unwrap())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
-}
 
 const ADDRESS: &str = "store.address=https://vault.example.com:8200";
 
+fn template(values: &[&str]) -> Result<String, String> {
+    let home = tempfile::tempdir().unwrap();
+    render(home.path(), values).map_err(|e| format!("{e:#}"))
+}
+
 #[test]
 fn the_chart_lints_and_follows_the_workspace_version_and_crd() {
-    let lint = run(helm().args(["lint", "--strict", &chart(), "--set", ADDRESS])).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let lint = run(helm(home.path())
+        .unwrap()
+        .args(["lint", "--strict"])
+        .arg(chart_dir())
+        .args(["--set", ADDRESS]))
+    .unwrap();
     assert!(lint.contains("0 chart(s) failed"), "{lint}");
 
     let cargo = std::fs::read_to_string(workspace_path("Cargo.toml")).unwrap();
@@ -58,10 +35,7 @@ fn the_chart_lints_and_follows_the_workspace_version_and_crd() {
         .find_map(|line| line.strip_prefix("version = \""))
         .and_then(|rest| rest.strip_suffix('"'))
         .expect("the workspace version");
-    let chart_yaml = std::fs::read_to_string(workspace_path(
-        "charts/secrets-store-integration/Chart.yaml",
-    ))
-    .unwrap();
+    let chart_yaml = std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap();
     assert!(
         chart_yaml.contains(&format!("\nversion: {version}\n")),
         "{chart_yaml}"
@@ -81,10 +55,7 @@ fn the_chart_lints_and_follows_the_workspace_version_and_crd() {
     // The CRD is generated from the Rust type into manifests/crd (core/tests/crd.rs); the
     // chart carries the same bytes.
     assert_eq!(
-        std::fs::read_to_string(workspace_path(
-            "charts/secrets-store-integration/crds/secretsstoreimport.yaml"
-        ))
-        .unwrap(),
+        std::fs::read_to_string(chart_dir().join("crds/secretsstoreimport.yaml")).unwrap(),
         std::fs::read_to_string(workspace_path("manifests/crd/secretsstoreimport.yaml")).unwrap(),
         "copy manifests/crd/secretsstoreimport.yaml into the chart's crds/"
     );
@@ -110,6 +81,10 @@ fn a_wrong_value_fails_at_install_time_and_names_it() {
         (vec![ADDRESS, "webhook.replica=3"], "replica"),
         (vec![ADDRESS, "csi.extraEnv.RUST_LOG=debug"], "RUST_LOG"),
         (vec![ADDRESS, "webhook.certificate.source=vault"], "source"),
+        (
+            vec![ADDRESS, "webhook.certificate.source=existing"],
+            "caCert",
+        ),
     ] {
         let error = template(&values).expect_err(&format!("{values:?} must be refused"));
         assert!(
@@ -120,11 +95,12 @@ fn a_wrong_value_fails_at_install_time_and_names_it() {
     }
 }
 
-/// `kubectl apply --dry-run=server -o json -f -` of `manifests`: the objects as the apiserver
-/// would store them.
-fn dry_run(bed: &TestBed, manifests: &str) -> Vec<serde_json::Value> {
+/// `kubectl apply --dry-run=server -o json` of the chart rendered with `values`: the objects as
+/// the apiserver would store them.
+fn dry_run(bed: &TestBed, values: &[&str]) -> Vec<serde_json::Value> {
+    let rendered = template(values).unwrap();
     let path = bed.dir().join("rendered.yaml");
-    std::fs::write(&path, manifests).unwrap();
+    std::fs::write(&path, rendered).unwrap();
     let output = run(bed.kubectl().args([
         "apply",
         "--dry-run=server",
@@ -138,61 +114,263 @@ fn dry_run(bed: &TestBed, manifests: &str) -> Vec<serde_json::Value> {
     applied["items"].as_array().expect("a list").clone()
 }
 
-fn kinds(items: &[serde_json::Value]) -> Vec<&str> {
-    items.iter().filter_map(|i| i["kind"].as_str()).collect()
-}
-
-#[tokio::test]
-async fn what_the_chart_renders_passes_a_server_side_dry_run() {
+async fn bed_with_namespace() -> TestBed {
     let bed = TestBed::builder()
         .without_openbao()
         .start()
         .await
         .expect("test bed");
     // A dry run creates nothing, so the objects inside the namespace need it to exist for real.
-    run(bed.kubectl().args(["create", "namespace", NAMESPACE])).unwrap();
+    run(bed
+        .kubectl()
+        .args(["create", "namespace", SYSTEM_NAMESPACE]))
+    .unwrap();
+    bed
+}
 
-    let generated = dry_run(
-        &bed,
-        &template(&[ADDRESS, "namespace.create=true"]).unwrap(),
-    );
-    let found = kinds(&generated);
+#[tokio::test]
+async fn the_driver_passes_a_server_side_dry_run_with_every_field_kept() {
+    let bed = bed_with_namespace().await;
+    let items = dry_run(&bed, &[ADDRESS, "namespace.create=true"]);
+    let kinds: Vec<&str> = items.iter().filter_map(|i| i["kind"].as_str()).collect();
     for kind in [
         "Namespace",
         "CSIDriver",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
         "DaemonSet",
-        "Deployment",
-        "Service",
-        "PodDisruptionBudget",
-        "Secret",
-        "MutatingWebhookConfiguration",
     ] {
-        assert!(found.contains(&kind), "{kind} missing from {found:?}");
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
-    let namespace = generated.iter().find(|i| i["kind"] == "Namespace").unwrap();
-    assert_eq!(
-        namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
-        "privileged"
-    );
+    let namespace = items.iter().find(|i| i["kind"] == "Namespace").unwrap();
     assert_eq!(
         namespace["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
         "uninstalling never deletes the namespace"
     );
-    // The generated CA is the one the webhook configuration trusts.
-    let secret = generated.iter().find(|i| i["kind"] == "Secret").unwrap();
-    let configuration = generated
-        .iter()
-        .find(|i| i["kind"] == "MutatingWebhookConfiguration")
-        .unwrap();
-    for webhook in configuration["webhooks"].as_array().unwrap() {
+
+    // The driver is privileged: its namespace admits it under Pod Security Admission even on
+    // clusters whose default level is stricter.
+    let namespace = items.iter().find(|i| i["kind"] == "Namespace").unwrap();
+    for mode in ["enforce", "warn", "audit"] {
         assert_eq!(
-            webhook["clientConfig"]["caBundle"],
-            secret["data"]["ca.crt"]
+            namespace["metadata"]["labels"][format!("pod-security.kubernetes.io/{mode}")],
+            "privileged",
+            "{namespace}"
         );
-        assert_eq!(webhook["failurePolicy"], "Fail");
     }
 
-    // cert-manager's variant, against cert-manager's own CRDs.
+    // Nothing the driver relies on dropped by the apiserver.
+    let driver = items.iter().find(|i| i["kind"] == "CSIDriver").unwrap();
+    let spec = &driver["spec"];
+    assert_eq!(spec["attachRequired"], false);
+    assert_eq!(spec["podInfoOnMount"], true);
+    assert_eq!(
+        spec["volumeLifecycleModes"],
+        serde_json::json!(["Ephemeral"])
+    );
+    // The empty audience: tokens for the apiserver's own, which the guide's roles accept.
+    assert_eq!(
+        spec["tokenRequests"],
+        serde_json::json!([{"audience": "", "expirationSeconds": 3600}]),
+        "{spec}"
+    );
+    assert_eq!(spec["requiresRepublish"], true, "{spec}");
+
+    let daemonset = items.iter().find(|i| i["kind"] == "DaemonSet").unwrap();
+    let containers = daemonset["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    let names: Vec<&str> = containers
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    // One container: the driver registers itself with kubelet (no registrar sidecar).
+    assert_eq!(names, ["driver"]);
+    let driver_container = &containers[0];
+    let env = |name: &str| {
+        driver_container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .and_then(|v| v["value"].as_str())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        env("SSI_CSI_REGISTRATION_SOCKET").as_deref(),
+        Some("/registration/secrets-store.csi.deckhouse.io-reg.sock")
+    );
+    assert_eq!(
+        env("SSI_CSI_KUBELET_CSI_SOCKET").as_deref(),
+        Some("/var/lib/kubelet/plugins/secrets-store.csi.deckhouse.io/csi.sock")
+    );
+    let registration_mount = driver_container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/registration")
+        .expect("registration dir mounted");
+    let volumes = daemonset["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
+    let registration_volume = volumes
+        .iter()
+        .find(|v| v["name"] == registration_mount["name"])
+        .unwrap();
+    assert_eq!(
+        registration_volume["hostPath"]["path"],
+        "/var/lib/kubelet/plugins_registry"
+    );
+    assert_eq!(driver_container["securityContext"]["privileged"], true);
+    let kubelet_mount = driver_container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/var/lib/kubelet")
+        .expect("kubelet dir mounted");
+    assert_eq!(kubelet_mount["mountPropagation"], "Bidirectional");
+    for container in containers {
+        assert!(
+            container["resources"]["limits"]["memory"].is_string(),
+            "{} has no memory limit",
+            container["name"]
+        );
+    }
+    assert!(
+        driver_container["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("secrets-store-integration/ssi-csi:")
+    );
+}
+
+#[tokio::test]
+async fn the_webhook_with_generated_certificates_passes_a_server_side_dry_run() {
+    let bed = bed_with_namespace().await;
+    let items = dry_run(&bed, &[ADDRESS]);
+    let find = |kind: &str| {
+        items
+            .iter()
+            .find(|i| i["kind"] == kind)
+            .unwrap_or_else(|| panic!("{kind} missing"))
+    };
+
+    let config = find("MutatingWebhookConfiguration");
+    // Two webhooks: enforcement, which the policed object cannot opt out of, and injection.
+    let injection = &config["webhooks"][1];
+    assert_eq!(injection["name"], "injection.secrets-store.deckhouse.io");
+    assert_eq!(injection["clientConfig"]["service"]["path"], "/inject");
+    let ca_bundle = find("Secret")["data"]["ca.crt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(injection["clientConfig"]["caBundle"], ca_bundle.trim());
+    assert_eq!(
+        injection["objectSelector"]["matchExpressions"][0]["key"],
+        "secrets-store.deckhouse.io/webhook"
+    );
+    assert_eq!(
+        injection["objectSelector"]["matchExpressions"][1],
+        serde_json::json!({"key": "stronghold.deckhouse.io/mutate", "operator": "NotIn", "values": ["skip"]}),
+        "the Deckhouse webhook's opt-out label"
+    );
+    assert_eq!(
+        injection["rules"],
+        serde_json::json!([{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+                            "operations": ["CREATE"], "scope": "Namespaced"}])
+    );
+    let webhook = &config["webhooks"][0];
+    assert_eq!(webhook["name"], "workloads.secrets-store.deckhouse.io");
+    assert_eq!(webhook["failurePolicy"], "Fail");
+    assert_eq!(webhook["sideEffects"], "None");
+    assert_eq!(
+        webhook["admissionReviewVersions"],
+        serde_json::json!(["v1"])
+    );
+    assert!(webhook["timeoutSeconds"].as_u64().unwrap() <= 10);
+    assert_eq!(webhook["reinvocationPolicy"], "IfNeeded");
+    assert_eq!(webhook["clientConfig"]["caBundle"], ca_bundle.trim());
+    assert_eq!(
+        webhook["clientConfig"]["service"],
+        serde_json::json!({"name": "ssi-webhook", "namespace": "secrets-store-integration",
+                           "path": "/enforce", "port": 443})
+    );
+    let resources: Vec<&str> = webhook["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["resources"].as_array().unwrap())
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert_eq!(
+        resources,
+        [
+            "pods",
+            "deployments",
+            "statefulsets",
+            "daemonsets",
+            "replicasets",
+            "jobs",
+            "cronjobs"
+        ]
+    );
+    let excluded = &webhook["namespaceSelector"]["matchExpressions"][0];
+    assert_eq!(excluded["operator"], "NotIn");
+    assert_eq!(
+        excluded["values"],
+        serde_json::json!(["kube-system", "secrets-store-integration"])
+    );
+    assert!(
+        webhook["objectSelector"].is_null() || webhook["objectSelector"] == serde_json::json!({}),
+        "an object cannot opt out of enforcement: {webhook}"
+    );
+
+    let deployment = find("Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(pod["affinity"]["podAntiAffinity"].is_object());
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"],
+        serde_json::json!(["ALL"])
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    assert_eq!(pod["volumes"][0]["secret"]["secretName"], "ssi-webhook-tls");
+    assert!(
+        container["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("secrets-store-integration/ssi-webhook:")
+    );
+
+    let secret = find("Secret");
+    assert_eq!(secret["metadata"]["name"], "ssi-webhook-tls");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(find("PodDisruptionBudget")["spec"]["minAvailable"], 1);
+    assert_eq!(find("Service")["spec"]["ports"][0]["port"], 443);
+    // The webhook gets SecretsStoreImports, and ServiceAccounts and Secrets for registry
+    // credentials, one at a time: never list, watch or write.
+    let role = items
+        .iter()
+        .find(|i| i["kind"] == "ClusterRole" && i["metadata"]["name"] == "ssi-webhook")
+        .unwrap();
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": ["deckhouse.io"], "resources": ["secretsstoreimports"],
+                            "verbs": ["get"]},
+                           {"apiGroups": [""], "resources": ["serviceaccounts", "secrets"],
+                            "verbs": ["get"]}])
+    );
+}
+
+#[tokio::test]
+async fn the_cert_manager_variant_issues_the_secret_the_deployment_mounts() {
+    let bed = bed_with_namespace().await;
     for crd in cert_manager_crds().unwrap() {
         run(bed.kubectl().arg("apply").arg("-f").arg(&crd)).unwrap();
     }
@@ -204,28 +382,54 @@ async fn what_the_chart_renders_passes_a_server_side_dry_run() {
         "crd/issuers.cert-manager.io",
     ]))
     .unwrap();
-    let issued = dry_run(
-        &bed,
-        &template(&[
-            ADDRESS,
-            "webhook.certificate.source=cert-manager",
-            "webhook.failurePolicy.inject=Ignore",
-        ])
-        .unwrap(),
-    );
-    let found = kinds(&issued);
-    assert!(
-        found.contains(&"Certificate") && found.contains(&"Issuer"),
-        "{found:?}"
-    );
-    assert!(!found.contains(&"Secret"), "cert-manager writes the Secret");
-    let configuration = issued
-        .iter()
-        .find(|i| i["kind"] == "MutatingWebhookConfiguration")
-        .unwrap();
+    let values = [
+        ADDRESS,
+        "webhook.certificate.source=cert-manager",
+        "webhook.failurePolicy.inject=Ignore",
+    ];
+    let applied = dry_run(&bed, &values);
+    let kinds: Vec<&str> = applied.iter().filter_map(|i| i["kind"].as_str()).collect();
+    assert!(!kinds.contains(&"Secret"), "cert-manager writes the Secret");
+    let objects = objects(&template(&values).unwrap()).unwrap();
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name} missing"))
+    };
+    let serving = find("Certificate", "ssi-webhook");
+    let deployment = find("Deployment", "ssi-webhook");
     assert_eq!(
-        configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
-        format!("{NAMESPACE}/ssi-webhook")
+        serving["spec"]["secretName"],
+        deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"]
     );
-    assert_eq!(configuration["webhooks"][1]["failurePolicy"], "Ignore");
+    assert!(
+        serving["spec"]["dnsNames"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(
+                "ssi-webhook.secrets-store-integration.svc"
+            ))
+    );
+    let config = find("MutatingWebhookConfiguration", "ssi-webhook");
+    assert_eq!(
+        config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "secrets-store-integration/ssi-webhook"
+    );
+    assert_eq!(
+        find("Issuer", "ssi-webhook-ca")["spec"]["ca"]["secretName"],
+        "ssi-webhook-ca"
+    );
+    assert_eq!(config["webhooks"][1]["failurePolicy"], "Ignore");
+}
+
+#[tokio::test]
+async fn the_network_policy_example_passes_a_server_side_dry_run() {
+    let bed = bed_with_namespace().await;
+    // The NetworkPolicy example of docs/install.md.
+    let policy = workspace_path("docs/examples/webhook-networkpolicy.yaml");
+    run(bed
+        .kubectl()
+        .args(["apply", "--dry-run=server", "-f", policy.to_str().unwrap()]))
+    .unwrap();
 }

@@ -147,11 +147,15 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
     let node = Node::start(&bed).await.expect("node");
     node.load_image(&ssi_tests::images::busybox_image(&bed.dir().join("images")).unwrap())
         .unwrap();
-    run(bed
-        .kubectl()
-        .args(["apply", "-f"])
-        .arg(workspace_path("manifests/csi/csidriver.yaml")))
+    // The CSIDriver object as the chart installs it.
+    let rendered = ssi_tests::chart::render(
+        &bed.dir().join("helm"),
+        &["store.address=https://vault.example.com:8200"],
+    )
     .unwrap();
+    let objects = ssi_tests::chart::objects(&rendered).unwrap();
+    let csidriver = ssi_tests::chart::find(&objects, "CSIDriver").unwrap();
+    bed.apply_yaml(&csidriver.to_string()).unwrap();
     let driver = CsiDriver::start(
         &bed,
         DriverOptions {

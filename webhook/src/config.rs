@@ -113,7 +113,7 @@ pub struct Args {
     pub registry_lookup: bool,
 
     /// Bound on one Pod's registry lookups (credentials included); keep it below the webhook's
-    /// timeoutSeconds (10 s in manifests/webhook).
+    /// timeoutSeconds (10 s in the chart, `webhook.timeoutSeconds`).
     #[arg(long, env = "SSI_WEBHOOK_REGISTRY_DEADLINE", default_value = "5s", value_parser = parse_duration)]
     pub registry_deadline: Duration,
 

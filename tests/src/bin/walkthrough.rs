@@ -1,5 +1,5 @@
 //! The README's main job: the user's guide played step by step on a freshly started test bed with
-//! a real node, our components installed from `manifests/`, and the guide's workloads on it.
+//! a real node, our components installed with the Helm chart, and the guide's workloads on it.
 //! Exits non-zero at the first step that fails; the bed is torn down either way.
 
 use ssi_tests::TestBed;

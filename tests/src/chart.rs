@@ -1,0 +1,67 @@
+//! The Helm chart (charts/secrets-store-integration) rendered with the real helm, built from its
+//! Go module by tests/bed/provision.sh: what the suites install or register comes from it.
+
+use anyhow::bail;
+use k8s_openapi::serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The namespace the chart's components go into in the tests, as docs/install.md uses.
+pub const SYSTEM_NAMESPACE: &str = "secrets-store-integration";
+
+/// The chart's directory.
+pub fn chart_dir() -> PathBuf {
+    crate::workspace_path("charts/secrets-store-integration")
+}
+
+/// helm, keeping its state below `home` (never the user's own).
+pub fn helm(home: &Path) -> crate::Result<Command> {
+    let mut command = Command::new(crate::tool_path("helm")?);
+    command
+        .env("HOME", home)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"));
+    Ok(command)
+}
+
+/// `helm template` of the chart into [`SYSTEM_NAMESPACE`] with `values` (`--set` pairs);
+/// helm's own error text when it refuses them.
+pub fn render(home: &Path, values: &[&str]) -> crate::Result<String> {
+    let mut command = helm(home)?;
+    command.args(["template", "ssi"]).arg(chart_dir());
+    command.args(["--namespace", SYSTEM_NAMESPACE]);
+    for value in values {
+        command.args(["--set", value]);
+    }
+    let output = command.output()?;
+    if !output.status.success() {
+        bail!("{}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// The objects of a multi-document YAML text.
+pub fn objects(yaml: &str) -> crate::Result<Vec<serde_json::Value>> {
+    let mut objects = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(yaml) {
+        let value = serde_json::Value::deserialize(document)?;
+        if !value.is_null() {
+            objects.push(value);
+        }
+    }
+    Ok(objects)
+}
+
+/// The one object of `kind` in `objects`.
+pub fn find<'a>(
+    objects: &'a [serde_json::Value],
+    kind: &str,
+) -> crate::Result<&'a serde_json::Value> {
+    let mut found = objects.iter().filter(|o| o["kind"] == kind);
+    match (found.next(), found.next()) {
+        (Some(object), None) => Ok(object),
+        (None, _) => bail!("the chart renders no {kind}"),
+        (Some(_), Some(_)) => bail!("the chart renders more than one {kind}"),
+    }
+}
