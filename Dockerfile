@@ -1,10 +1,10 @@
 # The three images for users who build with Docker. They hold the same static binaries that
 # scripts/build-images packs without Docker (umoci + skopeo; what the test bed runs):
-#   docker build --target ssi-csi      -t secrets-store-integration/ssi-csi:0.1.0 .
-#   docker build --target ssi-webhook  -t secrets-store-integration/ssi-webhook:0.1.0 .
-#   docker build --target ssi-injector -t secrets-store-integration/ssi-injector:0.1.0 .
-# The references match manifests/*/kustomization.yaml; push them to your registry and set
-# `images:` there. (Docker is not available on the test machines, so this file is not built in
+#   docker build --target ssi-csi      -t secrets-store-integration/ssi-csi:<version> .
+#   docker build --target ssi-webhook  -t secrets-store-integration/ssi-webhook:<version> .
+#   docker build --target ssi-injector -t secrets-store-integration/ssi-injector:<version> .
+# The references are what the Helm chart installs; push them to your registry and set the chart's
+# `images.repository`. (Docker is not available on the test machines, so this file is not built in
 # CI; scripts/build-images is, and the real node's tests run its images.)
 
 FROM rust:1-bookworm AS build

@@ -45,7 +45,8 @@ fn load_images(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::Re
     narrator.step("Load the images into the node's containerd (a registry pull would do the same)");
     for name in SHIPPED_IMAGES {
         let archive = workspace_path(&format!(
-            "target/images/secrets-store-integration-{name}-0.1.0.tar"
+            "target/images/secrets-store-integration-{name}-{}.tar",
+            env!("CARGO_PKG_VERSION")
         ));
         ensure!(
             archive.is_file(),

@@ -136,7 +136,10 @@ pub fn injector_image(dir: &Path) -> crate::Result<PathBuf> {
     );
     build_image(
         dir,
-        "secrets-store-integration/ssi-injector:0.1.0",
+        concat!(
+            "secrets-store-integration/ssi-injector:",
+            env!("CARGO_PKG_VERSION")
+        ),
         &[ImageFile::executable(&binary, "/ssi-injector")],
         &[],
         &["/ssi-injector"],

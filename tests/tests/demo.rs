@@ -32,7 +32,10 @@ fn the_main_job_plays_the_guide_on_the_real_node_and_cleans_up() {
         // The subPath variant refused with our message.
         "denied the request: Deployment backend-subpath: container \"backend\" mounts secrets-store volume \"app-config\" at \"/app/settings.ini\" with subPath; such a mount never sees secret rotation",
         // The env-injected pod.
-        "initContainers: secrets-store-injector-copy secrets-store-integration/ssi-injector:0.1.0",
+        concat!(
+            "initContainers: secrets-store-injector-copy secrets-store-integration/ssi-injector:",
+            env!("CARGO_PKG_VERSION")
+        ),
         &format!("DB_PASSWORD={ROTATED}"),
         // Uninstalled, and the node's teardown check passed.
         "release \"ssi\" uninstalled",

@@ -399,7 +399,8 @@ async fn the_shipped_images_start_on_the_node() {
     let node = Node::start(&bed).await.expect("node");
     for name in ["ssi-csi", "ssi-webhook", "ssi-injector"] {
         let archive = workspace_path(&format!(
-            "target/images/secrets-store-integration-{name}-0.1.0.tar"
+            "target/images/secrets-store-integration-{name}-{}.tar",
+            env!("CARGO_PKG_VERSION")
         ));
         assert!(
             archive.is_file(),
@@ -414,13 +415,13 @@ async fn the_shipped_images_start_on_the_node() {
             "csi",
             "ssi-csi",
             vec!["/ssi-csi", "--version"],
-            "ssi-csi 0.1.0",
+            concat!("ssi-csi ", env!("CARGO_PKG_VERSION")),
         ),
         (
             "webhook",
             "ssi-webhook",
             vec!["/ssi-webhook", "--version"],
-            "ssi-webhook 0.1.0",
+            concat!("ssi-webhook ", env!("CARGO_PKG_VERSION")),
         ),
         (
             "injector",
@@ -433,7 +434,7 @@ async fn the_shipped_images_start_on_the_node() {
         let json = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": pod, "namespace": "default"},
             "spec": {"automountServiceAccountToken": false, "restartPolicy": "Never",
-                "containers": [{"name": "main", "image": format!("secrets-store-integration/{image}:0.1.0"),
+                "containers": [{"name": "main", "image": format!("secrets-store-integration/{image}:{}", env!("CARGO_PKG_VERSION")),
                     "imagePullPolicy": "Never", "command": command,
                     "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
                 "volumes": [{"name": "work", "emptyDir": {}}]}});

@@ -78,7 +78,7 @@ pub struct Args {
     #[arg(
         long,
         env = "SSI_WEBHOOK_INJECTOR_IMAGE",
-        default_value = "secrets-store-integration/ssi-injector:0.1.0"
+        default_value = concat!("secrets-store-integration/ssi-injector:", env!("CARGO_PKG_VERSION"))
     )]
     pub injector_image: String,
 

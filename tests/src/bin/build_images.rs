@@ -32,7 +32,10 @@ fn main() -> anyhow::Result<()> {
         );
         archives.push(build_image(
             &out,
-            &format!("secrets-store-integration/{name}:0.1.0"),
+            &format!(
+                "secrets-store-integration/{name}:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
             &[
                 ImageFile::executable(&binary, &target),
                 ImageFile {
