@@ -21,10 +21,11 @@ log() { printf '[provision] %s\n' "$*" >&2; }
 # containerd, runc, containernetworking-plugins, busybox-static: the real node (kubelet's runtime,
 # pod networking, the test workloads' image). postgresql: the database the store's database
 # secrets engine issues users in (tests/src/postgres.rs starts its own cluster on loopback).
+# prometheus: promtool for the chart's alerts, and a server the monitoring suite starts on loopback.
 packages=(etcd-server make openssl curl ca-certificates wrk python3 python3-venv
           docker-registry umoci skopeo apache2-utils
           containerd runc containernetworking-plugins busybox-static gcc libc6-dev iproute2
-          postgresql)
+          postgresql prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -41,6 +42,12 @@ if [ -x /etc/init.d/docker-registry ]; then
   # ... nor start again at boot.
   if command -v systemctl >/dev/null; then systemctl disable docker-registry >/dev/null 2>&1 || true; fi
   update-rc.d docker-registry disable >/dev/null 2>&1 || true
+fi
+# Likewise the package's own Prometheus (9090, every interface): the suite starts its own.
+if [ -x /etc/init.d/prometheus ]; then
+  /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+  if command -v systemctl >/dev/null; then systemctl disable prometheus >/dev/null 2>&1 || true; fi
+  update-rc.d prometheus disable >/dev/null 2>&1 || true
 fi
 # Likewise the package's own cluster (5432): the bed starts a cluster of its own per test.
 if [ -x /etc/init.d/postgresql ]; then

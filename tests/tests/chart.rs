@@ -433,3 +433,46 @@ async fn the_network_policy_example_passes_a_server_side_dry_run() {
         .args(["apply", "--dry-run=server", "-f", policy.to_str().unwrap()]))
     .unwrap();
 }
+
+#[test]
+fn the_monitoring_objects_carry_the_tested_alerts_and_dashboard() {
+    let values = [
+        ADDRESS,
+        "monitoring.podMonitors=true",
+        "monitoring.prometheusRule=true",
+        "monitoring.dashboard=true",
+    ];
+    let objects = objects(&template(&values).unwrap()).unwrap();
+    let of = |kind: &str| objects.iter().filter(|o| o["kind"] == kind).count();
+    assert_eq!(of("PodMonitor"), 2, "the driver and the webhook");
+    let rule = objects
+        .iter()
+        .find(|o| o["kind"] == "PrometheusRule")
+        .unwrap();
+    let file: serde_json::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(chart_dir().join("files/prometheus-rules.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        rule["spec"], file,
+        "the rules promtool tests (tests/tests/monitoring.rs)"
+    );
+    let dashboard = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(
+        dashboard["data"]["secrets-store-integration.json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(chart_dir().join("files/dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json, file);
+    // Off by default: they need the Prometheus Operator's CRDs and Grafana's sidecar.
+    let plain = template(&[ADDRESS]).unwrap();
+    assert!(!plain.contains("PodMonitor") && !plain.contains("PrometheusRule"));
+}
