@@ -154,7 +154,7 @@ async fn install(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::
         &crate::chart::chart_dir().display().to_string(),
         "--namespace",
         SYSTEM_NAMESPACE,
-        "--wait",
+        "--atomic",
         "--timeout",
         "180s",
     ]
@@ -207,7 +207,7 @@ async fn upgrade(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::
         &crate::chart::chart_dir().display().to_string(),
         "--namespace",
         SYSTEM_NAMESPACE,
-        "--wait",
+        "--atomic",
         "--timeout",
         "180s",
     ]

@@ -476,3 +476,51 @@ fn the_monitoring_objects_carry_the_tested_alerts_and_dashboard() {
     let plain = template(&[ADDRESS]).unwrap();
     assert!(!plain.contains("PodMonitor") && !plain.contains("PrometheusRule"));
 }
+
+#[tokio::test]
+async fn an_install_whose_webhook_never_gets_ready_leaves_no_webhook_behind() {
+    // What docs/install.md runs: `helm install --atomic`. Here the webhook can never become
+    // ready (no node runs it): helm gives up after the timeout and takes the release back out,
+    // webhook configuration included, so the cluster is never left with a webhook that cannot
+    // answer.
+    let bed = bed_with_namespace().await;
+    let home = bed.dir().join("helm");
+    let output = helm(&home)
+        .unwrap()
+        .env("KUBECONFIG", &bed.kube().kubeconfig)
+        .args(["install", "ssi"])
+        .arg(chart_dir())
+        .args([
+            "--namespace",
+            SYSTEM_NAMESPACE,
+            "--atomic",
+            "--timeout",
+            "15s",
+        ])
+        .args(["--set", ADDRESS])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the install cannot succeed here");
+    assert!(stderr.contains("atomic"), "{stderr}");
+    let configurations =
+        run(bed
+            .kubectl()
+            .args(["get", "mutatingwebhookconfigurations", "-o", "name"]))
+        .unwrap();
+    assert!(!configurations.contains("ssi-webhook"), "{configurations}");
+    let pod = bed.dir().join("pod.json");
+    std::fs::write(
+        &pod,
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"after","namespace":"default"},
+            "spec":{"containers":[{"name":"c","image":"x"}]}}"#,
+    )
+    .unwrap();
+    run(bed
+        .kubectl()
+        .args(["create", "--dry-run=server", "-f"])
+        .arg(&pod))
+    .expect("pods are admitted as before");
+    // The namespace stays: it was created before the release, not by it.
+    run(bed.kubectl().args(["get", "namespace", SYSTEM_NAMESPACE])).unwrap();
+}
