@@ -26,6 +26,20 @@ impl EncodeLabelValue for Outcome {
     }
 }
 
+/// The `code` label values of failed CSI calls.
+pub const ERROR_CODES: [&str; 6] = [
+    "invalid_argument",
+    "not_found",
+    "permission_denied",
+    "unavailable",
+    "already_exists",
+    "internal",
+];
+
+/// The `operation` label values of `ssi_csi_store_requests_total`.
+pub const STORE_OPERATIONS: [&str; 6] =
+    ["login", "read", "write", "renew", "revoke", "renew_token"];
+
 /// Labels of `ssi_csi_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabels {
@@ -121,6 +135,36 @@ impl Default for Metrics {
         );
         let mounts = Gauge::default();
         registry.register("mounts", "Volumes currently published", mounts.clone());
+        // Every series an alert watches exists from the start, at zero: an increase from 0 to 1
+        // is seen, while a series that appears at 1 shows no increase at all.
+        for operation in ["publish", "unpublish"] {
+            let ok = OperationLabels {
+                operation,
+                result: Outcome::Ok,
+                code: "ok",
+            };
+            drop(csi_requests.get_or_create(&ok));
+            for code in ERROR_CODES {
+                drop(csi_requests.get_or_create(&OperationLabels {
+                    operation,
+                    result: Outcome::Error,
+                    code,
+                }));
+            }
+        }
+        for result in [
+            Rotation::Changed,
+            Rotation::Unchanged,
+            Rotation::Failed,
+            Rotation::Waiting,
+        ] {
+            drop(rotations.get_or_create(&RotationLabels { result }));
+        }
+        for operation in STORE_OPERATIONS {
+            for result in [Outcome::Ok, Outcome::Error] {
+                drop(store_requests.get_or_create(&StoreLabels { operation, result }));
+            }
+        }
         Metrics {
             registry,
             csi_requests,
@@ -184,5 +228,17 @@ mod tests {
             "{text}"
         );
         assert_eq!(metrics.store_calls("login"), 1);
+    }
+
+    #[test]
+    fn the_series_alerts_watch_exist_at_zero_from_the_start() {
+        let text = Metrics::default().encode();
+        for series in [
+            "ssi_csi_rotations_total{result=\"failed\"} 0",
+            "ssi_csi_requests_total{operation=\"publish\",result=\"error\",code=\"unavailable\"} 0",
+            "ssi_csi_store_requests_total{operation=\"read\",result=\"error\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
     }
 }

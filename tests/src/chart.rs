@@ -28,9 +28,14 @@ pub fn helm(home: &Path) -> crate::Result<Command> {
 /// `helm template` of the chart into [`SYSTEM_NAMESPACE`] with `values` (`--set` pairs);
 /// helm's own error text when it refuses them.
 pub fn render(home: &Path, values: &[&str]) -> crate::Result<String> {
+    render_in(home, SYSTEM_NAMESPACE, values)
+}
+
+/// [`render`] for a release in `namespace`.
+pub fn render_in(home: &Path, namespace: &str, values: &[&str]) -> crate::Result<String> {
     let mut command = helm(home)?;
     command.args(["template", "ssi"]).arg(chart_dir());
-    command.args(["--namespace", SYSTEM_NAMESPACE]);
+    command.args(["--namespace", namespace]);
     for value in values {
         command.args(["--set", value]);
     }

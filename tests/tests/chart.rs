@@ -7,7 +7,7 @@
 // Tests fail by panicking, helpers included.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use ssi_tests::chart::{SYSTEM_NAMESPACE, chart_dir, helm, objects, render};
+use ssi_tests::chart::{SYSTEM_NAMESPACE, chart_dir, helm, objects, render, render_in};
 use ssi_tests::process::cert_manager_crds;
 use ssi_tests::{TestBed, run, workspace_path};
 
@@ -16,6 +16,12 @@ const ADDRESS: &str = "store.address=https://vault.example.com:8200";
 fn template(values: &[&str]) -> Result<String, String> {
     let home = tempfile::tempdir().unwrap();
     render(home.path(), values).map_err(|e| format!("{e:#}"))
+}
+
+/// [`template`] of a release in `namespace`.
+fn template_in(namespace: &str, values: &[&str]) -> Result<String, String> {
+    let home = tempfile::tempdir().unwrap();
+    render_in(home.path(), namespace, values).map_err(|e| format!("{e:#}"))
 }
 
 #[test]
@@ -85,6 +91,31 @@ fn a_wrong_value_fails_at_install_time_and_names_it() {
             vec![ADDRESS, "webhook.certificate.source=existing"],
             "caCert",
         ),
+        // A value cannot add YAML of its own, nor override what the chart sets.
+        (
+            vec![
+                ADDRESS,
+                "images.repository=x\n---\nkind: ClusterRoleBinding",
+            ],
+            "repository",
+        ),
+        (
+            vec![
+                ADDRESS,
+                "webhook.certificate.certManagerIssuer.name=a\nb: c",
+            ],
+            "name",
+        ),
+        (vec![ADDRESS, "csi.kubeletRoot=/"], "kubeletRoot"),
+        (
+            vec![ADDRESS, "csi.extraEnv.SSI_CSI_KUBELET_ROOT=/"],
+            "SSI_CSI_KUBELET_ROOT",
+        ),
+        (
+            vec![ADDRESS, "csi.extraEnv.SSI_WEBHOOK_SUBPATH_POLICY=warn"],
+            "SSI_WEBHOOK_SUBPATH_POLICY",
+        ),
+        (vec![ADDRESS, "webhook.timeoutSeconds=5"], "timeoutSeconds"),
     ] {
         let error = template(&values).expect_err(&format!("{values:?} must be refused"));
         assert!(
@@ -93,12 +124,38 @@ fn a_wrong_value_fails_at_install_time_and_names_it() {
             "{values:?}: {error}"
         );
     }
+    // Namespaces the components may not go into, and a namespace the chart cannot own.
+    for (namespace, values, says) in [
+        (
+            "default",
+            vec![ADDRESS],
+            "may not go into namespace default",
+        ),
+        (
+            "kube-public",
+            vec![ADDRESS],
+            "may not go into namespace kube-public",
+        ),
+        (
+            SYSTEM_NAMESPACE,
+            vec![ADDRESS, "namespace.create=true"],
+            "another namespace than the release's",
+        ),
+    ] {
+        let error = template_in(namespace, &values).expect_err(namespace);
+        assert!(error.contains(says), "{namespace}: {error}");
+    }
 }
 
 /// `kubectl apply --dry-run=server -o json` of the chart rendered with `values`: the objects as
 /// the apiserver would store them.
 fn dry_run(bed: &TestBed, values: &[&str]) -> Vec<serde_json::Value> {
-    let rendered = template(values).unwrap();
+    dry_run_in(bed, SYSTEM_NAMESPACE, values)
+}
+
+/// [`dry_run`] of a release in `namespace`.
+fn dry_run_in(bed: &TestBed, namespace: &str, values: &[&str]) -> Vec<serde_json::Value> {
+    let rendered = template_in(namespace, values).unwrap();
     let path = bed.dir().join("rendered.yaml");
     std::fs::write(&path, rendered).unwrap();
     let output = run(bed.kubectl().args([
@@ -131,7 +188,15 @@ async fn bed_with_namespace() -> TestBed {
 #[tokio::test]
 async fn the_driver_passes_a_server_side_dry_run_with_every_field_kept() {
     let bed = bed_with_namespace().await;
-    let items = dry_run(&bed, &[ADDRESS, "namespace.create=true"]);
+    let items = dry_run_in(
+        &bed,
+        "ssi-releases",
+        &[
+            ADDRESS,
+            "namespace.create=true",
+            &format!("namespace.name={SYSTEM_NAMESPACE}"),
+        ],
+    );
     let kinds: Vec<&str> = items.iter().filter_map(|i| i["kind"].as_str()).collect();
     for kind in [
         "Namespace",

@@ -88,6 +88,11 @@ impl Default for Metrics {
             "Serving certificate changes picked up (ok) or refused, keeping the old pair (error)",
             certificate_reloads.clone(),
         );
+        // The alert watches refusals: the series exist from the start, at zero, so that the
+        // first one is an increase.
+        for result in ["ok", "error"] {
+            drop(certificate_reloads.get_or_create(&ReloadLabels { result }));
+        }
         Metrics {
             registry,
             reviews,
@@ -134,6 +139,15 @@ mod tests {
             text.contains(
                 "ssi_webhook_admission_reviews_total{kind=\"other\",verdict=\"patched\"} 1"
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn certificate_refusals_are_counted_from_zero() {
+        let text = Metrics::default().encode();
+        assert!(
+            text.contains("ssi_webhook_certificate_reloads_total{result=\"error\"} 0"),
             "{text}"
         );
     }

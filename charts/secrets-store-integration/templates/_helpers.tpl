@@ -1,6 +1,13 @@
 {{/* The namespace of the components: namespace.name, else the release's. */}}
 {{- define "ssi.namespace" -}}
-{{- .Values.namespace.name | default .Release.Namespace -}}
+{{- $ns := .Values.namespace.name | default .Release.Namespace -}}
+{{- if has $ns (list "default" "kube-public" "kube-node-lease") -}}
+{{- fail (printf "the components may not go into namespace %s (the privileged driver, the webhook's key, and a namespace the webhook would stop reviewing): install with --namespace secrets-store-integration" $ns) -}}
+{{- end -}}
+{{- if and .Values.namespace.create (eq $ns .Release.Namespace) -}}
+{{- fail "namespace.create needs namespace.name to be another namespace than the release's: Helm needs the release's namespace to exist before it installs anything" -}}
+{{- end -}}
+{{- $ns -}}
 {{- end -}}
 
 {{/* The image of one component: <repository>/<name>:<tag or appVersion>. */}}
@@ -20,7 +27,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{/* extraEnv as container env entries. */}}
 {{- define "ssi.extraEnv" -}}
 {{- range $name, $value := . }}
-- name: {{ $name }}
+- name: {{ $name | quote }}
   value: {{ $value | toString | quote }}
 {{- end }}
 {{- end -}}
