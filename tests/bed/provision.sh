@@ -190,7 +190,7 @@ for tool in "${kube_tools[@]}"; do
   ln -sf "$kube_dir/$tool" "$bin/$tool"
 done
 # --- cert-manager's CRDs, from its Go module (tests/bed/cert-manager/go.mod) ---------------------
-# The manifests test dry-runs manifests/webhook-cert-manager against the real CRDs.
+# The chart's tests dry-run its cert-manager variant against the real CRDs.
 cert_manager_module="$(cd "$(dirname "$0")" && pwd)/cert-manager"
 cert_manager_version=$(sed -n 's/^require github.com\/cert-manager\/cert-manager \(v[0-9.]*\)$/\1/p' "$cert_manager_module/go.mod")
 [ -n "$cert_manager_version" ] || { log "no cert-manager version in $cert_manager_module/go.mod"; exit 1; }

@@ -18,7 +18,7 @@ pub struct Webhook {
     pub url: String,
     /// `http://127.0.0.1:<port>` of /healthz, /readyz and /metrics.
     pub admin: String,
-    /// `certs/generate.sh`'s output: ca.crt, tls.crt, tls.key, the overlay.
+    /// `certs/generate.sh`'s output: ca.crt, tls.crt, tls.key, secret.yaml.
     pub certs: PathBuf,
 }
 

@@ -1,4 +1,4 @@
-// cert-manager's CRDs, for the server-side dry run of manifests/webhook-cert-manager
+// cert-manager's CRDs, for the server-side dry run of the chart's cert-manager variant
 // (tests/bed/provision.sh copies deploy/crds from this module; nothing is built).
 module ssi.test/certmanager
 
