@@ -131,6 +131,26 @@ fn bed_values(bed: &TestBed, node: &Node) -> crate::Result<Vec<String>> {
         .collect())
 }
 
+/// `helm <command> ssi <chart>` for this bed's release: `--atomic` (ready, or taken out again)
+/// and the bed's values.
+fn release_args(command: &str, bed: &TestBed, node: &Node) -> crate::Result<Vec<String>> {
+    let mut args: Vec<String> = [
+        command,
+        "ssi",
+        &crate::chart::chart_dir().display().to_string(),
+        "--namespace",
+        SYSTEM_NAMESPACE,
+        "--atomic",
+        "--timeout",
+        "180s",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    args.extend(bed_values(bed, node)?);
+    Ok(args)
+}
+
 async fn install(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::Result<()> {
     narrator
         .step("Create the namespace, labelled for the privileged driver (Pod Security Admission)");
@@ -146,23 +166,10 @@ async fn install(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::
         ],
     )?;
 
-    narrator
-        .step("Install the driver and the webhook with Helm; --wait returns once both are ready");
-    let mut args: Vec<String> = [
-        "install",
-        "ssi",
-        &crate::chart::chart_dir().display().to_string(),
-        "--namespace",
-        SYSTEM_NAMESPACE,
-        "--atomic",
-        "--timeout",
-        "180s",
-    ]
-    .iter()
-    .map(|a| (*a).to_owned())
-    .collect();
-    args.extend(bed_values(bed, node)?);
-    helm_step(bed, narrator, &args)?;
+    narrator.step(
+        "Install the driver and the webhook with Helm; --atomic returns once both are ready, or takes them out again",
+    );
+    helm_step(bed, narrator, &release_args("install", bed, node)?)?;
 
     narrator.step("Wait for kubelet to register the driver");
     wait::until(
@@ -201,20 +208,7 @@ async fn upgrade(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::
     narrator.step(
         "Upgrade with Helm (the driver's pod is replaced); the mounted volume keeps rotating",
     );
-    let mut args: Vec<String> = [
-        "upgrade",
-        "ssi",
-        &crate::chart::chart_dir().display().to_string(),
-        "--namespace",
-        SYSTEM_NAMESPACE,
-        "--atomic",
-        "--timeout",
-        "180s",
-    ]
-    .iter()
-    .map(|a| (*a).to_owned())
-    .collect();
-    args.extend(bed_values(bed, node)?);
+    let mut args = release_args("upgrade", bed, node)?;
     args.extend(["--set".to_owned(), "csi.rotationConcurrency=8".to_owned()]);
     helm_step(bed, narrator, &args)?;
     kubectl(
