@@ -20,7 +20,6 @@
 pub const PREFIX: &str = "secrets-store:";
 /// What starts a write reference.
 pub const WRITE_PREFIX: &str = ">>secrets-store:";
-pub use ssi_core::names::FORBIDDEN_WRITE_PREFIXES;
 
 /// The one variable `secrets-store:login` may fill, as in Deckhouse.
 pub const LOGIN_VARIABLE: &str = "VAULT_TOKEN";
