@@ -9,9 +9,11 @@ use crate::mutate::{Mutation, SubpathPolicy, mutate};
 use crate::refusal::Refusal;
 use crate::registry::{Entrypoints, LookupRequest};
 use base64::Engine;
+use json_patch::{Patch, PatchOperation};
+use jsonptr::{Pointer, PointerBuf, Token};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 const API_VERSION: &str = "admission.k8s.io/v1";
 
@@ -67,24 +69,25 @@ pub enum Verdict {
 
 /// The parts of an AdmissionReview v1 request the webhook reads. Typed kube structs would parse
 /// and re-serialise the whole object (metadata included) on every review; the object is only
-/// ever needed as JSON.
+/// ever needed as JSON, and only when it may concern us (`O` is then a `Value`, otherwise
+/// `IgnoredAny`, so that the body is read once either way).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct IncomingReview {
+struct IncomingReview<O> {
     api_version: String,
     kind: String,
-    request: Option<IncomingRequest>,
+    request: Option<IncomingRequest<O>>,
 }
 
 #[derive(Deserialize)]
-struct IncomingRequest {
+struct IncomingRequest<O> {
     uid: String,
     kind: RequestKind,
     operation: String,
     #[serde(default)]
     namespace: Option<String>,
-    #[serde(default)]
-    object: Option<Box<RawValue>>,
+    #[serde(default = "Option::default")]
+    object: Option<O>,
 }
 
 #[derive(Deserialize)]
@@ -197,18 +200,27 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
         kind: String::new(),
         lookup: None,
     };
-    let review: IncomingReview = match serde_json::from_slice(body) {
-        Ok(review) => review,
-        Err(e) => return invalid(format!("the body is not an AdmissionReview: {e}")),
-    };
-    if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
-        return invalid(format!(
-            "expected an AdmissionReview of {API_VERSION}, got {} {}; list only v1 in admissionReviewVersions",
-            review.kind, review.api_version
-        ));
+    if !may_concern_us(body) {
+        return match serde_json::from_slice::<IncomingReview<IgnoredAny>>(body) {
+            Ok(review) => match request_of(review) {
+                Ok(request) => Reviewed {
+                    response: Response::allow(request.uid),
+                    imports: None,
+                    verdict: Verdict::Unchanged,
+                    kind: request.kind.kind,
+                    lookup: None,
+                },
+                Err(reason) => invalid(reason),
+            },
+            Err(e) => invalid(format!("the body is not an AdmissionReview: {e}")),
+        };
     }
-    let Some(request) = review.request else {
-        return invalid("the AdmissionReview carries no request".into());
+    let request = match serde_json::from_slice::<IncomingReview<Value>>(body) {
+        Ok(review) => match request_of(review) {
+            Ok(request) => request,
+            Err(reason) => return invalid(reason),
+        },
+        Err(e) => return invalid(format!("the body is not an AdmissionReview: {e}")),
     };
     let kind = request.kind.kind;
     let relevant = match (kind.as_str(), request.operation.as_str()) {
@@ -217,10 +229,7 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
         (_, "CREATE" | "UPDATE") => true,
         _ => false,
     };
-    let Some(raw) = request
-        .object
-        .filter(|raw| relevant && may_concern_us(raw.get()))
-    else {
+    let Some(mut original) = request.object.filter(|_| relevant) else {
         return Reviewed {
             response: Response::allow(request.uid),
             imports: None,
@@ -228,10 +237,6 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
             kind,
             lookup: None,
         };
-    };
-    let mut original: Value = match serde_json::from_str(raw.get()) {
-        Ok(value) => value,
-        Err(e) => return invalid(format!("the object cannot be read: {e}")),
     };
     // NB: the apiserver sends the object with its kind, but the request's kind is authoritative.
     if let Some(map) = original.as_object_mut() {
@@ -293,7 +298,7 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
             lookup: None,
         },
         Ok(Mutation { warnings, imports }) => {
-            let patch = json_patch::diff(&original, &mutated);
+            let patch = patch_between(&original, &mutated);
             let mut response = Response::allow(request.uid);
             let verdict = if patch.0.is_empty() {
                 Verdict::Unchanged
@@ -321,12 +326,110 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
     }
 }
 
+/// The request of a review of the version we answer.
+fn request_of<O>(review: IncomingReview<O>) -> Result<IncomingRequest<O>, String> {
+    if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
+        return Err(format!(
+            "expected an AdmissionReview of {API_VERSION}, got {} {}; list only v1 in admissionReviewVersions",
+            review.kind, review.api_version
+        ));
+    }
+    review
+        .request
+        .ok_or_else(|| "the AdmissionReview carries no request".to_owned())
+}
+
 /// Whether the mutation could change anything: every volume, annotation and driver it acts on
 /// contains `secrets-store`. Most pods in a cluster do not, and are admitted without building,
-/// copying and diffing their object. NB: a JSON escape (`\u002d`) could hide the marker, so any
-/// `\u` takes the full path.
-fn may_concern_us(object: &str) -> bool {
-    object.contains("secrets-store") || object.contains("\\u")
+/// copying and diffing their object. The whole body is searched: a marker outside the object
+/// only costs the full path. NB: a JSON escape (`\u002d`) could hide the marker, so any `\u`
+/// takes the full path.
+fn may_concern_us(body: &[u8]) -> bool {
+    memchr::memmem::find(body, b"secrets-store").is_some()
+        || memchr::memmem::find(body, b"\\u").is_some()
+}
+
+/// The JSON patch from `original` to `mutated`, exactly as `json_patch::diff` makes it, for a
+/// fraction of the time: this walks the parts whose shape is unchanged (same keys, same array
+/// length) with a stack of borrowed keys and leaves only the parts that differ in shape to
+/// json_patch, which builds and escapes a pointer string for every key it passes (a quarter of
+/// a review's time when given the whole object).
+fn patch_between(original: &Value, mutated: &Value) -> Patch {
+    let mut patch = Patch(Vec::new());
+    changed_parts(original, mutated, &mut Vec::new(), &mut patch);
+    patch
+}
+
+fn changed_parts<'v>(
+    original: &'v Value,
+    mutated: &'v Value,
+    at: &mut Vec<Token<'v>>,
+    patch: &mut Patch,
+) {
+    match (original, mutated) {
+        (Value::Object(before), Value::Object(after)) if before.keys().eq(after.keys()) => {
+            for ((key, before), after) in before.iter().zip(after.values()) {
+                at.push(Token::new(key.as_str()));
+                changed_parts(before, after, at, patch);
+                at.pop();
+            }
+        }
+        (Value::Array(before), Value::Array(after)) if before.len() == after.len() => {
+            for (index, (before, after)) in before.iter().zip(after).enumerate() {
+                at.push(Token::from(index));
+                changed_parts(before, after, at, patch);
+                at.pop();
+            }
+        }
+        (Value::Object(_) | Value::Array(_), _) | (_, Value::Object(_) | Value::Array(_)) => {
+            let prefix = PointerBuf::from_tokens(at.iter());
+            patch.0.extend(
+                json_patch::diff(original, mutated)
+                    .0
+                    .into_iter()
+                    .map(|operation| under(&prefix, operation)),
+            );
+        }
+        _ if original == mutated => {}
+        _ => patch
+            .0
+            .push(PatchOperation::Replace(json_patch::ReplaceOperation {
+                path: PointerBuf::from_tokens(at.iter()),
+                value: mutated.clone(),
+            })),
+    }
+}
+
+/// `operation` with its paths moved below `prefix`.
+fn under(prefix: &Pointer, operation: PatchOperation) -> PatchOperation {
+    match operation {
+        PatchOperation::Add(mut op) => {
+            op.path = prefix.concat(&op.path);
+            PatchOperation::Add(op)
+        }
+        PatchOperation::Remove(mut op) => {
+            op.path = prefix.concat(&op.path);
+            PatchOperation::Remove(op)
+        }
+        PatchOperation::Replace(mut op) => {
+            op.path = prefix.concat(&op.path);
+            PatchOperation::Replace(op)
+        }
+        PatchOperation::Move(mut op) => {
+            op.path = prefix.concat(&op.path);
+            op.from = prefix.concat(&op.from);
+            PatchOperation::Move(op)
+        }
+        PatchOperation::Copy(mut op) => {
+            op.path = prefix.concat(&op.path);
+            op.from = prefix.concat(&op.from);
+            PatchOperation::Copy(op)
+        }
+        PatchOperation::Test(mut op) => {
+            op.path = prefix.concat(&op.path);
+            PatchOperation::Test(op)
+        }
+    }
 }
 
 /// The request uid of a body that is JSON but not a valid AdmissionReview.
@@ -350,6 +453,38 @@ mod tests {
             serde_json::from_slice(reviewed.response.patch.as_ref().unwrap()).unwrap();
         json_patch::patch(&mut object, &patch).unwrap();
         object
+    }
+
+    #[test]
+    fn the_patch_is_json_patchs_diff_with_equal_parts_skipped() {
+        let guide: Value = serde_json::from_str(DEPLOYMENT).unwrap();
+        let deployment = guide["request"]["object"].clone();
+        let mut mutated = deployment.clone();
+        mutate(&mut mutated, SubpathPolicy::Deny).unwrap();
+        let cases = [
+            (deployment.clone(), mutated),
+            (deployment.clone(), deployment),
+            (
+                json!({"a": {"b": {"c": 1, "d": [1, 2]}, "e": "same"}, "x/y~z": {"k": 1}}),
+                json!({"a": {"b": {"c": 2, "d": [1, 3, 4]}, "e": "same"}, "x/y~z": {"k": 2}}),
+            ),
+            (
+                json!({"spec": {"volumes": [{"name": "v"}], "old": true}}),
+                json!({"spec": {"volumes": [], "new": {"n": null}}}),
+            ),
+            (json!({"a": [1]}), json!(["whole", "document"])),
+        ];
+        for (before, after) in cases {
+            let patch = patch_between(&before, &after);
+            assert_eq!(
+                patch,
+                json_patch::diff(&before, &after),
+                "{before} -> {after}"
+            );
+            let mut patched = before.clone();
+            json_patch::patch(&mut patched, &patch).unwrap();
+            assert_eq!(patched, after);
+        }
     }
 
     #[test]

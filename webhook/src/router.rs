@@ -84,56 +84,33 @@ impl SsiChecker {
         let Some(client) = &self.client else {
             return Vec::new();
         };
-        let api: Api<SecretsStoreImport> = Api::namespaced(client.clone(), namespace);
         // An object names as many SSIs as its author likes; the apiserver gets a bounded number.
         let (checked, unchecked) = names.split_at(names.len().min(SSI_LOOKUPS_PER_REVIEW));
-        let lookups = checked.iter().map(|name| {
-            let api = api.clone();
-            async move {
-                if !ssi_core::is_object_name(name) {
-                    // The pod's own text, bounded; never sent to the API.
-                    let shown: String = name.chars().take(64).collect();
-                    return Some(format!(
-                        "{shown:?} is not a SecretsStoreImport name (lowercase letters, digits, '-' and '.')"
-                    ));
-                }
-                let key = (namespace.to_owned(), name.clone());
-                let exists = match self.cached(&key) {
-                    Some(exists) => Ok(exists),
-                    None => match api.get_opt(name).await {
-                        Ok(found) => {
-                            self.remember(key, found.is_some());
-                            Ok(found.is_some())
-                        }
-                        Err(e) => Err(e.to_string()),
-                    },
-                };
-                match exists {
-                    Ok(true) => None,
-                    Ok(false) => Some(format!(
-                        "SecretsStoreImport {namespace}/{name} does not exist; pods will not start until it is created"
-                    )),
-                    Err(e) => Some(format!(
-                        "could not check that SecretsStoreImport {namespace}/{name} exists: {e}"
-                    )),
-                }
+        let mut warnings = Vec::new();
+        let mut to_look_up = Vec::new();
+        for name in checked {
+            if !ssi_core::is_object_name(name) {
+                // The pod's own text, bounded; never sent to the API.
+                let shown: String = name.chars().take(64).collect();
+                warnings.push(format!(
+                    "{shown:?} is not a SecretsStoreImport name (lowercase letters, digits, '-' and '.')"
+                ));
+                continue;
             }
-        });
-        let started = tokio::time::Instant::now();
-        let deadline = review_deadline.min(started + self.deadline);
-        let mut warnings: Vec<String> = match tokio::time::timeout_at(
-            deadline,
-            futures_util::future::join_all(lookups),
-        )
-        .await
-        {
-            Ok(results) => results.into_iter().flatten().collect(),
-            Err(_) => vec![format!(
-                "could not check that the {} SecretsStoreImport(s) named exist in {namespace}: no answer within {:?}",
-                names.len(),
-                Duration::from_millis((deadline - started).as_millis() as u64)
-            )],
-        };
+            // Answered from the cache without a task or a timer: the common case, on every review.
+            let key = (namespace.to_owned(), name.clone());
+            match self.cached(&key) {
+                Some(true) => {}
+                Some(false) => warnings.push(missing(namespace, name)),
+                None => to_look_up.push(key),
+            }
+        }
+        if !to_look_up.is_empty() {
+            warnings.extend(
+                self.look_up(client, namespace, to_look_up, review_deadline)
+                    .await,
+            );
+        }
         if !unchecked.is_empty() {
             warnings.push(format!(
                 "{} more SecretsStoreImport names were not checked (at most {SSI_LOOKUPS_PER_REVIEW} per object)",
@@ -141,6 +118,44 @@ impl SsiChecker {
             ));
         }
         warnings
+    }
+
+    /// Asks the apiserver about names the cache does not know, all at once, under one deadline.
+    async fn look_up(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        keys: Vec<(String, String)>,
+        review_deadline: tokio::time::Instant,
+    ) -> Vec<String> {
+        let api: Api<SecretsStoreImport> = Api::namespaced(client.clone(), namespace);
+        let count = keys.len();
+        let lookups = keys.into_iter().map(|key| {
+            let api = api.clone();
+            async move {
+                match api.get_opt(&key.1).await {
+                    Ok(found) => {
+                        let exists = found.is_some();
+                        let warning = (!exists).then(|| missing(namespace, &key.1));
+                        self.remember(key, exists);
+                        warning
+                    }
+                    Err(e) => Some(format!(
+                        "could not check that SecretsStoreImport {namespace}/{} exists: {e}",
+                        key.1
+                    )),
+                }
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let deadline = review_deadline.min(started + self.deadline);
+        match tokio::time::timeout_at(deadline, futures_util::future::join_all(lookups)).await {
+            Ok(results) => results.into_iter().flatten().collect(),
+            Err(_) => vec![format!(
+                "could not check that the {count} SecretsStoreImport(s) named exist in {namespace}: no answer within {:?}",
+                Duration::from_millis((deadline - started).as_millis() as u64)
+            )],
+        }
     }
 
     fn cached(&self, key: &(String, String)) -> Option<bool> {
@@ -165,6 +180,13 @@ impl SsiChecker {
         }
         cache.insert(key, (Instant::now(), exists));
     }
+}
+
+/// The warning for an SSI that does not exist.
+fn missing(namespace: &str, name: &str) -> String {
+    format!(
+        "SecretsStoreImport {namespace}/{name} does not exist; pods will not start until it is created"
+    )
 }
 
 /// What every review handler shares.
