@@ -21,6 +21,7 @@ pub mod demo;
 pub mod engines;
 pub mod hostile_registry;
 pub mod images;
+pub mod load;
 pub mod node;
 mod pki;
 pub mod postgres;

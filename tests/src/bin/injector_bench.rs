@@ -14,17 +14,12 @@
 //! injector reports waiting for the store (its debug line), minus the same child run directly.
 
 use anyhow::{Context, bail};
+use ssi_tests::load::percentile;
 use ssi_tests::walkthrough::{self, AUTH_PATHS, Narrator, ROLE, VaultSetup};
 use ssi_tests::{TestBed, run, status_kib, workspace_path};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples.get(index).copied().unwrap_or_default()
-}
 
 fn injector_binary() -> anyhow::Result<PathBuf> {
     let path = workspace_path("target/x86_64-unknown-linux-gnu/injector/ssi-injector");

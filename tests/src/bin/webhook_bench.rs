@@ -10,6 +10,7 @@
 //! rustls + hyper stack and certificate, a handler that reads the body and answers a constant.
 
 use anyhow::{Context, bail};
+use ssi_tests::load::{post_script, wrk};
 use ssi_tests::webhook::{Webhook, bed_with_the_guides_ssi};
 use ssi_tests::{status_kib, workspace_path};
 use std::path::Path;
@@ -19,13 +20,6 @@ use std::time::Duration;
 // The same allocator as ssi-webhook, so that the no-op handler differs from it only in the handler.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Debug)]
-struct Load {
-    per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -45,10 +39,10 @@ async fn bench(seconds: u64) -> anyhow::Result<()> {
     let guide = std::fs::read_to_string(workspace_path(
         "webhook/tests/fixtures/deployment-create.json",
     ))?;
-    let script = review_script(bed.dir(), "review", &guide)?;
+    let script = post_script(bed.dir(), "review", &guide)?;
     // Most workloads in a cluster use no secrets-store volume: the short path.
     let unrelated = guide.replace("secrets-store.csi.deckhouse.io", "other.csi.example.com");
-    let unrelated_script = review_script(bed.dir(), "unrelated", &unrelated)?;
+    let unrelated_script = post_script(bed.dir(), "unrelated", &unrelated)?;
 
     let noop_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -113,65 +107,6 @@ async fn bench(seconds: u64) -> anyhow::Result<()> {
     );
     println!("counted           : {patched}");
     Ok(())
-}
-
-/// A wrk script that POSTs `body` as JSON.
-fn review_script(dir: &Path, name: &str, body: &str) -> anyhow::Result<std::path::PathBuf> {
-    let body_file = dir.join(format!("{name}.json"));
-    std::fs::write(&body_file, body)?;
-    let script = dir.join(format!("{name}.lua"));
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
-             wrk.body = io.open(\"{}\"):read(\"*a\")\n",
-            body_file.display()
-        ),
-    )?;
-    Ok(script)
-}
-
-fn wrk(script: &Path, url: &str, seconds: u64) -> anyhow::Result<Load> {
-    let output = Command::new("wrk")
-        .args(["-t2", "-c32", &format!("-d{seconds}s"), "--latency", "-s"])
-        .arg(script)
-        .arg(url)
-        .output()
-        .context("wrk runs (tests/bed/provision.sh installs it)")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() || text.contains("Non-2xx") || text.contains("Socket errors") {
-        bail!(
-            "wrk reported failures:\n{text}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let field = |prefix: &str| {
-        text.lines()
-            .map(str::trim)
-            .find_map(|l| l.strip_prefix(prefix))
-            .map(str::trim)
-            .with_context(|| format!("no {prefix:?} in wrk's output:\n{text}"))
-    };
-    Ok(Load {
-        per_second: field("Requests/sec:")?.parse()?,
-        p50_ms: millis(field("50%")?)?,
-        p99_ms: millis(field("99%")?)?,
-    })
-}
-
-/// wrk's latency figures: `812.00us`, `1.23ms`, `1.01s`.
-fn millis(text: &str) -> anyhow::Result<f64> {
-    let split = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .context("latency without a unit")?;
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse()?;
-    Ok(match unit {
-        "us" => number / 1000.0,
-        "ms" => number,
-        "s" => number * 1000.0,
-        _ => bail!("unknown latency unit in {text}"),
-    })
 }
 
 fn noop_server(args: &[String]) -> anyhow::Result<()> {

@@ -1,0 +1,512 @@
+//! Ours against the Go peers, in one run, on the same bed, doing the same work (issue 19):
+//! - webhook: the same env-injected Pod, each with its own annotations and reference syntax, as
+//!   an AdmissionReview over HTTPS (wrk -t2 -c32, keep-alive) to ssi-webhook's `/inject` and to
+//!   bank-vaults' vault-secrets-webhook `/pods`, beside a no-op rustls handler; RSS under load;
+//! - injector: ssi-injector, bank-vaults' vault-env and bank-vaults' secret-init resolving the
+//!   same three references over two paths (one Kubernetes login each) on the bed's OpenBao
+//!   before exec'ing `/bin/true`; binary size; RSS of each one's stay-resident mode.
+//!
+//! `bench/compare` builds the peers from their Go modules (bench/peers/) and runs this; by hand:
+//! `cargo build --release --workspace --bins && scripts/build-injector &&
+//! target/release/peer_bench [seconds per load run] [runs per injector figure] [peers dir]`
+//! (defaults 10, 30, /var/cache/ssi-testbed/peers). A peer whose binary is missing is reported
+//! as not built; the figures go to stdout as a Markdown table for the README.
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use ssi_tests::load::{Load, percentile, post_script, wrk};
+use ssi_tests::process::{Process, free_port};
+use ssi_tests::walkthrough::{self, AUTH_PATHS, Narrator, PASSWORD, ROLE, VaultSetup};
+use ssi_tests::webhook::{Webhook, bed_with_the_guides_ssi};
+use ssi_tests::{TestBed, run, status_kib, workspace_path};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One row of the printed table.
+struct Row {
+    what: String,
+    ours: String,
+    peer: String,
+    peer_name: &'static str,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let seconds: u64 = args.get(1).map_or(Ok(10), |s| s.parse())?;
+    let runs: usize = args.get(2).map_or(Ok(30), |s| s.parse())?;
+    let peers = args.get(3).map_or_else(
+        || PathBuf::from("/var/cache/ssi-testbed/peers"),
+        PathBuf::from,
+    );
+    let rows = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let mut rows = webhooks(&peers, seconds).await?;
+            rows.extend(injectors(&peers, runs).await?);
+            anyhow::Ok(rows)
+        })?;
+    println!("\n| figure | ours | peer | peer figure |\n| --- | --- | --- | --- |");
+    for row in rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            row.what, row.ours, row.peer_name, row.peer
+        );
+    }
+    Ok(())
+}
+
+/// The peer's binary, or `None` (reported as not built) when bench/peers/build did not make it.
+fn peer_binary(peers: &Path, name: &str) -> Option<PathBuf> {
+    let path = peers.join(name);
+    path.is_file().then_some(path)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn load_text(load: &Load) -> String {
+    format!(
+        "{:.0}/s (p50 {:.2} ms, p99 {:.2} ms)",
+        load.per_second, load.p50_ms, load.p99_ms
+    )
+}
+
+/// An AdmissionReview v1 of a Pod CREATE in the guide's namespace, with the fields the
+/// apiserver always sends (kubewebhook, under bank-vaults, needs `requestKind`).
+fn pod_review(annotations: Value, env: Value) -> String {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "0b6c5b8e-4a44-4d4e-9a3c-2f1f0e6f4a11",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "my-namespace1",
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "generateName": "backend-5d8f7c9b6-",
+                    "namespace": "my-namespace1",
+                    "labels": {"app": "backend", "pod-template-hash": "5d8f7c9b6"},
+                    "annotations": annotations,
+                },
+                "spec": {
+                    "serviceAccountName": "backend-sa",
+                    "containers": [{
+                        "name": "backend",
+                        "image": "registry.example.com/backend:1.4.2",
+                        // An explicit command: neither webhook needs the registry.
+                        "command": ["python3", "-m", "app"],
+                        "env": env,
+                        "resources": {"limits": {"memory": "128Mi"}},
+                    }],
+                },
+            },
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+        },
+    })
+    .to_string()
+}
+
+/// POSTs `body` once and insists on an allowed answer with a patch: the load that follows must
+/// measure the injection, not a refusal or a pass-through.
+async fn expect_patched(client: &reqwest::Client, url: &str, body: &str) -> anyhow::Result<()> {
+    let answer: Value = client
+        .post(url)
+        .header("Content-Type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let response = &answer["response"];
+    if response["allowed"] != json!(true) || !response["patch"].is_string() {
+        bail!("{url} did not inject the pod: {response}");
+    }
+    Ok(())
+}
+
+async fn webhooks(peers: &Path, seconds: u64) -> anyhow::Result<Vec<Row>> {
+    let bed = bed_with_the_guides_ssi().await?;
+    let ours = Webhook::start(&bed, &[]).await?;
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ours.certs.join("ca.crt"))?)?;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()?;
+    let (cert, key) = (ours.certs.join("tls.crt"), ours.certs.join("tls.key"));
+
+    let env = |reference: &str| json!([{"name": "DB_PASSWORD", "value": reference}]);
+    let our_review = pod_review(
+        json!({
+            "secrets-store.deckhouse.io/role": ROLE,
+            "secrets-store.deckhouse.io/addr": "https://vault.example.com:8200",
+            "secrets-store.deckhouse.io/auth-path": AUTH_PATHS[0],
+        }),
+        env("secrets-store:secret/data/database-for-python-app#password"),
+    );
+    let their_review = pod_review(
+        json!({
+            "vault.security.banzaicloud.io/vault-addr": "https://vault.example.com:8200",
+            "vault.security.banzaicloud.io/vault-role": ROLE,
+            "vault.security.banzaicloud.io/vault-path": AUTH_PATHS[0],
+        }),
+        env("vault:secret/data/database-for-python-app#password"),
+    );
+    let our_url = ours.url.replace("/mutate", "/inject");
+    expect_patched(&client, &our_url, &our_review).await?;
+    let our_script = post_script(bed.dir(), "ours", &our_review)?;
+
+    // The no-op handler: webhook_bench's, the same rustls + hyper stack and certificate.
+    let noop_port = free_port()?;
+    let noop_url = format!("https://127.0.0.1:{noop_port}/mutate");
+    let noop = Process::spawn(
+        "noop",
+        {
+            let mut command =
+                Command::new(std::env::current_exe()?.with_file_name("webhook_bench"));
+            command
+                .arg("noop")
+                .arg(&cert)
+                .arg(&key)
+                .arg(format!("127.0.0.1:{noop_port}"));
+            command
+        },
+        &bed.dir().join("noop.log"),
+    )?;
+
+    let peer = match peer_binary(peers, "vault-secrets-webhook") {
+        Some(binary) => {
+            let port = free_port()?;
+            let mut command = Command::new(binary);
+            command
+                .env("KUBECONFIG", &bed.kube().kubeconfig)
+                .env("KUBERNETES_NAMESPACE", "default")
+                .env("LISTEN_ADDRESS", format!("127.0.0.1:{port}"))
+                .env(
+                    "TELEMETRY_LISTEN_ADDRESS",
+                    format!("127.0.0.1:{}", free_port()?),
+                )
+                .env("TLS_CERT_FILE", &cert)
+                .env("TLS_PRIVATE_KEY_FILE", &key);
+            let process = Process::spawn(
+                "vault-secrets-webhook",
+                command,
+                &bed.dir().join("vault-secrets-webhook.log"),
+            )?;
+            let url = format!("https://127.0.0.1:{port}/pods");
+            let healthz = format!("https://127.0.0.1:{port}/healthz");
+            let started = Instant::now();
+            while !client
+                .get(&healthz)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                if started.elapsed() > Duration::from_secs(20) {
+                    bail!(
+                        "vault-secrets-webhook is not ready:\n{}",
+                        process.log_tail(20)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            expect_patched(&client, &url, &their_review).await?;
+            Some((
+                process,
+                url,
+                post_script(bed.dir(), "theirs", &their_review)?,
+            ))
+        }
+        None => None,
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Warm all up, then measure one after the other in the same run.
+    wrk(&our_script, &noop_url, 2)?;
+    wrk(&our_script, &our_url, 2)?;
+    if let Some((_, url, script)) = &peer {
+        wrk(script, url, 2)?;
+    }
+    let baseline = wrk(&our_script, &noop_url, seconds)?;
+    let our_load = wrk(&our_script, &our_url, seconds)?;
+    let our_rss = (
+        status_kib(ours.pid(), "VmRSS:"),
+        status_kib(ours.pid(), "VmHWM:"),
+    );
+    drop(noop);
+    let peer_name = "bank-vaults vault-secrets-webhook";
+    let mut rows = vec![Row {
+        what: format!("webhook: no-op rustls handler, same run (wrk -t2 -c32, {seconds} s)"),
+        ours: load_text(&baseline),
+        peer: String::new(),
+        peer_name: "",
+    }];
+    match &peer {
+        Some((process, url, script)) => {
+            let their_load = wrk(script, url, seconds)?;
+            let their_rss = (
+                status_kib(process.pid(), "VmRSS:"),
+                status_kib(process.pid(), "VmHWM:"),
+            );
+            rows.push(Row {
+                what: "webhook: reviews/s of an env-injected Pod".into(),
+                ours: format!(
+                    "{} = {:.0}% of no-op",
+                    load_text(&our_load),
+                    100.0 * our_load.per_second / baseline.per_second
+                ),
+                peer: format!(
+                    "{} = {:.0}% of no-op",
+                    load_text(&their_load),
+                    100.0 * their_load.per_second / baseline.per_second
+                ),
+                peer_name,
+            });
+            rows.push(Row {
+                what: "webhook: RSS after the load (peak)".into(),
+                ours: format!("{} ({})", mib(our_rss.0), mib(our_rss.1)),
+                peer: format!("{} ({})", mib(their_rss.0), mib(their_rss.1)),
+                peer_name,
+            });
+        }
+        None => rows.push(Row {
+            what: "webhook: reviews/s of an env-injected Pod".into(),
+            ours: load_text(&our_load),
+            peer: "not built (bench/peers/build)".into(),
+            peer_name,
+        }),
+    }
+    Ok(rows)
+}
+
+/// How to run one injector: its binary and the environment that points it at the bed.
+struct Injector {
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    /// The env-var reference syntax: `{path}#{key}` becomes the value.
+    prefix: &'static str,
+    /// The variable that keeps it resident with the app as its child.
+    resident: (&'static str, &'static str),
+}
+
+impl Injector {
+    fn command(&self, references: bool, argv: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if references {
+            for (name, reference) in [
+                (
+                    "DB_PASSWORD",
+                    "secret/data/database-for-python-app#password",
+                ),
+                ("API_KEY", "secret/data/bench-other#api_key"),
+                ("API_USER", "secret/data/bench-other#user"),
+            ] {
+                command.env(name, format!("{}{reference}", self.prefix));
+            }
+        }
+        command
+    }
+
+    /// Wall times of `runs` runs of `/bin/true` (checked to have run, and with references to
+    /// have seen the right password first).
+    fn wall_times(&self, references: bool, runs: usize) -> anyhow::Result<Vec<Duration>> {
+        if references {
+            let check = self
+                .command(
+                    true,
+                    &["/bin/sh", "-c", "[ \"$DB_PASSWORD\" = \"$EXPECTED\" ]"],
+                )
+                .env("EXPECTED", PASSWORD)
+                .output()?;
+            if !check.status.success() {
+                bail!(
+                    "{} did not hand the app the password: {}",
+                    self.binary.display(),
+                    String::from_utf8_lossy(&check.stderr)
+                );
+            }
+        }
+        let mut samples = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let started = Instant::now();
+            let output = self.command(references, &["/bin/true"]).output()?;
+            samples.push(started.elapsed());
+            if !output.status.success() {
+                bail!(
+                    "{} failed: {}",
+                    self.binary.display(),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+        Ok(samples)
+    }
+
+    /// RSS of the injector itself after 15 s resident beside `sleep`.
+    async fn resident_rss(&self) -> anyhow::Result<(u64, u64)> {
+        let mut child = self
+            .command(true, &["/bin/sleep", "60"])
+            .env(self.resident.0, self.resident.1)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start resident")?;
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let pid = child.id();
+        let rss = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
+        let _ = child.kill();
+        let _ = child.wait();
+        if rss.0 == 0 {
+            bail!("{} did not stay resident", self.binary.display());
+        }
+        Ok(rss)
+    }
+}
+
+fn millis_p50_p90(samples: &mut [Duration], minus: Duration) -> String {
+    let (p50, p90) = (percentile(samples, 0.5), percentile(samples, 0.9));
+    format!(
+        "p50 {:.1} ms, p90 {:.1} ms",
+        p50.saturating_sub(minus).as_secs_f64() * 1e3,
+        p90.saturating_sub(minus).as_secs_f64() * 1e3
+    )
+}
+
+async fn injectors(peers: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
+    let bed = TestBed::start().await?;
+    let outcome = walkthrough::run(&bed, VaultSetup::Cli, &mut Narrator::quiet()).await?;
+    walkthrough::allow_all_app_secrets(&bed)?;
+    run(bed
+        .bao()?
+        .args(["kv", "put", "secret/bench-other", "api_key=k", "user=u"]))?;
+    let token = bed.dir().join("token");
+    std::fs::write(&token, &outcome.backend_token)?;
+    let address = bed.openbao().addr.replace("127.0.0.1", "localhost");
+    let text = |path: &Path| path.display().to_string();
+    let ours = Injector {
+        binary: workspace_path("target/x86_64-unknown-linux-gnu/injector/ssi-injector"),
+        env: vec![
+            ("SSI_INJECTOR_ADDR".into(), address.clone()),
+            ("SSI_INJECTOR_AUTH_PATH".into(), AUTH_PATHS[0].into()),
+            ("SSI_INJECTOR_ROLE".into(), ROLE.into()),
+            ("SSI_INJECTOR_TOKEN_PATH".into(), text(&token)),
+        ],
+        prefix: "secrets-store:",
+        resident: ("SSI_INJECTOR_MODE", "watch-for-data"),
+    };
+    if !ours.binary.is_file() {
+        bail!(
+            "{} is missing: run scripts/build-injector first",
+            ours.binary.display()
+        );
+    }
+    // Both bank-vaults injectors: a JWT login at the guide's auth path, no token file.
+    let bank_vaults_env = vec![
+        ("VAULT_ADDR".to_owned(), address.clone()),
+        ("VAULT_ROLE".into(), ROLE.into()),
+        ("VAULT_PATH".into(), AUTH_PATHS[0].into()),
+        ("VAULT_AUTH_METHOD".into(), "jwt".into()),
+        ("KUBERNETES_SERVICE_ACCOUNT_TOKEN".into(), text(&token)),
+        ("HOME".into(), text(bed.dir())),
+    ];
+    let peers_found = [
+        (
+            "bank-vaults vault-env",
+            peer_binary(peers, "vault-env").map(|binary| Injector {
+                binary,
+                env: bank_vaults_env.clone(),
+                prefix: "vault:",
+                resident: ("VAULT_ENV_DAEMON", "true"),
+            }),
+        ),
+        (
+            "bank-vaults secret-init",
+            peer_binary(peers, "secret-init").map(|binary| Injector {
+                binary,
+                env: bank_vaults_env.clone(),
+                prefix: "vault:",
+                resident: ("SECRET_INIT_DAEMON", "true"),
+            }),
+        ),
+    ];
+
+    let direct = {
+        let mut samples = Vec::new();
+        for _ in 0..runs {
+            let started = Instant::now();
+            Command::new("/bin/true").status()?;
+            samples.push(started.elapsed());
+        }
+        percentile(&mut samples, 0.5)
+    };
+    // Warm the page cache and the store once for each.
+    ours.wall_times(true, 3)?;
+    let mut our_bare = ours.wall_times(false, runs)?;
+    let mut our_full = ours.wall_times(true, runs)?;
+    let our_resident = ours.resident_rss().await?;
+    let our_size = std::fs::metadata(&ours.binary)?.len();
+
+    let mut rows = Vec::new();
+    for (peer_name, peer) in peers_found {
+        let Some(peer) = peer else {
+            rows.push(Row {
+                what: "injector".into(),
+                ours: String::new(),
+                peer: "not built (bench/peers/build)".into(),
+                peer_name,
+            });
+            continue;
+        };
+        peer.wall_times(true, 3)?;
+        let mut bare = peer.wall_times(false, runs)?;
+        let mut full = peer.wall_times(true, runs)?;
+        let resident = peer.resident_rss().await?;
+        let size = std::fs::metadata(&peer.binary)?.len();
+        rows.push(Row {
+            what: "injector: binary (stripped)".into(),
+            ours: format!("{:.1} MiB", our_size as f64 / 1048576.0),
+            peer: format!("{:.1} MiB", size as f64 / 1048576.0),
+            peer_name,
+        });
+        rows.push(Row {
+            what: "injector: start to exec, no reference (minus /bin/true alone)".into(),
+            ours: millis_p50_p90(&mut our_bare, direct),
+            peer: millis_p50_p90(&mut bare, direct),
+            peer_name,
+        });
+        rows.push(Row {
+            what: "injector: start to exec, 3 references over 2 paths, 1 login (same)".into(),
+            ours: millis_p50_p90(&mut our_full, direct),
+            peer: millis_p50_p90(&mut full, direct),
+            peer_name,
+        });
+        rows.push(Row {
+            what: format!(
+                "injector: RSS resident beside the app after 15 s, peak (ours {}={}, theirs {}={})",
+                ours.resident.0, ours.resident.1, peer.resident.0, peer.resident.1
+            ),
+            ours: format!("{} ({})", mib(our_resident.0), mib(our_resident.1)),
+            peer: format!("{} ({})", mib(resident.0), mib(resident.1)),
+            peer_name,
+        });
+    }
+    Ok(rows)
+}
