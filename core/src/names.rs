@@ -30,6 +30,13 @@ pub fn management_prefix(path: &str) -> Option<&'static str> {
     })
 }
 
+/// A Kubernetes namespace name, a DNS-1123 label: at most 63 characters of lowercase letters,
+/// digits and `-`, starting and ending with a letter or digit. Checked before a namespace from
+/// a review reaches an API URL.
+pub fn is_namespace_name(name: &str) -> bool {
+    name.len() <= 63 && !name.contains('.') && is_object_name(name)
+}
+
 /// A Kubernetes object name of the DNS-1123 subdomain kind, as SecretsStoreImports have: at
 /// most 253 characters, dot-separated labels of lowercase letters, digits and `-`, each starting
 /// and ending with a letter or digit. Checked before a name from a pod reaches an API URL.
@@ -48,4 +55,28 @@ pub fn is_object_name(name: &str) -> bool {
                 _ => false,
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_names_are_dns_labels() {
+        for good in ["my-namespace1", "a", &"n".repeat(63)] {
+            assert!(is_namespace_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "a.b",
+            "../kube-system",
+            "ns/x",
+            "ns?watch=1",
+            "-ns",
+            "NS",
+            &"n".repeat(64),
+        ] {
+            assert!(!is_namespace_name(bad), "{bad}");
+        }
+    }
 }

@@ -224,8 +224,8 @@ fi
 ln -sf "$helm_bin" "$bin/helm"
 
 # --- HashiCorp Vault, from its Go module (tests/bed/vault/go.mod: github.com/hashicorp/vault) ----
-# The store matrix (SSI_TESTBED_STORE=vault) runs the guide, the CSI and the injector suites
-# against Vault itself with its own `vault` CLI. The UI is not built (no `ui` build tag).
+# The store matrix (SSI_TESTBED_STORE=vault, scripts/test's second pass) runs the store's suites
+# against Vault itself, the guide with its own `vault` CLI. The UI is not built (no `ui` build tag).
 vault_module="$(cd "$(dirname "$0")" && pwd)/vault"
 vault_version=$(sed -n 's/^[[:space:]]*github.com\/hashicorp\/vault \(v[0-9.]*\).*$/\1/p' "$vault_module/go.mod")
 [ -n "$vault_version" ] || { log "no github.com/hashicorp/vault version in $vault_module/go.mod"; exit 1; }

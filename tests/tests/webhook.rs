@@ -52,6 +52,13 @@ async fn missing_ssis_are_warned_about_and_a_failed_lookup_is_only_a_warning() {
         warnings[32].contains("8 more SecretsStoreImport names were not checked"),
         "{warnings:?}"
     );
+    // The namespace comes from the review's body: one that is no namespace name never reaches
+    // the API either.
+    let warnings = checker
+        .warnings("../../namespaces/kube-system", &names[..1], later())
+        .await;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("not a namespace name"), "{warnings:?}");
     // The SSI is looked up in the object's namespace only.
     let warnings = checker.warnings("default", &names[..1], later()).await;
     assert!(

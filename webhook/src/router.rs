@@ -84,6 +84,13 @@ impl SsiChecker {
         let Some(client) = &self.client else {
             return Vec::new();
         };
+        // The namespace comes from the review's body; whoever reaches the webhook writes it.
+        if !ssi_core::names::is_namespace_name(namespace) {
+            return vec![
+                "could not check that the named SecretsStoreImports exist: the review's namespace is not a namespace name"
+                    .to_owned(),
+            ];
+        }
         // An object names as many SSIs as its author likes; the apiserver gets a bounded number.
         let (checked, unchecked) = names.split_at(names.len().min(SSI_LOOKUPS_PER_REVIEW));
         let mut warnings = Vec::new();

@@ -6,7 +6,7 @@
 // vault-env's answers are checked by peer_bench before anything is measured.
 module ssi.bench/bank-vaults
 
-go 1.26.8
+go 1.26.0
 
 replace github.com/banzaicloud/bank-vaults/pkg/sdk => github.com/banzaicloud/bank-vaults/pkg/sdk v0.8.0
 

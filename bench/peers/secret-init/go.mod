@@ -2,7 +2,7 @@
 // issue 19's comparison.
 module ssi.bench/secret-init
 
-go 1.26.8
+go 1.26.0
 
 tool github.com/bank-vaults/secret-init
 

@@ -1,14 +1,14 @@
 // HashiCorp Vault, built from its Go module at a pinned release (tests/bed/provision.sh) for the
-// store matrix: SSI_TESTBED_STORE=vault runs the guide, CSI and injector suites against it.
+// store matrix: SSI_TESTBED_STORE=vault runs the store's suites against it (scripts/test).
 // v1.19.0 is the newest release that builds from the module proxy: Vault's own go.mod replaces
 // its api and sdk modules with its source tree, which a dependency's replace cannot reach, so the
 // published sdk it names must match the release's code. For v1.19.0 (sdk v0.15.2) it does; for
 // v1.20.0 neither sdk v0.18.0 (named) nor v0.19.0 does, nor for v1.21.4 sdk v0.20.0 or v0.21.0
-// (README, "HashiCorp Vault in the test bed"). GONOSUMDB=github.com/hashicorp was needed once to
+// (README, "The store matrix"). GONOSUMDB=github.com/hashicorp was needed once to
 // resolve: sum.golang.org here answers 404 for some of Vault's plugin modules; go.sum pins them.
 module ssi.test/vault
 
-go 1.26.8
+go 1.26.0
 
 tool github.com/hashicorp/vault
 

@@ -240,6 +240,8 @@ async fn webhooks(peers: &Path, seconds: u64) -> anyhow::Result<Vec<Row>> {
     }
     let baseline = wrk(&our_script, &noop_url, seconds)?;
     let our_load = wrk(&our_script, &our_url, seconds)?;
+    // Each webhook answers HTTP 200 whatever it decides: still injecting after the load.
+    expect_patched(&client, &our_url, &our_review).await?;
     let our_rss = (
         status_kib(ours.pid(), "VmRSS:"),
         status_kib(ours.pid(), "VmHWM:"),
@@ -255,6 +257,7 @@ async fn webhooks(peers: &Path, seconds: u64) -> anyhow::Result<Vec<Row>> {
     match &peer {
         Some((process, url, script)) => {
             let their_load = wrk(script, url, seconds)?;
+            expect_patched(&client, url, &their_review).await?;
             let their_rss = (
                 status_kib(process.pid(), "VmRSS:"),
                 status_kib(process.pid(), "VmHWM:"),
@@ -371,10 +374,13 @@ impl Injector {
             .context("start resident")?;
         tokio::time::sleep(Duration::from_secs(15)).await;
         let pid = child.id();
+        // An injector that ignored its resident setting has exec'ed `sleep` under this pid:
+        // its figure would be sleep's.
+        let running = std::fs::read_link(format!("/proc/{pid}/exe"));
         let rss = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
         let _ = child.kill();
         let _ = child.wait();
-        if rss.0 == 0 {
+        if running? != std::fs::canonicalize(&self.binary)? || rss.0 == 0 {
             bail!("{} did not stay resident", self.binary.display());
         }
         Ok(rss)
