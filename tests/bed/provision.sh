@@ -189,11 +189,18 @@ done
 for tool in "${kube_tools[@]}"; do
   ln -sf "$kube_dir/$tool" "$bin/$tool"
 done
+# pinned_version <wrapper module dir> <module path>: the version the wrapper's go.mod requires.
+pinned_version() {
+  local version
+  version=$(sed -n "s|^[[:space:]]*\(require \)\{0,1\}$2 \(v[0-9.]*\).*\$|\2|p" "$1/go.mod" | head -n1)
+  [ -n "$version" ] || { log "no $2 version in $1/go.mod"; exit 1; }
+  echo "$version"
+}
+
 # --- cert-manager's CRDs, from its Go module (tests/bed/cert-manager/go.mod) ---------------------
 # The chart's tests dry-run its cert-manager variant against the real CRDs.
 cert_manager_module="$(cd "$(dirname "$0")" && pwd)/cert-manager"
-cert_manager_version=$(sed -n 's/^require github.com\/cert-manager\/cert-manager \(v[0-9.]*\)$/\1/p' "$cert_manager_module/go.mod")
-[ -n "$cert_manager_version" ] || { log "no cert-manager version in $cert_manager_module/go.mod"; exit 1; }
+cert_manager_version=$(pinned_version "$cert_manager_module" github.com/cert-manager/cert-manager)
 cert_manager_crds="$cache/cert-manager-crds-$cert_manager_version"
 if [ ! -f "$cert_manager_crds/cert-manager.io_certificates.yaml" ]; then
   log "fetching cert-manager $cert_manager_version CRDs (module proxy)"
@@ -207,19 +214,28 @@ if [ ! -f "$cert_manager_crds/cert-manager.io_certificates.yaml" ]; then
 fi
 ln -sfn "$cert_manager_crds" "$cache/cert-manager-crds"
 
+# build_go_tool <binary> <wrapper module dir> <package> <ldflags> [VAR=value...]: builds a tool
+# from the Go modules its wrapper module pins (go.sum committed, so -mod=readonly), into a
+# .partial file first so that an interrupted build never looks finished.
+build_go_tool() {
+  local out="$1" module="$2" package="$3" ldflags="$4"
+  shift 4
+  mkdir -p "$(dirname "$out")"
+  (cd "$module" && env GOTOOLCHAIN=local GOFLAGS=-mod=readonly "$@" \
+     go build -trimpath -ldflags "$ldflags" -o "$out.partial" "$package") ||
+    { log "building $package failed"; exit 1; }
+  mv "$out.partial" "$out"
+}
+
 # --- Helm, from its Go module (tests/bed/helm/go.mod: helm.sh/helm/v3 as a tool) ---------------
 # The chart's tests (tests/tests/chart.rs) run the real helm: lint, template, install, upgrade.
 helm_module="$(cd "$(dirname "$0")" && pwd)/helm"
-helm_version=$(sed -n 's/^[[:space:]]*helm.sh\/helm\/v3 \(v[0-9.]*\).*$/\1/p' "$helm_module/go.mod")
-[ -n "$helm_version" ] || { log "no helm.sh/helm/v3 version in $helm_module/go.mod"; exit 1; }
+helm_version=$(pinned_version "$helm_module" helm.sh/helm/v3)
 helm_bin="$cache/helm-$helm_version/helm"
 if [ ! -x "$helm_bin" ]; then
   log "building helm $helm_version from its Go module (module proxy; a few minutes on 2 cores)"
-  mkdir -p "$cache/helm-$helm_version"
-  (cd "$helm_module" && env GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0 \
-     go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" \
-     -o "$helm_bin.partial" helm.sh/helm/v3/cmd/helm) || { log "building helm failed"; exit 1; }
-  mv "$helm_bin.partial" "$helm_bin"
+  build_go_tool "$helm_bin" "$helm_module" helm.sh/helm/v3/cmd/helm \
+    "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" CGO_ENABLED=0
 fi
 ln -sf "$helm_bin" "$bin/helm"
 
@@ -227,16 +243,11 @@ ln -sf "$helm_bin" "$bin/helm"
 # The store matrix (SSI_TESTBED_STORE=vault, scripts/test's second pass) runs the store's suites
 # against Vault itself, the guide with its own `vault` CLI. The UI is not built (no `ui` build tag).
 vault_module="$(cd "$(dirname "$0")" && pwd)/vault"
-vault_version=$(sed -n 's/^[[:space:]]*github.com\/hashicorp\/vault \(v[0-9.]*\).*$/\1/p' "$vault_module/go.mod")
-[ -n "$vault_version" ] || { log "no github.com/hashicorp/vault version in $vault_module/go.mod"; exit 1; }
+vault_version=$(pinned_version "$vault_module" github.com/hashicorp/vault)
 vault_bin="$cache/vault-$vault_version/vault"
 if [ ! -x "$vault_bin" ]; then
   log "building vault $vault_version from its Go module (module proxy; about 10 min on 2 cores)"
-  mkdir -p "$cache/vault-$vault_version"
-  (cd "$vault_module" && env GOTOOLCHAIN=local GOFLAGS=-mod=readonly \
-     go build -trimpath -ldflags "-s -w" \
-     -o "$vault_bin.partial" github.com/hashicorp/vault) || { log "building vault failed"; exit 1; }
-  mv "$vault_bin.partial" "$vault_bin"
+  build_go_tool "$vault_bin" "$vault_module" github.com/hashicorp/vault "-s -w"
 fi
 ln -sf "$vault_bin" "$bin/vault"
 

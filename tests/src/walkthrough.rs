@@ -593,3 +593,19 @@ pub fn backend_policy(bed: &TestBed, rules: &str) -> crate::Result<()> {
     run_command(bed.bao()?.args(["policy", "write", "backend"]).arg(&policy))?;
     Ok(())
 }
+
+/// The injector benchmarks' bed: the guide played with the CLI, every app secret readable, a
+/// second secret `secret/bench-other` (`api_key`, `user`) for references over two paths, and
+/// the pod's token in a file. Returns the bed and that file.
+pub async fn injector_bench_bed() -> crate::Result<(TestBed, std::path::PathBuf)> {
+    let bed = TestBed::start().await?;
+    let outcome = run(&bed, VaultSetup::Cli, &mut Narrator::quiet()).await?;
+    allow_all_app_secrets(&bed)?;
+    run_command(
+        bed.bao()?
+            .args(["kv", "put", "secret/bench-other", "api_key=k", "user=u"]),
+    )?;
+    let token = bed.dir().join("token");
+    std::fs::write(&token, &outcome.backend_token)?;
+    Ok((bed, token))
+}

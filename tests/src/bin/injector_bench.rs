@@ -15,8 +15,8 @@
 
 use anyhow::{Context, bail};
 use ssi_tests::load::percentile;
-use ssi_tests::walkthrough::{self, AUTH_PATHS, Narrator, ROLE, VaultSetup};
-use ssi_tests::{TestBed, run, status_kib, workspace_path};
+use ssi_tests::walkthrough::{self, AUTH_PATHS, ROLE};
+use ssi_tests::{status_kib, workspace_path};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -106,14 +106,7 @@ async fn main() -> anyhow::Result<()> {
         size as f64 / 1048576.0
     );
 
-    let bed = TestBed::start().await?;
-    let outcome = walkthrough::run(&bed, VaultSetup::Cli, &mut Narrator::quiet()).await?;
-    walkthrough::allow_all_app_secrets(&bed)?;
-    run(bed
-        .bao()?
-        .args(["kv", "put", "secret/bench-other", "api_key=k", "user=u"]))?;
-    let token = bed.dir().join("token");
-    std::fs::write(&token, &outcome.backend_token)?;
+    let (bed, token) = walkthrough::injector_bench_bed().await?;
     let setup = Setup {
         binary,
         address: bed.openbao().addr.replace("127.0.0.1", "localhost"),

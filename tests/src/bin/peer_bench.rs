@@ -16,9 +16,9 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use ssi_tests::load::{Load, percentile, post_script, wrk};
 use ssi_tests::process::{Process, free_port};
-use ssi_tests::walkthrough::{self, AUTH_PATHS, Narrator, PASSWORD, ROLE, VaultSetup};
+use ssi_tests::walkthrough::{self, AUTH_PATHS, PASSWORD, ROLE};
 use ssi_tests::webhook::{Webhook, bed_with_the_guides_ssi};
-use ssi_tests::{TestBed, run, status_kib, workspace_path};
+use ssi_tests::{status_kib, workspace_path};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -397,14 +397,7 @@ fn millis_p50_p90(samples: &mut [Duration], minus: Duration) -> String {
 }
 
 async fn injectors(peers: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
-    let bed = TestBed::start().await?;
-    let outcome = walkthrough::run(&bed, VaultSetup::Cli, &mut Narrator::quiet()).await?;
-    walkthrough::allow_all_app_secrets(&bed)?;
-    run(bed
-        .bao()?
-        .args(["kv", "put", "secret/bench-other", "api_key=k", "user=u"]))?;
-    let token = bed.dir().join("token");
-    std::fs::write(&token, &outcome.backend_token)?;
+    let (bed, token) = walkthrough::injector_bench_bed().await?;
     let address = bed.openbao().addr.replace("127.0.0.1", "localhost");
     let text = |path: &Path| path.display().to_string();
     let ours = Injector {
@@ -433,26 +426,24 @@ async fn injectors(peers: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
         ("KUBERNETES_SERVICE_ACCOUNT_TOKEN".into(), text(&token)),
         ("HOME".into(), text(bed.dir())),
     ];
+    // Both take the same settings and reference syntax; each has its own resident switch.
     let peers_found = [
-        (
-            "bank-vaults vault-env",
-            peer_binary(peers, "vault-env").map(|binary| Injector {
-                binary,
-                env: bank_vaults_env.clone(),
-                prefix: "vault:",
-                resident: ("VAULT_ENV_DAEMON", "true"),
-            }),
-        ),
+        ("bank-vaults vault-env", "vault-env", "VAULT_ENV_DAEMON"),
         (
             "bank-vaults secret-init",
-            peer_binary(peers, "secret-init").map(|binary| Injector {
-                binary,
-                env: bank_vaults_env.clone(),
-                prefix: "vault:",
-                resident: ("SECRET_INIT_DAEMON", "true"),
-            }),
+            "secret-init",
+            "SECRET_INIT_DAEMON",
         ),
-    ];
+    ]
+    .map(|(peer_name, file, daemon)| {
+        let peer = peer_binary(peers, file).map(|binary| Injector {
+            binary,
+            env: bank_vaults_env.clone(),
+            prefix: "vault:",
+            resident: (daemon, "true"),
+        });
+        (peer_name, peer)
+    });
 
     let direct = {
         let mut samples = Vec::new();
