@@ -349,11 +349,10 @@ fn may_concern_us(body: &[u8]) -> bool {
         || memchr::memmem::find(body, b"\\u").is_some()
 }
 
-/// The JSON patch from `original` to `mutated`, exactly as `json_patch::diff` makes it, for a
-/// fraction of the time: this walks the parts whose shape is unchanged (same keys, same array
-/// length) with a stack of borrowed keys and leaves only the parts that differ in shape to
-/// json_patch, which builds and escapes a pointer string for every key it passes (a quarter of
-/// a review's time when given the whole object).
+/// The JSON patch from `original` to `mutated`, exactly as `json_patch::diff` makes it. This
+/// walks the parts whose shape is unchanged (same keys, same array length) with a stack of
+/// borrowed keys and leaves only the parts that differ in shape to json_patch, which builds and
+/// escapes a pointer string for every key it passes.
 fn patch_between(original: &Value, mutated: &Value) -> Patch {
     let mut patch = Patch(Vec::new());
     changed_parts(original, mutated, &mut Vec::new(), &mut patch);
