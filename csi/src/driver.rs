@@ -224,6 +224,7 @@ impl Driver {
     /// target, SecretsStoreImport or pod is an [`Error::Conflict`]. Every value is fetched before anything is mounted, and a failed step
     /// undoes the mount.
     pub async fn publish(&self, request: PublishRequest) -> Result<(), Error> {
+        let started = std::time::Instant::now();
         let PublishRequest { record, tokens } = request;
         let lock = self.lock_of(&record.volume_id);
         let _guard = lock.lock().await;
@@ -294,7 +295,8 @@ impl Driver {
         let holdings = next;
 
         tracing::info!(volume = %record.volume_id, k8s.namespace = %record.pod.namespace, k8s.pod = %record.pod.name,
-            ssi.name = %record.ssi, files = ?files, "published");
+            ssi.name = %record.ssi, files = ?files, elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "published");
         let mut volumes = self.volumes();
         volumes.insert(
             record.volume_id.clone(),

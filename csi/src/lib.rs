@@ -58,7 +58,7 @@ pub async fn run(
     args: Args,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let kube = kube::Client::try_default()
+    let kube = ssi_runtime::kube_client::kube_client("ssi-csi", env!("CARGO_PKG_VERSION"))
         .await
         .context("failed to set up the Kubernetes client")?;
     let ca_pem = match &args.store.ca_cert {

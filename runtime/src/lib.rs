@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod flags;
+pub mod kube_client;
 pub mod logging;
 pub mod shutdown;
 

@@ -36,6 +36,9 @@ pub struct Kube {
     pub kubeconfig: PathBuf,
     /// The kubectl built with the bed's release (not whatever is on PATH).
     pub kubectl: PathBuf,
+    /// The apiserver's audit log (one JSON event per request, at the Metadata level), when the
+    /// bed was built with [`TestBedBuilder::audit_log`].
+    pub audit_log: Option<PathBuf>,
 }
 
 /// Which store the bed runs: OpenBao by default, HashiCorp Vault with `SSI_TESTBED_STORE=vault`
@@ -179,8 +182,9 @@ impl TestBedBuilder {
         self
     }
 
-    /// Give the store a file audit device: declared in OpenBao's configuration (OpenBao refuses
-    /// to enable audit devices through its API), enabled through Vault's API.
+    /// Give the store a file audit device (declared in OpenBao's configuration, as OpenBao
+    /// refuses to enable audit devices through its API; enabled through Vault's API), and the
+    /// apiserver an audit log of every request's metadata.
     pub fn audit_log(mut self) -> Self {
         self.audit_log = true;
         self
@@ -204,7 +208,7 @@ impl TestBedBuilder {
                 .await?;
         }
         if self.kube {
-            bed.start_kube(&root).await?;
+            bed.start_kube(&root, self.audit_log).await?;
         }
         Ok(bed)
     }
@@ -431,7 +435,7 @@ impl TestBed {
         Ok(())
     }
 
-    async fn start_kube(&mut self, root: &Path) -> crate::Result<()> {
+    async fn start_kube(&mut self, root: &Path, audit: bool) -> crate::Result<()> {
         let etcd = tool("etcd")?;
         let apiserver = tool("kube-apiserver")?;
         let controller_manager = tool("kube-controller-manager")?;
@@ -477,6 +481,15 @@ impl TestBed {
         )?;
         let ca_pem = std::fs::read_to_string(&pki.ca_cert)?;
         let cert_dir = root.join("apiserver-certs");
+        let audit_log = audit.then(|| root.join("apiserver-audit.log"));
+        let audit_policy = root.join("apiserver-audit-policy.yaml");
+        if audit {
+            // Each request once, when its answer is complete (a watch when it starts).
+            std::fs::write(
+                &audit_policy,
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n",
+            )?;
+        }
         let (process, api_ports) = start_on_free_ports(
             "kube-apiserver",
             1,
@@ -521,6 +534,11 @@ impl TestBed {
                     .arg("--enable-aggregator-routing=true")
                     .arg("--profiling=false")
                     .arg("--v=1");
+                if let Some(log) = &audit_log {
+                    command
+                        .arg(format!("--audit-policy-file={}", audit_policy.display()))
+                        .arg(format!("--audit-log-path={}", log.display()));
+                }
                 command
             },
             |p| {
@@ -555,6 +573,7 @@ impl TestBed {
             admin_token,
             kubeconfig: kubeconfig.clone(),
             kubectl,
+            audit_log,
         });
 
         // The controller manager serves nothing we need, so no ports: it is ready when it has

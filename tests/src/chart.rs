@@ -70,3 +70,15 @@ pub fn find<'a>(
         (Some(_), Some(_)) => bail!("the chart renders more than one {kind}"),
     }
 }
+
+/// Applies the CSIDriver object as the chart installs it (for beds that run the driver as a
+/// process rather than through the chart).
+pub fn apply_csidriver(bed: &crate::TestBed) -> crate::Result<()> {
+    let rendered = render(
+        &bed.dir().join("helm"),
+        &["store.address=https://vault.example.com:8200"],
+    )?;
+    let objects = objects(&rendered)?;
+    bed.apply_yaml(&find(&objects, "CSIDriver")?.to_string())?;
+    Ok(())
+}

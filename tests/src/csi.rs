@@ -202,6 +202,30 @@ impl CsiDriver {
             .unwrap_or_default()
     }
 
+    /// The whole log of the current process.
+    pub fn log_path(&self) -> PathBuf {
+        self.log_dir.join(format!("ssi-csi.{}.log", self.starts))
+    }
+
+    /// Waits (up to a minute) until the real kubelet has registered the driver: kubelet's plugin
+    /// watcher found the registration socket, CSINode lists the driver, and kubelet told the
+    /// driver (NotifyRegistrationStatus, which may come a moment after).
+    pub async fn registered_by_kubelet(&self, bed: &TestBed) -> crate::Result<()> {
+        crate::wait::until(
+            Duration::from_secs(60),
+            "kubelet to register the driver",
+            || {
+                let drivers = crate::node::registered_drivers(bed);
+                crate::wait::check(
+                    drivers.contains(ssi_core::DRIVER_NAME)
+                        && self.log().contains("kubelet registered the driver"),
+                    || format!("CSINode lists {drivers:?}:\n{}", self.log()),
+                )
+            },
+        )
+        .await
+    }
+
     /// A gRPC channel over the driver's unix socket, as kubelet dials it.
     pub async fn connect(&self) -> crate::Result<Channel> {
         let socket = self.socket.clone();

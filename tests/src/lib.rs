@@ -14,6 +14,7 @@
 //!   `#[tokio::test]` does.
 //! - Set `SSI_TESTBED_KEEP=1` to keep the bed's directory (logs, PKI, kubeconfig) for a post-mortem.
 
+pub mod audit;
 mod bed;
 pub mod chart;
 pub mod csi;

@@ -488,6 +488,17 @@ containerRuntimeEndpoint: unix://{containerd_socket}
         }
     }
 
+    /// How many CSI volumes are mounted in pods of this node's kubelet.
+    pub fn csi_volumes_mounted(&self) -> usize {
+        let pods = self.kubelet_root.join("pods");
+        let pods = pods.to_string_lossy();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(&*pods) && line.contains("kubernetes.io~csi"))
+            .count()
+    }
+
     /// `ctr` against the node's containerd, in the Kubernetes namespace.
     pub fn ctr(&self) -> crate::Result<Command> {
         let mut command = Command::new("ctr");

@@ -5,7 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use ssi_tests::csi::{CsiDriver, DriverOptions};
-use ssi_tests::node::{NODE_NAME, Node, registered_drivers};
+use ssi_tests::node::{NODE_NAME, Node};
 use ssi_tests::walkthrough::{self, Narrator, VaultSetup};
 use ssi_tests::webhook::Webhook;
 use ssi_tests::{TestBed, run, wait, workspace_path};
@@ -147,15 +147,7 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
     let node = Node::start(&bed).await.expect("node");
     node.load_image(&ssi_tests::images::busybox_image(&bed.dir().join("images")).unwrap())
         .unwrap();
-    // The CSIDriver object as the chart installs it.
-    let rendered = ssi_tests::chart::render(
-        &bed.dir().join("helm"),
-        &["store.address=https://vault.example.com:8200"],
-    )
-    .unwrap();
-    let objects = ssi_tests::chart::objects(&rendered).unwrap();
-    let csidriver = ssi_tests::chart::find(&objects, "CSIDriver").unwrap();
-    bed.apply_yaml(&csidriver.to_string()).unwrap();
+    ssi_tests::chart::apply_csidriver(&bed).unwrap();
     let driver = CsiDriver::start(
         &bed,
         DriverOptions {
@@ -167,22 +159,7 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
     .await
     .unwrap();
 
-    // Kubelet's plugin watcher finds the registration socket; CSINode then lists the driver, and
-    // kubelet tells the driver (NotifyRegistrationStatus, which may come a moment after).
-    wait::until(
-        Duration::from_secs(60),
-        "kubelet to register the driver",
-        || {
-            let drivers = registered_drivers(&bed);
-            wait::check(
-                drivers.contains(ssi_core::DRIVER_NAME)
-                    && driver.log().contains("kubelet registered the driver"),
-                || format!("CSINode lists {drivers:?}:\n{}", driver.log()),
-            )
-        },
-    )
-    .await
-    .unwrap();
+    driver.registered_by_kubelet(&bed).await.unwrap();
 
     // The guide's Deployment with a busybox app that prints the mounted password, admitted
     // through our webhook.
@@ -248,20 +225,10 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
         "--wait=true",
     ]))
     .unwrap();
-    let pods = node.kubelet_root.join("pods");
     wait::until(
         Duration::from_secs(60),
         "the CSI volume to be unmounted",
-        || {
-            let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-                .unwrap_or_default()
-                .lines()
-                .any(|line| {
-                    line.contains(pods.to_str().unwrap_or_default())
-                        && line.contains("kubernetes.io~csi")
-                });
-            wait::check(!mounted, || driver.log())
-        },
+        || wait::check(node.csi_volumes_mounted() == 0, || driver.log()),
     )
     .await
     .unwrap();

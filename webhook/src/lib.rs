@@ -50,7 +50,7 @@ pub async fn run(
         .context("failed to load the client CA (--client-ca-file)")?;
     let registry_lookup = args.env_injection && args.registry_lookup;
     let kube = if args.ssi_lookup || registry_lookup {
-        Some(kube::Client::try_default().await.context(
+        Some(ssi_runtime::kube_client::kube_client("ssi-webhook", env!("CARGO_PKG_VERSION")).await.context(
             "failed to set up the Kubernetes client (or start with --ssi-lookup=false --registry-lookup=false)",
         )?)
     } else {

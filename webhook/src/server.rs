@@ -13,10 +13,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-/// A client gets this long for its TLS handshake, and then for a request's headers: a connection
-/// that sends nothing (or a byte at a time) is closed instead of holding a task and a socket.
+/// A client gets this long for its TLS handshake: a connection that sends nothing (or a byte at a
+/// time) is closed instead of holding a task and a socket.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Then this long for each request's headers, counted from the end of the previous answer (hyper
+/// starts the clock while the connection waits, so this is also how long an idle connection is
+/// kept). Longer than the 90 s the apiserver's client keeps an idle connection before reusing
+/// or closing it: when the server closes first, a review sent just then fails with EOF, and
+/// with `failurePolicy: Fail` so does the user's request.
+const IDLE_OR_HEADER_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_STREAMS_PER_CONNECTION: u32 = 8;
 
 /// Serves `app` over TLS on `listener` until `shutdown` completes, then waits for the requests
@@ -62,7 +67,7 @@ pub async fn serve_https(
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
+                .header_read_timeout(IDLE_OR_HEADER_TIMEOUT);
             // One connection may not hold many turns at once (the apiserver sends few).
             builder
                 .http2()

@@ -226,3 +226,79 @@ async fn with_a_client_ca_only_certified_clients_are_served() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// Sends one review on `tls` as HTTP/1.1 with keep-alive and returns the status line and body.
+async fn review_on(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    body: &str,
+) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!(
+        "POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = tls.read(&mut chunk).await.unwrap();
+        assert!(read > 0, "the server closed the connection");
+        received.extend_from_slice(&chunk[..read]);
+        let text = String::from_utf8_lossy(&received).into_owned();
+        let Some((head, rest)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_owned)
+            })
+            .unwrap()
+            .parse()
+            .unwrap();
+        if rest.len() >= length {
+            return (head.lines().next().unwrap().to_owned(), rest.to_owned());
+        }
+    }
+}
+
+/// The apiserver keeps idle connections to a webhook for 90 s and sends the next review on one
+/// of them; had the server closed it meanwhile, that review would fail with EOF. So a connection
+/// idle for longer than the handshake timeout still serves the next review.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_serves_the_next_review() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = generate(dir.path());
+    let certs = CertStore::load(&cert, &key).unwrap();
+    let (url, stop, server) = start(&certs, None).await;
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(ssi_webhook::tls::client_roots(&ca).unwrap())
+        .with_no_client_auth();
+    let addr = url
+        .trim_start_matches("https://")
+        .trim_end_matches("/mutate")
+        .to_owned();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let fixture = include_str!("fixtures/deployment-create.json");
+    for idle in [0, 15] {
+        tokio::time::sleep(std::time::Duration::from_secs(idle)).await;
+        let (status, body) = review_on(&mut tls, fixture).await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "after {idle} s idle");
+        assert!(
+            body.contains("0c9f5a3e-7d1b-4e55-9a43-6f2c8e1d0a01"),
+            "after {idle} s idle: {body}"
+        );
+    }
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}

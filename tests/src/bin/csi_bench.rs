@@ -7,22 +7,21 @@
 
 use anyhow::Context;
 use secrecy::SecretString;
+use ssi_tests::audit::{api_request, store_request, tally};
 use ssi_tests::csi::{CsiDriver, DriverOptions, create_pod, publish_request};
+use ssi_tests::load::percentile;
 use ssi_tests::{KUBE_API_AUDIENCE, TestBed, run, status_kib};
 use ssi_vault::{Client, KubernetesAuth, Session, StoreConfig};
 use std::time::{Duration, Instant};
 
 const NS: &str = "bench";
+/// How the driver names itself to the apiserver.
+const DRIVER_AGENT: &str = "ssi-csi/";
 const PATHS: [&str; 3] = [
     "secret/data/bench/a",
     "secret/data/bench/b",
     "secret/data/bench/c",
 ];
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples.get(samples.len() / 2).copied().unwrap_or_default()
-}
 
 fn setup(bed: &TestBed, identities: usize) -> anyhow::Result<()> {
     let bao = |args: &[&str]| run(bed.bao()?.args(args));
@@ -113,7 +112,7 @@ async fn round_trips(bed: &TestBed, with_login: bool) -> anyhow::Result<Duration
         }
         samples.push(started.elapsed());
     }
-    Ok(median(samples))
+    Ok(percentile(&mut samples, 0.5))
 }
 
 async fn calls(driver: &CsiDriver, operation: &str) -> f64 {
@@ -126,8 +125,16 @@ async fn scenario(mounts: usize, identities: usize) -> anyhow::Result<()> {
         "\n== {mounts} mounts, {identities} identit{}",
         if identities == 1 { "y" } else { "ies" }
     );
-    let bed = TestBed::start().await?;
+    let bed = TestBed::builder().audit_log().start().await?;
     setup(&bed, identities)?;
+    let store_log = bed.openbao().audit_log.clone().context("store audit log")?;
+    let api_log = bed
+        .kube()
+        .audit_log
+        .clone()
+        .context("apiserver audit log")?;
+    let ours = || api_request(DRIVER_AGENT);
+    let (_, api_mark) = tally(&api_log, 0, ours())?;
     let options = DriverOptions {
         auth_path: "kubernetes".into(),
         rotation_interval: "30s".into(),
@@ -169,7 +176,15 @@ async fn scenario(mounts: usize, identities: usize) -> anyhow::Result<()> {
         }
     }
     println!("published {mounts} volumes in {:?}", started.elapsed());
-    let warm = median(latencies[1..].to_vec());
+    let (api_calls, _) = tally(&api_log, api_mark, ours())?;
+    println!("API requests of the driver for {mounts} publishes: {api_calls:?}");
+    let warm_latencies = &mut latencies[1..];
+    let warm = percentile(warm_latencies, 0.5);
+    println!(
+        "publish latency p99 (of {}): {:?}",
+        mounts - 1,
+        percentile(warm_latencies, 0.99)
+    );
     // With one identity the token is warm after the first publish; with one identity per
     // mount every publish logs in, so the floor includes a login too.
     let floor = round_trips(&bed, identities > 1).await?;
@@ -186,6 +201,8 @@ async fn scenario(mounts: usize, identities: usize) -> anyhow::Result<()> {
         driver.metric("ssi_csi_rotation_cycle_seconds_sum").await?,
     );
     let (logins, reads) = (calls(&driver, "login").await, calls(&driver, "read").await);
+    let (_, store_mark) = tally(&store_log, 0, store_request(str::to_owned))?;
+    let (_, api_mark) = tally(&api_log, 0, ours())?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while driver.metric(count_series).await? <= before.0 {
         anyhow::ensure!(
@@ -199,6 +216,12 @@ async fn scenario(mounts: usize, identities: usize) -> anyhow::Result<()> {
         "rotation cycle over {mounts} mounts: {cycle:.3} s, store calls: {} logins + {} reads",
         calls(&driver, "login").await - logins,
         calls(&driver, "read").await - reads
+    );
+    // Counted again by the store and by the apiserver, not by the driver.
+    let (store_calls, _) = tally(&store_log, store_mark, store_request(str::to_owned))?;
+    let (api_calls, _) = tally(&api_log, api_mark, ours())?;
+    println!(
+        "  from the store's audit log: {store_calls:?}; from the apiserver's audit log (User-Agent {DRIVER_AGENT}): {api_calls:?}"
     );
     if let Some(pid) = driver.pid() {
         println!(

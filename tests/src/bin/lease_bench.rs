@@ -15,46 +15,28 @@
 //! is a new database user each time.
 
 use anyhow::Context;
+use ssi_tests::audit::{store_request, tally};
 use ssi_tests::csi::{CsiDriver, DriverOptions, create_pod, publish_request};
 use ssi_tests::engines::{self, DATABASE_PATH as DB_PATH};
 use ssi_tests::postgres::Postgres;
 use ssi_tests::walkthrough::{self, NAMESPACE, Narrator, SERVICE_ACCOUNT, VaultSetup};
 use ssi_tests::{TestBed, status_kib, workspace_path};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// The rotation poll interval of the Secrets Store CSI driver and of ours.
 const POLL: Duration = Duration::from_secs(120);
 
-/// Requests in the audit log from line `from` on, by what they were.
-fn audited(
-    log: &std::path::Path,
-    from: usize,
-) -> anyhow::Result<(BTreeMap<&'static str, u64>, usize)> {
-    let text = std::fs::read_to_string(log)?;
-    let mut counts = BTreeMap::new();
-    let mut lines = 0;
-    for line in text.lines() {
-        lines += 1;
-        if lines <= from {
-            continue;
-        }
-        let entry: serde_json::Value = serde_json::from_str(line)?;
-        if entry["type"] != "request" {
-            continue;
-        }
-        let path = entry["request"]["path"].as_str().unwrap_or_default();
-        let kind = match path {
-            p if p.ends_with("/login") => "login",
-            "auth/token/renew-self" => "token renewal",
-            "sys/leases/renew" => "lease renewal",
-            p if p.starts_with("sys/leases/revoke") => "lease revocation",
-            DB_PATH => "read (a new database user)",
-            _ => "other",
-        };
-        *counts.entry(kind).or_default() += 1;
+/// What a store request was, by its path.
+fn kind_of(path: &str) -> String {
+    match path {
+        p if p.ends_with("/login") => "login",
+        "auth/token/renew-self" => "token renewal",
+        "sys/leases/renew" => "lease renewal",
+        p if p.starts_with("sys/leases/revoke") => "lease revocation",
+        DB_PATH => "read (a new database user)",
+        _ => "other",
     }
-    Ok((counts, lines))
+    .to_owned()
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -103,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
             .await
             .map_err(|s| anyhow::anyhow!("publish {i}: {}", s.message()))?;
     }
-    let (at_publish, mark) = audited(&audit, 0)?;
+    let (at_publish, mark) = tally(&audit, 0, store_request(kind_of))?;
     println!(
         "published {volumes} volumes of one ServiceAccount in {:?}; store requests: {at_publish:?}",
         started.elapsed()
@@ -111,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
     println!("database users: {}", postgres.engine_users()?.len());
 
     tokio::time::sleep(window).await;
-    let (counts, _) = audited(&audit, mark)?;
+    let (counts, _) = tally(&audit, mark, store_request(kind_of))?;
     let hours = window.as_secs_f64() / 3600.0;
     println!(
         "\n{volumes} volumes, {lease} s leases, {} s window (rotation interval 2 min):",

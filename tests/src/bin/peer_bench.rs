@@ -4,21 +4,29 @@
 //!   bank-vaults' vault-secrets-webhook `/pods`, beside a no-op rustls handler; RSS under load;
 //! - injector: ssi-injector, bank-vaults' vault-env and bank-vaults' secret-init resolving the
 //!   same three references over two paths (one Kubernetes login each) on the bed's OpenBao
-//!   before exec'ing `/bin/true`; binary size; RSS of each one's stay-resident mode.
+//!   before exec'ing `/bin/true`; binary size; RSS of each one's stay-resident mode;
+//! - CSI: ours only (the peer pair cannot be built here): the publish latency of the real
+//!   kubelet's calls for the guide's Deployment on the bed's node, and the requests of one
+//!   rotation cycle as the apiserver's and the store's audit logs count them.
 //!
 //! `bench/compare` builds the peers from their Go modules (bench/peers/) and runs this; by hand:
 //! `cargo build --release --workspace --bins && scripts/build-injector &&
-//! target/release/peer_bench [seconds per load run] [runs per injector figure] [peers dir]`
-//! (defaults 10, 30, /var/cache/ssi-testbed/peers). A peer whose binary is missing is reported
+//! target/release/peer_bench [seconds per load run] [runs per injector figure] [pods] [peers dir]`
+//! (defaults 10, 30, 40, /var/cache/ssi-testbed/peers). A peer whose binary is missing is reported
 //! as not built; the figures go to stdout as a Markdown table for the README.
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
+use ssi_tests::audit::{api_request, store_request, tally};
+use ssi_tests::chart::apply_csidriver;
+use ssi_tests::csi::{CsiDriver, DriverOptions};
+use ssi_tests::images::busybox_image;
 use ssi_tests::load::{Load, percentile, post_script, wrk};
+use ssi_tests::node::Node;
 use ssi_tests::process::{Process, free_port};
-use ssi_tests::walkthrough::{self, AUTH_PATHS, PASSWORD, ROLE};
+use ssi_tests::walkthrough::{self, AUTH_PATHS, Narrator, PASSWORD, ROLE, VaultSetup};
 use ssi_tests::webhook::{Webhook, bed_with_the_guides_ssi};
-use ssi_tests::{status_kib, workspace_path};
+use ssi_tests::{TestBed, run, status_kib, wait, workspace_path};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,7 +43,8 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let seconds: u64 = args.get(1).map_or(Ok(10), |s| s.parse())?;
     let runs: usize = args.get(2).map_or(Ok(30), |s| s.parse())?;
-    let peers = args.get(3).map_or_else(
+    let pods: usize = args.get(3).map_or(Ok(40), |s| s.parse())?;
+    let peers = args.get(4).map_or_else(
         || PathBuf::from("/var/cache/ssi-testbed/peers"),
         PathBuf::from,
     );
@@ -45,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         .block_on(async {
             let mut rows = webhooks(&peers, seconds).await?;
             rows.extend(injectors(&peers, runs).await?);
+            rows.extend(csi_driver(pods).await?);
             anyhow::Ok(rows)
         })?;
     println!("\n| figure | ours | peer | peer figure |\n| --- | --- | --- | --- |");
@@ -506,4 +516,159 @@ async fn injectors(peers: &Path, runs: usize) -> anyhow::Result<Vec<Row>> {
         });
     }
     Ok(rows)
+}
+
+/// The `elapsed_ms` of every `published` line of the driver's log.
+fn publish_latencies(log: &Path) -> anyhow::Result<Vec<Duration>> {
+    let text = std::fs::read_to_string(log)?;
+    text.lines()
+        .filter(|line| line.contains(" published "))
+        .filter_map(|line| line.split_once("elapsed_ms=").map(|(_, rest)| rest))
+        .map(|rest| {
+            let number = rest.split_whitespace().next().unwrap_or_default();
+            Ok(Duration::from_secs_f64(number.parse::<f64>()? / 1e3))
+        })
+        .collect()
+}
+
+/// Our CSI driver under the real kubelet: `pods` replicas of the guide's Deployment (one
+/// ServiceAccount) on the bed's node, publish latency as the driver measures each of kubelet's
+/// calls, then one rotation cycle counted from the apiserver's and the store's audit logs. The
+/// peer pair (Secrets Store CSI driver + vault-csi-provider) cannot be built here (README).
+async fn csi_driver(pods: usize) -> anyhow::Result<Vec<Row>> {
+    let bed = TestBed::builder().audit_log().start().await?;
+    walkthrough::run(&bed, VaultSetup::Cli, &mut Narrator::quiet()).await?;
+    let node = Node::start(&bed).await?;
+    node.load_image(&busybox_image(&bed.dir().join("images"))?)?;
+    apply_csidriver(&bed)?;
+    let driver = CsiDriver::start(
+        &bed,
+        DriverOptions {
+            kubelet_root: Some(node.kubelet_root.clone()),
+            rotation_interval: "20s".into(),
+            ..DriverOptions::default()
+        },
+    )
+    .await?;
+    driver.registered_by_kubelet(&bed).await?;
+
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "backend", "namespace": walkthrough::NAMESPACE},
+        "spec": {"replicas": pods, "selector": {"matchLabels": {"app": "backend"}},
+            "template": {"metadata": {"labels": {"app": "backend"}},
+                "spec": {"serviceAccountName": walkthrough::SERVICE_ACCOUNT,
+                    "automountServiceAccountToken": false,
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "backend", "image": "ssi-testbed/busybox:1",
+                        "imagePullPolicy": "Never", "command": ["sleep", "3600"],
+                        "volumeMounts": [{"name": "secrets", "mountPath": "/mnt/secrets"}]}],
+                    "volumes": [{"name": "secrets", "csi": {"driver": ssi_core::DRIVER_NAME,
+                        "volumeAttributes": {"secretsStoreImport": "python-backend"}}}]}}}});
+    let manifest = bed.dir().join("backend.json");
+    std::fs::write(&manifest, deployment.to_string())?;
+    run(bed.kubectl().args(["apply", "-f"]).arg(&manifest))?;
+    let log = driver.log_path();
+    wait::until(
+        Duration::from_secs(600),
+        "kubelet to publish every pod's volume",
+        || {
+            let published = publish_latencies(&log).map(|l| l.len()).unwrap_or(0);
+            wait::check(published >= pods, || {
+                format!("{published} of {pods} published:\n{}", driver.log())
+            })
+        },
+    )
+    .await?;
+    let mut latencies = publish_latencies(&log)?;
+    let rss = driver.pid().map(|pid| status_kib(pid, "VmRSS:"));
+
+    // One whole rotation cycle between two cycle ends, counted by the store and the apiserver.
+    let cycles = "ssi_csi_rotation_cycle_seconds_count";
+    let cycle_end = |after: f64| {
+        let driver = &driver;
+        async move {
+            for _ in 0..600 {
+                let count = driver.metric(cycles).await?;
+                if count > after {
+                    return anyhow::Ok(count);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            bail!("no rotation cycle ended within a minute")
+        }
+    };
+    let first = cycle_end(driver.metric(cycles).await?).await?;
+    let store_log = bed.openbao().audit_log.clone().context("store audit log")?;
+    let api_log = bed
+        .kube()
+        .audit_log
+        .clone()
+        .context("apiserver audit log")?;
+    let agent = "ssi-csi/";
+    let (_, store_mark) = tally(&store_log, 0, store_request(str::to_owned))?;
+    let (_, api_mark) = tally(&api_log, 0, api_request(agent))?;
+    cycle_end(first).await?;
+    let (store_calls, _) = tally(&store_log, store_mark, store_request(str::to_owned))?;
+    let (api_calls, _) = tally(&api_log, api_mark, api_request(agent))?;
+    let listed = |counts: &std::collections::BTreeMap<String, u64>| {
+        let total: u64 = counts.values().sum();
+        let each: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        format!("{total} ({})", each.join(", "))
+    };
+
+    run(bed.kubectl().args([
+        "delete",
+        "deployment",
+        "backend",
+        "-n",
+        walkthrough::NAMESPACE,
+        "--wait=true",
+    ]))?;
+    wait::until(
+        Duration::from_secs(120),
+        "every CSI volume to be unmounted",
+        || wait::check(node.csi_volumes_mounted() == 0, || driver.log()),
+    )
+    .await?;
+    drop(driver);
+    node.stop()?;
+
+    let peer_name = "Secrets Store CSI driver + vault-csi-provider";
+    let peer = "not built here (README)".to_owned();
+    Ok(vec![
+        Row {
+            what: format!(
+                "CSI: publish latency of kubelet's calls, {pods} pods of the guide's Deployment (one ServiceAccount), inside the driver"
+            ),
+            ours: format!(
+                "p50 {:.1} ms, p99 {:.1} ms",
+                percentile(&mut latencies, 0.5).as_secs_f64() * 1e3,
+                percentile(&mut latencies, 0.99).as_secs_f64() * 1e3
+            ),
+            peer: peer.clone(),
+            peer_name,
+        },
+        Row {
+            what: format!("CSI: driver RSS with {pods} mounts"),
+            ours: rss.map_or_else(|| "unknown".to_owned(), mib),
+            peer: peer.clone(),
+            peer_name,
+        },
+        Row {
+            what: format!(
+                "CSI: API requests per rotation cycle at {pods} mounts, from the apiserver's audit log (User-Agent {agent})"
+            ),
+            ours: listed(&api_calls),
+            peer: peer.clone(),
+            peer_name,
+        },
+        Row {
+            what: format!(
+                "CSI: store requests per rotation cycle at {pods} mounts, from the store's audit log"
+            ),
+            ours: listed(&store_calls),
+            peer,
+            peer_name,
+        },
+    ])
 }
