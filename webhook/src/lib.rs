@@ -23,6 +23,7 @@ pub mod registry;
 pub mod review;
 pub mod router;
 pub mod server;
+pub mod shape;
 pub mod tls;
 
 use anyhow::Context;

@@ -6,6 +6,7 @@
 
 use crate::annotations;
 use crate::refusal::Refusal;
+use crate::shape::Shape;
 use serde_json::{Value, json};
 use ssi_core::{ATTR_SECRETS_STORE_IMPORT, DRIVER_NAME};
 
@@ -33,6 +34,56 @@ pub struct Mutation {
     /// SecretsStoreImports the object references, for the existence check.
     pub imports: Vec<String>,
 }
+
+/// Every part of an object [`mutate`] reads or changes, so that a review builds only these
+/// ([`crate::shape`]). Keep it in step with `mutate` and `annotations`:
+/// `review::tests::pruned_objects_get_the_whole_objects_answers` compares the two.
+pub static READ_BY_MUTATE: Shape = Shape::Keys(&[
+    ("kind", Shape::All),
+    ("metadata", METADATA),
+    (
+        "spec",
+        Shape::Keys(&[
+            // Workloads: the pod template.
+            ("template", TEMPLATE),
+            // CronJobs: the job template's pod template.
+            (
+                "jobTemplate",
+                Shape::Keys(&[("spec", Shape::Keys(&[("template", TEMPLATE)]))]),
+            ),
+            // Pods, which are their own template: the pod spec.
+            ("volumes", Shape::All),
+            ("initContainers", CONTAINERS),
+            ("containers", CONTAINERS),
+            ("ephemeralContainers", CONTAINERS),
+        ]),
+    ),
+]);
+
+/// The name (for messages) and our annotations.
+const METADATA: Shape = Shape::Keys(&[
+    ("name", Shape::All),
+    ("generateName", Shape::All),
+    ("annotations", Shape::All),
+]);
+
+const TEMPLATE: Shape = Shape::Keys(&[
+    ("metadata", METADATA),
+    (
+        "spec",
+        Shape::Keys(&[
+            ("volumes", Shape::All),
+            ("initContainers", CONTAINERS),
+            ("containers", CONTAINERS),
+            ("ephemeralContainers", CONTAINERS),
+        ]),
+    ),
+]);
+
+const CONTAINERS: Shape = Shape::Each(&Shape::Keys(&[
+    ("name", Shape::All),
+    ("volumeMounts", Shape::All),
+]));
 
 /// Where the pod template of each supported kind lives.
 fn template_path(kind: &str) -> Option<&'static [&'static str]> {

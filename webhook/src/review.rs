@@ -5,15 +5,20 @@
 //! act on, and nothing from the object (env values included) is echoed back.
 
 use crate::inject::{Injection, InjectorSettings, inject};
-use crate::mutate::{Mutation, SubpathPolicy, mutate};
+use crate::metrics::kind_label;
+use crate::mutate::{Mutation, READ_BY_MUTATE, SubpathPolicy, mutate};
 use crate::refusal::Refusal;
 use crate::registry::{Entrypoints, LookupRequest};
+use crate::shape::Pruned;
 use base64::Engine;
 use json_patch::{Patch, PatchOperation};
 use jsonptr::{Pointer, PointerBuf, Token};
-use serde::de::IgnoredAny;
+use memchr::memmem;
+use serde::de::{DeserializeSeed, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::borrow::Cow;
+use std::sync::LazyLock;
 
 const API_VERSION: &str = "admission.k8s.io/v1";
 
@@ -48,8 +53,9 @@ pub struct Reviewed {
     pub imports: Option<(String, Vec<String>)>,
     /// What became of the review, for metrics.
     pub verdict: Verdict,
-    /// The request's object kind ("" when the review could not be read).
-    pub kind: String,
+    /// The request's object kind as a metrics label ([`kind_label`]; "other" when the review
+    /// could not be read).
+    pub kind: &'static str,
     /// Images to look up before the Pod can be decided; then review again with the answers.
     pub lookup: Option<LookupRequest>,
 }
@@ -70,29 +76,37 @@ pub enum Verdict {
 /// The parts of an AdmissionReview v1 request the webhook reads. Typed kube structs would parse
 /// and re-serialise the whole object (metadata included) on every review; the object is only
 /// ever needed as JSON, and only when it may concern us (`O` is then a `Value`, otherwise
-/// `IgnoredAny`, so that the body is read once either way).
+/// `IgnoredAny`, so that the body is read once either way). Strings borrow from the body
+/// unless they hold an escape.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct IncomingReview<O> {
-    api_version: String,
-    kind: String,
-    request: Option<IncomingRequest<O>>,
+struct IncomingReview<'a, O> {
+    #[serde(borrow)]
+    api_version: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    request: Option<IncomingRequest<'a, O>>,
 }
 
 #[derive(Deserialize)]
-struct IncomingRequest<O> {
-    uid: String,
-    kind: RequestKind,
-    operation: String,
-    #[serde(default)]
-    namespace: Option<String>,
+struct IncomingRequest<'a, O> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: RequestKind<'a>,
+    #[serde(borrow)]
+    operation: Cow<'a, str>,
+    #[serde(default, borrow)]
+    namespace: Option<Cow<'a, str>>,
     #[serde(default = "Option::default")]
     object: Option<O>,
 }
 
 #[derive(Deserialize)]
-struct RequestKind {
-    kind: String,
+struct RequestKind<'a> {
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
 }
 
 /// An AdmissionReview v1 response.
@@ -197,33 +211,38 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
         response: Response::invalid(uid_of(body).unwrap_or_default(), reason),
         imports: None,
         verdict: Verdict::Invalid,
-        kind: String::new(),
+        kind: kind_label(""),
         lookup: None,
     };
     if !may_concern_us(body) {
-        return match serde_json::from_slice::<IncomingReview<IgnoredAny>>(body) {
-            Ok(review) => match request_of(review) {
-                Ok(request) => Reviewed {
-                    response: Response::allow(request.uid),
-                    imports: None,
-                    verdict: Verdict::Unchanged,
-                    kind: request.kind.kind,
-                    lookup: None,
-                },
-                Err(reason) => invalid(reason),
+        return match read_request::<IgnoredAny>(body) {
+            Ok(request) => Reviewed {
+                response: Response::allow(request.uid.into_owned()),
+                imports: None,
+                verdict: Verdict::Unchanged,
+                kind: kind_label(&request.kind.kind),
+                lookup: None,
             },
-            Err(e) => invalid(format!("the body is not an AdmissionReview: {e}")),
+            Err(reason) => invalid(reason),
         };
     }
-    let request = match serde_json::from_slice::<IncomingReview<Value>>(body) {
-        Ok(review) => match request_of(review) {
-            Ok(request) => request,
-            Err(reason) => return invalid(reason),
-        },
-        Err(e) => return invalid(format!("the body is not an AdmissionReview: {e}")),
+    // The volume policy alone reads a few fields of the pod template: only those are built.
+    // Injection reads (and copies into its init container) much of a Pod: all of it is.
+    let prune = policy.injector.is_none();
+    let read = if prune {
+        read_request::<PrunedForMutate>(body).map(|request| request.map_object(|o| o.0))
+    } else {
+        read_request::<Value>(body)
     };
-    let kind = request.kind.kind;
-    let relevant = match (kind.as_str(), request.operation.as_str()) {
+    let request = match read {
+        Ok(request) => request,
+        Err(reason) => return invalid(reason),
+    };
+    let kind = request.kind.kind.into_owned();
+    let label = kind_label(&kind);
+    let uid = request.uid.into_owned();
+    let namespace = request.namespace.map(Cow::into_owned).unwrap_or_default();
+    let relevant = match (kind.as_str(), &*request.operation) {
         ("Pod", "CREATE") => true,
         ("Pod", _) => false,
         (_, "CREATE" | "UPDATE") => true,
@@ -231,10 +250,10 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
     };
     let Some(mut original) = request.object.filter(|_| relevant) else {
         return Reviewed {
-            response: Response::allow(request.uid),
+            response: Response::allow(uid),
             imports: None,
             verdict: Verdict::Unchanged,
-            kind,
+            kind: label,
             lookup: None,
         };
     };
@@ -264,12 +283,12 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
         let spec = &original["spec"];
         let text = |value: &Value| value.as_str().map(str::to_owned);
         return Reviewed {
-            response: Response::allow(request.uid),
+            response: Response::allow(uid),
             imports: None,
             verdict: Verdict::Unchanged,
-            kind,
+            kind: label,
             lookup: Some(LookupRequest {
-                namespace: request.namespace.unwrap_or_default(),
+                namespace,
                 service_account: text(&spec["serviceAccountName"])
                     .unwrap_or_else(|| "default".to_owned()),
                 pull_secrets: spec["imagePullSecrets"]
@@ -284,22 +303,22 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
     }
     match mutation {
         Err(Refusal::Invalid(reason)) => Reviewed {
-            response: Response::invalid(request.uid, reason),
+            response: Response::invalid(uid, reason),
             imports: None,
             verdict: Verdict::Invalid,
-            kind,
+            kind: label,
             lookup: None,
         },
         Err(Refusal::Forbidden(denial)) => Reviewed {
-            response: Response::refuse(request.uid, 403, "Forbidden", denial),
+            response: Response::refuse(uid, 403, "Forbidden", denial),
             imports: None,
             verdict: Verdict::Denied,
-            kind,
+            kind: label,
             lookup: None,
         },
         Ok(Mutation { warnings, imports }) => {
             let patch = patch_between(&original, &mutated);
-            let mut response = Response::allow(request.uid);
+            let mut response = Response::allow(uid);
             let verdict = if patch.0.is_empty() {
                 Verdict::Unchanged
             } else {
@@ -313,21 +332,50 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
                 }
             };
             response.warnings = warnings;
-            let namespace = request.namespace.unwrap_or_default();
             let imports = (!imports.is_empty()).then_some((namespace, imports));
             Reviewed {
                 response,
                 imports,
                 verdict,
-                kind,
+                kind: label,
                 lookup: None,
             }
         }
     }
 }
 
+/// The object as [`mutate::READ_BY_MUTATE`](crate::mutate::READ_BY_MUTATE) prunes it.
+struct PrunedForMutate(Value);
+
+impl<'de> Deserialize<'de> for PrunedForMutate {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Pruned(&READ_BY_MUTATE)
+            .deserialize(deserializer)
+            .map(PrunedForMutate)
+    }
+}
+
+impl<'a, O> IncomingRequest<'a, O> {
+    fn map_object<P>(self, f: impl FnOnce(O) -> P) -> IncomingRequest<'a, P> {
+        IncomingRequest {
+            uid: self.uid,
+            kind: self.kind,
+            operation: self.operation,
+            namespace: self.namespace,
+            object: self.object.map(f),
+        }
+    }
+}
+
+/// The request of a body that should be a review of the version we answer.
+fn read_request<'a, O: Deserialize<'a>>(body: &'a [u8]) -> Result<IncomingRequest<'a, O>, String> {
+    let review = serde_json::from_slice::<IncomingReview<O>>(body)
+        .map_err(|e| format!("the body is not an AdmissionReview: {e}"))?;
+    request_of(review)
+}
+
 /// The request of a review of the version we answer.
-fn request_of<O>(review: IncomingReview<O>) -> Result<IncomingRequest<O>, String> {
+fn request_of<'a, O>(review: IncomingReview<'a, O>) -> Result<IncomingRequest<'a, O>, String> {
     if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
         return Err(format!(
             "expected an AdmissionReview of {API_VERSION}, got {} {}; list only v1 in admissionReviewVersions",
@@ -345,8 +393,12 @@ fn request_of<O>(review: IncomingReview<O>) -> Result<IncomingRequest<O>, String
 /// only costs the full path. NB: a JSON escape (`\u002d`) could hide the marker, so any `\u`
 /// takes the full path.
 fn may_concern_us(body: &[u8]) -> bool {
-    memchr::memmem::find(body, b"secrets-store").is_some()
-        || memchr::memmem::find(body, b"\\u").is_some()
+    // Built once: building a searcher costs about as much as searching a review.
+    static MARKER: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"secrets-store"));
+    static ESCAPE: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\\u"));
+    MARKER.find(body).is_some() || ESCAPE.find(body).is_some()
 }
 
 /// The JSON patch from `original` to `mutated`, exactly as `json_patch::diff` makes it. This
@@ -483,6 +535,126 @@ mod tests {
             let mut patched = before.clone();
             json_patch::patch(&mut patched, &patch).unwrap();
             assert_eq!(patched, after);
+        }
+    }
+
+    /// A CREATE review of `object` (UPDATE with `old` as the old object).
+    fn review_of(object: &Value, old: Option<&Value>) -> String {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": object["kind"]},
+                "namespace": "ns", "operation": if old.is_some() { "UPDATE" } else { "CREATE" },
+                "object": object, "oldObject": old}})
+        .to_string()
+    }
+
+    #[test]
+    fn pruned_objects_get_the_whole_objects_answers() {
+        let guide: Value = serde_json::from_str(DEPLOYMENT).unwrap();
+        let subpath: Value = serde_json::from_str(SUBPATH_POD).unwrap();
+        let csi = |attributes: Value| json!({"driver": "secrets-store.csi.deckhouse.io", "volumeAttributes": attributes});
+        let volume = json!({"name": "s", "csi": csi(json!({"secretsStoreImport": "app"}))});
+        let busy_container = |mounts: Value| {
+            json!({"name": "app", "image": "app:1",
+            "env": [{"name": "A", "value": "plain"}], "resources": {"limits": {"cpu": "1"}},
+            "livenessProbe": {"httpGet": {"path": "/", "port": 8080}}, "volumeMounts": mounts})
+        };
+        let pod = |metadata: Value, spec: Value| json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec});
+        let annotated = |annotations: Value| json!({"name": "p", "labels": {"a": "b"}, "annotations": annotations});
+        let workload = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "labels": {"app": "d"}, "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "d"}},
+                "template": {"metadata": {"labels": {"app": "d"},
+                        "annotations": {"secrets-store.deckhouse.io/import": "app=/mnt/app,other"}},
+                    "spec": {"serviceAccountName": "sa", "volumes": [volume.clone()],
+                        "initContainers": [busy_container(json!([{"name": "s", "mountPath": "/i", "readOnly": false}]))],
+                        "containers": [busy_container(json!([{"name": "s", "mountPath": "/s"}])), {"name": "no-mounts", "image": "x"}],
+                        "ephemeralContainers": [busy_container(json!([{"name": "s", "mountPath": "/e", "subPathExpr": "$(X)"}]))]}}},
+            "status": {"replicas": 3}});
+        let mut allowed = workload.clone();
+        allowed["metadata"]["annotations"] =
+            json!({"secrets-store.deckhouse.io/allow-subpath": "true"});
+        let cronjob = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"generateName": "c-"},
+            "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": allowed["spec"]["template"].clone()}}}});
+        let reviews = [
+            DEPLOYMENT.to_owned(),
+            SUBPATH_POD.to_owned(),
+            review_of(&workload, None),
+            review_of(&allowed, Some(&workload)),
+            review_of(&cronjob, None),
+            review_of(&guide["request"]["object"], Some(&guide["request"]["object"])),
+            review_of(&pod(annotated(json!({"secrets-store.deckhouse.io/allow-subpath": "yes"})), subpath["request"]["object"]["spec"].clone()), None),
+            review_of(&pod(annotated(json!({"secrets-store.deckhouse.io/import": "app"})), json!({"volumes": {"not": "a list"}, "containers": []})), None),
+            review_of(&pod(annotated(json!({"secrets-store.deckhouse.io/import": "app"})), json!({"containers": ["not an object"]})), None),
+            review_of(&pod(annotated(json!({})), json!({"volumes": [{"name": "s", "csi": csi(json!({"secretsStoreImport": "app", "csi.storage.k8s.io/pod.name": "x"}))}]})), None),
+            review_of(&pod(annotated(json!({})), json!({"volumes": [{"name": "s", "csi": csi(json!({}))}]})), None),
+            review_of(&pod(json!({"generateName": "g-"}), json!({"volumes": [volume.clone(), {"name": "o", "csi": {"driver": "other"}}],
+                "containers": [busy_container(json!([{"name": "o", "mountPath": "/o"}, {"name": "s", "mountPath": "/s", "readOnly": false}]))]})), None),
+            review_of(&json!({"kind": "Deployment", "metadata": {"name": "odd"}, "spec": {"template": "secrets-store"}}), None),
+            // Written by hand: an escaped key and a repeated one.
+            r#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u-2",
+                "kind": {"kind": "Pod"}, "operation": "CREATE", "namespace": "ns",
+                "object": {"kind": "Pod", "metadata": {"name": "e"}, "spec": {"volu\u006des": [
+                    {"name": "s", "csi": {"driver": "secrets-store.csi.deckhouse.io", "volumeAttributes": {"secretsStoreImport": "app"}}}],
+                    "containers": [{"name": "first"}],
+                    "containers": [{"name": "app", "volumeMounts": [{"name": "s", "mountPath": "/s"}]}]}}}}"#.to_owned(),
+        ];
+        let pruned: Policy = SubpathPolicy::Deny.into();
+        // Injection reads the whole object; none of these Pods asks for it.
+        let whole = Policy {
+            injector: Some(crate::inject::InjectorSettings {
+                image: "registry.example.com/ssi-injector:1".into(),
+                default_address: None,
+                default_auth_path: None,
+                default_namespace: None,
+                default_ca_pem: None,
+                token_audience: String::new(),
+                registry_lookup: false,
+            }),
+            ..SubpathPolicy::Deny.into()
+        };
+        let mut verdicts = Vec::new();
+        for body in &reviews {
+            let (a, b) = (
+                review(body.as_bytes(), &pruned, &Entrypoints::new()),
+                review(body.as_bytes(), &whole, &Entrypoints::new()),
+            );
+            let answer = String::from_utf8(a.response.to_review_json()).unwrap();
+            assert_eq!(
+                answer,
+                String::from_utf8(b.response.to_review_json()).unwrap(),
+                "{body}"
+            );
+            assert_eq!(
+                (a.verdict, a.kind, &a.imports),
+                (b.verdict, b.kind, &b.imports),
+                "{body}"
+            );
+            // Every patch applies to the whole object and leaves what was skipped alone.
+            if let Some(patch) = &a.response.patch {
+                let mut object: Value =
+                    serde_json::from_str::<Value>(body).unwrap()["request"]["object"].clone();
+                let before = object.clone();
+                json_patch::patch(
+                    &mut object,
+                    &serde_json::from_slice::<Patch>(patch).unwrap(),
+                )
+                .unwrap();
+                assert_eq!(object["status"], before["status"]);
+                assert_eq!(
+                    object["metadata"]["managedFields"],
+                    before["metadata"]["managedFields"]
+                );
+            }
+            verdicts.push(a.verdict);
+        }
+        // The corpus reaches every verdict.
+        for verdict in [
+            Verdict::Patched,
+            Verdict::Denied,
+            Verdict::Invalid,
+            Verdict::Unchanged,
+        ] {
+            assert!(verdicts.contains(&verdict), "{verdict:?} in {verdicts:?}");
         }
     }
 

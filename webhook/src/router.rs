@@ -6,9 +6,8 @@ use crate::registry::{Entrypoints, Registry};
 use crate::review::{Policy, Response, Verdict, review};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
 use axum::response::IntoResponse;
-use axum::routing::post;
+use axum::routing::{MethodRouter, post};
 use kube::Api;
 use ssi_core::SecretsStoreImport;
 use std::collections::HashMap;
@@ -242,40 +241,29 @@ impl Default for Admission {
 /// configuration calls the first two from separate webhooks, so that an object's own label can
 /// opt it out of injection but never out of enforcement.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/mutate", post(mutate_handler))
-        .route("/enforce", post(enforce_handler))
-        .route("/inject", post(inject_handler))
-        .with_state(state)
-}
-
-async fn enforce_handler(
-    State(state): State<Arc<AppState>>,
-    body: Body,
-) -> axum::response::Response {
-    let policy = Policy {
+    // Each endpoint's part of the policy, made once rather than on every review.
+    let enforce = Policy {
         injector: None,
         ..state.policy.clone()
     };
-    handle(&state, &policy, body).await
-}
-
-async fn inject_handler(
-    State(state): State<Arc<AppState>>,
-    body: Body,
-) -> axum::response::Response {
-    let policy = Policy {
+    let inject = Policy {
         enforce: false,
         ..state.policy.clone()
     };
-    handle(&state, &policy, body).await
+    let mutate = state.policy.clone();
+    Router::new()
+        .route("/mutate", endpoint(state.clone(), mutate))
+        .route("/enforce", endpoint(state.clone(), enforce))
+        .route("/inject", endpoint(state, inject))
 }
 
-async fn mutate_handler(
-    State(state): State<Arc<AppState>>,
-    body: Body,
-) -> axum::response::Response {
-    handle(&state, &state.policy, body).await
+/// `POST` applying `policy`.
+fn endpoint(state: Arc<AppState>, policy: Policy) -> MethodRouter {
+    let policy = Arc::new(policy);
+    post(move |body: Body| {
+        let (state, policy) = (state.clone(), policy.clone());
+        async move { handle(&state, &policy, body).await }
+    })
 }
 
 async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response::Response {
@@ -305,7 +293,7 @@ async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response
     else {
         let reason =
             format!("the request body is larger than {BODY_LIMIT} bytes or could not be read");
-        state.count("", Verdict::Invalid, None);
+        state.count(kind_label(""), Verdict::Invalid, None);
         return json(Response::invalid(String::new(), reason).to_review_json()).into_response();
     };
     let started = Instant::now();
@@ -330,7 +318,7 @@ async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response
         let extra = state.ssis.warnings(namespace, names, deadline).await;
         reviewed.response.warnings.extend(extra);
     }
-    state.count(&reviewed.kind, reviewed.verdict, Some(started));
+    state.count(reviewed.kind, reviewed.verdict, Some(started));
     json(reviewed.response.to_review_json()).into_response()
 }
 
@@ -342,13 +330,11 @@ fn json(body: Vec<u8>) -> impl IntoResponse {
 }
 
 impl AppState {
-    fn count(&self, kind: &str, verdict: Verdict, started: Option<Instant>) {
+    /// Counts a review; `kind` is a [`kind_label`].
+    fn count(&self, kind: &'static str, verdict: Verdict, started: Option<Instant>) {
         self.metrics
             .reviews
-            .get_or_create(&ReviewLabels {
-                kind: kind_label(kind),
-                verdict,
-            })
+            .get_or_create(&ReviewLabels { kind, verdict })
             .inc();
         if let Some(started) = started {
             self.metrics

@@ -561,9 +561,19 @@ async fn csi_driver(pods: usize) -> anyhow::Result<Vec<Row>> {
                     "terminationGracePeriodSeconds": 0,
                     "containers": [{"name": "backend", "image": "ssi-testbed/busybox:1",
                         "imagePullPolicy": "Never", "command": ["sleep", "3600"],
-                        "volumeMounts": [{"name": "secrets", "mountPath": "/mnt/secrets"}]}],
-                    "volumes": [{"name": "secrets", "csi": {"driver": ssi_core::DRIVER_NAME,
+                        "volumeMounts": [{"name": "secrets", "mountPath": "/mnt/secrets", "readOnly": true}]}],
+                    // Read-only, as the webhook (not started here) would make it.
+                    "volumes": [{"name": "secrets", "csi": {"driver": ssi_core::DRIVER_NAME, "readOnly": true,
                         "volumeAttributes": {"secretsStoreImport": "python-backend"}}}]}}}});
+    let store_log = bed.openbao().audit_log.clone().context("store audit log")?;
+    let api_log = bed
+        .kube()
+        .audit_log
+        .clone()
+        .context("apiserver audit log")?;
+    let agent = "ssi-csi/";
+    let (_, store_mark) = tally(&store_log, 0, store_request(str::to_owned))?;
+    let (_, api_mark) = tally(&api_log, 0, api_request(agent))?;
     let manifest = bed.dir().join("backend.json");
     std::fs::write(&manifest, deployment.to_string())?;
     run(bed.kubectl().args(["apply", "-f"]).arg(&manifest))?;
@@ -581,6 +591,8 @@ async fn csi_driver(pods: usize) -> anyhow::Result<Vec<Row>> {
     .await?;
     let mut latencies = publish_latencies(&log)?;
     let rss = driver.pid().map(|pid| status_kib(pid, "VmRSS:"));
+    let (store_at_publish, _) = tally(&store_log, store_mark, store_request(str::to_owned))?;
+    let (api_at_publish, _) = tally(&api_log, api_mark, api_request(agent))?;
 
     // One whole rotation cycle between two cycle ends, counted by the store and the apiserver.
     let cycles = "ssi_csi_rotation_cycle_seconds_count";
@@ -598,13 +610,6 @@ async fn csi_driver(pods: usize) -> anyhow::Result<Vec<Row>> {
         }
     };
     let first = cycle_end(driver.metric(cycles).await?).await?;
-    let store_log = bed.openbao().audit_log.clone().context("store audit log")?;
-    let api_log = bed
-        .kube()
-        .audit_log
-        .clone()
-        .context("apiserver audit log")?;
-    let agent = "ssi-csi/";
     let (_, store_mark) = tally(&store_log, 0, store_request(str::to_owned))?;
     let (_, api_mark) = tally(&api_log, 0, api_request(agent))?;
     cycle_end(first).await?;
@@ -644,6 +649,18 @@ async fn csi_driver(pods: usize) -> anyhow::Result<Vec<Row>> {
                 "p50 {:.1} ms, p99 {:.1} ms",
                 percentile(&mut latencies, 0.5).as_secs_f64() * 1e3,
                 percentile(&mut latencies, 0.99).as_secs_f64() * 1e3
+            ),
+            peer: peer.clone(),
+            peer_name,
+        },
+        Row {
+            what: format!(
+                "CSI: requests for the {pods} publishes, from the apiserver's and the store's audit logs"
+            ),
+            ours: format!(
+                "API {}; store {}",
+                listed(&api_at_publish),
+                listed(&store_at_publish)
             ),
             peer: peer.clone(),
             peer_name,

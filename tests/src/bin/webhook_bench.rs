@@ -23,8 +23,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("noop") {
-        return noop_server(&args[2..]);
+    match args.get(1).map(String::as_str) {
+        Some("noop") => return noop_server(&args[2..], false),
+        Some("parse-only") => return noop_server(&args[2..], true),
+        _ => {}
     }
     let seconds: u64 = args.get(1).map_or(Ok(10), |s| s.parse())?;
     tokio::runtime::Builder::new_current_thread()
@@ -44,26 +46,24 @@ async fn bench(seconds: u64) -> anyhow::Result<()> {
     let unrelated = guide.replace("secrets-store.csi.deckhouse.io", "other.csi.example.com");
     let unrelated_script = post_script(bed.dir(), "unrelated", &unrelated)?;
 
-    let noop_port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut noop = Command::new(std::env::current_exe()?)
-        .arg("noop")
-        .arg(webhook.certs.join("tls.crt"))
-        .arg(webhook.certs.join("tls.key"))
-        .arg(format!("127.0.0.1:{noop_port}"))
-        .spawn()?;
+    let (mut noop, noop_url) = baseline_server("noop", &webhook.certs)?;
+    let (mut parse_only, parse_only_url) = baseline_server("parse-only", &webhook.certs)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let noop_url = format!("https://127.0.0.1:{noop_port}/mutate");
 
-    // Warm both up, then measure the no-op first and the webhook second, in one run.
-    wrk(&script, &noop_url, 2)?;
-    wrk(&script, &webhook.url, 2)?;
+    // Warm them up, then measure the baselines first and the webhook second, in one run.
+    // For a Deployment the apiserver calls /enforce only: the chart sends Pods alone to /inject.
+    let enforce_url = webhook.url.replace("/mutate", "/enforce");
+    for url in [&noop_url, &parse_only_url, &enforce_url] {
+        wrk(&script, url, 2)?;
+    }
     let baseline = wrk(&script, &noop_url, seconds)?;
-    let reviews = wrk(&script, &webhook.url, seconds)?;
-    let short_path = wrk(&unrelated_script, &webhook.url, seconds)?;
-    let _ = noop.kill();
-    let _ = noop.wait();
+    let parsed = wrk(&script, &parse_only_url, seconds)?;
+    let reviews = wrk(&script, &enforce_url, seconds)?;
+    let short_path = wrk(&unrelated_script, &enforce_url, seconds)?;
+    for server in [&mut noop, &mut parse_only] {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
 
     let metrics = reqwest::get(format!("{}/metrics", webhook.admin))
         .await?
@@ -89,12 +89,22 @@ async fn bench(seconds: u64) -> anyhow::Result<()> {
         baseline.per_second, baseline.p50_ms, baseline.p99_ms
     );
     println!(
+        "parse-only handler: {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms ({:.0}% of the no-op: the same handler, parsing the review's envelope)",
+        parsed.per_second,
+        parsed.p50_ms,
+        parsed.p99_ms,
+        100.0 * parsed.per_second / baseline.per_second
+    );
+    println!(
         "ssi-webhook       : {:>8.0} reviews/s  p50 {:.2} ms  p99 {:.2} ms  [>= 10,000/s]",
         reviews.per_second, reviews.p50_ms, reviews.p99_ms
     );
     println!(
-        "  without secrets : {:>8.0} reviews/s  p50 {:.2} ms  p99 {:.2} ms (a Deployment with no secrets-store volume)",
-        short_path.per_second, short_path.p50_ms, short_path.p99_ms
+        "  without secrets : {:>8.0} reviews/s  p50 {:.2} ms  p99 {:.2} ms ({:.0}% of the no-op; a Deployment with no secrets-store volume)",
+        short_path.per_second,
+        short_path.p50_ms,
+        short_path.p99_ms,
+        100.0 * short_path.per_second / baseline.per_second
     );
     println!(
         "ratio             : {:.0}% of the no-op handler [>= 70%]",
@@ -109,9 +119,46 @@ async fn bench(seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn noop_server(args: &[String]) -> anyhow::Result<()> {
+/// Starts this binary as a baseline server (`noop` or `parse-only`) with the webhook's
+/// certificate on a free port; the process and its URL.
+fn baseline_server(mode: &str, certs: &Path) -> anyhow::Result<(std::process::Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(std::env::current_exe()?)
+        .arg(mode)
+        .arg(certs.join("tls.crt"))
+        .arg(certs.join("tls.key"))
+        .arg(format!("127.0.0.1:{port}"))
+        .spawn()?;
+    Ok((child, format!("https://127.0.0.1:{port}/mutate")))
+}
+
+/// The no-op handler's answer, whatever it was asked.
+const NOOP_ANSWER: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#;
+
+/// What any webhook has to read of a review before it can answer: the envelope and the uid. The
+/// object is skipped, but still checked to be JSON.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    request: EnvelopeRequest<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct EnvelopeRequest<'a> {
+    #[serde(borrow)]
+    uid: std::borrow::Cow<'a, str>,
+    #[serde(rename = "object")]
+    _object: serde::de::IgnoredAny,
+}
+
+/// The baselines: the same rustls + hyper + axum stack as ssi-webhook, and a handler that reads
+/// the body and answers a constant (`noop`) or parses the review's envelope first and answers
+/// with its uid (`parse-only`).
+fn noop_server(args: &[String], parse: bool) -> anyhow::Result<()> {
     let [cert, key, addr] = args else {
-        bail!("usage: webhook_bench noop <cert> <key> <addr>");
+        bail!("usage: webhook_bench noop|parse-only <cert> <key> <addr>");
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Same runtime flavour as ssi-webhook's #[tokio::main].
@@ -120,9 +167,19 @@ fn noop_server(args: &[String]) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let app = axum::Router::new().route(
             "/mutate",
-            axum::routing::post(|body: axum::body::Bytes| async move {
-                let _ = body.len();
-                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#
+            axum::routing::post(move |body: axum::body::Bytes| async move {
+                if !parse {
+                    let _ = body.len();
+                    return NOOP_ANSWER.to_owned();
+                }
+                let uid = serde_json::from_slice::<Envelope>(&body)
+                    .map(|envelope| envelope.request.uid.into_owned())
+                    .unwrap_or_default();
+                // The uid as a JSON string (quoted, escaped), in an otherwise constant answer.
+                let uid = serde_json::to_string(&uid).unwrap_or_default();
+                format!(
+                    r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{{"uid":{uid},"allowed":true}}}}"#
+                )
             }),
         );
         ssi_webhook::server::serve_https(listener, app, certs, None, std::future::pending()).await?;

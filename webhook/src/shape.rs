@@ -1,0 +1,172 @@
+//! A tree of only the parts of a JSON object its reader needs, built while parsing: the rest is
+//! still checked to be JSON, then skipped without being allocated. A review builds the object
+//! this way for the volume policy (`mutate::READ_BY_MUTATE`), which reads a few fields of the pod
+//! template; what it skips (labels, managed fields, images, env, probes) is most of a workload.
+//!
+//! Paths stay as in the whole object, and every element of a kept array is kept, so a patch
+//! computed on the tree applies to the whole object unchanged.
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
+use std::fmt;
+
+/// Which parts of a value to build.
+#[derive(Debug)]
+pub enum Shape {
+    /// The whole value.
+    All,
+    /// Of an object, the listed keys, each in its own shape. A value that is not an object is
+    /// built whole, so that its reader sees (and refuses) exactly what was sent.
+    Keys(&'static [(&'static str, Shape)]),
+    /// Of an array, every element in this shape. A value that is not an array is built whole.
+    Each(&'static Shape),
+}
+
+/// Deserializes a `Value` of the parts `self.0` names.
+#[derive(Debug, Clone, Copy)]
+pub struct Pruned(pub &'static Shape);
+
+impl<'de> DeserializeSeed<'de> for Pruned {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        match self.0 {
+            Shape::All => serde::Deserialize::deserialize(deserializer),
+            shape => deserializer.deserialize_any(PrunedVisitor(shape)),
+        }
+    }
+}
+
+struct PrunedVisitor(&'static Shape);
+
+impl<'de> Visitor<'de> for PrunedVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    // Scalars become what serde_json's own Value would hold.
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        Pruned(self.0).deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let element = match self.0 {
+            Shape::Each(element) => *element,
+            _ => &Shape::All,
+        };
+        let mut array = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(value) = seq.next_element_seed(Pruned(element))? {
+            array.push(value);
+        }
+        Ok(Value::Array(array))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let shape = match self.0 {
+                Shape::Keys(keys) => keys.iter().find(|(name, _)| *name == key).map(|(_, s)| s),
+                _ => Some(&Shape::All),
+            };
+            match shape {
+                // As serde_json's Value: a repeated key keeps its last value.
+                Some(shape) => {
+                    let value = map.next_value_seed(Pruned(shape))?;
+                    object.insert(key.into_owned(), value);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    static ITEM: Shape = Shape::Keys(&[("name", Shape::All), ("tags", Shape::All)]);
+    static DOCUMENT: Shape = Shape::Keys(&[
+        ("kind", Shape::All),
+        ("items", Shape::Each(&ITEM)),
+        ("meta", Shape::Keys(&[("name", Shape::All)])),
+    ]);
+
+    fn pruned(text: &str) -> Value {
+        Pruned(&DOCUMENT)
+            .deserialize(&mut serde_json::Deserializer::from_str(text))
+            .unwrap()
+    }
+
+    #[test]
+    fn only_the_named_parts_are_built_and_paths_stay() {
+        let text = r#"{"kind": "K", "skipped": {"deep": [1, 2, {"x": null}]},
+            "items": [{"name": "a", "image": "i", "tags": ["t", 1.5, -2, true, null]}, {"image": "j"}],
+            "meta": {"name": "m", "labels": {"l": "v"}}}"#;
+        assert_eq!(
+            pruned(text),
+            json!({"kind": "K",
+                "items": [{"name": "a", "tags": ["t", 1.5, -2, true, null]}, {}],
+                "meta": {"name": "m"}})
+        );
+    }
+
+    #[test]
+    fn unexpected_types_are_built_whole_and_repeated_keys_keep_the_last() {
+        let text = r#"{"items": {"name": "not a list", "image": "kept"}, "meta": ["x", {"y": 1}],
+            "kind": "first", "ki\u006ed": "escaped, and last"}"#;
+        assert_eq!(
+            pruned(text),
+            json!({"items": {"name": "not a list", "image": "kept"}, "meta": ["x", {"y": 1}],
+                "kind": "escaped, and last"})
+        );
+    }
+
+    #[test]
+    fn skipped_parts_must_still_be_json() {
+        let broken = r#"{"kind": "K", "skipped": {"a": tru}}"#;
+        assert!(
+            Pruned(&DOCUMENT)
+                .deserialize(&mut serde_json::Deserializer::from_str(broken))
+                .is_err()
+        );
+    }
+}
