@@ -18,7 +18,7 @@ pub fn tool(name: &str) -> crate::Result<PathBuf> {
 }
 
 /// The provisioned cache (`$SSI_TESTBED_CACHE`, by default /var/cache/ssi-testbed).
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     std::env::var_os("SSI_TESTBED_CACHE")
         .map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from)
 }

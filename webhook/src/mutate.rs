@@ -9,6 +9,7 @@ use crate::refusal::Refusal;
 use crate::shape::Shape;
 use serde_json::{Value, json};
 use ssi_core::{ATTR_SECRETS_STORE_IMPORT, DRIVER_NAME};
+use std::collections::HashSet;
 
 /// Pod-template annotation adding secrets-store volumes: `"<ssi>"` or `"<ssi>=<path>,..."`.
 pub const ANNOTATION_IMPORT: &str = "secrets-store.deckhouse.io/import";
@@ -37,7 +38,10 @@ pub struct Mutation {
 
 /// Every part of an object [`mutate`] reads or changes, so that a review builds only these
 /// ([`crate::shape`]). Keep it in step with `mutate` and `annotations`:
-/// `review::tests::pruned_objects_get_the_whole_objects_answers` compares the two.
+/// `review::tests::pruned_objects_get_the_whole_objects_answers` compares the two. The patch of
+/// a pruned object is right for the whole object only while `mutate` adds and sets, inside kept
+/// parts, and never removes a key, shortens an array or replaces a container or a volume whole:
+/// a removal or a replacement computed on the tree would drop what the tree skipped.
 pub static READ_BY_MUTATE: Shape = Shape::Keys(&[
     ("kind", Shape::All),
     ("metadata", METADATA),
@@ -140,8 +144,11 @@ fn mutate_template(
         add_shorthand_volumes(spec, &annotation, workload)?;
     }
 
-    // Every secrets-store volume: it must name an SSI, and it is read-only.
-    let mut volumes = Vec::new();
+    // Every secrets-store volume: it must name an SSI, and it is read-only. Names are looked up
+    // in sets: an object may list any number of volumes and mounts (validation comes after
+    // admission), and comparing each with each would let one object hold a worker for minutes.
+    let mut volumes = HashSet::new();
+    let mut imported = HashSet::new();
     if let Some(list) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
         for volume in list {
             let volume_name = volume_name(volume);
@@ -182,10 +189,10 @@ fn mutate_template(
                 )));
             }
             set_read_only(csi);
-            if !mutation.imports.contains(&ssi) {
+            if imported.insert(ssi.clone()) {
                 mutation.imports.push(ssi);
             }
-            volumes.push(volume_name);
+            volumes.insert(volume_name);
         }
     }
 
@@ -210,7 +217,7 @@ fn mutate_template(
                 let Some(volume) = mount
                     .get("name")
                     .and_then(Value::as_str)
-                    .filter(|n| volumes.iter().any(|v| v == n))
+                    .filter(|n| volumes.contains(*n))
                 else {
                     continue;
                 };
@@ -266,10 +273,19 @@ fn volume_name(volume: &Value) -> String {
         .to_owned()
 }
 
+/// SecretsStoreImports one shorthand annotation may name: far more than a pod mounts, few enough
+/// that adding their volumes and mounts stays cheap whatever else the object holds.
+pub const MAX_SHORTHAND_IMPORTS: usize = 64;
+
 /// Parses the shorthand annotation into (SSI, mount path) pairs.
 pub fn parse_import_annotation(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut imports: Vec<(String, String)> = Vec::new();
     for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        if imports.len() == MAX_SHORTHAND_IMPORTS {
+            return Err(format!(
+                "it names more than {MAX_SHORTHAND_IMPORTS} SecretsStoreImports; list the rest as csi volumes"
+            ));
+        }
         let (ssi, path) = match item.split_once('=') {
             Some((ssi, path)) => (ssi.trim(), path.trim()),
             None => (item, DEFAULT_MOUNT_PATH),
@@ -613,5 +629,44 @@ mod tests {
             apply(service.clone(), SubpathPolicy::Deny).unwrap().0,
             service
         );
+    }
+
+    #[test]
+    fn objects_of_any_size_are_handled_in_one_pass_and_the_shorthand_is_bounded() {
+        // 20,000 volumes, each mounted: comparing every mount with every volume would take
+        // minutes; the sets make it one pass.
+        let mut big = mk_deployment();
+        let count = 20_000;
+        let spec = &mut big["spec"]["template"]["spec"];
+        spec["volumes"] = (0..count)
+            .map(|i| {
+                json!({"name": format!("v{i}"), "csi": {"driver": DRIVER_NAME,
+                "volumeAttributes": {"secretsStoreImport": format!("ssi-{}", i % 10)}}})
+            })
+            .collect();
+        spec["containers"][0]["volumeMounts"] = (0..count)
+            .map(|i| json!({"name": format!("v{i}"), "mountPath": format!("/m/{i}")}))
+            .collect();
+        let mutation = mutate(&mut big, SubpathPolicy::Deny).unwrap();
+        assert_eq!(mutation.imports.len(), 10, "each SSI once");
+        let mounts = big["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap();
+        assert!(mounts.iter().all(|m| m["readOnly"] == true));
+
+        let names = |n: usize| {
+            (0..n)
+                .map(|i| format!("s{i}=/m/{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert_eq!(
+            parse_import_annotation(&names(MAX_SHORTHAND_IMPORTS))
+                .unwrap()
+                .len(),
+            64
+        );
+        let refused = parse_import_annotation(&names(400_000)).unwrap_err();
+        assert!(refused.contains("more than 64"), "{refused}");
     }
 }

@@ -23,6 +23,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// with `failurePolicy: Fail` so does the user's request.
 const IDLE_OR_HEADER_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_STREAMS_PER_CONNECTION: u32 = 8;
+/// HTTP/2 connections are pinged this often, and closed when a ping goes unanswered this long.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` over TLS on `listener` until `shutdown` completes, then waits for the requests
 /// in flight. With `client_roots`, only clients with a certificate of those CAs get through the
@@ -63,15 +66,25 @@ pub async fn serve_https(
                     return;
                 }
             };
-            let mut builder = Builder::new(TokioExecutor::new());
+            // The protocol is the one TLS agreed on (ALPN), so hyper does not wait, with no
+            // clock running, for a first line to tell HTTP/1.1 from HTTP/2.
+            let mut builder = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                Builder::new(TokioExecutor::new()).http2_only()
+            } else {
+                Builder::new(TokioExecutor::new()).http1_only()
+            };
             builder
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(IDLE_OR_HEADER_TIMEOUT);
-            // One connection may not hold many turns at once (the apiserver sends few).
+            // One connection may not hold many turns at once (the apiserver sends few); a peer
+            // that stops answering pings is dropped.
             builder
                 .http2()
-                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+                .keep_alive_interval(H2_PING_INTERVAL)
+                .keep_alive_timeout(H2_PING_TIMEOUT);
             let connection = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

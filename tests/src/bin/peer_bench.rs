@@ -12,7 +12,7 @@
 //! `bench/compare` builds the peers from their Go modules (bench/peers/) and runs this; by hand:
 //! `cargo build --release --workspace --bins && scripts/build-injector &&
 //! target/release/peer_bench [seconds per load run] [runs per injector figure] [pods] [peers dir]`
-//! (defaults 10, 30, 40, /var/cache/ssi-testbed/peers). A peer whose binary is missing is reported
+//! (defaults 10, 30, 40, $SSI_TESTBED_CACHE/peers as bench/peers/build writes it). A peer whose binary is missing is reported
 //! as not built; the figures go to stdout as a Markdown table for the README.
 
 use anyhow::{Context, bail};
@@ -23,7 +23,7 @@ use ssi_tests::csi::{CsiDriver, DriverOptions};
 use ssi_tests::images::busybox_image;
 use ssi_tests::load::{Load, percentile, post_script, wrk};
 use ssi_tests::node::Node;
-use ssi_tests::process::{Process, free_port};
+use ssi_tests::process::{Process, cache_dir, free_port};
 use ssi_tests::walkthrough::{self, AUTH_PATHS, Narrator, PASSWORD, ROLE, VaultSetup};
 use ssi_tests::webhook::{Webhook, bed_with_the_guides_ssi};
 use ssi_tests::{TestBed, run, status_kib, wait, workspace_path};
@@ -44,10 +44,9 @@ fn main() -> anyhow::Result<()> {
     let seconds: u64 = args.get(1).map_or(Ok(10), |s| s.parse())?;
     let runs: usize = args.get(2).map_or(Ok(30), |s| s.parse())?;
     let pods: usize = args.get(3).map_or(Ok(40), |s| s.parse())?;
-    let peers = args.get(4).map_or_else(
-        || PathBuf::from("/var/cache/ssi-testbed/peers"),
-        PathBuf::from,
-    );
+    let peers = args
+        .get(4)
+        .map_or_else(|| cache_dir().join("peers"), PathBuf::from);
     let rows = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
