@@ -615,6 +615,16 @@ impl TestBed {
         Ok(())
     }
 
+    /// The store's and the apiserver's audit logs, of a bed built with
+    /// [`TestBedBuilder::audit_log`].
+    pub fn audit_logs(&self) -> crate::Result<(PathBuf, PathBuf)> {
+        let missing = "the bed was built without audit_log()";
+        Ok((
+            self.openbao().audit_log.clone().context(missing)?,
+            self.kube().audit_log.clone().context(missing)?,
+        ))
+    }
+
     /// A kube client authenticated as the bed's admin (`system:masters`).
     pub async fn kube_client(&self) -> crate::Result<kube::Client> {
         let _ = rustls::crypto::ring::default_provider().install_default();

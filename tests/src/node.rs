@@ -488,6 +488,25 @@ containerRuntimeEndpoint: unix://{containerd_socket}
         }
     }
 
+    /// Deletes the Deployment `name` (waiting for its pods to go), then waits up to `within`
+    /// until kubelet has unmounted every CSI volume of this node; `log` tells why if not.
+    pub async fn delete_deployment(
+        &self,
+        bed: &TestBed,
+        name: &str,
+        namespace: &str,
+        within: Duration,
+        log: impl Fn() -> String,
+    ) -> crate::Result<()> {
+        run(bed
+            .kubectl()
+            .args(["delete", "deployment", name, "-n", namespace, "--wait=true"]))?;
+        crate::wait::until(within, "the CSI volumes to be unmounted", || {
+            crate::wait::check(self.csi_volumes_mounted() == 0, &log)
+        })
+        .await
+    }
+
     /// How many CSI volumes are mounted in pods of this node's kubelet.
     pub fn csi_volumes_mounted(&self) -> usize {
         let pods = self.kubelet_root.join("pods");

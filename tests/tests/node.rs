@@ -216,19 +216,12 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
     .await;
 
     // Deleting the pod unmounts and removes the volume.
-    run(bed.kubectl().args([
-        "delete",
-        "deployment",
+    node.delete_deployment(
+        &bed,
         "backend",
-        "-n",
         walkthrough::NAMESPACE,
-        "--wait=true",
-    ]))
-    .unwrap();
-    wait::until(
         Duration::from_secs(60),
-        "the CSI volume to be unmounted",
-        || wait::check(node.csi_volumes_mounted() == 0, || driver.log()),
+        || driver.log(),
     )
     .await
     .unwrap();

@@ -127,12 +127,7 @@ async fn scenario(mounts: usize, identities: usize) -> anyhow::Result<()> {
     );
     let bed = TestBed::builder().audit_log().start().await?;
     setup(&bed, identities)?;
-    let store_log = bed.openbao().audit_log.clone().context("store audit log")?;
-    let api_log = bed
-        .kube()
-        .audit_log
-        .clone()
-        .context("apiserver audit log")?;
+    let (store_log, api_log) = bed.audit_logs()?;
     let ours = || api_request(DRIVER_AGENT);
     let (_, api_mark) = tally(&api_log, 0, ours())?;
     let options = DriverOptions {

@@ -564,12 +564,7 @@ async fn csi_driver(pods: usize) -> anyhow::Result<Vec<Row>> {
                     // Read-only, as the webhook (not started here) would make it.
                     "volumes": [{"name": "secrets", "csi": {"driver": ssi_core::DRIVER_NAME, "readOnly": true,
                         "volumeAttributes": {"secretsStoreImport": "python-backend"}}}]}}}});
-    let store_log = bed.openbao().audit_log.clone().context("store audit log")?;
-    let api_log = bed
-        .kube()
-        .audit_log
-        .clone()
-        .context("apiserver audit log")?;
+    let (store_log, api_log) = bed.audit_logs()?;
     let agent = "ssi-csi/";
     let (_, store_mark) = tally(&store_log, 0, store_request(str::to_owned))?;
     let (_, api_mark) = tally(&api_log, 0, api_request(agent))?;
@@ -620,18 +615,12 @@ async fn csi_driver(pods: usize) -> anyhow::Result<Vec<Row>> {
         format!("{total} ({})", each.join(", "))
     };
 
-    run(bed.kubectl().args([
-        "delete",
-        "deployment",
+    node.delete_deployment(
+        &bed,
         "backend",
-        "-n",
         walkthrough::NAMESPACE,
-        "--wait=true",
-    ]))?;
-    wait::until(
         Duration::from_secs(120),
-        "every CSI volume to be unmounted",
-        || wait::check(node.csi_volumes_mounted() == 0, || driver.log()),
+        || driver.log(),
     )
     .await?;
     drop(driver);
