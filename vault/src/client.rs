@@ -494,7 +494,11 @@ impl Client {
             if retry >= self.retry.max_retries {
                 return Err(error);
             }
-            let pause = pause.unwrap_or_else(|| self.retry.backoff(retry));
+            let pause = match pause {
+                Pause::Backoff => self.retry.backoff(retry),
+                Pause::Asked(asked) => asked,
+                Pause::Throttled(asked) => self.retry.throttled(retry, asked),
+            };
             tracing::debug!(%operation, retry, ?pause, error = %error, "retrying store request");
             tokio::time::sleep(pause).await;
             retry += 1;
@@ -517,7 +521,9 @@ impl Client {
             Err(source) if issues && !source.is_connect() => {
                 return Attempt::Done(Err(self.unreachable(operation, source)));
             }
-            Err(source) => return Attempt::Retryable(self.unreachable(operation, source), None),
+            Err(source) => {
+                return Attempt::Retryable(self.unreachable(operation, source), Pause::Backoff);
+            }
         };
         let status = response.status().as_u16();
         let retry_after = response
@@ -541,7 +547,7 @@ impl Client {
                 return if matches!(operation, Operation::Read { .. })
                     || (is_retryable_status(status) && !issues)
                 {
-                    Attempt::Retryable(error, None)
+                    Attempt::Retryable(error, Pause::Backoff)
                 } else {
                     Attempt::Done(Err(error))
                 };
@@ -565,7 +571,13 @@ impl Client {
             errors: without_credentials(store_errors(&bytes), credentials),
         };
         if is_retryable_status(status) && (!issues || status == 429) {
-            Attempt::Retryable(error, self.retry.server_requested(retry_after.as_deref()))
+            let asked = self.retry.server_requested(retry_after.as_deref());
+            let pause = if status == 429 {
+                Pause::Throttled(asked)
+            } else {
+                asked.map_or(Pause::Backoff, Pause::Asked)
+            };
+            Attempt::Retryable(error, pause)
         } else {
             Attempt::Done(Err(error))
         }
@@ -595,11 +607,20 @@ fn token_from_auth(token: &str, auth: &Value) -> VaultToken {
     token
 }
 
-/// How one request ended: for good, or with an error worth another try (after the pause the
-/// store asked for, if it did).
+/// How one request ended: for good, or with an error worth another try after a pause.
 enum Attempt {
     Done(Result<Value, Error>),
-    Retryable(Error, Option<Duration>),
+    Retryable(Error, Pause),
+}
+
+/// The pause before the next try.
+enum Pause {
+    /// Our jittered backoff.
+    Backoff,
+    /// What the store asked for (`Retry-After`).
+    Asked(Duration),
+    /// The store refused as too many (429), asking for a pause or not.
+    Throttled(Option<Duration>),
 }
 
 /// Why a reply's body was not read.

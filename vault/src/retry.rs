@@ -26,11 +26,25 @@ impl RetryPolicy {
     /// `[0, min(max_delay, base_delay * 2^retry)]`. Full jitter spreads a crowd of clients that
     /// failed together instead of letting them retry in lockstep.
     pub fn backoff(&self, retry: u32) -> Duration {
-        let ceiling = self
-            .base_delay
+        self.ceiling(retry).mul_f64(fastrand::f64())
+    }
+
+    /// The pause before retry number `retry` of a request the server refused as too many
+    /// (429): what it asked for with `Retry-After`, but at least half the backoff's ceiling
+    /// (jittered up to the ceiling). Full jitter may retry almost at once, and HashiCorp Vault
+    /// answers its rate-limit quota without `Retry-After` (v1.19.0, seen on the bed): retrying
+    /// at once only meets the limit again.
+    pub fn throttled(&self, retry: u32, asked: Option<Duration>) -> Duration {
+        let ceiling = self.ceiling(retry);
+        let own = ceiling / 2 + ceiling.mul_f64(fastrand::f64()) / 2;
+        asked.unwrap_or_default().max(own)
+    }
+
+    /// `min(max_delay, base_delay * 2^retry)`.
+    fn ceiling(&self, retry: u32) -> Duration {
+        self.base_delay
             .saturating_mul(2u32.saturating_pow(retry.min(16)))
-            .min(self.max_delay);
-        ceiling.mul_f64(fastrand::f64())
+            .min(self.max_delay)
     }
 
     /// The pause a server asked for with `Retry-After` (seconds form), capped at `max_delay`.
@@ -81,6 +95,27 @@ mod tests {
         // Full jitter: over many draws the delays are spread, not constant.
         let draws: std::collections::HashSet<_> = (0..50).map(|_| policy.backoff(3)).collect();
         assert!(draws.len() > 10, "backoff is not jittered: {draws:?}");
+    }
+
+    #[test]
+    fn a_throttled_retry_waits_at_least_half_the_ceiling_even_when_asked_for_none() {
+        let policy = RetryPolicy {
+            max_retries: 5,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(2),
+        };
+        for _ in 0..200 {
+            let zero = policy.throttled(2, Some(Duration::ZERO));
+            assert!(zero >= Duration::from_millis(400) && zero <= Duration::from_millis(800));
+            assert!(policy.throttled(0, None) >= Duration::from_millis(100));
+            assert_eq!(
+                policy.throttled(0, Some(Duration::from_secs(1))),
+                Duration::from_secs(1)
+            );
+        }
+        // Five retries wait 3 s at least: past a 1-second rate-limit interval.
+        let least: Duration = (0..5).map(|retry| policy.ceiling(retry) / 2).sum();
+        assert_eq!(least, Duration::from_millis(2_500));
     }
 
     #[rstest]
