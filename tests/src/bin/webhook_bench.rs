@@ -1,13 +1,16 @@
 //! HTTPS load on the real `ssi-webhook`, driven by `wrk` (Debian) with keep-alive, the guide's
-//! Deployment as the review, SSI lookups on against the test bed's apiserver. Targets (DESIGN.md
+//! Deployment as the review at `/enforce` (where the chart sends workloads), SSI lookups on
+//! against the test bed's apiserver. Targets (DESIGN.md
 //! section 6): at least 10,000 reviews/s on 2 cores, at least 70% of a no-op TLS handler measured
 //! in the same run, RSS at most 30 MiB.
 //!
 //! `cargo build --release --workspace --bins && target/release/webhook_bench [seconds]`
 //! (default 10 per server). Figures go to stdout; the README records them.
 //!
-//! The no-op handler is this binary re-run as `webhook_bench noop <cert> <key> <addr>`: the same
-//! rustls + hyper stack and certificate, a handler that reads the body and answers a constant.
+//! The baselines are this binary re-run as `webhook_bench noop|parse-only <cert> <key> <addr>`:
+//! the same rustls + hyper stack and certificate, a handler that reads the body and answers a
+//! constant (`noop`), or that also parses the review's envelope and answers with its uid
+//! (`parse-only`: the least any webhook that reads a review does).
 
 use anyhow::{Context, bail};
 use ssi_tests::load::{post_script, wrk};
