@@ -153,6 +153,44 @@ fn die_with_parent(command: &mut Command) {
     }
 }
 
+/// Freezes process `pid` (SIGSTOP), so that it hangs, and returns once every one of its threads
+/// has stopped. When `kill` returns the signal is only queued: on a busy VM a thread that is
+/// running may still answer a request (seen once: a frozen store answered a read).
+pub fn freeze(pid: u32) -> crate::Result<()> {
+    crate::run(Command::new("kill").args(["-STOP", &pid.to_string()]))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !all_threads_stopped(pid)? {
+        if std::time::Instant::now() > deadline {
+            bail!("process {pid} did not stop within 5 s of SIGSTOP");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Lets a frozen process run again (SIGCONT).
+pub fn thaw(pid: u32) -> crate::Result<()> {
+    crate::run(Command::new("kill").args(["-CONT", &pid.to_string()]))?;
+    Ok(())
+}
+
+fn all_threads_stopped(pid: u32) -> crate::Result<bool> {
+    for thread in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread that ended meanwhile has no state left to check.
+        let Ok(stat) = std::fs::read_to_string(thread?.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`; comm may hold spaces and parentheses.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if state != Some('T') {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -692,8 +692,8 @@ async fn a_store_outage_keeps_the_old_files_and_rotation_recovers() {
     publish(&bed, &driver, &volume).await.expect("publish");
     let generation = std::fs::read_link(volume.target.join("..data")).unwrap();
 
-    let pid = bed.openbao().pid().to_string();
-    run(std::process::Command::new("kill").args(["-STOP", &pid])).unwrap();
+    let pid = bed.openbao().pid();
+    ssi_tests::process::freeze(pid).unwrap();
     wait::until_async(Duration::from_secs(30), "a failed rotation", || async {
         let failed = driver
             .metric("ssi_csi_rotations_total{result=\"failed\"}")
@@ -709,7 +709,7 @@ async fn a_store_outage_keeps_the_old_files_and_rotation_recovers() {
         generation,
         "files untouched"
     );
-    run(std::process::Command::new("kill").args(["-CONT", &pid])).unwrap();
+    ssi_tests::process::thaw(pid).unwrap();
     let events = events_of(&bed, &volume).await;
     assert!(
         events.contains("SecretRotationFailed") && events.contains("old files are kept"),

@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 use ssi_tests::walkthrough::{self, Narrator, PASSWORD, ROLE, SECRET_PATH, VaultSetup};
-use ssi_tests::{Store, TestBed, run};
+use ssi_tests::{Store, TestBed};
 use ssi_vault::{
     Client, Error, KubernetesAuth, RetryPolicy, SecretString, Session, StoreConfig, VaultToken,
 };
@@ -412,7 +412,7 @@ async fn a_hanging_store_times_out_and_a_stopped_one_is_unreachable() {
         .start()
         .await
         .expect("test bed");
-    let pid = bed.openbao().pid().to_string();
+    let pid = bed.openbao().pid();
 
     let mut quick = config(&bed);
     quick.timeout = Duration::from_millis(300);
@@ -421,13 +421,13 @@ async fn a_hanging_store_times_out_and_a_stopped_one_is_unreachable() {
         base_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(10),
     };
-    run(std::process::Command::new("kill").args(["-STOP", &pid])).unwrap();
+    ssi_tests::process::freeze(pid).unwrap();
     let started = std::time::Instant::now();
     let result = Client::new(&quick)
         .unwrap()
         .read(&root(&bed), "secret/data/app", None)
         .await;
-    run(std::process::Command::new("kill").args(["-CONT", &pid])).unwrap();
+    ssi_tests::process::thaw(pid).unwrap();
     let err = result.expect_err("frozen store");
     assert!(matches!(err, Error::Unreachable { .. }), "{err}");
     assert!(

@@ -708,8 +708,7 @@ async fn containers_without_command_start_their_images_entrypoint_found_with_the
 
     // A registry that hangs: the review ends at the lookup deadline with a denial naming it,
     // well before the apiserver's 10 s webhook timeout.
-    let frozen = nix::unistd::Pid::from_raw(open.pid() as i32);
-    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    ssi_tests::process::freeze(open.pid()).unwrap();
     let path = apply(
         "hanging",
         image_pod(
@@ -723,7 +722,7 @@ async fn containers_without_command_start_their_images_entrypoint_found_with_the
         &bed,
         &["create", "--dry-run=server", "-f", path.to_str().unwrap()],
     );
-    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGCONT).unwrap();
+    ssi_tests::process::thaw(open.pid()).unwrap();
     assert!(!created);
     assert!(
         stderr.contains("the registry lookup took longer than 5s"),
