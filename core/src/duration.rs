@@ -68,12 +68,35 @@ pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
             .ok_or_else(|| format!("{text:?} is too long"))?;
         rest = next;
     }
+    if total > MAX_DURATION {
+        return Err(format!(
+            "{text:?} is longer than {}h (ten years); write a shorter duration",
+            MAX_DURATION.as_secs() / 3600
+        ));
+    }
     Ok(total)
 }
+
+/// The longest duration accepted: far beyond any interval or timeout, and short enough that
+/// adding it to the clock can never overflow (which would panic, in the injector as PID 1).
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_capped_so_that_no_clock_overflows() {
+        assert_eq!(parse_duration("87600h"), Ok(MAX_DURATION));
+        for long in ["87601h", "18446744073709551615s", "5124095576030431h"] {
+            let error = parse_duration(long).unwrap_err();
+            assert!(
+                error.contains("is longer than 87600h") || error.contains("is too long"),
+                "{long}: {error}"
+            );
+        }
+        let _ = std::time::Instant::now() + MAX_DURATION;
+    }
 
     #[test]
     fn parses_each_unit_and_refuses_what_is_not_a_duration() {

@@ -48,6 +48,11 @@ pub const ENV_MODE: &str = "SSI_INJECTOR_MODE";
 pub const ENV_POLL_INTERVAL: &str = "SSI_INJECTOR_POLL_INTERVAL";
 /// How long the app gets between SIGTERM and SIGKILL when a watch mode restarts it.
 pub const ENV_GRACE_PERIOD: &str = "SSI_INJECTOR_GRACE_PERIOD";
+/// Comma-separated names of the `SSI_INJECTOR_*` variables the container's own `env` list sets
+/// (the webhook's and the pod author's), set by the webhook. When it is set, the injector takes
+/// no other: a ConfigMap or Secret in `envFrom`, which someone else may edit, cannot change how
+/// it verifies the store or what it reads.
+pub const ENV_SETTINGS: &str = "SSI_INJECTOR_SETTINGS";
 
 /// What the injector does once the environment is resolved (`restart-on-secret-change`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

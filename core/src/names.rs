@@ -30,6 +30,34 @@ pub fn management_prefix(path: &str) -> Option<&'static str> {
     })
 }
 
+/// Where a read may not go, whoever asks: the token store (`auth/token/...`, below any Vault
+/// namespace), whose `lookup-self` returns the caller's own token (the driver shares one between
+/// the volumes of an identity, and it holds their leases), and the root namespace's `sys/` and
+/// `auth/` APIs. A KV secret named `auth` or `sys` (`secret/data/auth`) stays readable, and so do
+/// identity tokens (`identity/oidc/token/<role>`) and the caller's cubbyhole.
+pub fn forbidden_read_prefix(path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.split('/').collect();
+    if segments.windows(2).any(|pair| pair == ["auth", "token"]) {
+        return Some("auth/");
+    }
+    match segments.first() {
+        Some(&"auth") => Some("auth/"),
+        Some(&"sys") => Some("sys/"),
+        _ => None,
+    }
+}
+
+/// Why a read of `path` is refused, for a person: `None` when it is not.
+pub fn refused_read(path: &str) -> Option<&'static str> {
+    match forbidden_read_prefix(path)? {
+        "auth/" => Some(
+            "is under auth/, where the store hands out tokens (auth/token/lookup-self returns the \
+             caller's own); read secrets from a secret engine",
+        ),
+        _ => Some("is under sys/, the store's management API; read secrets from a secret engine"),
+    }
+}
+
 /// A Kubernetes namespace name, a DNS-1123 label: at most 63 characters of lowercase letters,
 /// digits and `-`, starting and ending with a letter or digit. Checked before a namespace from
 /// a review reaches an API URL.
@@ -60,6 +88,30 @@ pub fn is_object_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_of_tokens_and_the_management_api_are_refused_wherever_they_hide() {
+        for refused in [
+            "auth/token/lookup-self",
+            "team-a/auth/token/lookup-self",
+            "auth/kubernetes/role/app",
+            "sys/config/state/sanitized",
+        ] {
+            assert!(refused_read(refused).is_some(), "{refused}");
+        }
+        for allowed in [
+            "secret/data/auth",
+            "secret/data/sys",
+            "secret/data/auth/team",
+            "secret/data/app",
+            "identity/oidc/token/app",
+            "cubbyhole/app",
+            "database/creds/app",
+            "authority/data/x",
+        ] {
+            assert_eq!(refused_read(allowed), None, "{allowed}");
+        }
+    }
 
     #[test]
     fn namespace_names_are_dns_labels() {

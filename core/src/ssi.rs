@@ -371,7 +371,12 @@ impl SecretsStoreImportSpec {
             }
             match (&file.source, &file.template) {
                 (Some(source), None) => {
-                    if let Some(why) = unsafe_path(&source.path) {
+                    let why = match source.method() {
+                        Method::Get => unreadable_path(&source.path),
+                        // NB: method_problems names a POST to the management API.
+                        Method::Post => unsafe_path(&source.path),
+                    };
+                    if let Some(why) = why {
                         problems.push(format!(
                             "spec.files[{i}].source.path {:?} {why}; write a store path like secret/data/app",
                             source.path
@@ -457,7 +462,7 @@ fn template_problems(i: usize, template: &FileTemplate) -> Vec<String> {
                  (letters, digits and '_', not starting with a digit)"
             ));
         }
-        if let Some(why) = unsafe_path(path) {
+        if let Some(why) = unreadable_path(path) {
             problems.push(format!(
                 "spec.files[{i}].template.sources.{name} {path:?} {why}; write a store path like secret/data/app"
             ));
@@ -472,6 +477,12 @@ fn template_problems(i: usize, template: &FileTemplate) -> Vec<String> {
         ));
     }
     problems
+}
+
+/// Why a store path cannot be read from: [`unsafe_path`], or the store's tokens and
+/// management API ([`crate::names::refused_read`]).
+fn unreadable_path(path: &str) -> Option<&'static str> {
+    unsafe_path(path).or_else(|| crate::names::refused_read(path))
 }
 
 /// Why a store path (after [`SecretsStoreImportSpec::normalize`]) cannot be used, or `None`.
@@ -779,6 +790,14 @@ spec:
             (
                 issued("auth/token/create", Some(Method::Post), &[]),
                 "under auth/ is refused",
+            ),
+            (
+                issued("auth/token/lookup-self", None, &[]),
+                "is under auth/, where the store hands out tokens",
+            ),
+            (
+                issued("sys/config/state/sanitized", Some(Method::Get), &[]),
+                "is under sys/, the store's management API",
             ),
             (
                 issued("pki/issue/web", Some(Method::Post), &[("common name", "a")]),

@@ -355,6 +355,7 @@ mod tests {
         // Encoded the way grpc-go's encoder does it: the first request adds :path, :authority
         // and content-type to the dynamic table (literal with incremental indexing, indexed
         // name); the second refers to the table entries by index.
+        // host path: a header's text, never opened.
         const SOCKET: &[u8] = b"/var/lib/kubelet/plugins/secrets-store.csi.deckhouse.io/csi.sock";
         let literal = |name_index: u8, value: &[u8]| {
             let mut bytes = vec![0x40 | name_index];

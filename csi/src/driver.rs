@@ -74,6 +74,9 @@ pub struct Settings {
     pub rotation_interval: Duration,
     /// Volumes rotated at once.
     pub rotation_concurrency: usize,
+    /// How long one volume's reads from the API and the store may take in a rotation: a slow
+    /// or unreachable store holds its own volumes up, never the others' renewals.
+    pub fetch_deadline: Duration,
 }
 
 /// What the driver works with: the store side, the API side and the node side.
@@ -103,6 +106,8 @@ pub struct Driver {
     pub rotation_interval: Duration,
     /// Volumes rotated at once; at least 1.
     pub rotation_concurrency: usize,
+    /// How long one volume's fetch may take in a rotation.
+    pub fetch_deadline: Duration,
     /// Where the driver counts its work; also served on /metrics.
     pub metrics: Arc<Metrics>,
     /// Whether the CSI socket serves (`/readyz`).
@@ -164,6 +169,7 @@ impl Driver {
             tmpfs_size: settings.tmpfs_size,
             rotation_interval: settings.rotation_interval,
             rotation_concurrency: settings.rotation_concurrency.max(1),
+            fetch_deadline: settings.fetch_deadline,
             metrics,
             ready: Arc::default(),
             registered: Arc::default(),
@@ -198,6 +204,7 @@ impl Driver {
                 .into_iter()
                 .map(|held| (held.request.clone(), held))
                 .collect();
+            let identity = record.held_by.take().filter(|_| !holdings.is_empty());
             if !mount::is_mount_point(&record.target_path).unwrap_or(false) {
                 tracing::warn!(volume = %record.volume_id, target = %record.target_path.display(),
                     "recorded volume is no longer mounted; kubelet will publish it again if the pod still exists");
@@ -207,7 +214,7 @@ impl Driver {
                 Volume {
                     record,
                     tokens: Tokens::new(),
-                    identity: None,
+                    identity,
                     holdings,
                     failures: 0,
                     retry_at: None,
@@ -287,7 +294,9 @@ impl Driver {
                 held_by.as_ref(),
             )
             .await?;
-        let result = self.mount_and_write(&record, &files, &next).await;
+        let result = self
+            .mount_and_write(&record, &files, &next, &identity)
+            .await;
         self.fetcher
             .settle(&identity, &holdings, &next, result.is_ok())
             .await;
@@ -322,6 +331,7 @@ impl Driver {
         record: &Record,
         files: &writer::Files,
         holdings: &Holdings,
+        identity: &IdentityKey,
     ) -> Result<(), Error> {
         let target = record.target_path.clone();
 
@@ -352,8 +362,10 @@ impl Driver {
         })
         .await
         .map_err(undo)?;
+        let held = held::to_record(holdings);
         let saved = Record {
-            held: held::to_record(holdings),
+            held_by: (!held.is_empty()).then(|| identity.clone()),
+            held,
             ..record.clone()
         };
         self.records
@@ -486,17 +498,26 @@ impl Driver {
         } else {
             None
         };
-        let fetched = self
-            .fetcher
-            .fetch(
+        // NB: only the reads are cut short, never the write or the settling that follow. What
+        // a fetch cut short had obtained is not recorded: its leases end at their TTL.
+        let fetched = tokio::time::timeout(
+            self.fetch_deadline,
+            self.fetcher.fetch(
                 &record,
                 &tokens,
                 cycle,
                 &holdings,
                 previous.as_ref(),
                 held_by.as_ref(),
-            )
-            .await;
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Deadline {
+                ssi: format!("{}/{}", record.pod.namespace, record.ssi),
+                after: self.fetch_deadline,
+            })
+        });
         let result = match fetched {
             // Never write into a directory whose tmpfs is gone: the bytes would land on the node's disk.
             Ok(fetched) if !mount::is_mount_point(&record.target_path).unwrap_or(false) => {
@@ -526,7 +547,12 @@ impl Driver {
                     )
                     .await;
                 if outcome.is_ok() {
-                    self.keep_holdings(&record, &holdings, fetched.holdings);
+                    self.keep_holdings(
+                        &record,
+                        (&holdings, held_by.as_ref()),
+                        fetched.holdings,
+                        &fetched.identity,
+                    );
                 }
                 outcome.map(|changed| (changed, fetched.identity, fetched.files))
             }
@@ -577,11 +603,21 @@ impl Driver {
     }
 
     /// Makes `new` the volume's holdings, saving them in its record when they changed.
-    fn keep_holdings(&self, record: &Record, old: &Holdings, new: Holdings) {
+    /// `old` are the holdings and the identity they were held by before; `identity` holds `new`.
+    fn keep_holdings(
+        &self,
+        record: &Record,
+        old: (&Holdings, Option<&IdentityKey>),
+        new: Holdings,
+        identity: &IdentityKey,
+    ) {
         let saved = held::to_record(&new);
-        if saved != held::to_record(old) {
+        let held_by = (!saved.is_empty()).then(|| identity.clone());
+        let was_held_by = (!old.0.is_empty()).then_some(old.1).flatten();
+        if saved != held::to_record(old.0) || held_by.as_ref() != was_held_by {
             let record = Record {
                 held: saved,
+                held_by,
                 ..record.clone()
             };
             if let Err(e) = self.records.save(&record) {

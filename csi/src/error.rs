@@ -112,6 +112,18 @@ pub enum Error {
         problem: String,
     },
 
+    /// A rotation's reads took longer than the volume's deadline (a slow or unreachable store
+    /// or API): Unavailable. The old files are kept.
+    #[error(
+        "SecretsStoreImport {ssi}: no answer from the store or the Kubernetes API within {after:?}"
+    )]
+    Deadline {
+        /// The SecretsStoreImport, as `namespace/name`.
+        ssi: String,
+        /// The deadline.
+        after: std::time::Duration,
+    },
+
     /// Work on the node failed: a mount, a directory, the files, a mount record, or a volume's
     /// I/O that timed out or whose tmpfs is gone: Internal.
     #[error("failed to {action} {}", .path.display())]
@@ -161,7 +173,7 @@ impl Error {
             | Error::Base64 { .. }
             | Error::Template { .. } => Code::InvalidArgument,
             Error::SsiNotFound { .. } => Code::NotFound,
-            Error::Kube { .. } => Code::Unavailable,
+            Error::Kube { .. } | Error::Deadline { .. } => Code::Unavailable,
             Error::Refused { .. } => Code::PermissionDenied,
             Error::Store { source, .. } => match source.as_ref() {
                 ssi_vault::Error::NotFound { .. } | ssi_vault::Error::MissingKey { .. } => {

@@ -5,6 +5,7 @@ use crate::error::Error;
 use crate::held::{Held, Holdings, Request, TokenState};
 use crate::metrics::{Metrics, Outcome, StoreLabels};
 use crate::state::Record;
+use crate::template::Renderer;
 use crate::tokens::TokenStore;
 use crate::writer::Files;
 use base64::Engine;
@@ -47,7 +48,9 @@ pub struct Settings {
 }
 
 /// Everything that decides whose Vault token it is: a token is reused only for the same key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Saved with a volume's leases, so that a restarted driver renews and revokes them as the
+/// identity that obtained them, whatever its SSI names by then.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct IdentityKey {
     store: StoreKey,
     auth_path: String,
@@ -73,7 +76,7 @@ impl IdentityKey {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 struct StoreKey {
     address: String,
     vault_namespace: Option<String>,
@@ -144,6 +147,7 @@ pub struct Fetcher {
     clients: Mutex<HashMap<StoreKey, Client>>,
     sessions: Mutex<HashMap<IdentityKey, Arc<Session>>>,
     tokens: TokenStore,
+    renderer: Renderer,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -164,6 +168,8 @@ impl Fetcher {
             clients: Mutex::default(),
             sessions: Mutex::default(),
             tokens: TokenStore::disabled(),
+            // The running binary is the driver's: it renders when started as the child.
+            renderer: Renderer::new("/proc/self/exe"),
         }
     }
 
@@ -208,7 +214,11 @@ impl Fetcher {
         {
             self.tokens.save(&key, &token, login_id);
         }
-        match obtained.and_then(|secrets| files_of(spec, &secrets, previous, &ssi_name)) {
+        let files = match obtained {
+            Ok(secrets) => files_of(&self.renderer, spec, &secrets, previous, &ssi_name).await,
+            Err(error) => Err(error),
+        };
+        match files {
             Ok(files) => Ok(Fetched {
                 files,
                 identity: key,
@@ -748,7 +758,8 @@ fn files_needing<'a>(
 
 /// The volume's files from the secrets: one key of a secret, or a template rendered over
 /// several; a file whose secret is held without its value keeps its `previous` bytes.
-fn files_of(
+async fn files_of(
+    renderer: &Renderer,
     spec: &ssi_core::SecretsStoreImportSpec,
     secrets: &HashMap<Request, Option<Arc<Secret>>>,
     previous: Option<&Files>,
@@ -777,16 +788,18 @@ fn files_of(
         let source = match (&file.source, &file.template) {
             (Some(source), _) => source,
             (None, Some(template)) => {
-                let rendered = crate::template::render(template, |path| {
-                    secrets
-                        .get(&Request::get(path))
-                        .and_then(|secret| secret.as_deref())
-                })
-                .map_err(|problem| Error::Template {
-                    ssi: ssi_name.to_owned(),
-                    file: file.name.clone(),
-                    problem,
-                })?;
+                let rendered = renderer
+                    .render(template, |path| {
+                        secrets
+                            .get(&Request::get(path))
+                            .and_then(|secret| secret.as_deref())
+                    })
+                    .await
+                    .map_err(|problem| Error::Template {
+                        ssi: ssi_name.to_owned(),
+                        file: file.name.clone(),
+                        problem,
+                    })?;
                 files.insert(file.name.clone(), rendered);
                 continue;
             }
@@ -841,6 +854,38 @@ mod tests {
             ca_pem: None,
             skip_tls_verify: false,
         }
+    }
+
+    #[test]
+    fn saved_token_files_are_named_by_a_stable_hash_of_the_identity() {
+        // Tokens are kept on a tmpfs only. host path: a directory of the test's own in /dev/shm.
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let tokens = TokenStore::open(dir.path());
+        let key = IdentityKey {
+            store: store("https://vault.example.com:8200"),
+            auth_path: "kubernetes".into(),
+            role: "app".into(),
+            service_account_namespace: "ns".into(),
+            service_account: "sa".into(),
+        };
+        // SHA-256 of the spelled-out identity, its first 16 bytes: the same on every toolchain.
+        let expected = {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(key.spelled_out().as_bytes());
+            digest[..16]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        assert_eq!(
+            tokens.path(&key).unwrap(),
+            dir.path().join(format!("{expected}.json"))
+        );
+        assert_eq!(
+            key.spelled_out(),
+            "https://vault.example.com:8200|None|None|false|kubernetes|app|ns|sa",
+            "a change here renames every saved token file: keep the old name readable"
+        );
     }
 
     #[tokio::test]

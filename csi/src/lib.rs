@@ -13,6 +13,10 @@
 //! - Restart-safe without secrets on disk: mount records (no tokens) live in the state dir; after
 //!   a restart rotation resumes at kubelet's next republish, which brings a fresh token.
 
+/// A volume's fetch in a rotation may take this many store timeouts (`--store-timeout`): enough
+/// for a login and a read with a retry, short enough that a dead store holds only its volumes.
+pub const FETCH_DEADLINE_TIMEOUTS: u32 = 3;
+
 pub mod authority;
 pub mod config;
 pub mod driver;
@@ -93,6 +97,8 @@ pub async fn run(
             tmpfs_size: args.tmpfs_size.clone(),
             rotation_interval: args.rotation_interval,
             rotation_concurrency: args.rotation_concurrency,
+            // A login and a read, each with a retry, under the store's timeout.
+            fetch_deadline: args.store.timeout * FETCH_DEADLINE_TIMEOUTS,
         },
         driver::Parts {
             metrics: metrics.clone(),

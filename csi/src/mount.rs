@@ -117,6 +117,7 @@ mod tests {
         );
 
         assert!(
+            // host path: only resolved, as the target an attacker names, and refused.
             confine(Path::new("/etc/mount"), root.path())
                 .unwrap_err()
                 .contains("outside the kubelet root")

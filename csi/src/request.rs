@@ -184,6 +184,7 @@ pub fn parse(
             ssi,
             mount_group,
             held: Vec::new(),
+            held_by: None,
         },
         tokens,
     })
@@ -246,7 +247,8 @@ mod tests {
 
     #[test]
     fn an_ssi_name_that_is_no_object_name_is_refused() {
-        let root = Path::new("/var/lib/kubelet");
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
         for name in [
             "../../secrets/x",
             "a?watch=true",
@@ -268,7 +270,8 @@ mod tests {
 
     #[test]
     fn a_writable_volume_is_refused() {
-        let root = Path::new("/var/lib/kubelet");
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
         let mut writable = request(root);
         writable.readonly = false;
         let error = parse(&writable, root).expect_err("refused").to_string();
@@ -294,7 +297,8 @@ mod tests {
 
     #[test]
     fn a_token_of_another_identity_is_refused() {
-        let root = Path::new("/var/lib/kubelet");
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
         for (jwt, names) in [
             (
                 token("my-namespace1", "other-sa", "uid-1"),

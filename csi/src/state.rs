@@ -41,6 +41,9 @@ pub struct Record {
     /// driver goes on renewing the leases and revokes them at unpublish.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<crate::held::Held>,
+    /// The identity that obtained `held`: a restarted driver renews and revokes them as it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<crate::fetch::IdentityKey>,
 }
 
 /// The records' directory, `<state-dir>/volumes`, one JSON file per volume.
@@ -127,6 +130,7 @@ mod tests {
             ssi: "app".into(),
             mount_group: Some(2000),
             held: Vec::new(),
+            held_by: None,
         }
     }
 

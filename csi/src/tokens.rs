@@ -81,7 +81,18 @@ impl TokenStore {
         }
     }
 
-    fn path(&self, key: &IdentityKey) -> Option<PathBuf> {
+    /// The file of `key`'s token: named by a SHA-256 of the identity spelled out, which no
+    /// toolchain or release changes.
+    pub(crate) fn path(&self, key: &IdentityKey) -> Option<PathBuf> {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key.spelled_out().as_bytes());
+        let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        Some(self.dir.as_ref()?.join(format!("{name}.json")))
+    }
+
+    /// Where releases before 0.2 saved `key`'s token: named by std's `DefaultHasher`, whose
+    /// output may change between toolchains. Read once after an upgrade, never written.
+    fn legacy_path(&self, key: &IdentityKey) -> Option<PathBuf> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut hasher);
         Some(
@@ -93,8 +104,11 @@ impl TokenStore {
 
     /// The token saved for `key` and its login id, if one is there and has not expired.
     pub fn load(&self, key: &IdentityKey) -> Option<(VaultToken, u64)> {
-        let path = self.path(key)?;
-        let saved: Saved = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+        let bytes = match std::fs::read(self.path(key)?) {
+            Ok(bytes) => bytes,
+            Err(_) => std::fs::read(self.legacy_path(key)?).ok()?,
+        };
+        let saved: Saved = serde_json::from_slice(&bytes).ok()?;
         let expires_at = saved
             .expires_at
             .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs.min(4_102_444_800)));

@@ -11,7 +11,7 @@ use ssi_core::injector::RestartMode;
 pub use ssi_core::injector::{
     ENV_ADDR, ENV_AUTH_PATH, ENV_CA_CERT, ENV_CA_PEM, ENV_FROM_PATH, ENV_GRACE_PERIOD,
     ENV_IGNORE_MISSING, ENV_JSON_LOG, ENV_LOG_LEVEL, ENV_MODE, ENV_NAMESPACE, ENV_POLL_INTERVAL,
-    ENV_PREFIX, ENV_ROLE, ENV_SKIP_VERIFY, ENV_TIMEOUT, ENV_TOKEN_PATH,
+    ENV_PREFIX, ENV_ROLE, ENV_SETTINGS, ENV_SKIP_VERIFY, ENV_TIMEOUT, ENV_TOKEN_PATH,
 };
 
 /// How often `watch-for-data` re-reads the secrets unless told (the CSI driver's rotation period).
@@ -92,7 +92,16 @@ impl Config {
     /// variable and what it accepts.
     pub fn from_env(vars: &HashMap<String, String>) -> Result<Config, String> {
         let mut problems = Vec::new();
-        let get = |name: &str| vars.get(name).map(String::as_str).filter(|v| !v.is_empty());
+        // Only the settings the container's own env list sets, when the webhook says which.
+        let listed: Option<Vec<&str>> = vars
+            .get(ENV_SETTINGS)
+            .map(|names| names.split(',').map(str::trim).collect());
+        let get = |name: &str| {
+            if listed.as_ref().is_some_and(|names| !names.contains(&name)) {
+                return None;
+            }
+            vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        };
         let mut flag = |name: &str| match get(name) {
             None | Some("false") => false,
             Some("true") => true,
@@ -231,6 +240,34 @@ mod tests {
         assert!(!config.ignore_missing && !config.skip_tls_verify);
         assert_eq!(config.mode, Mode::Exec);
         assert_eq!(config.grace_period, DEFAULT_GRACE_PERIOD);
+    }
+
+    #[test]
+    fn with_the_webhooks_list_only_the_listed_settings_count() {
+        // What a ConfigMap in envFrom could add: not in the list the webhook wrote.
+        let config = Config::from_env(&vars(&[
+            (ENV_ADDR, "https://vault.example.com:8200"),
+            (ENV_ROLE, "backend"),
+            (ENV_SKIP_VERIFY, "true"),
+            (ENV_CA_PEM, "-----BEGIN CERTIFICATE-----"),
+            (ENV_FROM_PATH, "secret/data/other"),
+            (ENV_SETTINGS, "SSI_INJECTOR_ADDR,SSI_INJECTOR_ROLE"),
+        ]))
+        .unwrap();
+        assert!(!config.skip_tls_verify);
+        assert!(config.env_from_paths.is_empty());
+        // Listed, they count.
+        let config = Config::from_env(&vars(&[
+            (ENV_ADDR, "https://vault.example.com:8200"),
+            (ENV_ROLE, "backend"),
+            (ENV_SKIP_VERIFY, "true"),
+            (
+                ENV_SETTINGS,
+                "SSI_INJECTOR_ADDR, SSI_INJECTOR_ROLE, SSI_INJECTOR_TLS_SKIP_VERIFY",
+            ),
+        ]))
+        .unwrap();
+        assert!(config.skip_tls_verify);
     }
 
     #[test]

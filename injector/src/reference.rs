@@ -175,6 +175,11 @@ fn parse_reference(text: &str) -> Result<Reference, String> {
     if key.is_empty() {
         return Err(format!("the reference to {path} has an empty key; {usage}"));
     }
+    // The injector's token is the pod's own, but a value read from auth/token/lookup-self would
+    // put it in the app's environment.
+    if let Some(why) = ssi_core::names::refused_read(path.trim_matches('/')) {
+        return Err(format!("the reference to {path} {why}"));
+    }
     Ok(Reference {
         path: path.to_owned(),
         key: parse_key(key)?,
@@ -352,6 +357,23 @@ mod tests {
                 Part::Text("!".into()),
             ])
         );
+    }
+
+    #[test]
+    fn reads_of_the_store_token_are_refused() {
+        for text in [
+            "secrets-store:auth/token/lookup-self#id",
+            "secrets-store:/auth/token/lookup-self#id",
+            "secrets-store:team/auth/token/lookup-self#id",
+            "secrets-store:sys/wrapping/lookup#x",
+        ] {
+            let error = parse_value(text).expect_err(text);
+            assert!(
+                error.contains("read secrets from a secret engine"),
+                "{error}"
+            );
+        }
+        assert!(parse_value("secrets-store:secret/data/auth#token").is_ok());
     }
 
     #[test]

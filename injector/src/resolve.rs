@@ -168,9 +168,12 @@ pub fn render(
     let mut env: Vec<(OsString, OsString)> = Vec::new();
     let mut notices = Vec::new();
     let mut problems = Vec::new();
+    // The container's own values (its image's and its spec's): env-from-path never replaces them.
+    let mut own = std::collections::HashSet::new();
     for (name, entry) in plan.entries {
         let parsed = match entry {
             Entry::Keep(value) => {
+                own.insert(name.clone());
                 env.push((name, value));
                 continue;
             }
@@ -204,6 +207,20 @@ pub fn render(
                         ));
                         continue;
                     }
+                    if changes_what_runs(key) {
+                        problems.push(format!(
+                            "env-from-path {path}: key {key:?} is refused: it changes what the \
+                             process loads or runs; rename it in the store, or reference it in \
+                             the container's env if it is meant"
+                        ));
+                        continue;
+                    }
+                    if own.contains(OsStr::new(key.as_str())) {
+                        notices.push(format!(
+                            "env-from-path {path}: {key} is set by the container itself; its own value is kept"
+                        ));
+                        continue;
+                    }
                     env.retain(|(name, _)| name.as_bytes() != key.as_bytes());
                     env.push((key.into(), OsStr::from_bytes(value.expose()).to_owned()));
                 }
@@ -218,6 +235,36 @@ pub fn render(
         return Err(problems.join("; "));
     }
     Ok(Rendered { env, notices })
+}
+
+/// Variables a secret's key may not set through env-from-path: those that change which code
+/// the process loads or runs (the loader's, interpreters' and the JVM's), and ours. A store
+/// secret is written by whoever may write that path, not by the pod's author.
+fn changes_what_runs(name: &str) -> bool {
+    const EXACT: [&str; 17] = [
+        "PATH",
+        "ENV",
+        "BASH_ENV",
+        "GCONV_PATH",
+        "HOSTALIASES",
+        "LOCPATH",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "PERL5OPT",
+        "PERL5LIB",
+        "RUBYOPT",
+        "RUBYLIB",
+        "JAVA_TOOL_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+    ];
+    EXACT.contains(&name)
+        || name == "_JAVA_OPTIONS"
+        || name.starts_with("LD_")
+        || name.starts_with("DYLD_")
+        || name.starts_with(ENV_PREFIX)
 }
 
 enum Problem {
@@ -416,6 +463,51 @@ mod tests {
         assert_eq!(
             rendered.env.iter().filter(|(n, _)| n == "PASSWORD").count(),
             1
+        );
+    }
+
+    #[test]
+    fn env_from_path_neither_changes_what_runs_nor_replaces_the_containers_own_values() {
+        let fetched = HashMap::from([(
+            Read::env_from("secret/data/hostile"),
+            secret(&[
+                ("LD_PRELOAD", "/tmp/x.so"),
+                ("NODE_OPTIONS", "--require /tmp/x"),
+                ("SSI_INJECTOR_TLS_SKIP_VERIFY", "true"),
+                ("EXTRA", "ok"),
+            ]),
+        )]);
+        let planned = plan(env(&[]), &["secret/data/hostile".into()]).unwrap();
+        let error = render(planned, &fetched, None, false).unwrap_err();
+        for refused in ["LD_PRELOAD", "NODE_OPTIONS", "SSI_INJECTOR_TLS_SKIP_VERIFY"] {
+            assert!(
+                error.contains(&format!("key \"{refused}\" is refused")),
+                "{error}"
+            );
+        }
+        assert!(!error.contains("/tmp/x"), "no value in {error}");
+
+        let fetched = HashMap::from([(
+            Read::env_from("secret/data/extra"),
+            secret(&[("DB_HOST", "evil.example"), ("EXTRA", "ok")]),
+        )]);
+        let planned = plan(
+            env(&[("DB_HOST", "db.internal")]),
+            &["secret/data/extra".into()],
+        )
+        .unwrap();
+        let rendered = render(planned, &fetched, None, false).unwrap();
+        assert_eq!(
+            get(&rendered, "DB_HOST"),
+            Some("db.internal"),
+            "the container's own value"
+        );
+        assert_eq!(get(&rendered, "EXTRA"), Some("ok"));
+        assert!(
+            rendered
+                .notices
+                .iter()
+                .any(|n| n.contains("DB_HOST is set by the container itself"))
         );
     }
 

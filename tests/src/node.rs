@@ -77,6 +77,7 @@ fn read_sysctls() -> Vec<(String, String)> {
 }
 
 /// containerd's shims put their sockets in /run/containerd/s whatever its state dir says.
+// host path: the bed's containerd creates them; only those a run made are removed.
 const SHIM_SOCKETS: &str = "/run/containerd/s";
 
 fn shim_sockets() -> Vec<String> {
@@ -84,6 +85,7 @@ fn shim_sockets() -> Vec<String> {
 }
 
 fn pod_log_dirs() -> Vec<String> {
+    // host path: kubelet's fixed log directory; only the pods' a run made are removed.
     list_dir("/var/log/pods")
 }
 
@@ -665,6 +667,7 @@ containerRuntimeEndpoint: unix://{containerd_socket}
         }
         for log_dir in pod_log_dirs() {
             if !self.pod_logs_before.contains(&log_dir) {
+                // host path: a pod log directory this node's kubelet made (see pod_log_dirs).
                 let _ = std::fs::remove_dir_all(Path::new("/var/log/pods").join(log_dir));
             }
         }
@@ -675,6 +678,7 @@ containerRuntimeEndpoint: unix://{containerd_socket}
         }
         // Only empty directories go: another bed's node may be using them.
         let _ = std::fs::remove_dir(SHIM_SOCKETS);
+        // host path: removed only when empty, as the bed's containerd made it.
         let _ = std::fs::remove_dir("/run/containerd");
         self.stop_proxies.store(true, Ordering::Relaxed);
         // The namespace (and the veth with it) goes with its last process.

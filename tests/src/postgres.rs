@@ -27,6 +27,7 @@ pub struct Postgres {
 
 /// Uid and gid of the package's `postgres` user.
 fn postgres_user() -> crate::Result<(u32, u32)> {
+    // host path: only read, for the package's user.
     let passwd = std::fs::read_to_string("/etc/passwd")?;
     passwd
         .lines()

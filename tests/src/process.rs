@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// Default cache directory of `tests/bed/provision.sh`.
+// host path: the bed's own, made by provisioning.
 const DEFAULT_CACHE: &str = "/var/cache/ssi-testbed";
 
 /// A bed tool from the provisioned cache (`$SSI_TESTBED_CACHE/bin`), or a clear error saying how

@@ -116,6 +116,17 @@ fn a_wrong_value_fails_at_install_time_and_names_it() {
             "SSI_WEBHOOK_SUBPATH_POLICY",
         ),
         (vec![ADDRESS, "webhook.timeoutSeconds=5"], "timeoutSeconds"),
+        // Below the webhook's own 9 s review budget, the apiserver would give up first.
+        (vec![ADDRESS, "webhook.timeoutSeconds=9"], "timeoutSeconds"),
+        // The kernel takes a tmpfs of size 0 as one without a limit.
+        (vec![ADDRESS, "csi.tmpfsSize=0"], "tmpfsSize"),
+        (vec![ADDRESS, "csi.tmpfsSize=0m"], "tmpfsSize"),
+        // The driver refuses a zero interval: it would crash-loop.
+        (vec![ADDRESS, "csi.rotationInterval=0s"], "rotationInterval"),
+        (
+            vec![ADDRESS, "csi.rotationInterval=0m0s"],
+            "rotationInterval",
+        ),
     ] {
         let error = template(&values).expect_err(&format!("{values:?} must be refused"));
         assert!(

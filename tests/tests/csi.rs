@@ -671,6 +671,115 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
     assert!(!driver.log().contains(PASSWORD), "no value in the log");
 }
 
+/// The chart's memory limit of the driver (charts/.../values.yaml, `csi.resources.limits`).
+const DRIVER_LIMIT_KIB: u64 = 96 * 1024;
+
+#[tokio::test]
+async fn a_tenants_template_bombs_are_refused_and_the_driver_stays_under_its_limit() {
+    let bed = guide_bed().await;
+    walkthrough::allow_all_app_secrets(&bed).unwrap();
+    // A value of 1000 bytes to build from (the store's own value, not the template's).
+    kv_put(
+        &bed,
+        "secret/bomb",
+        &[&format!("seed={}", "s".repeat(1000))],
+    );
+    let bombs = [
+        // Ten levels of `~`, each four times the last: 1 GB from a 1 kB value.
+        (
+            "concat",
+            "{% set a = b.seed ~ b.seed ~ b.seed ~ b.seed %}{% set a = a ~ a ~ a ~ a %}\
+             {% set a = a ~ a ~ a ~ a %}{% set a = a ~ a ~ a ~ a %}{% set a = a ~ a ~ a ~ a %}\
+             {% set a = a ~ a ~ a ~ a %}{% set a = a ~ a ~ a ~ a %}{% set a = a ~ a ~ a ~ a %}\
+             {% set a = a ~ a ~ a ~ a %}{% set a = a ~ a ~ a ~ a %}{{ a|length }}",
+        ),
+        ("join", r#"{{ range(100000)|join("y" * 1000) }}"#),
+        ("repeat", r#"{{ ("x" * 100000000)|length }}"#),
+        (
+            "lists",
+            "{% set l = [b.seed] * 50000 %}{% set l = l + l + l + l %}{{ l|join(b.seed)|length }}",
+        ),
+        (
+            "output",
+            "{% for i in range(5000) %}{{ b.seed }}{% endfor %}",
+        ),
+    ];
+    for (name, text) in bombs {
+        apply(
+            &bed,
+            &ssi_yaml(NAMESPACE, &format!("bomb-{name}"), &[], |spec| {
+                spec.files.push(SecretFile {
+                    source: None,
+                    template: Some(FileTemplate {
+                        sources: [("b".to_owned(), "secret/data/bomb".to_owned())].into(),
+                        text: text.into(),
+                    }),
+                    ..SecretFile::new("out", "", "")
+                });
+            }),
+        );
+    }
+    let driver = CsiDriver::start(&bed, DriverOptions::default())
+        .await
+        .unwrap();
+    let pid = driver.pid().expect("the driver runs");
+    for (i, (name, _)) in bombs.iter().enumerate() {
+        let volume = create_pod(
+            &bed,
+            &driver,
+            NAMESPACE,
+            &format!("bomb-{i}"),
+            SERVICE_ACCOUNT,
+            &format!("bomb-{name}"),
+        )
+        .await
+        .unwrap();
+        let started = std::time::Instant::now();
+        let status = publish(&bed, &driver, &volume).await.expect_err(name);
+        let message = status.message();
+        eprintln!(
+            "[bomb] {name}: refused in {:?}: {message}",
+            started.elapsed()
+        );
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{name}: {message}"
+        );
+        assert!(
+            message.contains("MiB of text or lists")
+                || message.contains("larger than 1048576 bytes")
+                || message.contains("cannot be rendered"),
+            "{name}: the limit is named: {message}"
+        );
+        assert!(!message.contains("sssss"), "{name}: no value in {message}");
+        assert!(!volume.target.exists(), "{name}: nothing is left mounted");
+    }
+    let peak = ssi_tests::status_kib(pid, "VmHWM:");
+    eprintln!("[bomb] the driver's peak RSS: {peak} KiB (limit {DRIVER_LIMIT_KIB} KiB)");
+    assert!(peak > 0 && peak < DRIVER_LIMIT_KIB, "peak {peak} KiB");
+
+    // And it still renders what is no bomb.
+    apply(
+        &bed,
+        &ssi_yaml(NAMESPACE, "fine", &[], |spec| {
+            spec.files.push(SecretFile {
+                source: None,
+                template: Some(FileTemplate {
+                    sources: [("b".to_owned(), "secret/data/bomb".to_owned())].into(),
+                    text: "LENGTH={{ b.seed|length }}\n".into(),
+                }),
+                ..SecretFile::new("out.env", "", "")
+            });
+        }),
+    );
+    let volume = create_pod(&bed, &driver, NAMESPACE, "fine", SERVICE_ACCOUNT, "fine")
+        .await
+        .unwrap();
+    publish(&bed, &driver, &volume).await.expect("publish");
+    assert_eq!(read(&volume, "out.env"), "LENGTH=1000\n");
+}
+
 #[tokio::test]
 async fn a_store_outage_keeps_the_old_files_and_rotation_recovers() {
     let bed = guide_bed().await;

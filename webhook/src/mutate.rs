@@ -122,12 +122,41 @@ pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, Ref
             _ => return Ok(Mutation::default()),
         }
     }
-    let policy = if allow_subpath {
+    // A workload's annotation covers the Pods it creates: they carry only the template's
+    // annotations, so the template gets it too, and their own reviews see it.
+    let template_allows = if path.is_empty() {
+        false
+    } else {
+        annotations::flag(template, "allow-subpath", &workload)?.unwrap_or(false)
+    };
+    if allow_subpath && !template_allows && !path.is_empty() {
+        set_template_annotation(template, ANNOTATION_ALLOW_SUBPATH, "true");
+    }
+    let policy = if allow_subpath || template_allows {
         SubpathPolicy::Warn
     } else {
         policy
     };
     mutate_template(template, &workload, policy)
+}
+
+/// Sets an annotation on a pod template, creating its metadata and annotations as needed.
+fn set_template_annotation(template: &mut Value, key: &str, value: &str) {
+    let Some(template) = template.as_object_mut() else {
+        return;
+    };
+    let metadata = template
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(metadata) = metadata.as_object_mut() else {
+        return;
+    };
+    let annotations = metadata
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Some(annotations) = annotations.as_object_mut() {
+        annotations.insert(key.to_owned(), Value::String(value.to_owned()));
+    }
 }
 
 fn mutate_template(
@@ -310,6 +339,21 @@ pub fn parse_import_annotation(text: &str) -> Result<Vec<(String, String)>, Stri
         if imports.iter().any(|(_, p)| p == path) {
             return Err(format!("mount path {path:?} is used twice"));
         }
+        // Each import is a volume named after its SSI: two names that map to one volume would
+        // silently lose the second mount.
+        let volume = shorthand_volume_name(ssi);
+        if let Some((other, _)) = imports
+            .iter()
+            .find(|(other, _)| shorthand_volume_name(other) == volume)
+        {
+            return Err(if other == ssi {
+                format!("{ssi:?} is named twice; mount it once, or add a second csi volume for it")
+            } else {
+                format!(
+                    "{other:?} and {ssi:?} would both be volume {volume:?}; import one of them as a csi volume"
+                )
+            });
+        }
         imports.push((ssi.to_owned(), path.to_owned()));
     }
     if imports.is_empty() {
@@ -348,10 +392,22 @@ fn add_shorthand_volumes(
                 "{workload}: spec.volumes is not a list"
             )));
         };
-        if !volumes
+        let existing = volumes
             .iter()
-            .any(|v| v.get("name").and_then(Value::as_str) == Some(volume.as_str()))
-        {
+            .find(|v| v.get("name").and_then(Value::as_str) == Some(volume.as_str()));
+        if let Some(existing) = existing {
+            // Ours from an earlier review of the same object, or someone else's volume that
+            // the shorthand must not mount in its place.
+            let csi = &existing["csi"];
+            let same_import = csi["driver"] == DRIVER_NAME
+                && csi["volumeAttributes"][ATTR_SECRETS_STORE_IMPORT] == ssi.as_str();
+            if !same_import {
+                return Err(Refusal::Invalid(format!(
+                    "{workload}: annotation {ANNOTATION_IMPORT}: spec.volumes already has a volume named {volume:?} \
+                     that is not SecretsStoreImport {ssi:?}'s; rename that volume or import {ssi:?} as a csi volume"
+                )));
+            }
+        } else {
             volumes.push(json!({
                 "name": volume,
                 "csi": {"driver": DRIVER_NAME, "readOnly": true, "volumeAttributes": {ATTR_SECRETS_STORE_IMPORT: ssi}}
@@ -506,6 +562,45 @@ mod tests {
         assert!(mutation.warnings[0].contains("subPath"));
     }
 
+    #[rstest]
+    #[case::deployment("Deployment")]
+    #[case::statefulset("StatefulSet")]
+    #[case::daemonset("DaemonSet")]
+    #[case::job("Job")]
+    #[case::cronjob("CronJob")]
+    fn allow_subpath_on_a_workload_covers_the_pods_it_creates(#[case] kind: &str) {
+        let mut template = mk_deployment()["spec"]["template"].clone();
+        template["spec"]["containers"][0]["volumeMounts"][0]["subPath"] = json!("db-password");
+        let annotations = json!({ANNOTATION_ALLOW_SUBPATH: "true"});
+        let object = match kind {
+            "CronJob" => {
+                json!({"kind": kind, "metadata": {"name": "c", "annotations": annotations},
+                "spec": {"jobTemplate": {"spec": {"template": template}}}})
+            }
+            _ => json!({"kind": kind, "metadata": {"name": "w", "annotations": annotations},
+                "spec": {"template": template}}),
+        };
+        let (object, mutation) = apply(object, SubpathPolicy::Deny).unwrap();
+        assert_eq!(mutation.warnings.len(), 1, "{kind}");
+        let template = match kind {
+            "CronJob" => object["spec"]["jobTemplate"]["spec"]["template"].clone(),
+            _ => object["spec"]["template"].clone(),
+        };
+        assert_eq!(
+            template["metadata"]["annotations"][ANNOTATION_ALLOW_SUBPATH], "true",
+            "{kind}: the template carries it"
+        );
+        // What the controller creates from the template: a Pod with the template's metadata.
+        let mut pod =
+            json!({"kind": "Pod", "spec": template["spec"], "metadata": template["metadata"]});
+        pod["metadata"]["generateName"] = json!("w-");
+        let (_, mutation) = apply(pod.clone(), SubpathPolicy::Deny).expect("the Pod is admitted");
+        assert_eq!(mutation.warnings.len(), 1, "{kind}: with the warning");
+        // Without the annotation the same Pod is still denied.
+        pod["metadata"]["annotations"] = json!({});
+        assert!(apply(pod, SubpathPolicy::Deny).is_err());
+    }
+
     #[test]
     fn sub_path_mounts_of_other_volumes_are_untouched() {
         let mut object = mk_deployment();
@@ -599,8 +694,30 @@ mod tests {
     #[case("a=relative", false)]
     #[case("a=/x,b=/x", false)]
     #[case("a=/x/../etc", false)]
+    #[case::one_volume_name("app.db=/x,app-db=/y", false)]
+    #[case::twice("app=/x,app=/y", false)]
     fn parses_the_import_annotation(#[case] text: &str, #[case] valid: bool) {
         assert_eq!(parse_import_annotation(text).is_ok(), valid, "{text}");
+    }
+
+    #[test]
+    fn the_shorthand_never_mounts_someone_elses_volume_in_its_place() {
+        let mut object = mk_deployment();
+        let template = &mut object["spec"]["template"];
+        template["metadata"]["annotations"] = json!({ANNOTATION_IMPORT: "cache"});
+        template["spec"]["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "secrets-store-cache", "emptyDir": {}}));
+        let Err(Refusal::Invalid(message)) = mutate(&mut object, SubpathPolicy::Deny) else {
+            panic!("refused")
+        };
+        assert!(
+            message.contains("already has a volume named \"secrets-store-cache\""),
+            "{message}"
+        );
+        let error = parse_import_annotation("app.db=/x,app-db=/y").unwrap_err();
+        assert!(error.contains("would both be volume"), "{error}");
     }
 
     #[test]

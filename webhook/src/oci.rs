@@ -110,12 +110,13 @@ impl Destinations {
     }
 
     /// Whether the operator vouches for an address written in a URL: an entry names it with
-    /// this port, or without one.
+    /// this port, or without one and the port is HTTPS's own (443). A host vouched for is not
+    /// vouched for on its other ports (its API server, its SSH).
     fn trusted_authority(&self, host: &str, port: u16) -> bool {
         let with_port = format!("{host}:{port}");
         self.trusted_hosts
             .iter()
-            .any(|trusted| *trusted == host || *trusted == with_port)
+            .any(|trusted| *trusted == with_port || (*trusted == host && port == 443))
     }
 
     /// Whether `url` may be requested: HTTPS (HTTP only to a plain-HTTP registry), and, for an
@@ -137,6 +138,15 @@ impl Destinations {
         let address = match url.host() {
             Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
             Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
+            // The resolver checks the addresses of names; one the operator vouches for skips
+            // that check, so it is held to the port it was named with here.
+            Some(url::Host::Domain(_)) if self.trusted_name(host) => {
+                return if self.trusted_authority(host, port) {
+                    Ok(())
+                } else {
+                    Err("a port --registry-allowed-hosts does not name for that host")
+                };
+            }
             Some(url::Host::Domain(_)) => return Ok(()),
             None => return Err("an address without a host"),
         };
@@ -722,7 +732,11 @@ mod tests {
     #[test]
     fn every_hop_is_checked() {
         let destinations = Destinations {
-            trusted_hosts: vec!["127.0.0.1:5000".into()],
+            trusted_hosts: vec![
+                "127.0.0.1:5000".into(),
+                "registry.internal".into(),
+                "mirror.internal:5443".into(),
+            ],
             allow_private: false,
             plain_http: vec!["10.0.0.5:80".into()],
         };
@@ -748,6 +762,19 @@ mod tests {
                 .unwrap_err()
                 .contains("loopback")
         );
+        // A trusted name on the port it was named with (443 when none), and on no other.
+        assert_eq!(check("https://registry.internal/v2/"), Ok(()));
+        assert_eq!(check("https://mirror.internal:5443/v2/"), Ok(()));
+        for elsewhere in [
+            "https://registry.internal:6443/",
+            "https://registry.internal:22/",
+            "https://mirror.internal/v2/",
+        ] {
+            assert!(
+                check(elsewhere).unwrap_err().contains("does not name"),
+                "{elsewhere}"
+            );
+        }
         // Plain HTTP to the configured registry, and the address check still applies to it.
         assert!(
             check("http://10.0.0.5:80/")

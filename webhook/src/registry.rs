@@ -16,7 +16,8 @@ use crate::oci::{Credential, Destinations, Failure, Fetcher};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Api;
 use oci_spec::distribution::Reference;
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -30,6 +31,16 @@ pub const REGISTRY_CACHE_ENTRIES: usize = 1024;
 /// Registry conversations at once, for the whole webhook: each may hold a body of up to
 /// [`crate::oci::BODY_LIMIT`], so this bounds their memory whatever the pods name.
 pub const CONCURRENT_LOOKUPS: usize = 16;
+
+/// Pull secrets read at once, for the whole webhook: each is up to the apiserver's 1.5 MiB
+/// object limit as a body, and its docker config decoded.
+pub const CONCURRENT_SECRET_READS: usize = 2;
+
+/// Pull secrets read per review (the pod's, then its ServiceAccount's): a pod may name many.
+pub const PULL_SECRETS_PER_REVIEW: usize = 8;
+
+/// Registries taken from one docker config: the rest of a larger one is skipped unread.
+pub const REGISTRIES_PER_DOCKER_CONFIG: usize = 64;
 
 /// What an image starts when the container does not say: `ENTRYPOINT` and `CMD`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -90,6 +101,7 @@ pub struct Registry {
     settings: RegistrySettings,
     fetcher: Fetcher,
     lookup_slots: Semaphore,
+    secret_reads: Semaphore,
     cache: Mutex<HashMap<CacheKey, CacheEntry>>,
 }
 
@@ -119,6 +131,7 @@ impl Registry {
             settings,
             fetcher,
             lookup_slots: Semaphore::new(CONCURRENT_LOOKUPS),
+            secret_reads: Semaphore::new(CONCURRENT_SECRET_READS),
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -191,9 +204,15 @@ impl Registry {
         // secrets into the pod already; read each once.
         let mut seen = std::collections::HashSet::new();
         names.retain(|name| seen.insert(name.clone()));
+        names.truncate(PULL_SECRETS_PER_REVIEW);
         let secrets: Api<Secret> = Api::namespaced(self.kube.clone(), &request.namespace);
         let mut credentials = Vec::new();
         for name in names {
+            let _read = self
+                .secret_reads
+                .acquire()
+                .await
+                .map_err(|_| "the webhook is stopping".to_owned())?;
             let secret = match secrets.get_opt(&name).await {
                 Ok(Some(secret)) => secret,
                 Ok(None) => continue,
@@ -439,34 +458,157 @@ pub fn ca_bundle(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
 /// Host (and port) of each entry of a docker config: `{"auths": {host: {...}}}` for
 /// `.dockerconfigjson`, `{host: {...}}` for the legacy `.dockercfg`. Entries carry `username`
 /// and `password`, or `auth` (base64 of `user:password`).
+/// At most [`REGISTRIES_PER_DOCKER_CONFIG`] entries are built; the rest is skipped unbuilt.
 fn docker_config_credentials(bytes: &[u8], wrapped: bool) -> Vec<(String, Credential)> {
     use base64::Engine;
-    let Ok(config) = serde_json::from_slice::<Value>(bytes) else {
+    #[derive(Deserialize)]
+    struct Wrapped {
+        #[serde(default)]
+        auths: Auths,
+    }
+    let parsed = if wrapped {
+        serde_json::from_slice::<Wrapped>(bytes).map(|config| config.auths)
+    } else {
+        serde_json::from_slice::<Auths>(bytes)
+    };
+    let Ok(Auths(entries)) = parsed else {
         return Vec::new();
     };
-    let auths = if wrapped { &config["auths"] } else { &config };
-    let Some(auths) = auths.as_object() else {
-        return Vec::new();
-    };
-    let mut sorted: BTreeMap<&String, &Value> = BTreeMap::new();
-    sorted.extend(auths.iter());
-    sorted
+    entries
         .into_iter()
         .filter_map(|(host, entry)| {
-            let text = |key: &str| entry.get(key).and_then(Value::as_str).unwrap_or_default();
-            let (username, password) = if !text("username").is_empty() {
-                (text("username").to_owned(), text("password").to_owned())
+            let (username, password) = if !entry.username.is_empty() {
+                (entry.username, entry.password)
             } else {
                 let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(text("auth"))
+                    .decode(entry.auth)
                     .ok()?;
                 let decoded = String::from_utf8(decoded).ok()?;
                 let (user, password) = decoded.split_once(':')?;
                 (user.to_owned(), password.to_owned())
             };
-            Some((registry_host(host), Credential { username, password }))
+            Some((registry_host(&host), Credential { username, password }))
         })
         .collect()
+}
+
+/// A docker config's entries by host, sorted, at most [`REGISTRIES_PER_DOCKER_CONFIG`] of them.
+#[derive(Default)]
+struct Auths(BTreeMap<String, AuthEntry>);
+
+/// One registry's credentials; other fields (`email`, ...) and values that are not text are
+/// skipped unbuilt, and so is an entry that is not an object.
+#[derive(Default)]
+struct AuthEntry {
+    username: String,
+    password: String,
+    auth: String,
+}
+
+/// The visit methods of a docker config's lenient reader: any value but the one it builds
+/// (`visit_str`, `visit_map`) is skipped unbuilt and reads as the default.
+macro_rules! skip_other_values {
+    ($value:ty) => {
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<$value, E> {
+            Ok(<$value>::default())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<$value, E> {
+            Ok(<$value>::default())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<$value, E> {
+            Ok(<$value>::default())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<$value, E> {
+            Ok(<$value>::default())
+        }
+        fn visit_unit<E>(self) -> Result<$value, E> {
+            Ok(<$value>::default())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<$value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(<$value>::default())
+        }
+    };
+}
+
+impl<'de> Deserialize<'de> for Auths {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = Auths;
+            skip_other_values!(Auths);
+            fn visit_str<E>(self, _: &str) -> Result<Auths, E> {
+                Ok(Auths::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Auths, A::Error> {
+                let mut entries = BTreeMap::new();
+                while let Some(host) = map.next_key::<String>()? {
+                    if entries.len() < REGISTRIES_PER_DOCKER_CONFIG {
+                        entries.insert(host, map.next_value::<AuthEntry>()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Auths(entries))
+            }
+        }
+        deserializer.deserialize_any(Entries)
+    }
+}
+
+impl<'de> Deserialize<'de> for AuthEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = AuthEntry;
+            skip_other_values!(AuthEntry);
+            fn visit_str<E>(self, _: &str) -> Result<AuthEntry, E> {
+                Ok(AuthEntry::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AuthEntry, A::Error> {
+                let mut entry = AuthEntry::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let field = match &*key {
+                        "username" => &mut entry.username,
+                        "password" => &mut entry.password,
+                        "auth" => &mut entry.auth,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *field = map.next_value::<Text>()?.0;
+                }
+                Ok(entry)
+            }
+        }
+        deserializer.deserialize_any(Fields)
+    }
+}
+
+/// A string, or empty for any other value (skipped unbuilt).
+#[derive(Default)]
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text;
+            skip_other_values!(Text);
+            fn visit_str<E>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text::default())
+            }
+        }
+        deserializer.deserialize_any(TextVisitor)
+    }
 }
 
 /// `https://index.docker.io/v1/` → `index.docker.io`: a docker config key as a host[:port].
@@ -606,6 +748,24 @@ mod tests {
         let credentials = docker_config_credentials(legacy.as_bytes(), false);
         assert_eq!(credentials[0].0, "registry.example.com");
         assert!(docker_config_credentials(b"not json", true).is_empty());
+        // Values of other types are skipped, not fatal.
+        let odd = r#"{"auths": {"a.example": "x", "b.example": {"username": ["u"], "auth": 1},
+            "c.example": {"username": "carol", "password": "pw", "email": {"x": [1]}}}}"#;
+        let credentials = docker_config_credentials(odd.as_bytes(), true);
+        assert_eq!(credentials.len(), 1);
+        assert_eq!(credentials[0].1.username, "carol");
+    }
+
+    #[test]
+    fn a_dense_docker_config_builds_a_bounded_number_of_entries() {
+        // About 1 MiB of tiny entries, as a pull secret may hold.
+        let entries: Vec<String> = (0..60_000)
+            .map(|i| format!(r#""h{i}.example": {{"username": "u", "password": "p"}}"#))
+            .collect();
+        let dense = format!(r#"{{"auths": {{{}}}}}"#, entries.join(","));
+        assert!(dense.len() > 1_000_000);
+        let credentials = docker_config_credentials(dense.as_bytes(), true);
+        assert_eq!(credentials.len(), REGISTRIES_PER_DOCKER_CONFIG);
     }
 
     #[test]

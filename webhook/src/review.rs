@@ -9,7 +9,7 @@ use crate::metrics::kind_label;
 use crate::mutate::{Mutation, READ_BY_MUTATE, SubpathPolicy, mutate};
 use crate::refusal::Refusal;
 use crate::registry::{Entrypoints, LookupRequest};
-use crate::shape::Pruned;
+use crate::shape::{Pruned, Shape, with_value_budget};
 use base64::Engine;
 use json_patch::{Patch, PatchOperation};
 use jsonptr::{Pointer, PointerBuf, Token};
@@ -229,11 +229,13 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
     // The volume policy alone reads a few fields of the pod template: only those are built.
     // Injection reads (and copies into its init container) much of a Pod: all of it is.
     let prune = policy.injector.is_none();
-    let read = if prune {
-        read_request::<PrunedForMutate>(body).map(|request| request.map_object(|o| o.0))
-    } else {
-        read_request::<Value>(body)
-    };
+    let read = with_value_budget(|| {
+        if prune {
+            read_request::<Built<ReadByMutate>>(body).map(|request| request.map_object(|o| o.0))
+        } else {
+            read_request::<Built<Whole>>(body).map(|request| request.map_object(|o| o.0))
+        }
+    });
     let request = match read {
         Ok(request) => request,
         Err(reason) => return invalid(reason),
@@ -344,14 +346,34 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
     }
 }
 
-/// The object as [`mutate::READ_BY_MUTATE`](crate::mutate::READ_BY_MUTATE) prunes it.
-struct PrunedForMutate(Value);
+/// The object, built within the parse's budget of values ([`with_value_budget`]), in the
+/// shape `S` names.
+struct Built<S>(Value, std::marker::PhantomData<S>);
 
-impl<'de> Deserialize<'de> for PrunedForMutate {
+/// Which parts of the object a review builds.
+trait ObjectShape {
+    const SHAPE: &'static Shape;
+}
+
+/// The parts [`mutate::READ_BY_MUTATE`](crate::mutate::READ_BY_MUTATE) reads.
+struct ReadByMutate;
+
+impl ObjectShape for ReadByMutate {
+    const SHAPE: &'static Shape = &READ_BY_MUTATE;
+}
+
+/// All of it: injection reads much of a Pod and copies parts into its init container.
+struct Whole;
+
+impl ObjectShape for Whole {
+    const SHAPE: &'static Shape = &Shape::All;
+}
+
+impl<'de, S: ObjectShape> Deserialize<'de> for Built<S> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Pruned(&READ_BY_MUTATE)
+        Pruned(S::SHAPE)
             .deserialize(deserializer)
-            .map(PrunedForMutate)
+            .map(|value| Built(value, std::marker::PhantomData))
     }
 }
 
@@ -483,11 +505,26 @@ fn under(prefix: &Pointer, operation: PatchOperation) -> PatchOperation {
     }
 }
 
-/// The request uid of a body that is JSON but not a valid AdmissionReview.
+/// The request uid of a body that is JSON but not a valid AdmissionReview. Only the uid is
+/// built: the rest of the body, whatever its size, is skipped.
 fn uid_of(body: &[u8]) -> Option<String> {
-    let value: Value = serde_json::from_slice(body).ok()?;
-    value.pointer("/request/uid")?.as_str().map(str::to_owned)
+    #[derive(Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        request: Option<UidOnly<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct UidOnly<'a> {
+        #[serde(borrow)]
+        uid: Option<Cow<'a, str>>,
+    }
+    let uid = serde_json::from_slice::<Body>(body).ok()?.request?.uid?;
+    // A uid is a UID: anything longer is not one, and is not echoed.
+    (uid.len() <= MAX_UID_BYTES).then(|| uid.into_owned())
 }
+
+/// The longest uid echoed back; the apiserver's are 36 characters.
+const MAX_UID_BYTES: usize = 128;
 
 #[cfg(test)]
 mod tests {
@@ -781,6 +818,71 @@ mod tests {
             )
             .response
             .allowed
+        );
+    }
+
+    #[test]
+    fn a_review_of_too_many_values_is_refused_naming_the_limit_and_garbage_is_not_built() {
+        // A Pod of 100,000 tiny volumes and one of ours: about 3 MiB, 20 times that as a tree.
+        let mut volumes: Vec<Value> = (0..100_000)
+            .map(|i| json!({"name": format!("v{i}"), "emptyDir": {}}))
+            .collect();
+        volumes.push(
+            json!({"name": "s", "csi": {"driver": "secrets-store.csi.deckhouse.io",
+            "volumeAttributes": {"secretsStoreImport": "app"}}}),
+        );
+        let pod = json!({"kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"volumes": volumes, "containers": [{"name": "app"}]}});
+        let body = review_of(&pod, None);
+        assert!(body.len() > 3_000_000, "{}", body.len());
+        let whole = Policy {
+            injector: Some(crate::inject::InjectorSettings {
+                image: "registry.example.com/ssi-injector:1".into(),
+                default_address: None,
+                default_auth_path: None,
+                default_namespace: None,
+                default_ca_pem: None,
+                token_audience: String::new(),
+                registry_lookup: false,
+            }),
+            ..SubpathPolicy::Deny.into()
+        };
+        for policy in [SubpathPolicy::Deny.into(), whole] {
+            let reviewed = review(body.as_bytes(), &policy, &Entrypoints::new());
+            assert_eq!(reviewed.verdict, Verdict::Invalid);
+            assert!(!reviewed.response.allowed);
+            assert_eq!(reviewed.response.uid, "u-1", "the uid is still answered");
+            let message = reviewed.response.message().unwrap();
+            assert!(
+                message.contains(&format!(
+                    "more than {} JSON values",
+                    crate::shape::MAX_VALUES
+                )),
+                "{message}"
+            );
+            assert!(message.len() < 300, "{message}");
+        }
+        // The uid of a body that is no review is read without building the rest of it.
+        let not_a_review = format!(
+            r#"{{"apiVersion": "v0", "request": {{"uid": "u-9", "object": [{}]}}}}"#,
+            vec!["{}"; 1_000_000].join(",")
+        );
+        let reviewed = review(
+            not_a_review.as_bytes(),
+            &SubpathPolicy::Deny.into(),
+            &Entrypoints::new(),
+        );
+        assert_eq!(reviewed.verdict, Verdict::Invalid);
+        assert_eq!(reviewed.response.uid, "u-9");
+        let long_uid = json!({"request": {"uid": "u".repeat(10_000)}}).to_string();
+        let reviewed = review(
+            long_uid.as_bytes(),
+            &SubpathPolicy::Deny.into(),
+            &Entrypoints::new(),
+        );
+        assert_eq!(
+            reviewed.response.uid, "",
+            "a uid that is none is not echoed"
         );
     }
 

@@ -5,7 +5,7 @@ use crate::metrics::{Metrics, ReviewLabels, kind_label};
 use crate::registry::{Entrypoints, Registry};
 use crate::review::{Policy, Response, Verdict, review};
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, HttpBody as _};
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, post};
 use kube::Api;
@@ -134,8 +134,23 @@ impl SsiChecker {
         keys: Vec<(String, String)>,
         review_deadline: tokio::time::Instant,
     ) -> Vec<String> {
-        let api: Api<SecretsStoreImport> = Api::namespaced(client.clone(), namespace);
         let count = keys.len();
+        let started = tokio::time::Instant::now();
+        let deadline = review_deadline.min(started + self.deadline);
+        let no_answer = |deadline: tokio::time::Instant| {
+            vec![format!(
+                "could not check that the {count} SecretsStoreImport(s) named exist in {namespace}: no answer within {:?}",
+                Duration::from_millis(
+                    deadline.saturating_duration_since(started).as_millis() as u64
+                )
+            )]
+        };
+        // A review whose time is up starts no lookup: the answer could not be waited for, and a
+        // request the apiserver answers at once would otherwise race the expired timer.
+        if deadline <= started {
+            return no_answer(deadline);
+        }
+        let api: Api<SecretsStoreImport> = Api::namespaced(client.clone(), namespace);
         let lookups = keys.into_iter().map(|key| {
             let api = api.clone();
             async move {
@@ -153,14 +168,9 @@ impl SsiChecker {
                 }
             }
         });
-        let started = tokio::time::Instant::now();
-        let deadline = review_deadline.min(started + self.deadline);
         match tokio::time::timeout_at(deadline, futures_util::future::join_all(lookups)).await {
             Ok(results) => results.into_iter().flatten().collect(),
-            Err(_) => vec![format!(
-                "could not check that the {count} SecretsStoreImport(s) named exist in {namespace}: no answer within {:?}",
-                Duration::from_millis((deadline - started).as_millis() as u64)
-            )],
+            Err(_) => no_answer(deadline),
         }
     }
 
@@ -214,10 +224,29 @@ pub struct AppState {
 /// memory is bounded by the turns, not by how many clients send at once; one that waits longer
 /// than `queue_wait` (below the apiserver's 10 s timeout) gets HTTP 429, which the apiserver
 /// treats as a failed call (the configuration's failurePolicy decides).
+///
+/// Memory is bounded by construction: besides its turn, a review reserves what it may cost
+/// ([`review_cost`]) from [`REVIEW_MEMORY`] before its body is read, so many large reviews wait
+/// for each other while small ones pass, and no mix of them can exceed the budget.
 #[derive(Debug)]
 pub struct Admission {
     turns: tokio::sync::Semaphore,
+    memory_kib: tokio::sync::Semaphore,
     queue_wait: Duration,
+}
+
+/// The memory all reviews in flight may use together, in bytes: the chart's 64 MiB limit less
+/// the webhook's baseline (docs/security.md, "Memory budgets").
+pub const REVIEW_MEMORY: usize = 40 * 1024 * 1024;
+
+/// What a review of a `body_len`-byte body may cost at most: the body, and three trees of it
+/// (the object, its mutated copy, and what injection copies into its init container). A tree
+/// costs at most [`crate::shape::TREE_BYTES_PER_BODY_BYTE`] times the text it is built from,
+/// and at most [`crate::shape::MAX_VALUES`] values and that text.
+pub fn review_cost(body_len: usize) -> usize {
+    use crate::shape::{BYTES_PER_VALUE, MAX_VALUES, TREE_BYTES_PER_BODY_BYTE};
+    let tree = (body_len * TREE_BYTES_PER_BODY_BYTE).min(MAX_VALUES * BYTES_PER_VALUE + body_len);
+    body_len + 3 * tree
 }
 
 impl Admission {
@@ -225,6 +254,7 @@ impl Admission {
     pub fn new(max_in_flight: usize, queue_wait: Duration) -> Admission {
         Admission {
             turns: tokio::sync::Semaphore::new(max_in_flight),
+            memory_kib: tokio::sync::Semaphore::new(REVIEW_MEMORY / 1024),
             queue_wait,
         }
     }
@@ -270,12 +300,21 @@ async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response
     let arrived = tokio::time::Instant::now();
     let deadline = arrived + REVIEW_BUDGET;
     let admission = &state.admission;
-    let Ok(Ok(_turn)) = tokio::time::timeout_at(
-        deadline.min(arrived + admission.queue_wait),
-        admission.turns.acquire(),
-    )
-    .await
-    else {
+    // The body's declared length, or the most it may be: what the review reserves.
+    let declared = body
+        .size_hint()
+        .exact()
+        .and_then(|len| usize::try_from(len).ok())
+        .filter(|len| *len <= BODY_LIMIT)
+        .unwrap_or(BODY_LIMIT);
+    let cost_kib = u32::try_from(review_cost(declared).div_ceil(1024)).unwrap_or(u32::MAX);
+    let waited = tokio::time::timeout_at(deadline.min(arrived + admission.queue_wait), async {
+        let turn = admission.turns.acquire().await?;
+        let memory = admission.memory_kib.acquire_many(cost_kib).await?;
+        Ok::<_, tokio::sync::AcquireError>((turn, memory))
+    })
+    .await;
+    let Ok(Ok(_reserved)) = waited else {
         tracing::warn!(wait = ?admission.queue_wait, "too many admission reviews in flight; answering 429");
         return (
             axum::http::StatusCode::TOO_MANY_REQUESTS,
@@ -289,7 +328,7 @@ async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response
     // turn back: a client must not hold one by sending headers only.
     let body_deadline = deadline.min(tokio::time::Instant::now() + BODY_READ_TIMEOUT);
     let Ok(Ok(body)) =
-        tokio::time::timeout_at(body_deadline, axum::body::to_bytes(body, BODY_LIMIT)).await
+        tokio::time::timeout_at(body_deadline, axum::body::to_bytes(body, declared)).await
     else {
         let reason =
             format!("the request body is larger than {BODY_LIMIT} bytes or could not be read");

@@ -9,7 +9,49 @@
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
+
+/// Most JSON values (scalars, arrays and objects) one parse may build. A value costs about
+/// [`BYTES_PER_VALUE`] as a tree whatever its size in the body, so a body of tiny values (a Pod
+/// of 100,000 empty volumes is 3 MiB) would otherwise cost 20 times its size.
+pub const MAX_VALUES: usize = 65_536;
+
+/// What one built value costs at most, its text aside: the `Value` and, in an object, its key
+/// and its map entry.
+pub const BYTES_PER_VALUE: usize = 128;
+
+/// What a tree costs at most per byte of the JSON text it is built from: the densest text,
+/// an object of one-letter keys and empty values (`"a":0,` is 6 bytes, about 130 as a map
+/// entry with its key), is about 22 times its size.
+pub const TREE_BYTES_PER_BODY_BYTE: usize = 32;
+
+thread_local! {
+    /// Values the current parse may still build. Parses are synchronous, so the budget of the
+    /// one running on this thread is the thread's.
+    static VALUES_LEFT: Cell<usize> = const { Cell::new(MAX_VALUES) };
+}
+
+/// Runs `parse` with a budget of [`MAX_VALUES`] built values: a [`Pruned`] deserialization
+/// beyond it fails with an error that names the limit.
+pub fn with_value_budget<T>(parse: impl FnOnce() -> T) -> T {
+    let before = VALUES_LEFT.replace(MAX_VALUES);
+    let parsed = parse();
+    VALUES_LEFT.set(before);
+    parsed
+}
+
+/// Counts one built value against the parse's budget.
+fn spend<E: serde::de::Error>() -> Result<(), E> {
+    let left = VALUES_LEFT.get();
+    if left == 0 {
+        return Err(E::custom(format_args!(
+            "the object has more than {MAX_VALUES} JSON values in the parts the webhook reads"
+        )));
+    }
+    VALUES_LEFT.set(left - 1);
+    Ok(())
+}
 
 /// Which parts of a value to build.
 #[derive(Debug)]
@@ -31,10 +73,7 @@ impl<'de> DeserializeSeed<'de> for Pruned {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        match self.0 {
-            Shape::All => serde::Deserialize::deserialize(deserializer),
-            shape => deserializer.deserialize_any(PrunedVisitor(shape)),
-        }
+        deserializer.deserialize_any(PrunedVisitor(self.0))
     }
 }
 
@@ -48,35 +87,43 @@ impl<'de> Visitor<'de> for PrunedVisitor {
     }
 
     // Scalars become what serde_json's own Value would hold.
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+        spend()?;
         Ok(Value::Bool(v))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+        spend()?;
         Ok(v.into())
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+        spend()?;
         Ok(v.into())
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        spend()?;
         Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        spend()?;
         Ok(Value::String(v.to_owned()))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+        spend()?;
         Ok(Value::String(v))
     }
 
-    fn visit_unit<E>(self) -> Result<Value, E> {
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        spend()?;
         Ok(Value::Null)
     }
 
-    fn visit_none<E>(self) -> Result<Value, E> {
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        spend()?;
         Ok(Value::Null)
     }
 
@@ -85,11 +132,13 @@ impl<'de> Visitor<'de> for PrunedVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        spend()?;
         let element = match self.0 {
             Shape::Each(element) => *element,
             _ => &Shape::All,
         };
-        let mut array = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        // NB: no capacity from the size hint: it is the sender's to choose.
+        let mut array = Vec::new();
         while let Some(value) = seq.next_element_seed(Pruned(element))? {
             array.push(value);
         }
@@ -97,6 +146,7 @@ impl<'de> Visitor<'de> for PrunedVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        spend()?;
         let mut object = Map::new();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let shape = match self.0 {
@@ -190,6 +240,48 @@ mod tests {
             json!({"items": {"name": "not a list", "image": "kept"}, "meta": ["x", {"y": 1}],
                 "kind": "escaped, and last"})
         );
+    }
+
+    #[test]
+    fn a_parse_builds_at_most_its_budget_of_values_and_skipped_parts_are_free() {
+        let many = |key: &str, count: usize| {
+            format!(
+                r#"{{"kind": "K", "{key}": [{}]}}"#,
+                vec!["{\"name\": \"v\"}"; count].join(",")
+            )
+        };
+        // Each item is two values (the object and its name).
+        let fits = many("items", MAX_VALUES / 2 - 2);
+        assert!(
+            with_value_budget(|| {
+                Pruned(&DOCUMENT).deserialize(&mut serde_json::Deserializer::from_str(&fits))
+            })
+            .is_ok()
+        );
+        let over = many("items", MAX_VALUES / 2 + 1);
+        let error = with_value_budget(|| {
+            Pruned(&DOCUMENT).deserialize(&mut serde_json::Deserializer::from_str(&over))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(&format!("more than {MAX_VALUES} JSON values")),
+            "{error}"
+        );
+        // What the shape skips costs nothing, however much of it there is.
+        let skipped = many("skipped", MAX_VALUES);
+        assert!(
+            with_value_budget(|| {
+                Pruned(&DOCUMENT).deserialize(&mut serde_json::Deserializer::from_str(&skipped))
+            })
+            .is_ok()
+        );
+        // The whole shape counts too.
+        let error = with_value_budget(|| {
+            Pruned(&Shape::All).deserialize(&mut serde_json::Deserializer::from_str(&skipped))
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("JSON values"), "{error}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         let target = format!("/{name}");
         // The system's CA bundle, for stores and registries with public certificates (there is
         // no other file in the image to trust them by).
+        // host path: only read, copied into the image.
         let ca_bundle = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
         anyhow::ensure!(
             ca_bundle.is_file(),

@@ -230,8 +230,16 @@ const CONTEXT_TOKENS: [&str; 12] = [
     "%",
 ];
 
+/// A kubelet root of the fuzzer's own: the host's /var/lib/kubelet may not exist (and is not ours).
+#[allow(clippy::expect_used)] // The fuzzer cannot run without a directory of its own.
+fn fuzz_kubelet_root() -> &'static Path {
+    static ROOT: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| tempfile::tempdir().expect("a temporary kubelet root"))
+        .path()
+}
+
 fn csi_publish_request(rng: &mut fastrand::Rng) -> Finding {
-    let root = Path::new("/var/lib/kubelet");
+    let root = fuzz_kubelet_root();
     let piece = |rng: &mut fastrand::Rng| {
         let mut text = String::new();
         for _ in 0..rng.usize(0..4) {
@@ -254,7 +262,8 @@ fn csi_publish_request(rng: &mut fastrand::Rng) -> Finding {
         }
     }
     let target = format!(
-        "/var/lib/kubelet/pods/{}/volumes/kubernetes.io~csi/{}/mount",
+        "{}/pods/{}/volumes/kubernetes.io~csi/{}/mount",
+        root.display(),
         piece(rng),
         piece(rng)
     );

@@ -123,6 +123,19 @@ fn push_unique(list: &mut Vec<Value>, item: Value) {
     }
 }
 
+/// Names, in [`contract::ENV_SETTINGS`], the injector settings of the container's own env list:
+/// the injector takes no other, so `envFrom` sources cannot change them.
+fn list_settings(env: &mut Vec<Value>) {
+    env.retain(|var| var.get("name").and_then(Value::as_str) != Some(contract::ENV_SETTINGS));
+    let names: Vec<&str> = env
+        .iter()
+        .filter_map(|var| var.get("name").and_then(Value::as_str))
+        .filter(|name| name.starts_with(contract::ENV_PREFIX))
+        .collect();
+    let listed = names.join(",");
+    env.push(json!({"name": contract::ENV_SETTINGS, "value": listed}));
+}
+
 /// The list under `key`, created empty if missing; a malformed object otherwise.
 fn array<'a>(
     map: &'a mut Map<String, Value>,
@@ -393,6 +406,7 @@ fn inject_container(
     for var in env {
         push_unique(container_env, var.clone());
     }
+    list_settings(container_env);
     let container_mounts = array(container, "volumeMounts", &container_owner)?;
     for mount in mounts {
         push_unique(container_mounts, mount.clone());
@@ -584,6 +598,20 @@ mod tests {
         assert_eq!(container["command"], json!([BINARY]));
         let env = env_of(container);
         assert!(env.contains(&("SSI_INJECTOR_ENV_FROM_PATH".into(), "secret/data/a".into())));
+        // The injector takes these settings only: none from envFrom.
+        let listed = env
+            .iter()
+            .find(|(name, _)| name == "SSI_INJECTOR_SETTINGS")
+            .map(|(_, value)| value.split(',').map(str::to_owned).collect::<Vec<_>>())
+            .expect("the settings are listed");
+        let settings: Vec<String> = env
+            .iter()
+            .map(|(name, _)| name.clone())
+            .filter(|name| name.starts_with("SSI_INJECTOR_") && name != "SSI_INJECTOR_SETTINGS")
+            .collect();
+        assert_eq!(listed, settings);
+        assert!(listed.contains(&"SSI_INJECTOR_CA_CERT".to_owned()));
+        assert!(!listed.contains(&"SSI_INJECTOR_TLS_SKIP_VERIFY".to_owned()));
         assert!(env.contains(&(
             "SSI_INJECTOR_CA_CERT".into(),
             "/secrets-store-injector-tls/ca.crt".into()
