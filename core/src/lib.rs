@@ -14,6 +14,8 @@
 
 pub mod duration;
 pub mod injector;
+#[cfg(feature = "json")]
+pub mod json;
 pub mod names;
 #[cfg(feature = "crd")]
 pub mod ssi;

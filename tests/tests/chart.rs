@@ -68,6 +68,28 @@ fn the_chart_lints_and_follows_the_workspace_version_and_crd() {
 }
 
 #[test]
+fn the_webhooks_match_conditions_are_the_codes_own_rule() {
+    let rendered = template(&[ADDRESS]).unwrap();
+    let objects = ssi_tests::chart::objects(&rendered).unwrap();
+    let config = ssi_tests::chart::find(&objects, "MutatingWebhookConfiguration").unwrap();
+    let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let webhooks = config["webhooks"].as_array().unwrap();
+    for (webhook, (name, expression)) in webhooks.iter().zip([
+        ssi_webhook::matching::ENFORCE_CONDITION,
+        ssi_webhook::matching::INJECT_CONDITION,
+    ]) {
+        let conditions = webhook["matchConditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 1, "{webhook}");
+        assert_eq!(conditions[0]["name"], name);
+        assert_eq!(
+            words(conditions[0]["expression"].as_str().unwrap()),
+            words(expression),
+            "the chart's CEL of {name} and webhook/src/matching.rs must be the same rule"
+        );
+    }
+}
+
+#[test]
 fn a_wrong_value_fails_at_install_time_and_names_it() {
     for (values, named) in [
         (vec![], "address"),
@@ -508,6 +530,117 @@ async fn the_network_policy_example_passes_a_server_side_dry_run() {
         .kubectl()
         .args(["apply", "--dry-run=server", "-f", policy.to_str().unwrap()]))
     .unwrap();
+}
+
+#[tokio::test]
+async fn cluster_shapes_install_ipv6_host_network_client_ca_network_policy_and_own_priority() {
+    let bed = bed_with_namespace().await;
+    // The defaults: a PriorityClass of the chart's own that both workloads use (managed
+    // clusters admit the system classes only in kube-system), IPv4 addresses.
+    let items = dry_run(&bed, &[ADDRESS]);
+    let find = |items: &[serde_json::Value], kind: &str, name: &str| {
+        items
+            .iter()
+            .find(|i| i["kind"] == kind && i["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name} missing"))
+            .clone()
+    };
+    let class = find(
+        &items,
+        "PriorityClass",
+        "secrets-store-integration-critical",
+    );
+    assert_eq!(class["value"], 1_000_000_000);
+    for (kind, name) in [("DaemonSet", "ssi-csi"), ("Deployment", "ssi-webhook")] {
+        let spec = &find(&items, kind, name)["spec"]["template"]["spec"];
+        assert_eq!(
+            spec["priorityClassName"],
+            "secrets-store-integration-critical"
+        );
+    }
+    let env = |items: &[serde_json::Value], kind: &str, name: &str, var: &str| {
+        find(items, kind, name)["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == var)
+            .map(|e| e["value"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        env(&items, "DaemonSet", "ssi-csi", "SSI_CSI_ADMIN_ADDR").as_deref(),
+        Some("0.0.0.0:9809")
+    );
+    assert!(
+        !items.iter().any(|i| i["kind"] == "NetworkPolicy"),
+        "off by default"
+    );
+
+    // Every shape at once: IPv6-only, the webhook in the node's network on 10250 with a client
+    // CA, NetworkPolicies, and the system classes where the cluster admits them.
+    let ca = std::fs::read_to_string(workspace_path("tests/fixtures/unrelated-ca.pem")).unwrap();
+    let ca_value = format!("webhook.clientCA={}", ca.trim());
+    let items = dry_run(
+        &bed,
+        &[
+            ADDRESS,
+            "bindAddress=::",
+            "webhook.port=10250",
+            "webhook.adminPort=10251",
+            "webhook.hostNetwork=true",
+            &ca_value,
+            "webhook.networkPolicy.enabled=true",
+            "webhook.networkPolicy.apiServerCIDRs={10.0.0.0/24}",
+            "csi.priorityClassName=system-node-critical",
+            "priorityClass.create=false",
+        ],
+    );
+    assert!(!items.iter().any(|i| i["kind"] == "PriorityClass"));
+    let webhook = find(&items, "Deployment", "ssi-webhook");
+    let spec = &webhook["spec"]["template"]["spec"];
+    assert_eq!(spec["hostNetwork"], true);
+    assert_eq!(spec["dnsPolicy"], "ClusterFirstWithHostNet");
+    assert!(spec.get("priorityClassName").is_none(), "{spec}");
+    assert_eq!(
+        find(&items, "DaemonSet", "ssi-csi")["spec"]["template"]["spec"]["priorityClassName"],
+        "system-node-critical"
+    );
+    assert_eq!(spec["containers"][0]["ports"][0]["containerPort"], 10250);
+    for (var, value) in [
+        ("SSI_WEBHOOK_LISTEN_ADDR", "[::]:10250"),
+        ("SSI_WEBHOOK_ADMIN_ADDR", "[::]:10251"),
+        (
+            "SSI_WEBHOOK_CLIENT_CA_FILE",
+            "/etc/ssi-webhook/client-ca/ca.crt",
+        ),
+    ] {
+        assert_eq!(
+            env(&items, "Deployment", "ssi-webhook", var).as_deref(),
+            Some(value),
+            "{var}"
+        );
+    }
+    assert_eq!(
+        env(&items, "DaemonSet", "ssi-csi", "SSI_CSI_ADMIN_ADDR").as_deref(),
+        Some("[::]:9809")
+    );
+    assert_eq!(
+        find(&items, "ConfigMap", "ssi-webhook-client-ca")["data"]["ca.crt"]
+            .as_str()
+            .unwrap(),
+        ca.trim()
+    );
+    let policy = find(&items, "NetworkPolicy", "ssi-webhook");
+    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 10250);
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"][0]["ipBlock"]["cidr"],
+        "10.0.0.0/24"
+    );
+    let driver_policy = find(&items, "NetworkPolicy", "ssi-csi");
+    assert_eq!(
+        driver_policy["spec"]["ingress"],
+        serde_json::json!([]),
+        "nothing may connect to the driver's pods"
+    );
 }
 
 #[test]

@@ -91,6 +91,136 @@ async fn missing_ssis_are_warned_about_and_a_failed_lookup_is_only_a_warning() {
     );
 }
 
+/// Reviews the apiserver sent to our two webhooks so far (its own counter).
+fn reviews_sent(bed: &TestBed) -> f64 {
+    let (ok, metrics, stderr) = kubectl_output(bed, &["get", "--raw", "/metrics"]);
+    assert!(ok, "{stderr}");
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("apiserver_admission_webhook_request_total{")
+                && line.contains(".secrets-store.deckhouse.io\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn only_objects_that_use_secrets_store_reach_the_webhook_and_its_outage_stops_only_them() {
+    let bed = bed_with_the_guides_ssi().await.expect("test bed");
+    let webhook = Webhook::start(&bed, &[]).await.unwrap();
+    webhook.register(&bed).await.unwrap();
+    let ours = serde_json::json!({"name": "s", "csi": {"driver": "secrets-store.csi.deckhouse.io",
+        "volumeAttributes": {"secretsStoreImport": "python-backend"}}});
+    let pod = |name: &str, annotations: serde_json::Value, volumes: serde_json::Value| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "my-namespace1", "annotations": annotations},
+            "spec": {"containers": [{"name": "c", "image": "x", "command": ["/app"]}], "volumes": volumes}})
+    };
+    let deployment = |name: &str, template: serde_json::Value| {
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "my-namespace1"},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}, "annotations": template["metadata"]["annotations"]},
+                    "spec": template["spec"]}}})
+    };
+    let cronjob = |name: &str, volumes: serde_json::Value| {
+        serde_json::json!({"apiVersion": "batch/v1", "kind": "CronJob",
+            "metadata": {"name": name, "namespace": "my-namespace1"},
+            "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}], "volumes": volumes}}}}}})
+    };
+    let template = |annotations: serde_json::Value, volumes: serde_json::Value| {
+        serde_json::json!({"metadata": {"annotations": annotations},
+            "spec": {"containers": [{"name": "c", "image": "x"}], "volumes": volumes}})
+    };
+    let empty = serde_json::json!({});
+    let other = serde_json::json!([{"name": "e", "emptyDir": {}}]);
+    let objects = [
+        pod("plain", empty.clone(), other.clone()),
+        pod(
+            "annotated-elsewhere",
+            serde_json::json!({"example.com/x": "secrets-store"}),
+            other.clone(),
+        ),
+        pod("with-volume", empty.clone(), serde_json::json!([ours])),
+        pod(
+            "with-import",
+            serde_json::json!({"secrets-store.deckhouse.io/import": "python-backend"}),
+            other.clone(),
+        ),
+        pod(
+            "with-role",
+            serde_json::json!({"secrets-store.deckhouse.io/role": "r"}),
+            other.clone(),
+        ),
+        deployment("plain-deployment", template(empty.clone(), other.clone())),
+        deployment(
+            "deployment-with-volume",
+            template(empty.clone(), serde_json::json!([ours])),
+        ),
+        deployment(
+            "deployment-with-import",
+            template(
+                serde_json::json!({"secrets-store.deckhouse.io/import": "python-backend"}),
+                other.clone(),
+            ),
+        ),
+        cronjob("plain-cronjob", other.clone()),
+        cronjob("cronjob-with-volume", serde_json::json!([ours])),
+    ];
+    let create = |object: &serde_json::Value| {
+        let path = bed.dir().join("matching.json");
+        std::fs::write(&path, object.to_string()).unwrap();
+        let path = path.display().to_string();
+        kubectl_output(&bed, &["create", "--dry-run=server", "-f", &path])
+    };
+
+    // With the webhook up: the objects that are not ours are admitted without a review.
+    let before = reviews_sent(&bed);
+    let mut ours_count = 0.0;
+    for object in &objects {
+        let concerns = ssi_webhook::matching::enforce_concerns(object)
+            || ssi_webhook::matching::inject_concerns(object);
+        let sent = reviews_sent(&bed);
+        let (ok, _, stderr) = create(object);
+        let name = &object["metadata"]["name"];
+        let sent = reviews_sent(&bed) - sent;
+        if concerns {
+            ours_count += 1.0;
+            assert!(sent >= 1.0, "{name}: reviewed ({sent})");
+        } else {
+            assert!(ok, "{name}: {stderr}");
+            assert_eq!(sent, 0.0, "{name}: not reviewed");
+        }
+    }
+    eprintln!(
+        "[matching] {} objects, {ours_count} of them ours: {} reviews sent",
+        objects.len(),
+        reviews_sent(&bed) - before
+    );
+
+    // With the webhook gone (failurePolicy Fail): what is not ours is still admitted, what is
+    // ours is refused; the apiserver's CEL and the webhook's code agree on every object.
+    drop(webhook);
+    for object in &objects {
+        let concerns = ssi_webhook::matching::enforce_concerns(object)
+            || ssi_webhook::matching::inject_concerns(object);
+        let (ok, _, stderr) = create(object);
+        let name = &object["metadata"]["name"];
+        assert_eq!(
+            ok, !concerns,
+            "{name}: admitted without the webhook: {ok}; {stderr}"
+        );
+        if concerns {
+            assert!(
+                stderr.contains("failed calling webhook"),
+                "{name}: {stderr}"
+            );
+        }
+    }
+}
+
 /// `kubectl` with everything it printed: (success, stdout, stderr).
 fn kubectl_output(bed: &TestBed, args: &[&str]) -> (bool, String, String) {
     let output = bed.kubectl().args(args).output().unwrap();

@@ -27,6 +27,11 @@ pub struct StoreConfig {
     pub max_response_bytes: usize,
 }
 
+/// Most JSON values one reply may hold: a secret of a few hundred fields, a certificate chain,
+/// with room to spare. A reply of tiny values (a hostile or misconfigured store) costs about 20
+/// times its size as a tree, so its size alone does not bound it.
+pub const MAX_REPLY_VALUES: usize = 16_384;
+
 /// Default of [`StoreConfig::max_response_bytes`]: far above any secret a pod mounts (Vault's KV
 /// entries are typically well under 1 MiB), far below what would hurt a node.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -558,12 +563,14 @@ impl Client {
             return Attempt::Done(Ok(Value::Null));
         }
         if (200..300).contains(&status) {
-            return Attempt::Done(serde_json::from_slice(&bytes).map_err(|e| {
-                Error::InvalidResponse {
-                    operation: operation.clone(),
-                    detail: format!("HTTP {status} with a body that is not JSON ({e})"),
-                }
-            }));
+            return Attempt::Done(
+                ssi_core::json::from_slice_bounded(&bytes, MAX_REPLY_VALUES).map_err(|e| {
+                    Error::InvalidResponse {
+                        operation: operation.clone(),
+                        detail: format!("HTTP {status} with a body that is not JSON we take ({e})"),
+                    }
+                }),
+            );
         }
         let error = Error::Api {
             operation: operation.clone(),
@@ -632,7 +639,7 @@ enum BodyError {
 /// The `errors` array Vault puts in every error body; a non-JSON body (a proxy's HTML page) is
 /// summarised instead of echoed.
 fn store_errors(body: &[u8]) -> Vec<String> {
-    match serde_json::from_slice::<Value>(body) {
+    match ssi_core::json::from_slice_bounded(body, MAX_REPLY_VALUES) {
         Ok(value) => value
             .get("errors")
             .and_then(Value::as_array)
@@ -840,6 +847,60 @@ mod tests {
             .expect_err("cut short");
         assert!(matches!(err, Error::Unreachable { .. }), "{err}");
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    /// This process's peak resident set, in KiB.
+    fn peak_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
+                line.split_whitespace().nth(1)?.parse().ok()
+            })
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_dense_reply_is_refused_naming_the_limit_without_building_its_tree() {
+        // About 4 MiB of tiny objects: some 80 MiB as a whole Value tree. A MOCK store: OpenBao
+        // refuses to store such a secret by its own JSON limits.
+        static BODY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let body = BODY.get_or_init(|| {
+            let objects = "{},".repeat(1_300_000);
+            format!(
+                r#"{{"data": {{"data": {{"k": [{}{{}}]}}, "metadata": {{"version": 1}}}}}}"#,
+                objects
+            )
+        });
+        assert!(
+            body.len() < DEFAULT_MAX_RESPONSE_BYTES,
+            "within the size limit"
+        );
+        let (address, _) = mock_store(|_| {
+            let body = BODY.get().map_or("", String::as_str);
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        })
+        .await;
+        let config = StoreConfig::new(Url::parse(&address).expect("url"));
+        let token = VaultToken::new(SecretString::from("t".to_owned()), None);
+        let before = peak_kib();
+        let err = Client::new(&config)
+            .expect("client")
+            .read(&token, "secret/data/app", None)
+            .await
+            .expect_err("too dense");
+        let grown = peak_kib().saturating_sub(before);
+        assert!(
+            err.to_string()
+                .contains(&format!("more than {MAX_REPLY_VALUES} JSON values")),
+            "{err}"
+        );
+        // The mock's answer (4 MiB), the body read (4 MiB) and a bounded tree: no 80 MiB tree.
+        eprintln!("[dense reply] peak grew by {grown} KiB");
+        assert!(grown < 16 * 1024, "peak grew by {grown} KiB");
     }
 
     #[tokio::test]

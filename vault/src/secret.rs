@@ -73,7 +73,7 @@ impl Secret {
             .get("renewable")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let data = match body.remove("data") {
+        let mut data = match body.remove("data") {
             Some(Value::Object(data)) => data,
             Some(Value::Null) | None => return Err("the response has no data".into()),
             Some(_) => return Err("the response's data is not an object".into()),
@@ -84,10 +84,13 @@ impl Secret {
             && data.contains_key("data");
         let (fields, version) = if is_kv2 {
             let version = data["metadata"].get("version").and_then(Value::as_u64);
-            match &data["data"] {
-                Value::Object(fields) => (fields.clone(), version),
+            // Taken, not copied: a secret's fields may be megabytes.
+            match data.remove("data") {
+                Some(Value::Object(fields)) => (fields, version),
                 // A destroyed or deleted KV v2 version has `data: null` beside its metadata.
-                Value::Null => return Err("this secret version is deleted or destroyed".into()),
+                Some(Value::Null) => {
+                    return Err("this secret version is deleted or destroyed".into());
+                }
                 _ => return Err("the KV v2 data is not an object".into()),
             }
         } else {

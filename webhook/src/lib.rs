@@ -15,6 +15,7 @@
 pub mod annotations;
 pub mod config;
 pub mod inject;
+pub mod matching;
 pub mod metrics;
 pub mod mutate;
 pub mod oci;

@@ -250,7 +250,18 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
         (_, "CREATE" | "UPDATE") => true,
         _ => false,
     };
-    let Some(mut original) = request.object.filter(|_| relevant) else {
+    // What the apiserver would not have sent with the chart's matchConditions (crate::matching):
+    // admitted untouched here too, so that the answer does not depend on the configuration.
+    let concerns_us = |object: &Value| {
+        (policy.enforce && crate::matching::enforce_concerns(object))
+            || (policy.injector.is_some()
+                && kind == "Pod"
+                && crate::matching::inject_concerns(object))
+    };
+    let Some(mut original) = request
+        .object
+        .filter(|object| relevant && concerns_us(object))
+    else {
         return Reviewed {
             response: Response::allow(uid),
             imports: None,

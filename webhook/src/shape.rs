@@ -9,12 +9,11 @@
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 use std::borrow::Cow;
-use std::cell::Cell;
 use std::fmt;
 
-/// Most JSON values (scalars, arrays and objects) one parse may build. A value costs about
-/// [`BYTES_PER_VALUE`] as a tree whatever its size in the body, so a body of tiny values (a Pod
-/// of 100,000 empty volumes is 3 MiB) would otherwise cost 20 times its size.
+/// Most JSON values (scalars, arrays and objects) one review's parse may build. A value costs
+/// about [`BYTES_PER_VALUE`] as a tree whatever its size in the body, so a body of tiny values (a
+/// Pod of 100,000 empty volumes is 3 MiB) would otherwise cost 20 times its size.
 pub const MAX_VALUES: usize = 65_536;
 
 /// What one built value costs at most, its text aside: the `Value` and, in an object, its key
@@ -26,31 +25,19 @@ pub const BYTES_PER_VALUE: usize = 128;
 /// entry with its key), is about 22 times its size.
 pub const TREE_BYTES_PER_BODY_BYTE: usize = 32;
 
-thread_local! {
-    /// Values the current parse may still build. Parses are synchronous, so the budget of the
-    /// one running on this thread is the thread's.
-    static VALUES_LEFT: Cell<usize> = const { Cell::new(MAX_VALUES) };
-}
-
 /// Runs `parse` with a budget of [`MAX_VALUES`] built values: a [`Pruned`] deserialization
 /// beyond it fails with an error that names the limit.
 pub fn with_value_budget<T>(parse: impl FnOnce() -> T) -> T {
-    let before = VALUES_LEFT.replace(MAX_VALUES);
-    let parsed = parse();
-    VALUES_LEFT.set(before);
-    parsed
+    ssi_core::json::with_value_budget(MAX_VALUES, parse)
 }
 
-/// Counts one built value against the parse's budget.
+/// Counts one built value against the parse's budget, naming where the webhook counts.
 fn spend<E: serde::de::Error>() -> Result<(), E> {
-    let left = VALUES_LEFT.get();
-    if left == 0 {
-        return Err(E::custom(format_args!(
+    ssi_core::json::spend::<E>().map_err(|_| {
+        E::custom(format_args!(
             "the object has more than {MAX_VALUES} JSON values in the parts the webhook reads"
-        )));
-    }
-    VALUES_LEFT.set(left - 1);
-    Ok(())
+        ))
+    })
 }
 
 /// Which parts of a value to build.

@@ -31,3 +31,21 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   value: {{ $value | toString | quote }}
 {{- end }}
 {{- end -}}
+
+{{- /* `<bindAddress>:<port>`, with an IPv6 address in brackets. */}}
+{{- define "ssi.listen" -}}
+{{- if eq .root.Values.bindAddress "::" -}}
+[::]:{{ .port }}
+{{- else -}}
+{{ .root.Values.bindAddress }}:{{ .port }}
+{{- end -}}
+{{- end }}
+
+{{- /* The PriorityClass of a component: its own value, else the chart's class, else none. */}}
+{{- define "ssi.priorityClassName" -}}
+{{- if .own -}}
+{{ .own }}
+{{- else if .root.Values.priorityClass.create -}}
+secrets-store-integration-critical
+{{- end -}}
+{{- end }}
