@@ -80,6 +80,58 @@ impl Webhook {
         Ok(serde_json::from_str(&text)?)
     }
 
+    /// POSTs `body` as it is to `path` (`/enforce`, `/inject`, `/mutate`): the HTTP status and
+    /// the answer's text.
+    pub async fn post(&self, path: &str, body: Vec<u8>) -> crate::Result<(u16, String)> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = std::fs::read(self.certs.join("ca.crt"))?;
+        let client = reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca)?)
+            .timeout(Duration::from_secs(15))
+            .build()?;
+        let url = format!("{}{path}", self.url.trim_end_matches("/mutate"));
+        let response = client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
+    /// A TLS connection to the webhook from `source` (another loopback address than the
+    /// apiserver's 127.0.0.1, as a pod's would be), handshake done.
+    pub async fn connect_from(
+        &self,
+        source: std::net::IpAddr,
+    ) -> crate::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        use rustls_pki_types::pem::PemObject;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = std::fs::read(self.certs.join("ca.crt"))?;
+        for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
+            roots.add(certificate?)?;
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let port: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|rest| rest.split('/').next())
+            .context("the webhook's port")?
+            .parse()?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::new(source, 0))?;
+        let tcp = socket
+            .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .await?;
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?.to_owned();
+        Ok(connector.connect(name, tcp).await?)
+    }
+
     /// The last 200 lines of the webhook's log, for failure messages.
     pub fn log(&self) -> String {
         self.process.log_tail(200)

@@ -221,6 +221,134 @@ async fn only_objects_that_use_secrets_store_reach_the_webhook_and_its_outage_st
     }
 }
 
+/// The chart's memory limit of the webhook (values.yaml, `webhook.resources.limits`).
+const WEBHOOK_LIMIT_KIB: u64 = 64 * 1024;
+
+/// A review of `object` as the apiserver sends it.
+fn review_of(object: &serde_json::Value) -> Vec<u8> {
+    serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u-attack", "kind": {"group": "", "version": "v1", "kind": object["kind"]},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "my-namespace1", "operation": "CREATE", "object": object}})
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn a_tenant_can_neither_bloat_nor_starve_the_webhook() {
+    use tokio::io::AsyncWriteExt;
+    let bed = bed_with_the_guides_ssi().await.expect("test bed");
+    let webhook = Webhook::start(&bed, &[]).await.unwrap();
+    let peak = || ssi_tests::status_kib(webhook.pid(), "VmHWM:");
+    let a_real_review = || {
+        review_of(
+            &serde_json::json!({"kind": "Pod", "metadata": {"name": "real"},
+            "spec": {"containers": [{"name": "c", "image": "x", "command": ["/app"],
+                "volumeMounts": [{"name": "s", "mountPath": "/s"}]}],
+                "volumes": [{"name": "s", "csi": {"driver": "secrets-store.csi.deckhouse.io",
+                    "volumeAttributes": {"secretsStoreImport": "python-backend"}}}]}}),
+        )
+    };
+    let answered = |status: u16, text: &str| {
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str::<serde_json::Value>(text).unwrap()
+    };
+
+    // A 3 MiB Pod of 100,000 tiny volumes and one of ours, at the volume policy and at injection.
+    let mut volumes: Vec<serde_json::Value> = (0..100_000)
+        .map(|i| serde_json::json!({"name": format!("v{i}"), "emptyDir": {}}))
+        .collect();
+    volumes.push(
+        serde_json::json!({"name": "s", "csi": {"driver": "secrets-store.csi.deckhouse.io",
+        "volumeAttributes": {"secretsStoreImport": "python-backend"}}}),
+    );
+    let dense = review_of(
+        &serde_json::json!({"kind": "Pod", "metadata": {"name": "dense",
+        "annotations": {"secrets-store.deckhouse.io/role": "r"}},
+        "spec": {"containers": [{"name": "c", "image": "x", "command": ["/app"]}], "volumes": volumes}}),
+    );
+    assert!(dense.len() > 3_000_000);
+    for path in ["/enforce", "/inject"] {
+        let started = std::time::Instant::now();
+        let (status, text) = webhook.post(path, dense.clone()).await.unwrap();
+        let answer = answered(status, &text);
+        eprintln!(
+            "[attack] dense review at {path}: answered in {:?}",
+            started.elapsed()
+        );
+        assert_eq!(answer["response"]["allowed"], false, "{path}: {answer}");
+        let message = answer["response"]["status"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("more than 65536 JSON values"),
+            "{path}: {message}"
+        );
+    }
+
+    // A 4 MiB body that is no review: refused, its uid (none) not echoed, nothing built.
+    let garbage = format!(
+        "{{\"apiVersion\": \"v0\", \"x\": [{}0]}}",
+        "{},".repeat(1_390_000)
+    );
+    assert!(garbage.len() < 4 * 1024 * 1024);
+    let (status, text) = webhook.post("/mutate", garbage.into_bytes()).await.unwrap();
+    assert_eq!(answered(status, &text)["response"]["allowed"], false);
+
+    // 64 clients that send headers and then a byte now and then, from a pod's address: real
+    // reviews are still answered at once, as a slow body holds no turn.
+    let pod_address: std::net::IpAddr = [127, 0, 0, 2].into();
+    let mut slow = Vec::new();
+    for _ in 0..64 {
+        let mut stream = webhook.connect_from(pod_address).await.unwrap();
+        stream
+            .write_all(b"POST /enforce HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4000000\r\n\r\n{")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let (status, text) = webhook.post("/enforce", a_real_review()).await.unwrap();
+        assert_eq!(
+            answered(status, &text)["response"]["allowed"],
+            true,
+            "{text}"
+        );
+        let took = started.elapsed();
+        eprintln!("[attack] a real review beside 64 slow bodies: {took:?}");
+        assert!(
+            took < Duration::from_secs(10),
+            "within the apiserver's timeout"
+        );
+        for stream in &mut slow {
+            let _ = stream.write_all(b" ").await;
+        }
+    }
+    drop(slow);
+
+    // A connection flood from that address: at most 128 are held, the rest closed at accept, and
+    // reviews from the apiserver's address are answered.
+    let mut flood = Vec::new();
+    let mut refused = 0;
+    for _ in 0..400 {
+        match webhook.connect_from(pod_address).await {
+            Ok(stream) => flood.push(stream),
+            Err(_) => refused += 1,
+        }
+    }
+    eprintln!(
+        "[attack] connection flood: {} held, {refused} closed",
+        flood.len()
+    );
+    assert!(flood.len() <= 128 + 8, "{} connections held", flood.len());
+    let (status, text) = webhook.post("/enforce", a_real_review()).await.unwrap();
+    assert_eq!(answered(status, &text)["response"]["allowed"], true);
+    drop(flood);
+
+    let peak = peak();
+    eprintln!("[attack] the webhook's peak RSS: {peak} KiB (limit {WEBHOOK_LIMIT_KIB} KiB)");
+    assert!(peak > 0 && peak < WEBHOOK_LIMIT_KIB, "peak {peak} KiB");
+}
+
 /// `kubectl` with everything it printed: (success, stdout, stderr).
 fn kubectl_output(bed: &TestBed, args: &[&str]) -> (bool, String, String) {
     let output = bed.kubectl().args(args).output().unwrap();

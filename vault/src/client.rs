@@ -536,8 +536,9 @@ impl Client {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = match read_bounded(response, self.max_response_bytes).await {
-            Ok(bytes) => bytes,
+        // NB: the share of the reply memory is held until the reply is parsed.
+        let (bytes, _share) = match read_bounded(response, self.max_response_bytes).await {
+            Ok(read) => read,
             Err(BodyError::TooLarge) => {
                 return Attempt::Done(Err(Error::ResponseTooLarge {
                     operation: operation.clone(),
@@ -662,23 +663,58 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The memory the replies being read and parsed may take together, in the whole process:
+/// however many volumes rotate at once, no more than this is in flight (a reply's text twice,
+/// as its buffer grows, and its tree). A reply waits for its share as it streams in.
+pub const REPLY_MEMORY: usize = 24 * 1024 * 1024;
+
+/// KiB of [`REPLY_MEMORY`] free.
+static REPLY_MEMORY_KIB: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(REPLY_MEMORY / 1024);
+
+/// What a tree of `len` bytes of JSON may cost, at most [`MAX_REPLY_VALUES`] values.
+fn tree_cost(len: usize) -> usize {
+    (32 * len).min(MAX_REPLY_VALUES * 128 + len)
+}
+
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
 /// The body of `response`, read up to `limit` bytes (refused by its Content-Length or as soon
-/// as it streams in past the limit).
-async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+/// as it streams in past the limit), with its share of [`REPLY_MEMORY`] for reading it and for
+/// its tree, held until the caller drops it.
+async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, tokio::sync::SemaphorePermit<'static>), BodyError> {
     if response
         .content_length()
         .is_some_and(|length| length > limit as u64)
     {
         return Err(BodyError::TooLarge);
     }
+    // NB: a limit above the budget could never be met; such a reply waits for all of it.
+    let share = |len: usize| kib(2 * len + tree_cost(len)).min(kib(REPLY_MEMORY));
+    let mut held = REPLY_MEMORY_KIB
+        .acquire_many(0)
+        .await
+        .map_err(|_| BodyError::TooLarge)?;
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
         if body.len() + chunk.len() > limit {
             return Err(BodyError::TooLarge);
         }
+        let more = share(body.len() + chunk.len()).saturating_sub(held.num_permits() as u32);
+        held.merge(
+            REPLY_MEMORY_KIB
+                .acquire_many(more)
+                .await
+                .map_err(|_| BodyError::TooLarge)?,
+        );
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok((body, held))
 }
 
 /// The store's error texts with each credential, and each dot-separated part of one (a JWT's

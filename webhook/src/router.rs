@@ -220,14 +220,14 @@ pub struct AppState {
     pub admission: Admission,
 }
 
-/// How many reviews are handled at once. A review's body is read only once it has a turn, so
-/// memory is bounded by the turns, not by how many clients send at once; one that waits longer
-/// than `queue_wait` (below the apiserver's 10 s timeout) gets HTTP 429, which the apiserver
-/// treats as a failed call (the configuration's failurePolicy decides).
+/// How many reviews are handled at once, and the memory they may use. A review that waits for
+/// a turn longer than `queue_wait` (below the apiserver's 10 s timeout) gets HTTP 429, which the
+/// apiserver treats as a failed call (the configuration's failurePolicy decides).
 ///
-/// Memory is bounded by construction: besides its turn, a review reserves what it may cost
-/// ([`review_cost`]) from [`REVIEW_MEMORY`] before its body is read, so many large reviews wait
-/// for each other while small ones pass, and no mix of them can exceed the budget.
+/// Memory is bounded by construction: a body reserves memory from [`REVIEW_MEMORY`] as it
+/// arrives, then the review the rest of what it may cost ([`review_cost`]) with its turn, so
+/// large reviews wait for each other while small ones pass, no mix of them exceeds the budget,
+/// and a client that sends slowly holds no turn, only the memory of what it sent.
 #[derive(Debug)]
 pub struct Admission {
     turns: tokio::sync::Semaphore,
@@ -300,21 +300,26 @@ async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response
     let arrived = tokio::time::Instant::now();
     let deadline = arrived + REVIEW_BUDGET;
     let admission = &state.admission;
-    // The body's declared length, or the most it may be: what the review reserves.
-    let declared = body
-        .size_hint()
-        .exact()
-        .and_then(|len| usize::try_from(len).ok())
-        .filter(|len| *len <= BODY_LIMIT)
-        .unwrap_or(BODY_LIMIT);
-    let cost_kib = u32::try_from(review_cost(declared).div_ceil(1024)).unwrap_or(u32::MAX);
+    // The body first, holding no turn: a client that sends slowly holds only the memory of what
+    // it sent. Read with our own limit rather than axum's extractor, whose refusal would be a
+    // 413: the apiserver must always get a review back.
+    let body_deadline = deadline.min(arrived + BODY_READ_TIMEOUT);
+    let (body, mut memory) = match read_body(body, &admission.memory_kib, body_deadline).await {
+        Ok(read) => read,
+        Err(reason) => {
+            state.count(kind_label(""), Verdict::Invalid, None);
+            return json(Response::invalid(String::new(), reason).to_review_json()).into_response();
+        }
+    };
+    // Then a turn, and the memory its trees may take beyond the body's.
+    let more_kib = kib(review_cost(body.len())).saturating_sub(memory.num_permits() as u32);
     let waited = tokio::time::timeout_at(deadline.min(arrived + admission.queue_wait), async {
         let turn = admission.turns.acquire().await?;
-        let memory = admission.memory_kib.acquire_many(cost_kib).await?;
-        Ok::<_, tokio::sync::AcquireError>((turn, memory))
+        memory.merge(admission.memory_kib.acquire_many(more_kib).await?);
+        Ok::<_, tokio::sync::AcquireError>(turn)
     })
     .await;
-    let Ok(Ok(_reserved)) = waited else {
+    let Ok(Ok(_turn)) = waited else {
         tracing::warn!(wait = ?admission.queue_wait, "too many admission reviews in flight; answering 429");
         return (
             axum::http::StatusCode::TOO_MANY_REQUESTS,
@@ -322,18 +327,6 @@ async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response
             "too many admission reviews in flight",
         )
             .into_response();
-    };
-    // Read with our own limit rather than axum's extractor, whose refusal would be a 413: the
-    // apiserver must always get a review back. A body that does not arrive in time gives its
-    // turn back: a client must not hold one by sending headers only.
-    let body_deadline = deadline.min(tokio::time::Instant::now() + BODY_READ_TIMEOUT);
-    let Ok(Ok(body)) =
-        tokio::time::timeout_at(body_deadline, axum::body::to_bytes(body, declared)).await
-    else {
-        let reason =
-            format!("the request body is larger than {BODY_LIMIT} bytes or could not be read");
-        state.count(kind_label(""), Verdict::Invalid, None);
-        return json(Response::invalid(String::new(), reason).to_review_json()).into_response();
     };
     let started = Instant::now();
     let mut reviewed = review(&body, policy, &Entrypoints::new());
@@ -359,6 +352,58 @@ async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response
     }
     state.count(reviewed.kind, reviewed.verdict, Some(started));
     json(reviewed.response.to_review_json()).into_response()
+}
+
+/// KiB, rounded up, as the memory semaphore counts.
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+/// Reads a body of at most [`BODY_LIMIT`] bytes before `deadline`, reserving memory from
+/// `memory_kib` for each chunk as it arrives (twice its size: the buffer may double as it grows).
+/// A body declared larger than the limit is refused before anything is read.
+async fn read_body<'m>(
+    body: Body,
+    memory_kib: &'m tokio::sync::Semaphore,
+    deadline: tokio::time::Instant,
+) -> Result<(Vec<u8>, tokio::sync::SemaphorePermit<'m>), String> {
+    use futures_util::StreamExt;
+    let too_large = || format!("the request body is larger than {BODY_LIMIT} bytes");
+    let declared = body.size_hint().exact();
+    if declared.is_some_and(|len| len > BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
+    let mut reserved = memory_kib
+        .acquire_many(0)
+        .await
+        .map_err(|_| "the webhook is stopping".to_owned())?;
+    let mut bytes = Vec::new();
+    let mut chunks = body.into_data_stream();
+    let reading = async {
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|_| "the request body could not be read".to_owned())?;
+            if bytes.len() + chunk.len() > BODY_LIMIT {
+                return Err(too_large());
+            }
+            let needed = kib(2 * (bytes.len() + chunk.len()));
+            let more = needed.saturating_sub(reserved.num_permits() as u32);
+            reserved.merge(
+                memory_kib
+                    .acquire_many(more)
+                    .await
+                    .map_err(|_| "the webhook is stopping".to_owned())?,
+            );
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout_at(deadline, reading).await {
+        Ok(Ok(())) => Ok((bytes, reserved)),
+        Ok(Err(reason)) => Err(reason),
+        Err(_) => Err(format!(
+            "the request body did not arrive within {BODY_READ_TIMEOUT:?} (or found no memory free for it)"
+        )),
+    }
 }
 
 fn json(body: Vec<u8>) -> impl IntoResponse {
