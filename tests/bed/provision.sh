@@ -13,6 +13,25 @@ mkdir -p "$bin"
 
 log() { printf '[provision] %s\n' "$*" >&2; }
 
+# --- What the machine must offer, checked before anything is installed ----------------------
+# The real node (tests/src/node.rs) runs kubelet with the cgroupfs driver on the cgroup v1
+# hierarchies; a Debian 12 that boots cgroup v2 (the default) cannot host it.
+problems=()
+[ "$(id -u)" = 0 ] || problems+=("run as root: the bed mounts, makes network namespaces and cgroups")
+[ -r /etc/debian_version ] && grep -q '^12' /etc/debian_version \
+  || problems+=("Debian 12 is what this script installs packages for (found: $(cat /etc/debian_version 2>/dev/null || echo 'no Debian'))")
+if [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" != tmpfs ]; then
+  problems+=("cgroup v1 is needed (found $(stat -fc %T /sys/fs/cgroup 2>/dev/null || echo nothing) at /sys/fs/cgroup): boot with systemd.unified_cgroup_hierarchy=0 on the kernel command line (GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub and reboot)")
+fi
+command -v go >/dev/null || problems+=("Go 1.26 or newer must be on PATH (it builds Kubernetes, Helm and Vault from their modules)")
+free_kib=$(df -Pk "$(dirname "$cache")" 2>/dev/null | awk 'NR == 2 {print $4}')
+[ "${free_kib:-0}" -ge $((10 * 1024 * 1024)) ] \
+  || problems+=("10 GiB free are needed below $(dirname "$cache") (Go's caches and the builds); found $((${free_kib:-0} / 1024 / 1024)) GiB")
+if ((${#problems[@]})); then
+  for problem in "${problems[@]}"; do log "cannot provision: $problem"; done
+  exit 1
+fi
+
 # --- Debian packages -------------------------------------------------------------------------
 # etcd-server: the apiserver's store. gcc + libc6-dev: the pause binary. wrk: the webhook's HTTPS
 # load benchmark. Go itself (1.26+) comes with the machine: see build_kube below.
@@ -33,27 +52,21 @@ done
 if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-# The package's own registry service would listen on every interface (:5000); the bed starts its
-# own on loopback only, so make sure the packaged one is not running.
-if [ -x /etc/init.d/docker-registry ]; then
-  /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
-  # ... nor start again at boot.
-  if command -v systemctl >/dev/null; then systemctl disable docker-registry >/dev/null 2>&1 || true; fi
-  update-rc.d docker-registry disable >/dev/null 2>&1 || true
-fi
-# Likewise the package's own Prometheus (9090, every interface): the suite starts its own.
-if [ -x /etc/init.d/prometheus ]; then
-  /etc/init.d/prometheus stop >/dev/null 2>&1 || true
-  if command -v systemctl >/dev/null; then systemctl disable prometheus >/dev/null 2>&1 || true; fi
-  update-rc.d prometheus disable >/dev/null 2>&1 || true
-fi
-# Likewise the package's own cluster (5432): the bed starts a cluster of its own per test.
-if [ -x /etc/init.d/postgresql ]; then
-  /etc/init.d/postgresql stop >/dev/null 2>&1 || true
-  if command -v systemctl >/dev/null; then systemctl disable postgresql >/dev/null 2>&1 || true; fi
-  update-rc.d postgresql disable >/dev/null 2>&1 || true
+  # The packages' own services (PostgreSQL on 5432, Prometheus on 9090, a registry on 5000, all
+  # interfaces) are not started: the bed starts its own on loopback and free ports, and a service
+  # this script did not start is never stopped, disabled or reconfigured by it. Debian's
+  # policy-rc.d says so to the packages' scripts for this install only (one already there is the
+  # machine's, and kept).
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  status=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+  [ "$status" = 0 ] || exit "$status"
 fi
 # Likewise the node starts its own containerd (own config, root, state and socket).
 ln -sf "$(command -v etcd)" "$bin/etcd"
