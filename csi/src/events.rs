@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Api;
 use kube::api::PostParams;
+use std::collections::HashMap;
 
 /// The Events' source and reporting component: the driver's name.
 pub const COMPONENT: &str = ssi_core::DRIVER_NAME;
@@ -23,6 +24,23 @@ pub enum Kind {
 pub struct Events {
     client: kube::Client,
     node: String,
+    /// The Events recorded lately, by pod, reason and message: a repeat within
+    /// [`AGGREGATION_WINDOW`] counts up on the same Event instead of creating one.
+    recent: std::sync::Arc<std::sync::Mutex<HashMap<(String, String, String), Recorded>>>,
+}
+
+/// How long a repeated Event counts up on the first one, as kubelet's recorder does.
+pub const AGGREGATION_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// At most this many Events are remembered for aggregation; past it the oldest go.
+const RECENT_EVENTS: usize = 4096;
+
+/// An Event recorded: its name, its count, and when it was first recorded here.
+#[derive(Debug, Clone)]
+struct Recorded {
+    name: String,
+    count: i32,
+    first: std::time::Instant,
 }
 
 impl std::fmt::Debug for Events {
@@ -36,7 +54,11 @@ impl std::fmt::Debug for Events {
 impl Events {
     /// Events reported from `node`, the reporting instance.
     pub fn new(client: kube::Client, node: String) -> Events {
-        Events { client, node }
+        Events {
+            client,
+            node,
+            recent: Default::default(),
+        }
     }
 
     /// Records an event on `pod`. Failing to record is logged, never fatal: the event reports on
@@ -75,8 +97,60 @@ impl Events {
             ..Default::default()
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &pod.namespace);
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
-            tracing::warn!(k8s.namespace = %pod.namespace, k8s.pod = %pod.name, reason, error = %e, "failed to record event");
+        let key = (pod.uid.clone(), reason.to_owned(), message.to_owned());
+        let repeated = self
+            .recent()
+            .get(&key)
+            .cloned()
+            .filter(|recorded| recorded.first.elapsed() < AGGREGATION_WINDOW);
+        if let Some(recorded) = repeated {
+            let count = recorded.count.saturating_add(1);
+            let patch = serde_json::json!({"count": count, "lastTimestamp": event.last_timestamp});
+            match api
+                .patch(
+                    &recorded.name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => {
+                    self.recent().insert(key, Recorded { count, ..recorded });
+                    return;
+                }
+                // Gone (expired, deleted): a new one below.
+                Err(e) => {
+                    tracing::debug!(k8s.namespace = %pod.namespace, k8s.pod = %pod.name, reason, error = %e, "could not count up an event; recording a new one");
+                }
+            }
         }
+        match api.create(&PostParams::default(), &event).await {
+            Ok(created) => {
+                let mut recent = self.recent();
+                if recent.len() >= RECENT_EVENTS {
+                    recent.retain(|_, recorded| recorded.first.elapsed() < AGGREGATION_WINDOW);
+                    if recent.len() >= RECENT_EVENTS {
+                        recent.clear();
+                    }
+                }
+                if let Some(name) = created.metadata.name {
+                    recent.insert(
+                        key,
+                        Recorded {
+                            name,
+                            count: 1,
+                            first: std::time::Instant::now(),
+                        },
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(k8s.namespace = %pod.namespace, k8s.pod = %pod.name, reason, error = %e, "failed to record event");
+            }
+        }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), Recorded>> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

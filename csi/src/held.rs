@@ -223,12 +223,18 @@ impl Held {
             .is_some_and(|deadline| now >= self.renewal_time(deadline))
     }
 
-    /// Two thirds of the way from `since` to `deadline`, and never sooner than two seconds
-    /// after `since`: a lease of a second (a store's or an SSI's `ttl`) cannot make the driver
-    /// spin.
+    /// Two thirds of the way from `since` to `deadline`, and never sooner than
+    /// [`MIN_RENEWAL_INTERVAL`] after `since` for a renewal, [`MIN_REISSUE_INTERVAL`] for a new
+    /// issue: a lease or certificate of a second (a store's or an SSI's `ttl`) cannot make the
+    /// driver spin, nor have the store generate a key every two seconds.
     fn renewal_time(&self, deadline: SystemTime) -> SystemTime {
         let life = deadline.duration_since(self.since).unwrap_or_default();
-        self.since + (life / 3 * 2).max(MIN_RENEWAL_INTERVAL)
+        let floor = if self.lease.as_ref().is_some_and(|l| l.renewable) {
+            MIN_RENEWAL_INTERVAL
+        } else {
+            MIN_REISSUE_INTERVAL
+        };
+        self.since + (life / 3 * 2).max(floor)
     }
 
     /// Whether renewing the lease can extend it: renewable, not lapsed, and either its token is
@@ -248,6 +254,10 @@ impl Held {
 
 /// The shortest time between two renewals of one secret.
 pub const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The least time between two issues of a secret that cannot be renewed (a certificate, a
+/// non-renewable lease): each costs the store a key and the pod an Event.
+pub const MIN_REISSUE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A unix time from a store's reply or a record, capped at the year 2100 so that no value can
 /// overflow the clock's arithmetic.
@@ -410,6 +420,12 @@ mod tests {
             !held.can_renew(at(250)),
             "no lease to renew: it is issued anew"
         );
+        // A certificate of one second (`args: {ttl: 1s}`) is issued anew every 30 s, not 2.
+        let brief = secret(json!({"data": {"certificate": "c", "private_key": "k",
+            "expiration": T0 + 1}}));
+        let held = Held::of(&issued, brief, token(1, 600), at(0)).unwrap();
+        assert_eq!(held.due_at(), Some(at(MIN_REISSUE_INTERVAL.as_secs())));
+        assert!(!held.needs_renewal(at(29)) && held.needs_renewal(at(30)));
     }
 
     #[test]
