@@ -26,8 +26,11 @@ pub struct Events {
     node: String,
     /// The Events recorded lately, by pod, reason and message: a repeat within
     /// [`AGGREGATION_WINDOW`] counts up on the same Event instead of creating one.
-    recent: std::sync::Arc<std::sync::Mutex<HashMap<(String, String, String), Recorded>>>,
+    recent: std::sync::Arc<std::sync::Mutex<HashMap<EventKey, Recorded>>>,
 }
+
+/// An Event's pod uid, reason and message.
+type EventKey = (String, String, String);
 
 /// How long a repeated Event counts up on the first one, as kubelet's recorder does.
 pub const AGGREGATION_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);

@@ -170,11 +170,13 @@ fn too_large() -> String {
 /// The child's exit code when it refused the template; its stderr says why.
 const CHILD_REFUSED: i32 = 3;
 
-/// What the parent sends the child.
+/// What the parent sends the child: the template, its sources' fields, and their paths (for
+/// messages).
 #[derive(serde::Serialize)]
 struct Input<'a> {
     text: &'a str,
     sources: BTreeMap<&'a str, BTreeMap<&'a str, String>>,
+    paths: &'a BTreeMap<String, String>,
 }
 
 /// [`Input`] as the child reads it.
@@ -182,10 +184,13 @@ struct Input<'a> {
 struct ChildInput {
     text: String,
     sources: BTreeMap<String, BTreeMap<String, String>>,
+    paths: BTreeMap<String, String>,
 }
 
-/// Checks `template` against what was read (every `name.field` it uses must exist, every field
-/// of its sources must be text) and encodes the child's input. Errors name fields, never values.
+/// Checks what was read for `template` (every field of its sources must be text, all of it at
+/// most [`MAX_INPUT_BYTES`]) and encodes the child's input. The template itself is not even
+/// compiled here: MiniJinja folds constants as it compiles (`"x" * 100000000` is a 100 MB string
+/// before any rendering), so that happens in the child too. Errors name fields, never values.
 fn checked_input<'s>(
     template: &FileTemplate,
     read: impl Fn(&str) -> Option<&'s Secret>,
@@ -214,38 +219,10 @@ fn checked_input<'s>(
         sources.insert(name.as_str(), fields);
     }
 
-    let environment = environment();
-    let compiled = environment
-        .template_from_str(&template.text)
-        .map_err(|e| format!("the template does not parse: {}{}", e.kind(), at_line(&e)))?;
-    for used in compiled.undeclared_variables(true) {
-        let (name, field) = used.split_once('.').unwrap_or((used.as_str(), ""));
-        // The engine's own functions (`range`, ...) are no sources.
-        if environment.globals().any(|(global, _)| global == name) {
-            continue;
-        }
-        let Some(fields) = sources.get(name) else {
-            return Err(format!(
-                "the template uses {name}, which is not among its sources ({})",
-                template
-                    .sources
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        };
-        if !field.is_empty() && !fields.contains_key(field) {
-            let path = &template.sources[name];
-            return Err(format!(
-                "the template uses {name}.{field}, which secret {path} does not have ({})",
-                keys_listed(fields.keys().copied())
-            ));
-        }
-    }
     let input = serde_json::to_vec(&Input {
         text: &template.text,
         sources,
+        paths: &template.sources,
     })
     .map_err(|e| format!("the template could not be rendered: {e}"))?;
     // Escapes may make the encoded input larger than its parts.
@@ -296,6 +273,27 @@ fn render_input(input: &[u8], out: &mut impl Write) -> Result<(), String> {
     let compiled = environment
         .template_from_str(&input.text)
         .map_err(|e| format!("the template does not parse: {}{}", e.kind(), at_line(&e)))?;
+    // Every `name.field` it uses must exist, so that an error names the field, never a value.
+    for used in compiled.undeclared_variables(true) {
+        let (name, field) = used.split_once('.').unwrap_or((used.as_str(), ""));
+        // The engine's own functions (`range`, ...) are no sources.
+        if environment.globals().any(|(global, _)| global == name) {
+            continue;
+        }
+        let Some(fields) = input.sources.get(name) else {
+            return Err(format!(
+                "the template uses {name}, which is not among its sources ({})",
+                input.paths.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        };
+        if !field.is_empty() && !fields.contains_key(field) {
+            let path = input.paths.get(name).map_or("", String::as_str);
+            return Err(format!(
+                "the template uses {name}.{field}, which secret {path} does not have ({})",
+                keys_listed(fields.keys().map(String::as_str))
+            ));
+        }
+    }
     let mut capped = Capped {
         out,
         left: MAX_RENDERED_BYTES,

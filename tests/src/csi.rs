@@ -36,6 +36,19 @@ pub fn workspace_binary(name: &str) -> crate::Result<PathBuf> {
     })
 }
 
+/// The binary the image ships (`target/images/bin/<name>`, release, static, stripped), for
+/// the tests that measure what users run: memory figures of a debug build count its much larger
+/// code.
+pub fn shipped_binary(name: &str) -> crate::Result<PathBuf> {
+    let path = crate::workspace_path(&format!("target/images/bin/{name}"));
+    anyhow::ensure!(
+        path.is_file(),
+        "{} is missing; build it with scripts/build-images (scripts/test does)",
+        path.display()
+    );
+    Ok(path)
+}
+
 /// How the driver under test is started.
 #[derive(Debug, Clone)]
 pub struct DriverOptions {
@@ -50,6 +63,8 @@ pub struct DriverOptions {
     /// A real kubelet's root directory: the driver's socket goes where that kubelet looks for
     /// it, and the driver registers itself through kubelet's plugin watcher.
     pub kubelet_root: Option<PathBuf>,
+    /// Run the shipped binary ([`shipped_binary`]) rather than the debug build.
+    pub shipped: bool,
 }
 
 impl Default for DriverOptions {
@@ -60,6 +75,7 @@ impl Default for DriverOptions {
             store_timeout: "2s".into(),
             extra_args: Vec::new(),
             kubelet_root: None,
+            shipped: false,
         }
     }
 }
@@ -125,7 +141,12 @@ impl CsiDriver {
         self.process = None;
         self.starts += 1;
         self.admin = format!("127.0.0.1:{}", free_port()?);
-        let mut command = Command::new(workspace_binary("ssi-csi")?);
+        let binary = if self.options.shipped {
+            shipped_binary("ssi-csi")?
+        } else {
+            workspace_binary("ssi-csi")?
+        };
+        let mut command = Command::new(binary);
         command
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,ssi_csi=debug")

@@ -26,12 +26,25 @@ impl Webhook {
     /// Generates certificates (SAN 127.0.0.1 added), starts the binary with the bed's kubeconfig
     /// and `extra_args`, and waits until it is ready.
     pub async fn start(bed: &TestBed, extra_args: &[&str]) -> crate::Result<Webhook> {
+        Webhook::start_binary(bed, workspace_binary("ssi-webhook")?, extra_args).await
+    }
+
+    /// [`Webhook::start`] with the binary the image ships, for memory figures of what users run.
+    pub async fn start_shipped(bed: &TestBed, extra_args: &[&str]) -> crate::Result<Webhook> {
+        Webhook::start_binary(bed, crate::csi::shipped_binary("ssi-webhook")?, extra_args).await
+    }
+
+    async fn start_binary(
+        bed: &TestBed,
+        binary: PathBuf,
+        extra_args: &[&str],
+    ) -> crate::Result<Webhook> {
         let certs = bed.dir().join("webhook-certs");
         run(Command::new(workspace_path("certs/generate.sh"))
             .args(["--ip", "127.0.0.1", "--out"])
             .arg(&certs))?;
         let (port, admin_port) = (free_port()?, free_port()?);
-        let mut command = Command::new(workspace_binary("ssi-webhook")?);
+        let mut command = Command::new(binary);
         command
             .env("KUBECONFIG", &bed.kube().kubeconfig)
             .env("RUST_LOG", "info,ssi_webhook=debug")

@@ -238,7 +238,15 @@ fn review_of(object: &serde_json::Value) -> Vec<u8> {
 async fn a_tenant_can_neither_bloat_nor_starve_the_webhook() {
     use tokio::io::AsyncWriteExt;
     let bed = bed_with_the_guides_ssi().await.expect("test bed");
-    let webhook = Webhook::start(&bed, &[]).await.unwrap();
+    // The binary the image ships: its peak is what the chart's limit is for.
+    let webhook = Webhook::start_shipped(&bed, &[]).await.unwrap();
+    let peak_of = |step: &str| {
+        eprintln!(
+            "[attack] after {step}: peak {} KiB",
+            ssi_tests::status_kib(webhook.pid(), "VmHWM:")
+        );
+    };
+    peak_of("start");
     let peak = || ssi_tests::status_kib(webhook.pid(), "VmHWM:");
     let a_real_review = || {
         review_of(
@@ -292,6 +300,7 @@ async fn a_tenant_can_neither_bloat_nor_starve_the_webhook() {
     assert!(garbage.len() < 4 * 1024 * 1024);
     let (status, text) = webhook.post("/mutate", garbage.into_bytes()).await.unwrap();
     assert_eq!(answered(status, &text)["response"]["allowed"], false);
+    peak_of("the garbage body");
 
     // 64 clients that send headers and then a byte now and then, from a pod's address: real
     // reviews are still answered at once, as a slow body holds no turn.
@@ -324,6 +333,7 @@ async fn a_tenant_can_neither_bloat_nor_starve_the_webhook() {
         }
     }
     drop(slow);
+    peak_of("the slow bodies");
 
     // A connection flood from that address: at most 128 are held, the rest closed at accept, and
     // reviews from the apiserver's address are answered.

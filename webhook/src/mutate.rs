@@ -15,6 +15,12 @@ use std::collections::HashSet;
 pub const ANNOTATION_IMPORT: &str = "secrets-store.deckhouse.io/import";
 /// Object annotation turning the subPath denial into a warning.
 pub const ANNOTATION_ALLOW_SUBPATH: &str = "secrets-store.deckhouse.io/allow-subpath";
+/// Pod-template annotation the webhook keeps in step with a workload's allow-subpath, so that
+/// the Pods the workload creates are admitted too.
+pub const ANNOTATION_ALLOW_SUBPATH_INHERITED: &str =
+    "secrets-store.deckhouse.io/allow-subpath-inherited";
+/// [`ANNOTATION_ALLOW_SUBPATH_INHERITED`] without our prefix, as [`annotations::get`] takes it.
+const ALLOW_SUBPATH_INHERITED_NAME: &str = "allow-subpath-inherited";
 /// Mount path of the shorthand when the annotation names none.
 pub const DEFAULT_MOUNT_PATH: &str = "/mnt/secrets";
 
@@ -123,16 +129,19 @@ pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, Ref
         }
     }
     // A workload's annotation covers the Pods it creates: they carry only the template's
-    // annotations, so the template gets it too, and their own reviews see it.
-    let template_allows = if path.is_empty() {
-        false
-    } else {
-        annotations::flag(template, "allow-subpath", &workload)?.unwrap_or(false)
-    };
-    if allow_subpath && !template_allows && !path.is_empty() {
-        set_template_annotation(template, ANNOTATION_ALLOW_SUBPATH, "true");
+    // annotations, so the template gets a copy of it under a name of its own, kept in step with
+    // the workload's (removed with it), and their own reviews see it. An allow-subpath the
+    // template has itself is its author's, and left alone.
+    let template_allows = annotations::flag(template, "allow-subpath", &workload)?.unwrap_or(false);
+    let inherited = annotations::get(template, ALLOW_SUBPATH_INHERITED_NAME) == Some("true");
+    if !path.is_empty() {
+        if allow_subpath && !inherited {
+            set_template_annotation(template, ANNOTATION_ALLOW_SUBPATH_INHERITED, Some("true"));
+        } else if !allow_subpath && inherited {
+            set_template_annotation(template, ANNOTATION_ALLOW_SUBPATH_INHERITED, None);
+        }
     }
-    let policy = if allow_subpath || template_allows {
+    let policy = if allow_subpath || template_allows || (path.is_empty() && inherited) {
         SubpathPolicy::Warn
     } else {
         policy
@@ -140,8 +149,9 @@ pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, Ref
     mutate_template(template, &workload, policy)
 }
 
-/// Sets an annotation on a pod template, creating its metadata and annotations as needed.
-fn set_template_annotation(template: &mut Value, key: &str, value: &str) {
+/// Sets (or with `None` removes) an annotation of a pod template, creating its metadata and
+/// annotations as needed.
+fn set_template_annotation(template: &mut Value, key: &str, value: Option<&str>) {
     let Some(template) = template.as_object_mut() else {
         return;
     };
@@ -155,7 +165,10 @@ fn set_template_annotation(template: &mut Value, key: &str, value: &str) {
         .entry("annotations")
         .or_insert_with(|| Value::Object(Default::default()));
     if let Some(annotations) = annotations.as_object_mut() {
-        annotations.insert(key.to_owned(), Value::String(value.to_owned()));
+        match value {
+            Some(value) => annotations.insert(key.to_owned(), Value::String(value.to_owned())),
+            None => annotations.remove(key),
+        };
     }
 }
 
@@ -587,7 +600,7 @@ mod tests {
             _ => object["spec"]["template"].clone(),
         };
         assert_eq!(
-            template["metadata"]["annotations"][ANNOTATION_ALLOW_SUBPATH], "true",
+            template["metadata"]["annotations"][ANNOTATION_ALLOW_SUBPATH_INHERITED], "true",
             "{kind}: the template carries it"
         );
         // What the controller creates from the template: a Pod with the template's metadata.
@@ -599,6 +612,24 @@ mod tests {
         // Without the annotation the same Pod is still denied.
         pod["metadata"]["annotations"] = json!({});
         assert!(apply(pod, SubpathPolicy::Deny).is_err());
+        // The workload's annotation removed, the template's copy goes with it.
+        let mut object = object;
+        object["metadata"]["annotations"] = json!({});
+        assert!(
+            apply(object.clone(), SubpathPolicy::Deny).is_err(),
+            "{kind}: denied again"
+        );
+        let (object, _) = apply(object, SubpathPolicy::Warn).unwrap();
+        let template = match kind {
+            "CronJob" => &object["spec"]["jobTemplate"]["spec"]["template"],
+            _ => &object["spec"]["template"],
+        };
+        assert!(
+            template["metadata"]["annotations"]
+                .get(ANNOTATION_ALLOW_SUBPATH_INHERITED)
+                .is_none(),
+            "{kind}: {template}"
+        );
     }
 
     #[test]

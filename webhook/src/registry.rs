@@ -459,7 +459,7 @@ pub fn ca_bundle(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
 /// `.dockerconfigjson`, `{host: {...}}` for the legacy `.dockercfg`. Entries carry `username`
 /// and `password`, or `auth` (base64 of `user:password`).
 /// At most [`REGISTRIES_PER_DOCKER_CONFIG`] entries are built; the rest is skipped unbuilt.
-fn docker_config_credentials(bytes: &[u8], wrapped: bool) -> Vec<(String, Credential)> {
+pub fn docker_config_credentials(bytes: &[u8], wrapped: bool) -> Vec<(String, Credential)> {
     use base64::Engine;
     #[derive(Deserialize)]
     struct Wrapped {

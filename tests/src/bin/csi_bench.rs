@@ -136,6 +136,7 @@ async fn scenario(mounts: usize, identities: usize) -> anyhow::Result<()> {
         store_timeout: "10s".into(),
         extra_args: vec!["--rotation-concurrency=16".into()],
         kubelet_root: None,
+        shipped: false,
     };
     let driver = CsiDriver::start(&bed, options).await?;
 

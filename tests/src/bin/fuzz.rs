@@ -65,6 +65,8 @@ fn main() {
         ("injector-reference", injector_reference),
         ("csi-publish-request", csi_publish_request),
         ("hpack-authority", hpack_authority),
+        ("store-reply", store_reply),
+        ("docker-config", docker_config),
     ] {
         let mut rng = fastrand::Rng::with_seed(seed);
         let started = Instant::now();
@@ -352,6 +354,67 @@ fn hpack_authority(rng: &mut fastrand::Rng) -> Finding {
 }
 
 /// A byte-level mutation of `seed`: flips, deletions, duplications, truncation, splices.
+const STORE_REPLY_SEEDS: [&str; 3] = [
+    r#"{"data": {"data": {"password": "p", "user": "u"}, "metadata": {"version": 3}}, "lease_duration": 0}"#,
+    r#"{"lease_id": "database/creds/app/x", "lease_duration": 90, "renewable": true, "data": {"username": "u", "password": "p"}}"#,
+    r#"{"data": {"certificate": "c", "private_key": "k", "ca_chain": ["a", "b"], "expiration": 1900000000}}"#,
+];
+
+const JSON_TOKENS: [&str; 10] = [
+    "{", "}", "[", "]", ",", ":", "\"", "\\u0000", "1e999", "null",
+];
+
+/// A store's reply, parsed within its budget of values and read as a secret: no panic, and no
+/// tree larger than the budget.
+fn store_reply(rng: &mut fastrand::Rng) -> Finding {
+    let seed = STORE_REPLY_SEEDS[rng.usize(..STORE_REPLY_SEEDS.len())];
+    let mut body = if rng.bool() {
+        mutate_json(rng, seed).into_bytes()
+    } else {
+        mutate_bytes(rng, seed.as_bytes(), &JSON_TOKENS)
+    };
+    if rng.u8(..8) == 0 {
+        // Dense: many tiny values.
+        body = format!("{{\"data\": [{}0]}}", "[],".repeat(rng.usize(1..40_000))).into_bytes();
+    }
+    let budget = 1 + rng.usize(..20_000);
+    let Ok(value) = ssi_core::json::from_slice_bounded(&body, budget) else {
+        return None;
+    };
+    fn count(value: &serde_json::Value) -> usize {
+        1 + match value {
+            serde_json::Value::Array(items) => items.iter().map(count).sum(),
+            serde_json::Value::Object(map) => map.values().map(count).sum(),
+            _ => 0,
+        }
+    }
+    let built = count(&value);
+    if built > budget {
+        return Some(format!("{built} values built within a budget of {budget}"));
+    }
+    let _ = ssi_vault::Secret::from_response("secret/data/x", value);
+    None
+}
+
+/// A pull secret's docker config: no panic, at most the bounded number of registries.
+fn docker_config(rng: &mut fastrand::Rng) -> Finding {
+    let seed = r#"{"auths": {"registry.example.com": {"auth": "dTpw", "email": "x"}, "127.0.0.1:5000": {"username": "u", "password": "p"}}}"#;
+    let mut body = if rng.bool() {
+        mutate_json(rng, seed).into_bytes()
+    } else {
+        mutate_bytes(rng, seed.as_bytes(), &JSON_TOKENS)
+    };
+    if rng.u8(..8) == 0 {
+        let entries: Vec<String> = (0..rng.usize(1..2_000))
+            .map(|i| format!(r#""h{i}": {{"username": "u", "password": "p"}}"#))
+            .collect();
+        body = format!(r#"{{"auths": {{{}}}}}"#, entries.join(",")).into_bytes();
+    }
+    let credentials = ssi_webhook::registry::docker_config_credentials(&body, rng.bool());
+    (credentials.len() > ssi_webhook::registry::REGISTRIES_PER_DOCKER_CONFIG)
+        .then(|| format!("{} registries taken from one config", credentials.len()))
+}
+
 fn mutate_bytes(rng: &mut fastrand::Rng, seed: &[u8], tokens: &[&str]) -> Vec<u8> {
     let mut bytes = seed.to_vec();
     for _ in 0..rng.usize(1..8) {
