@@ -106,7 +106,7 @@ pub struct StoreDefaults {
 
     /// Store addresses a SecretsStoreImport may name in spec.address, comma separated. The
     /// default address is always allowed; nothing else is unless listed.
-    /// An empty value (the shipped ConfigMap's) allows none.
+    /// An empty value allows none.
     // NB: the qualified path keeps clap from treating the field as repeated values: the parser
     // takes the whole list, so an empty variable means no addresses instead of one empty URL.
     #[arg(

@@ -140,3 +140,60 @@ fn the_host_path_check_finds_what_it_should() {
         r#"list_dir("/var/log/pods")"#
     ));
 }
+
+/// The names of the environment variables the code reads: every clap `env = "SSI_..."` of the
+/// driver and the webhook, and every `ENV_*` constant of the injector's contract.
+fn variables_in_code() -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut take = |text: &str, marker: &str| {
+        for piece in text.split(marker).skip(1) {
+            let name: String = piece
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            // `ENV_PREFIX` names the family, not a variable.
+            if !name.is_empty() && !name.ends_with('_') {
+                names.insert(format!("SSI_{name}"));
+            }
+        }
+    };
+    for config in ["csi/src/config.rs", "webhook/src/config.rs"] {
+        take(
+            &std::fs::read_to_string(workspace_path(config)).unwrap(),
+            "env = \"SSI_",
+        );
+    }
+    let contract = std::fs::read_to_string(workspace_path("core/src/injector.rs")).unwrap();
+    for line in contract.lines().filter(|l| l.starts_with("pub const ENV_")) {
+        take(line, "= \"SSI_");
+    }
+    names
+}
+
+#[test]
+fn every_variable_of_every_binary_is_in_the_configuration_reference_and_no_other() {
+    let in_code = variables_in_code();
+    assert!(
+        in_code.len() > 50,
+        "the code's variables were found: {in_code:?}"
+    );
+    let reference = std::fs::read_to_string(workspace_path("docs/configuration.md")).unwrap();
+    let mut listed = std::collections::BTreeSet::new();
+    for piece in reference.split("`SSI_").skip(1) {
+        let name: String = piece
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        // `SSI_INJECTOR_*` and the like name a family, not a variable.
+        if !name.is_empty() && !name.ends_with('_') {
+            listed.insert(format!("SSI_{name}"));
+        }
+    }
+    let missing: Vec<&String> = in_code.difference(&listed).collect();
+    let unknown: Vec<&String> = listed.difference(&in_code).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "docs/configuration.md must list exactly what the code reads (regenerate its tables \
+         from `ssi-csi --help` and `ssi-webhook --help`): missing {missing:?}, unknown {unknown:?}"
+    );
+}
