@@ -14,6 +14,9 @@ pub fn chart_dir() -> PathBuf {
     crate::workspace_path("charts/secrets-store-integration")
 }
 
+/// `images.repository` of images loaded into the nodes without a registry, as the bed's are.
+pub const LOCAL_IMAGES: &str = "images.repository=secrets-store-integration";
+
 /// helm, keeping its state below `home` (never the user's own).
 pub fn helm(home: &Path) -> crate::Result<Command> {
     let mut command = Command::new(crate::tool_path("helm")?);
@@ -36,6 +39,10 @@ pub fn render_in(home: &Path, namespace: &str, values: &[&str]) -> crate::Result
     let mut command = helm(home)?;
     command.args(["template", "ssi"]).arg(chart_dir());
     command.args(["--namespace", namespace]);
+    // The bed's images are loaded into its node under the names scripts/build-images gives them.
+    if !values.iter().any(|v| v.starts_with("images.repository=")) {
+        command.args(["--set", LOCAL_IMAGES]);
+    }
     for value in values {
         command.args(["--set", value]);
     }

@@ -110,6 +110,8 @@ fn bed_values(bed: &TestBed, node: &Node) -> crate::Result<Vec<String>> {
     );
     let root = &node.kubelet_root;
     let values = [
+        // The images loaded into the node above, under the names scripts/build-images gives them.
+        crate::chart::LOCAL_IMAGES.to_owned(),
         format!("store.address={store}"),
         "store.authPath=main-kube".to_owned(),
         format!("csi.rotationInterval={DEMO_ROTATION}"),

@@ -31,7 +31,7 @@ fn the_chart_lints_and_follows_the_workspace_version_and_crd() {
         .unwrap()
         .args(["lint", "--strict"])
         .arg(chart_dir())
-        .args(["--set", ADDRESS]))
+        .args(["--set", ADDRESS, "--set", ssi_tests::chart::LOCAL_IMAGES]))
     .unwrap();
     assert!(lint.contains("0 chart(s) failed"), "{lint}");
 
@@ -157,6 +157,14 @@ fn a_wrong_value_fails_at_install_time_and_names_it() {
             "{values:?}: {error}"
         );
     }
+    // No default that pulls from someone else's namespace: the value is required, and says how.
+    let error = template(&[ADDRESS, "images.repository="]).unwrap_err();
+    assert!(
+        error.contains("images.repository is required")
+            && error.contains("docs/install.md")
+            && error.contains("kind load"),
+        "{error}"
+    );
     // Namespaces the components may not go into, and a namespace the chart cannot own.
     for (namespace, values, says) in [
         (
@@ -711,7 +719,7 @@ async fn an_install_whose_webhook_never_gets_ready_leaves_no_webhook_behind() {
             "--timeout",
             "15s",
         ])
-        .args(["--set", ADDRESS])
+        .args(["--set", ADDRESS, "--set", ssi_tests::chart::LOCAL_IMAGES])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -12,6 +12,9 @@
 
 {{/* The image of one component: <repository>/<name>:<tag or appVersion>. */}}
 {{- define "ssi.image" -}}
+{{- if not .root.Values.images.repository -}}
+{{- fail "images.repository is required: the registry and repository you pushed the images to (docs/install.md, section 1), or secrets-store-integration for images loaded into the nodes with kind load or ctr import" -}}
+{{- end -}}
 {{- $tag := .root.Values.images.tag | default .root.Chart.AppVersion -}}
 {{- printf "%s/%s:%s" .root.Values.images.repository .name $tag -}}
 {{- end -}}
