@@ -7,6 +7,24 @@ use serde_json::{Map, Number, Value};
 use std::cell::Cell;
 use std::fmt;
 
+/// What one built value costs at most as a tree, its text aside: measured worst is an object of
+/// one entry (`{"a":0}`), whose map allocates a whole B-tree node of eleven slots, about 650
+/// bytes for two values.
+pub const BYTES_PER_VALUE: usize = 384;
+
+/// What a tree costs at most per byte of the JSON text it is built from: `{"a":0},` is 8 bytes
+/// and about 650 as a tree.
+pub const TREE_BYTES_PER_TEXT_BYTE: usize = 96;
+
+/// The most a tree of `len` bytes of JSON text, built within `max_values`, may cost.
+pub fn tree_cost(len: usize, max_values: usize) -> usize {
+    len.saturating_mul(TREE_BYTES_PER_TEXT_BYTE).min(
+        max_values
+            .saturating_mul(BYTES_PER_VALUE)
+            .saturating_add(len),
+    )
+}
+
 thread_local! {
     /// Values the current parse on this thread may still build, and its budget (for the error).
     /// Parses are synchronous, so the budget of the one running on this thread is the thread's.

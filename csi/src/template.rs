@@ -79,12 +79,13 @@ impl Renderer {
         template: &FileTemplate,
         read: impl Fn(&str) -> Option<&'a Secret>,
     ) -> Result<Vec<u8>, String> {
-        let input = checked_input(template, read)?;
+        // The slot first: the input (up to 8 MiB) is built only by the rendering that runs.
         let _slot = self
             .slots
             .acquire()
             .await
             .map_err(|_| "the driver is stopping".to_owned())?;
+        let input = checked_input(template, read)?;
         let mut command = tokio::process::Command::new(&self.exe);
         command
             .arg(CHILD_ARGUMENT)
@@ -338,29 +339,34 @@ impl<W: Write> Write for Capped<'_, W> {
 /// when its first argument is [`CHILD_ARGUMENT`], before anything else starts.
 pub fn child_main() -> ! {
     use nix::sys::resource::{Resource, setrlimit};
-    let limited = setrlimit(
-        Resource::RLIMIT_DATA,
-        CHILD_MEMORY_BYTES,
-        CHILD_MEMORY_BYTES,
-    )
-    .and_then(|()| {
-        setrlimit(
-            Resource::RLIMIT_CPU,
-            CHILD_CPU_SECONDS,
-            CHILD_CPU_SECONDS + 1,
-        )
-    })
-    // The child needs nothing of root's: it reads a pipe and writes one. It drops root itself,
-    // after the exec, so that its binary need not be readable by anyone else.
-    .and_then(|()| {
-        use nix::unistd::{Gid, Uid, geteuid, setgid, setgroups, setuid};
-        if geteuid().is_root() {
-            setgroups(&[])?;
-            setgid(Gid::from_raw(NOBODY))?;
-            setuid(Uid::from_raw(NOBODY))?;
-        }
-        Ok(())
-    });
+    // No core file, whatever ends the child: it would hold the template's secrets.
+    let limited = setrlimit(Resource::RLIMIT_CORE, 0, 0)
+        .and_then(|()| nix::sys::prctl::set_dumpable(false))
+        .and_then(|()| {
+            setrlimit(
+                Resource::RLIMIT_DATA,
+                CHILD_MEMORY_BYTES,
+                CHILD_MEMORY_BYTES,
+            )
+        })
+        .and_then(|()| {
+            setrlimit(
+                Resource::RLIMIT_CPU,
+                CHILD_CPU_SECONDS,
+                CHILD_CPU_SECONDS + 1,
+            )
+        })
+        // The child needs nothing of root's: it reads a pipe and writes one. It drops root itself,
+        // after the exec, so that its binary need not be readable by anyone else.
+        .and_then(|()| {
+            use nix::unistd::{Gid, Uid, geteuid, setgid, setgroups, setuid};
+            if geteuid().is_root() {
+                setgroups(&[])?;
+                setgid(Gid::from_raw(NOBODY))?;
+                setuid(Uid::from_raw(NOBODY))?;
+            }
+            Ok(())
+        });
     if limited.is_err() {
         eprintln!(
             "the template could not be rendered: the renderer cannot limit itself or drop root"

@@ -168,12 +168,13 @@ pub fn render(
     let mut env: Vec<(OsString, OsString)> = Vec::new();
     let mut notices = Vec::new();
     let mut problems = Vec::new();
-    // The container's own values (its image's and its spec's): env-from-path never replaces them.
+    // The container's own values (its image's and its spec's, references included):
+    // env-from-path never replaces them.
     let mut own = std::collections::HashSet::new();
     for (name, entry) in plan.entries {
+        own.insert(name.clone());
         let parsed = match entry {
             Entry::Keep(value) => {
-                own.insert(name.clone());
                 env.push((name, value));
                 continue;
             }
@@ -241,7 +242,28 @@ pub fn render(
 /// the process loads or runs (the loader's, interpreters' and the JVM's), and ours. A store
 /// secret is written by whoever may write that path, not by the pod's author.
 fn changes_what_runs(name: &str) -> bool {
-    const EXACT: [&str; 17] = [
+    // Only plain names: `BASH_FUNC_x%%` (a bash function) and the like are none.
+    let plain = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !plain {
+        return true;
+    }
+    const EXACT: [&str; 32] = [
+        "IFS",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "PS4",
+        "PROMPT_COMMAND",
+        "CLASSPATH",
+        "PERLLIB",
+        "PERL5DB",
+        "PYTHONWARNINGS",
+        "PYTHONINSPECT",
+        "GLIBC_TUNABLES",
+        "NODE_EXTRA_CA_CERTS",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
         "PATH",
         "ENV",
         "BASH_ENV",
@@ -260,11 +282,14 @@ fn changes_what_runs(name: &str) -> bool {
         "JAVA_TOOL_OPTIONS",
         "JDK_JAVA_OPTIONS",
     ];
-    EXACT.contains(&name)
-        || name == "_JAVA_OPTIONS"
-        || name.starts_with("LD_")
-        || name.starts_with("DYLD_")
-        || name.starts_with(ENV_PREFIX)
+    let upper = name.to_ascii_uppercase();
+    EXACT.contains(&upper.as_str())
+        || upper == "_JAVA_OPTIONS"
+        || upper.starts_with("LD_")
+        || upper.starts_with("DYLD_")
+        || upper.starts_with("MALLOC_")
+        || upper.starts_with("SSL_CERT_")
+        || upper.starts_with(ENV_PREFIX)
 }
 
 enum Problem {
@@ -446,7 +471,7 @@ mod tests {
     }
 
     #[test]
-    fn env_from_path_imports_every_key_and_wins_over_explicit_references() {
+    fn env_from_path_imports_every_key_but_never_replaces_the_containers_own_references() {
         let plan = plan(
             env(&[("PASSWORD", "secrets-store:secret/data/db#password")]),
             &["secret/data/db".into(), "secret/data/extra".into()],
@@ -457,8 +482,8 @@ mod tests {
         assert_eq!(get(&rendered, "user"), Some("app"));
         assert_eq!(
             get(&rendered, "PASSWORD"),
-            Some("from-path"),
-            "the later path wins"
+            Some("s3cret"),
+            "the container's own reference, not what another path holds"
         );
         assert_eq!(
             rendered.env.iter().filter(|(n, _)| n == "PASSWORD").count(),
@@ -473,13 +498,21 @@ mod tests {
             secret(&[
                 ("LD_PRELOAD", "/tmp/x.so"),
                 ("NODE_OPTIONS", "--require /tmp/x"),
+                ("BASH_FUNC_echo%%", "() { id; }"),
+                ("https_proxy", "http://evil.example:3128"),
                 ("SSI_INJECTOR_TLS_SKIP_VERIFY", "true"),
                 ("EXTRA", "ok"),
             ]),
         )]);
         let planned = plan(env(&[]), &["secret/data/hostile".into()]).unwrap();
         let error = render(planned, &fetched, None, false).unwrap_err();
-        for refused in ["LD_PRELOAD", "NODE_OPTIONS", "SSI_INJECTOR_TLS_SKIP_VERIFY"] {
+        for refused in [
+            "LD_PRELOAD",
+            "NODE_OPTIONS",
+            "SSI_INJECTOR_TLS_SKIP_VERIFY",
+            "BASH_FUNC_echo%%",
+            "https_proxy",
+        ] {
             assert!(
                 error.contains(&format!("key \"{refused}\" is refused")),
                 "{error}"

@@ -69,9 +69,19 @@ pub fn router(health: Health) -> Router {
         )
 }
 
-/// Serves the admin endpoints on `listener` for as long as the process lives.
+/// Admin connections held at once: kubelet's probes and a Prometheus or two need a handful;
+/// more are closed at accept, so a pod that floods the port costs a bounded amount of memory.
+pub const MAX_ADMIN_CONNECTIONS: usize = 32;
+
+/// The most an admin request's head may buffer: its requests are a line and a few headers.
+const MAX_ADMIN_BUFFER: usize = 16 * 1024;
+
+/// Serves the admin endpoints on `listener` for as long as the process lives: HTTP/1.1 only (no
+/// cleartext HTTP/2, whose windows and streams a client could fill), at most
+/// [`MAX_ADMIN_CONNECTIONS`] at once.
 pub async fn serve(listener: TcpListener, health: Health) {
     let app = router(health);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -80,12 +90,18 @@ pub async fn serve(listener: TcpListener, health: Health) {
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "admin server: too many connections; closed at accept");
+            continue;
+        };
         let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            let mut builder = Builder::new(TokioExecutor::new());
+            let _slot = slot;
+            let mut builder = Builder::new(TokioExecutor::new()).http1_only();
             builder
                 .http1()
                 .timer(TokioTimer::new())
+                .max_buf_size(MAX_ADMIN_BUFFER)
                 .header_read_timeout(HEADER_READ_TIMEOUT);
             if let Err(e) = builder.serve_connection(TokioIo::new(tcp), service).await {
                 tracing::debug!(%peer, error = %e, "admin connection ended with an error");

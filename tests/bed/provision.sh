@@ -62,11 +62,26 @@ if ((${#missing[@]})); then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
     chmod 755 /usr/sbin/policy-rc.d
     own_policy=1
+    # Gone however the install ends: left behind, it would stop every later service start.
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
-  status=0
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
-  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
-  [ "$status" = 0 ] || exit "$status"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$own_policy" ]; then
+    rm -f /usr/sbin/policy-rc.d
+    trap - EXIT
+  fi
+  # Nor do the services of the packages this run installed start at the next boot (they would
+  # listen on every interface); services of packages the machine had are not touched.
+  for service in postgresql prometheus docker-registry containerd; do
+    case " ${missing[*]} " in
+      *" $service "*)
+        if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+          systemctl disable "$service" >/dev/null 2>&1 || true
+        else
+          update-rc.d "$service" disable >/dev/null 2>&1 || true
+        fi ;;
+    esac
+  done
 fi
 # Likewise the node starts its own containerd (own config, root, state and socket).
 ln -sf "$(command -v etcd)" "$bin/etcd"

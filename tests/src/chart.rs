@@ -1,7 +1,7 @@
 //! The Helm chart (charts/secrets-store-integration) rendered with the real helm, built from its
 //! Go module by tests/bed/provision.sh: what the suites install or register comes from it.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use k8s_openapi::serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,6 +16,18 @@ pub fn chart_dir() -> PathBuf {
 
 /// `images.repository` of images loaded into the nodes without a registry, as the bed's are.
 pub const LOCAL_IMAGES: &str = "images.repository=secrets-store-integration";
+
+/// The Kubernetes release the bed builds (`tests/bed/kube/go.mod`), e.g. `v1.37.2`.
+pub fn pinned_kube_version() -> crate::Result<String> {
+    let go_mod = std::fs::read_to_string(crate::workspace_path("tests/bed/kube/go.mod"))?;
+    go_mod
+        .lines()
+        .find_map(|line| {
+            let rest = line.trim().strip_prefix("require k8s.io/kubernetes ")?;
+            Some(rest.split_whitespace().next()?.to_owned())
+        })
+        .context("no `require k8s.io/kubernetes` in tests/bed/kube/go.mod")
+}
 
 /// helm, keeping its state below `home` (never the user's own).
 pub fn helm(home: &Path) -> crate::Result<Command> {
@@ -39,6 +51,8 @@ pub fn render_in(home: &Path, namespace: &str, values: &[&str]) -> crate::Result
     let mut command = helm(home)?;
     command.args(["template", "ssi"]).arg(chart_dir());
     command.args(["--namespace", namespace]);
+    // As for the bed's cluster: `helm template` alone assumes Kubernetes 1.20.
+    command.args(["--kube-version", &pinned_kube_version()?]);
     // The bed's images are loaded into its node under the names scripts/build-images gives them.
     if !values.iter().any(|v| v.starts_with("images.repository=")) {
         command.args(["--set", LOCAL_IMAGES]);

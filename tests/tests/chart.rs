@@ -31,6 +31,10 @@ fn the_chart_lints_and_follows_the_workspace_version_and_crd() {
         .unwrap()
         .args(["lint", "--strict"])
         .arg(chart_dir())
+        .args([
+            "--kube-version",
+            &ssi_tests::chart::pinned_kube_version().unwrap(),
+        ])
         .args(["--set", ADDRESS, "--set", ssi_tests::chart::LOCAL_IMAGES]))
     .unwrap();
     assert!(lint.contains("0 chart(s) failed"), "{lint}");
@@ -136,6 +140,17 @@ fn a_wrong_value_fails_at_install_time_and_names_it() {
         (
             vec![ADDRESS, "csi.extraEnv.SSI_WEBHOOK_SUBPATH_POLICY=warn"],
             "SSI_WEBHOOK_SUBPATH_POLICY",
+        ),
+        (
+            vec![
+                ADDRESS,
+                "webhook.extraEnv.SSI_WEBHOOK_LISTEN_ADDR=0.0.0.0:9",
+            ],
+            "SSI_WEBHOOK_LISTEN_ADDR",
+        ),
+        (
+            vec![ADDRESS, "webhook.extraEnv.SSI_WEBHOOK_CLIENT_CA_FILE=/x"],
+            "SSI_WEBHOOK_CLIENT_CA_FILE",
         ),
         (vec![ADDRESS, "webhook.timeoutSeconds=5"], "timeoutSeconds"),
         // Below the webhook's own 9 s review budget, the apiserver would give up first.
@@ -543,9 +558,19 @@ async fn the_network_policy_example_passes_a_server_side_dry_run() {
 #[tokio::test]
 async fn cluster_shapes_install_ipv6_host_network_client_ca_network_policy_and_own_priority() {
     let bed = bed_with_namespace().await;
-    // The defaults: a PriorityClass of the chart's own that both workloads use (managed
-    // clusters admit the system classes only in kube-system), IPv4 addresses.
+    // The defaults: the system classes, no class of the chart's, IPv4 addresses.
     let items = dry_run(&bed, &[ADDRESS]);
+    assert!(!items.iter().any(|i| i["kind"] == "PriorityClass"));
+    // As on GKE (the system classes only in kube-system): a class of the chart's own.
+    let items = dry_run(
+        &bed,
+        &[
+            ADDRESS,
+            "priorityClass.create=true",
+            "csi.priorityClassName=",
+            "webhook.priorityClassName=",
+        ],
+    );
     let find = |items: &[serde_json::Value], kind: &str, name: &str| {
         items
             .iter()
@@ -583,7 +608,7 @@ async fn cluster_shapes_install_ipv6_host_network_client_ca_network_policy_and_o
         "off by default"
     );
 
-    // Every shape at once: IPv6-only, the webhook in the node's network on 10250 with a client
+    // Every shape at once: IPv6-only, the webhook in the node's network on 9443 with a client
     // CA, NetworkPolicies, and the system classes where the cluster admits them.
     let ca = std::fs::read_to_string(workspace_path("tests/fixtures/unrelated-ca.pem")).unwrap();
     let ca_value = format!("webhook.clientCA={}", ca.trim());
@@ -592,13 +617,14 @@ async fn cluster_shapes_install_ipv6_host_network_client_ca_network_policy_and_o
         &[
             ADDRESS,
             "bindAddress=::",
-            "webhook.port=10250",
-            "webhook.adminPort=10251",
+            "webhook.port=9443",
+            "webhook.adminPort=9080",
             "webhook.hostNetwork=true",
             &ca_value,
             "webhook.networkPolicy.enabled=true",
             "webhook.networkPolicy.apiServerCIDRs={10.0.0.0/24}",
             "csi.priorityClassName=system-node-critical",
+            "webhook.priorityClassName=",
             "priorityClass.create=false",
         ],
     );
@@ -612,10 +638,10 @@ async fn cluster_shapes_install_ipv6_host_network_client_ca_network_policy_and_o
         find(&items, "DaemonSet", "ssi-csi")["spec"]["template"]["spec"]["priorityClassName"],
         "system-node-critical"
     );
-    assert_eq!(spec["containers"][0]["ports"][0]["containerPort"], 10250);
+    assert_eq!(spec["containers"][0]["ports"][0]["containerPort"], 9443);
     for (var, value) in [
-        ("SSI_WEBHOOK_LISTEN_ADDR", "[::]:10250"),
-        ("SSI_WEBHOOK_ADMIN_ADDR", "[::]:10251"),
+        ("SSI_WEBHOOK_LISTEN_ADDR", "[::]:9443"),
+        ("SSI_WEBHOOK_ADMIN_ADDR", "[::]:9080"),
         (
             "SSI_WEBHOOK_CLIENT_CA_FILE",
             "/etc/ssi-webhook/client-ca/ca.crt",
@@ -638,7 +664,7 @@ async fn cluster_shapes_install_ipv6_host_network_client_ca_network_policy_and_o
         ca.trim()
     );
     let policy = find(&items, "NetworkPolicy", "ssi-webhook");
-    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 10250);
+    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 9443);
     assert_eq!(
         policy["spec"]["ingress"][0]["from"][0]["ipBlock"]["cidr"],
         "10.0.0.0/24"
@@ -654,6 +680,54 @@ async fn cluster_shapes_install_ipv6_host_network_client_ca_network_policy_and_o
             .is_none_or(Vec::is_empty),
         "nothing may connect to the driver's pods: {driver_policy}"
     );
+}
+
+#[test]
+fn from_kubernetes_1_35_the_token_comes_in_the_requests_secrets() {
+    let home = tempfile::tempdir().unwrap();
+    let csi_driver = |kube_version: &str| {
+        let rendered = run(helm(home.path())
+            .unwrap()
+            .args(["template", "ssi"])
+            .arg(chart_dir())
+            .args([
+                "--namespace",
+                SYSTEM_NAMESPACE,
+                "--kube-version",
+                kube_version,
+            ])
+            .args(["--set", ADDRESS, "--set", ssi_tests::chart::LOCAL_IMAGES]))
+        .unwrap();
+        objects(&rendered)
+            .unwrap()
+            .into_iter()
+            .find(|o| o["kind"] == "CSIDriver")
+            .unwrap()
+    };
+    assert_eq!(
+        csi_driver("1.35.0")["spec"]["serviceAccountTokenInSecrets"],
+        true
+    );
+    assert_eq!(
+        csi_driver("1.37.2")["spec"]["serviceAccountTokenInSecrets"],
+        true
+    );
+    assert!(
+        csi_driver("1.34.3")["spec"]
+            .get("serviceAccountTokenInSecrets")
+            .is_none()
+    );
+    // Older than matchConditions' GA: refused at install.
+    let old = helm(home.path())
+        .unwrap()
+        .args(["template", "ssi"])
+        .arg(chart_dir())
+        .args(["--namespace", SYSTEM_NAMESPACE, "--kube-version", "1.29.0"])
+        .args(["--set", ADDRESS, "--set", ssi_tests::chart::LOCAL_IMAGES])
+        .output()
+        .unwrap();
+    assert!(!old.status.success());
+    assert!(String::from_utf8_lossy(&old.stderr).contains("kubeVersion"));
 }
 
 #[test]

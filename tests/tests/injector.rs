@@ -114,7 +114,8 @@ async fn values_versions_templates_and_env_from_path_reach_the_app_and_nothing_e
         "{stderr}"
     );
 
-    // env-from-path: every key of the path, winning over an explicit reference.
+    // env-from-path: every key of the path, but never in place of the container's own
+    // reference (here version 1, "rotated-password" being the latest).
     let (result, stdout, stderr) = output(&mut injector(
         &bed,
         &token,
@@ -132,7 +133,8 @@ async fn values_versions_templates_and_env_from_path_reach_the_app_and_nothing_e
     ));
     assert!(result.status.success(), "{stderr}");
     let env = lines(&stdout);
-    assert!(env.contains(&"password=rotated-password"), "{env:?}");
+    let own = format!("password={PASSWORD}");
+    assert!(env.contains(&own.as_str()), "{env:?}");
     assert!(env.contains(&"username=app"), "{env:?}");
 }
 

@@ -287,9 +287,13 @@ async fn a_tenant_can_neither_bloat_nor_starve_the_webhook() {
         assert_eq!(answer["response"]["allowed"], false, "{path}: {answer}");
         let message = answer["response"]["status"]["message"].as_str().unwrap();
         assert!(
-            message.contains("more than 65536 JSON values"),
+            message.contains(&format!(
+                "more than {} JSON values",
+                ssi_webhook::shape::MAX_VALUES
+            )),
             "{path}: {message}"
         );
+        peak_of(path);
     }
 
     // A 4 MiB body that is no review: refused, its uid (none) not echoed, nothing built.
@@ -335,7 +339,7 @@ async fn a_tenant_can_neither_bloat_nor_starve_the_webhook() {
     drop(slow);
     peak_of("the slow bodies");
 
-    // A connection flood from that address: at most 128 are held, the rest closed at accept, and
+    // A connection flood from that address: at most 64 are held, the rest closed at accept, and
     // reviews from the apiserver's address are answered.
     let mut flood = Vec::new();
     let mut refused = 0;
@@ -349,7 +353,11 @@ async fn a_tenant_can_neither_bloat_nor_starve_the_webhook() {
         "[attack] connection flood: {} held, {refused} closed",
         flood.len()
     );
-    assert!(flood.len() <= 128 + 8, "{} connections held", flood.len());
+    assert!(
+        flood.len() <= ssi_webhook::server::MAX_CONNECTIONS_PER_PEER + 8,
+        "{} connections held",
+        flood.len()
+    );
     let (status, text) = webhook.post("/enforce", a_real_review()).await.unwrap();
     assert_eq!(answered(status, &text)["response"]["allowed"], true);
     drop(flood);

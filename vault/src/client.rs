@@ -674,7 +674,7 @@ static REPLY_MEMORY_KIB: tokio::sync::Semaphore =
 
 /// What a tree of `len` bytes of JSON may cost, at most [`MAX_REPLY_VALUES`] values.
 fn tree_cost(len: usize) -> usize {
-    (32 * len).min(MAX_REPLY_VALUES * 128 + len)
+    ssi_core::json::tree_cost(len, MAX_REPLY_VALUES)
 }
 
 fn kib(bytes: usize) -> u32 {
@@ -694,24 +694,41 @@ async fn read_bounded(
     {
         return Err(BodyError::TooLarge);
     }
-    // NB: a limit above the budget could never be met; such a reply waits for all of it.
+    // A reply takes its share as it streams in, without waiting while it holds some: when the
+    // budget is short, it gives back what it holds and waits for the most it may need at once,
+    // so no two replies can each hold part and wait for the other's. A limit above the budget
+    // waits for all of it.
     let share = |len: usize| kib(2 * len + tree_cost(len)).min(kib(REPLY_MEMORY));
     let mut held = REPLY_MEMORY_KIB
         .acquire_many(0)
         .await
         .map_err(|_| BodyError::TooLarge)?;
+    let mut at_most = false;
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
         if body.len() + chunk.len() > limit {
             return Err(BodyError::TooLarge);
         }
         let more = share(body.len() + chunk.len()).saturating_sub(held.num_permits() as u32);
-        held.merge(
-            REPLY_MEMORY_KIB
-                .acquire_many(more)
-                .await
-                .map_err(|_| BodyError::TooLarge)?,
-        );
+        if !at_most && more > 0 {
+            match REPLY_MEMORY_KIB.try_acquire_many(more) {
+                Ok(permit) => held.merge(permit),
+                Err(_) => {
+                    drop(std::mem::replace(
+                        &mut held,
+                        REPLY_MEMORY_KIB
+                            .acquire_many(0)
+                            .await
+                            .map_err(|_| BodyError::TooLarge)?,
+                    ));
+                    held = REPLY_MEMORY_KIB
+                        .acquire_many(share(limit))
+                        .await
+                        .map_err(|_| BodyError::TooLarge)?;
+                    at_most = true;
+                }
+            }
+        }
         body.extend_from_slice(&chunk);
     }
     Ok((body, held))

@@ -117,10 +117,29 @@ pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, Ref
         .and_then(Value::as_str)
         .unwrap_or("<unnamed>");
     let workload = format!("{kind} {name}");
-    let allow_subpath = annotations::flag(object, "allow-subpath", &workload)?.unwrap_or(false);
+    // Its own annotation, or the copy a workload that created it keeps in its template.
+    let allow_subpath = annotations::flag(object, "allow-subpath", &workload)?.unwrap_or(false)
+        || annotations::get(object, ALLOW_SUBPATH_INHERITED_NAME) == Some("true");
     let Some(path) = template_path(kind) else {
         return Ok(Mutation::default());
     };
+    // The Jobs a CronJob creates carry its job template's annotations: the copy goes there too.
+    if kind == "CronJob"
+        && let Some(job_template) = object
+            .get_mut("spec")
+            .and_then(|spec| spec.get_mut("jobTemplate"))
+            .filter(|job| job.is_object())
+    {
+        let inherited =
+            annotations::get(job_template, ALLOW_SUBPATH_INHERITED_NAME) == Some("true");
+        if allow_subpath != inherited {
+            set_template_annotation(
+                job_template,
+                ANNOTATION_ALLOW_SUBPATH_INHERITED,
+                allow_subpath.then_some("true"),
+            );
+        }
+    }
     let mut template = &mut *object;
     for key in path {
         match template.get_mut(*key) {
@@ -141,7 +160,7 @@ pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, Ref
             set_template_annotation(template, ANNOTATION_ALLOW_SUBPATH_INHERITED, None);
         }
     }
-    let policy = if allow_subpath || template_allows || (path.is_empty() && inherited) {
+    let policy = if allow_subpath || template_allows {
         SubpathPolicy::Warn
     } else {
         policy
@@ -603,6 +622,20 @@ mod tests {
             template["metadata"]["annotations"][ANNOTATION_ALLOW_SUBPATH_INHERITED], "true",
             "{kind}: the template carries it"
         );
+        if kind == "CronJob" {
+            // The Job the CronJob creates: the job template's metadata and spec.
+            let job_template = &object["spec"]["jobTemplate"];
+            let job = json!({"kind": "Job", "metadata": job_template["metadata"],
+                "spec": job_template["spec"]});
+            let (job, mutation) = apply(job, SubpathPolicy::Deny).expect("the Job is admitted");
+            assert_eq!(mutation.warnings.len(), 1);
+            assert_eq!(
+                job["spec"]["template"]["metadata"]["annotations"]
+                    [ANNOTATION_ALLOW_SUBPATH_INHERITED],
+                "true",
+                "its Pods are admitted too"
+            );
+        }
         // What the controller creates from the template: a Pod with the template's metadata.
         let mut pod =
             json!({"kind": "Pod", "spec": template["spec"], "metadata": template["metadata"]});

@@ -236,17 +236,15 @@ pub struct Admission {
 }
 
 /// The memory all reviews in flight may use together, in bytes: the chart's 64 MiB limit less
-/// the webhook's baseline (docs/security.md, "Memory budgets").
-pub const REVIEW_MEMORY: usize = 40 * 1024 * 1024;
+/// the webhook's baseline and its connections (docs/security.md, "Memory budgets"). At least
+/// [`review_cost`] of the largest body, or such a review would never get its share.
+pub const REVIEW_MEMORY: usize = 28 * 1024 * 1024;
 
 /// What a review of a `body_len`-byte body may cost at most: the body, and three trees of it
-/// (the object, its mutated copy, and what injection copies into its init container). A tree
-/// costs at most [`crate::shape::TREE_BYTES_PER_BODY_BYTE`] times the text it is built from,
-/// and at most [`crate::shape::MAX_VALUES`] values and that text.
+/// (the object, its mutated copy, and what injection copies into its init container), each
+/// within [`crate::shape::MAX_VALUES`] ([`ssi_core::json::tree_cost`]).
 pub fn review_cost(body_len: usize) -> usize {
-    use crate::shape::{BYTES_PER_VALUE, MAX_VALUES, TREE_BYTES_PER_BODY_BYTE};
-    let tree = (body_len * TREE_BYTES_PER_BODY_BYTE).min(MAX_VALUES * BYTES_PER_VALUE + body_len);
-    body_len + 3 * tree
+    body_len + 3 * ssi_core::json::tree_cost(body_len, crate::shape::MAX_VALUES)
 }
 
 impl Admission {
@@ -360,7 +358,7 @@ fn kib(bytes: usize) -> u32 {
 }
 
 /// Reads a body of at most [`BODY_LIMIT`] bytes before `deadline`, reserving memory from
-/// `memory_kib` for each chunk as it arrives (twice its size: the buffer may double as it grows).
+/// `memory_kib` for each chunk as it arrives (twice its size: the buffer grows by doubling).
 /// A body declared larger than the limit is refused before anything is read.
 async fn read_body<'m>(
     body: Body,
@@ -377,6 +375,8 @@ async fn read_body<'m>(
         .acquire_many(0)
         .await
         .map_err(|_| "the webhook is stopping".to_owned())?;
+    // Grown as it comes (the old buffers, freed, are within twice the body): one of the declared
+    // size at once would be allocated for a client that then sends a byte at a time.
     let mut bytes = Vec::new();
     let mut chunks = body.into_data_stream();
     let reading = async {
@@ -387,12 +387,27 @@ async fn read_body<'m>(
             }
             let needed = kib(2 * (bytes.len() + chunk.len()));
             let more = needed.saturating_sub(reserved.num_permits() as u32);
-            reserved.merge(
-                memory_kib
-                    .acquire_many(more)
-                    .await
-                    .map_err(|_| "the webhook is stopping".to_owned())?,
-            );
+            if more > 0 {
+                // Never wait while holding part: when the budget is short, give it back and
+                // wait for the most this body may need, at once.
+                match memory_kib.try_acquire_many(more) {
+                    Ok(permit) => reserved.merge(permit),
+                    Err(_) => {
+                        let most = kib(2 * declared.map_or(BODY_LIMIT, |len| len as usize));
+                        drop(std::mem::replace(
+                            &mut reserved,
+                            memory_kib
+                                .acquire_many(0)
+                                .await
+                                .map_err(|_| "the webhook is stopping".to_owned())?,
+                        ));
+                        reserved = memory_kib
+                            .acquire_many(most.max(needed))
+                            .await
+                            .map_err(|_| "the webhook is stopping".to_owned())?;
+                    }
+                }
+            }
             bytes.extend_from_slice(&chunk);
         }
         Ok(())
@@ -435,6 +450,17 @@ mod tests {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use tower::ServiceExt;
+
+    #[test]
+    fn the_largest_review_fits_the_memory_budget() {
+        assert!(
+            review_cost(BODY_LIMIT) <= REVIEW_MEMORY,
+            "{}",
+            review_cost(BODY_LIMIT)
+        );
+        // A tree of tiny values costs its bound, not eighty times its text.
+        assert!(review_cost(4096) < 4096 * 300);
+    }
 
     #[test]
     fn the_ssi_cache_stays_bounded() {

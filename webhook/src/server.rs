@@ -26,12 +26,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_OR_HEADER_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_STREAMS_PER_CONNECTION: u32 = 8;
 /// Connections held at once, and from one address: each costs a task, a socket and TLS buffers
-/// (about 40 KiB idle, measured), so they are part of the memory budget. The apiserver needs a
-/// few dozen at most (HTTP/2 multiplexes reviews); a flood from a pod is closed at accept and
+/// (about 40 KiB idle), so they are part of the memory budget. The apiserver needs a few dozen
+/// at most (HTTP/2 multiplexes reviews); a flood from a pod is closed at accept and
 /// cannot take the apiserver's place, as it comes from another address.
-pub const MAX_CONNECTIONS: usize = 512;
+pub const MAX_CONNECTIONS: usize = 256;
 /// See [`MAX_CONNECTIONS`].
-pub const MAX_CONNECTIONS_PER_PEER: usize = 128;
+pub const MAX_CONNECTIONS_PER_PEER: usize = 64;
+/// What one connection may buffer outside the review budget: an HTTP/1.1 head, HTTP/2's flow
+/// control windows and header lists.
+const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
 /// HTTP/2 connections are pinged this often, and closed when a ping goes unanswered this long.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,6 +94,7 @@ pub async fn serve_https(
             builder
                 .http1()
                 .timer(TokioTimer::new())
+                .max_buf_size(MAX_CONNECTION_BUFFER)
                 .header_read_timeout(IDLE_OR_HEADER_TIMEOUT);
             // One connection may not hold many turns at once (the apiserver sends few); a peer
             // that stops answering pings is dropped.
@@ -98,6 +102,11 @@ pub async fn serve_https(
                 .http2()
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+                // What a connection may buffer ahead of the handlers, which count bodies
+                // against the review budget only as they read them.
+                .initial_stream_window_size(MAX_CONNECTION_BUFFER as u32)
+                .initial_connection_window_size(MAX_CONNECTION_BUFFER as u32)
+                .max_header_list_size(MAX_CONNECTION_BUFFER as u32)
                 .keep_alive_interval(H2_PING_INTERVAL)
                 .keep_alive_timeout(H2_PING_TIMEOUT);
             let connection = builder.serve_connection(TokioIo::new(tls), service);

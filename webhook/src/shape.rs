@@ -11,19 +11,13 @@ use serde_json::{Map, Number, Value};
 use std::borrow::Cow;
 use std::fmt;
 
-/// Most JSON values (scalars, arrays and objects) one review's parse may build. A value costs
-/// about [`BYTES_PER_VALUE`] as a tree whatever its size in the body, so a body of tiny values (a
-/// Pod of 100,000 empty volumes is 3 MiB) would otherwise cost 20 times its size.
-pub const MAX_VALUES: usize = 65_536;
-
-/// What one built value costs at most, its text aside: the `Value` and, in an object, its key
-/// and its map entry.
-pub const BYTES_PER_VALUE: usize = 128;
-
-/// What a tree costs at most per byte of the JSON text it is built from: the densest text,
-/// an object of one-letter keys and empty values (`"a":0,` is 6 bytes, about 130 as a map
-/// entry with its key), is about 22 times its size.
-pub const TREE_BYTES_PER_BODY_BYTE: usize = 32;
+/// Most JSON values (scalars, arrays and objects) one review's parse may build: a Pod's or a
+/// workload's parts that the webhook reads hold a few hundred, a whole Pod (injection reads it
+/// all) a thousand or two, one with hundreds of variables a few thousand. A
+/// value costs up to [`ssi_core::json::BYTES_PER_VALUE`] as a tree whatever its size in the body,
+/// so a body of tiny values (a Pod of 100,000 empty volumes is 3 MiB) would otherwise cost
+/// eighty times its size.
+pub const MAX_VALUES: usize = 8_192;
 
 /// Runs `parse` with a budget of [`MAX_VALUES`] built values: a [`Pruned`] deserialization
 /// beyond it fails with an error that names the limit.
