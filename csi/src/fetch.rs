@@ -888,6 +888,43 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_record_keeps_the_identity_its_leases_were_obtained_as() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = crate::state::Store::open(dir.path()).unwrap();
+        let key = IdentityKey {
+            store: store("https://vault.example.com:8200"),
+            auth_path: "kubernetes".into(),
+            role: "app".into(),
+            service_account_namespace: "ns".into(),
+            service_account: "sa".into(),
+        };
+        let record = Record {
+            volume_id: "csi-1".into(),
+            target_path: dir.path().join("target"),
+            pod: crate::state::PodInfo {
+                namespace: "ns".into(),
+                name: "p".into(),
+                uid: "u".into(),
+                service_account: "sa".into(),
+            },
+            ssi: "app".into(),
+            mount_group: None,
+            held: Vec::new(),
+            held_by: Some(key.clone()),
+        };
+        records.save(&record).unwrap();
+        let loaded = crate::state::Store::open(dir.path())
+            .unwrap()
+            .load_all()
+            .unwrap();
+        assert_eq!(
+            loaded[0].held_by.as_ref(),
+            Some(&key),
+            "renewed as this identity after a restart"
+        );
+    }
+
     #[tokio::test]
     async fn store_clients_go_with_the_last_session_that_needs_them() {
         let _ = rustls::crypto::ring::default_provider().install_default();

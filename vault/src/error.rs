@@ -162,7 +162,7 @@ pub enum Error {
     },
 
     /// A key asked for is not in the secret.
-    #[error("secret {path} has no key {key:?} (it has: {})", .available.join(", "))]
+    #[error("secret {path} has no key {key:?} (it has: {})", keys_shown(.available))]
     MissingKey {
         /// The secret's path.
         path: String,
@@ -171,6 +171,23 @@ pub enum Error {
         /// The keys the secret has, to spot a typo.
         available: Vec<String>,
     },
+}
+
+/// At most this many keys are named in an error: a secret may have thousands.
+pub const KEYS_SHOWN: usize = 20;
+
+/// The keys an error names: at most [`KEYS_SHOWN`], each at most 64 characters, and how many
+/// more there are.
+fn keys_shown(keys: &[String]) -> String {
+    let shown: Vec<String> = keys
+        .iter()
+        .take(KEYS_SHOWN)
+        .map(|key| key.chars().take(64).collect())
+        .collect();
+    match keys.len().saturating_sub(KEYS_SHOWN) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
 }
 
 impl Error {
@@ -295,5 +312,19 @@ mod tests {
             err.to_string(),
             "secret secret/data/app has no key \"pasword\" (it has: password, user)"
         );
+        let many = Error::MissingKey {
+            path: "secret/data/app".into(),
+            key: "k".into(),
+            available: (0..5000)
+                .map(|i| format!("{}{i}", "x".repeat(200)))
+                .collect(),
+        };
+        let text = many.to_string();
+        assert!(
+            text.ends_with(" and 4980 more)"),
+            "{}",
+            &text[text.len() - 40..]
+        );
+        assert!(text.len() < 20 * 70 + 200, "{} bytes", text.len());
     }
 }
