@@ -218,27 +218,43 @@ pub fn write(dir: &Path, files: &Files, access: Access) -> io::Result<bool> {
     let generation = new_generation_name();
     let generation_dir = dir.join(&generation);
     fs::create_dir(&generation_dir)?;
-    fs::set_permissions(&generation_dir, fs::Permissions::from_mode(0o755))?;
-    for (name, bytes) in &files.0 {
-        let mode = wanted.1[name];
-        let path = generation_dir.join(name);
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&path)?;
-        file.write_all(bytes)?;
-        // The mode given to open is filtered by the umask; set it exactly.
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        if gid.is_some() {
-            std::os::unix::fs::fchown(&file, Some(0), gid)?;
+    let written = (|| {
+        fs::set_permissions(&generation_dir, fs::Permissions::from_mode(0o755))?;
+        for (name, bytes) in &files.0 {
+            let mode = wanted.1[name];
+            let path = generation_dir.join(name);
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&path)?;
+            file.write_all(bytes)?;
+            // The mode given to open is filtered by the umask; set it exactly.
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+            if gid.is_some() {
+                std::os::unix::fs::fchown(&file, Some(0), gid)?;
+            }
         }
+        let tmp_link = dir.join(DATA_LINK_TMP);
+        let _ = fs::remove_file(&tmp_link);
+        symlink(&generation, &tmp_link)?;
+        fs::rename(&tmp_link, dir.join(DATA_LINK))
+    })();
+    if let Err(error) = written {
+        // Nothing of a failed write stays: the volume keeps its current generation, and the
+        // space of the half-written one is free for the next attempt.
+        let _ = fs::remove_dir_all(&generation_dir);
+        let _ = fs::remove_file(dir.join(DATA_LINK_TMP));
+        if error.raw_os_error() == Some(nix::libc::ENOSPC) {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "the new files and the current ones do not fit the volume's tmpfs together (a \
+                 rotation writes the new generation beside the current one): raise the driver's \
+                 tmpfs size (csi.tmpfsSize)",
+            ));
+        }
+        return Err(error);
     }
-
-    let tmp_link = dir.join(DATA_LINK_TMP);
-    let _ = fs::remove_file(&tmp_link);
-    symlink(&generation, &tmp_link)?;
-    fs::rename(&tmp_link, dir.join(DATA_LINK))?;
 
     for name in files.0.keys() {
         let link = dir.join(name);
@@ -330,6 +346,24 @@ mod tests {
             "the mode changed"
         );
         assert_eq!(mode_of("key.pem"), 0o440);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_half_written_generation_and_keeps_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = files(&[("db-password", "one")]);
+        assert!(write(dir.path(), &first, Access::World).unwrap());
+        let before = entries(dir.path());
+        // A name longer than the filesystem takes: written after the first file of the new
+        // generation, so the failure comes midway.
+        let failing = files(&[("a", "new"), (&"x".repeat(300), "too long a name")]);
+        assert!(write(dir.path(), &failing, Access::World).is_err());
+        assert_eq!(
+            entries(dir.path()),
+            before,
+            "nothing of the failed write stays"
+        );
+        assert_eq!(current(dir.path()).unwrap().unwrap().0, first.0);
     }
 
     fn entries(dir: &Path) -> Vec<String> {

@@ -215,6 +215,52 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
     )
     .await;
 
+    // allow-subpath on a Deployment covers the Pods its ReplicaSet creates: the subPath pod runs
+    // (with the warning at apply), reading a file that will never rotate.
+    let subpath = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "backend-subpath", "namespace": walkthrough::NAMESPACE,
+            "annotations": {"secrets-store.deckhouse.io/allow-subpath": "true"}},
+        "spec": {"selector": {"matchLabels": {"app": "backend-subpath"}},
+            "template": {"metadata": {"labels": {"app": "backend-subpath"}},
+                "spec": {"serviceAccountName": walkthrough::SERVICE_ACCOUNT,
+                    "automountServiceAccountToken": false,
+                    "containers": [{"name": "backend", "image": "ssi-testbed/busybox:1",
+                        "imagePullPolicy": "Never",
+                        "command": ["sh", "-c", "while true; do echo \"subpath $(cat /app/password)\"; sleep 1; done"],
+                        "volumeMounts": [{"name": "secrets", "mountPath": "/app/password", "subPath": "db-password"}]}],
+                    "volumes": [{"name": "secrets", "csi": {"driver": "secrets-store.csi.deckhouse.io",
+                        "volumeAttributes": {"secretsStoreImport": "python-backend"}}}]}}}});
+    let path = bed.dir().join("backend-subpath.json");
+    std::fs::write(&path, subpath.to_string()).unwrap();
+    let applied = bed
+        .kubectl()
+        .args(["apply", "-f"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&applied.stderr);
+    assert!(applied.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Warning") && stderr.contains("subPath"),
+        "{stderr}"
+    );
+    wait_for_log(
+        &bed,
+        "app=backend-subpath",
+        "subpath changed-on-the-node",
+        Duration::from_secs(120),
+    )
+    .await;
+    node.delete_deployment(
+        &bed,
+        "backend-subpath",
+        walkthrough::NAMESPACE,
+        Duration::from_secs(60),
+        || driver.log(),
+    )
+    .await
+    .unwrap();
+
     // Deleting the pod unmounts and removes the volume.
     node.delete_deployment(
         &bed,
