@@ -558,6 +558,25 @@ async fn the_network_policy_example_passes_a_server_side_dry_run() {
 #[tokio::test]
 async fn cluster_shapes_install_ipv6_host_network_client_ca_network_policy_and_own_priority() {
     let bed = bed_with_namespace().await;
+    // What helm prints after an install: what was installed and the next steps.
+    let home = tempfile::tempdir().unwrap();
+    let notes = run(helm(home.path())
+        .unwrap()
+        .env("KUBECONFIG", &bed.kube().kubeconfig)
+        .args(["install", "ssi"])
+        .arg(chart_dir())
+        .args(["--namespace", SYSTEM_NAMESPACE, "--dry-run=server"])
+        .args(["--set", ADDRESS, "--set", ssi_tests::chart::LOCAL_IMAGES]))
+    .unwrap();
+    let notes = &notes[notes.find("NOTES:").expect("helm prints NOTES")..];
+    for needle in [
+        "secrets-store-integration/ssi-csi:",
+        "kubectl -n secrets-store-integration get daemonset/ssi-csi deployment/ssi-webhook",
+        "docs/install.md, section 2",
+    ] {
+        assert!(notes.contains(needle), "{needle:?} in {notes}");
+    }
+
     // The defaults: the system classes, no class of the chart's, IPv4 addresses.
     let items = dry_run(&bed, &[ADDRESS]);
     assert!(!items.iter().any(|i| i["kind"] == "PriorityClass"));
