@@ -519,19 +519,71 @@ fn under(prefix: &Pointer, operation: PatchOperation) -> PatchOperation {
 /// The request uid of a body that is JSON but not a valid AdmissionReview. Only the uid is
 /// built: the rest of the body, whatever its size, is skipped.
 fn uid_of(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Body<'a> {
-        #[serde(borrow)]
-        request: Option<UidOnly<'a>>,
-    }
-    #[derive(Deserialize)]
-    struct UidOnly<'a> {
-        #[serde(borrow)]
-        uid: Option<Cow<'a, str>>,
-    }
-    let uid = serde_json::from_slice::<Body>(body).ok()?.request?.uid?;
+    let uid = serde_json::from_slice::<Field<Field<Text>>>(body)
+        .ok()?
+        .0?
+        .0?
+        .0;
     // A uid is a UID: anything longer is not one, and is not echoed.
-    (uid.len() <= MAX_UID_BYTES).then(|| uid.into_owned())
+    (uid.len() <= MAX_UID_BYTES).then_some(uid)
+}
+
+/// The member `request` (then `uid`) of an object, as serde_json's `Value` reads it (a repeated
+/// key keeps its last value); every other member is skipped unbuilt.
+struct Field<T>(Option<T>);
+
+/// A string, or nothing for any other value.
+struct Text(String);
+
+trait FieldName {
+    const NAME: &'static str;
+}
+
+impl FieldName for Field<Text> {
+    const NAME: &'static str = "uid";
+}
+
+impl FieldName for Field<Field<Text>> {
+    const NAME: &'static str = "request";
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Field<T>
+where
+    Field<T>: FieldName,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Members<T>
+        where
+            Field<T>: FieldName,
+        {
+            type Value = Field<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Field<T>, A::Error> {
+                let mut found = None;
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key == <Field<T> as FieldName>::NAME {
+                        found = map.next_value::<Option<T>>()?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Field(found))
+            }
+        }
+        deserializer.deserialize_map(Members(std::marker::PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Text)
+    }
 }
 
 /// The longest uid echoed back; the apiserver's are 36 characters.
@@ -895,6 +947,11 @@ mod tests {
             reviewed.response.uid, "",
             "a uid that is none is not echoed"
         );
+        // As serde_json's Value reads it: a repeated member keeps its last value (the fuzzer's
+        // finding: a repeated uid made the typed read fail).
+        let repeated = br#"{"request": {"uid": "first", "uid": "u-2", "kind": 1}, "x": [1]}"#;
+        let reviewed = review(repeated, &SubpathPolicy::Deny.into(), &Entrypoints::new());
+        assert_eq!(reviewed.response.uid, "u-2");
     }
 
     #[test]
