@@ -523,17 +523,18 @@ fn uid_of(body: &[u8]) -> Option<String> {
         .ok()?
         .0?
         .0?
-        .0;
+        .0?;
     // A uid is a UID: anything longer is not one, and is not echoed.
     (uid.len() <= MAX_UID_BYTES).then_some(uid)
 }
 
-/// The member `request` (then `uid`) of an object, as serde_json's `Value` reads it (a repeated
-/// key keeps its last value); every other member is skipped unbuilt.
+/// The member `request` (then `uid`) of an object, read as serde_json's `Value` reads it: a
+/// repeated key keeps its last value, and a value of another type reads as none. Every other
+/// member is skipped unbuilt.
 struct Field<T>(Option<T>);
 
-/// A string, or nothing for any other value.
-struct Text(String);
+/// A string, or none for any other value (skipped unbuilt).
+struct Text(Option<String>);
 
 trait FieldName {
     const NAME: &'static str;
@@ -545,6 +546,31 @@ impl FieldName for Field<Text> {
 
 impl FieldName for Field<Field<Text>> {
     const NAME: &'static str = "request";
+}
+
+/// The visits of a value that is not the one wanted: skipped, read as `$none`.
+macro_rules! read_as_none {
+    ($value:ty, $none:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<$value, E> {
+            Ok($none)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<$value, E> {
+            Ok($none)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<$value, E> {
+            Ok($none)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<$value, E> {
+            Ok($none)
+        }
+        fn visit_unit<E>(self) -> Result<$value, E> {
+            Ok($none)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<$value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($none)
+        }
+    };
 }
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Field<T>
@@ -559,7 +585,11 @@ where
         {
             type Value = Field<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object")
+                f.write_str("any JSON value")
+            }
+            read_as_none!(Field<T>, Field(None));
+            fn visit_str<E>(self, _: &str) -> Result<Field<T>, E> {
+                Ok(Field(None))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
@@ -568,7 +598,7 @@ where
                 let mut found = None;
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
                     if key == <Field<T> as FieldName>::NAME {
-                        found = map.next_value::<Option<T>>()?;
+                        found = Some(map.next_value::<T>()?);
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -576,13 +606,28 @@ where
                 Ok(Field(found))
             }
         }
-        deserializer.deserialize_map(Members(std::marker::PhantomData))
+        deserializer.deserialize_any(Members(std::marker::PhantomData))
     }
 }
 
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Text)
+        struct TextVisitor;
+        impl<'de> serde::de::Visitor<'de> for TextVisitor {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            read_as_none!(Text, Text(None));
+            fn visit_str<E>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(Some(v.to_owned())))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+        }
+        deserializer.deserialize_any(TextVisitor)
     }
 }
 
@@ -949,9 +994,30 @@ mod tests {
         );
         // As serde_json's Value reads it: a repeated member keeps its last value (the fuzzer's
         // finding: a repeated uid made the typed read fail).
-        let repeated = br#"{"request": {"uid": "first", "uid": "u-2", "kind": 1}, "x": [1]}"#;
-        let reviewed = review(repeated, &SubpathPolicy::Deny.into(), &Entrypoints::new());
-        assert_eq!(reviewed.response.uid, "u-2");
+        for (body, uid) in [
+            (
+                &br#"{"request": {"uid": "first", "uid": "u-2", "kind": 1}, "x": [1]}"#[..],
+                "u-2",
+            ),
+            (
+                br#"{"request": "AdmissionReview", "request": {"uid": "u-3"}}"#,
+                "u-3",
+            ),
+            (
+                br#"{"request": {"uid": "u-4"}, "request": [1, {"uid": "x"}]}"#,
+                "",
+            ),
+            (br#"{"request": {"uid": 5}}"#, ""),
+            (br#"["request"]"#, ""),
+        ] {
+            let reviewed = review(body, &SubpathPolicy::Deny.into(), &Entrypoints::new());
+            assert_eq!(
+                reviewed.response.uid,
+                uid,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]
