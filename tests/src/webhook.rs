@@ -48,6 +48,8 @@ impl Webhook {
         command
             .env("KUBECONFIG", &bed.kube().kubeconfig)
             .env("RUST_LOG", "info,ssi_webhook=debug")
+            // As the chart's Deployment sets it.
+            .env("MIMALLOC_PURGE_DELAY", "0")
             .arg(format!("--tls-cert={}", certs.join("tls.crt").display()))
             .arg(format!("--tls-key={}", certs.join("tls.key").display()))
             .arg(format!("--listen-addr=127.0.0.1:{port}"))
