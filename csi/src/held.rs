@@ -257,7 +257,7 @@ pub const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The least time between two issues of a secret that cannot be renewed (a certificate, a
 /// non-renewable lease): each costs the store a key and the pod an Event.
-pub const MIN_REISSUE_INTERVAL: Duration = Duration::from_secs(30);
+pub const MIN_REISSUE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A unix time from a store's reply or a record, capped at the year 2100 so that no value can
 /// overflow the clock's arithmetic.
@@ -420,12 +420,12 @@ mod tests {
             !held.can_renew(at(250)),
             "no lease to renew: it is issued anew"
         );
-        // A certificate of one second (`args: {ttl: 1s}`) is issued anew every 30 s, not 2.
+        // A certificate of one second (`args: {ttl: 1s}`) is issued anew every 10 s, not 2.
         let brief = secret(json!({"data": {"certificate": "c", "private_key": "k",
             "expiration": T0 + 1}}));
         let held = Held::of(&issued, brief, token(1, 600), at(0)).unwrap();
         assert_eq!(held.due_at(), Some(at(MIN_REISSUE_INTERVAL.as_secs())));
-        assert!(!held.needs_renewal(at(29)) && held.needs_renewal(at(30)));
+        assert!(!held.needs_renewal(at(9)) && held.needs_renewal(at(10)));
     }
 
     #[test]

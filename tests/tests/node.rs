@@ -251,14 +251,15 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
         Duration::from_secs(120),
     )
     .await;
-    node.delete_deployment(
-        &bed,
+    // Its volume goes with the others' below (delete_deployment waits for every CSI volume).
+    run(bed.kubectl().args([
+        "delete",
+        "deployment",
         "backend-subpath",
+        "-n",
         walkthrough::NAMESPACE,
-        Duration::from_secs(60),
-        || driver.log(),
-    )
-    .await
+        "--wait=true",
+    ]))
     .unwrap();
 
     // Deleting the pod unmounts and removes the volume.
