@@ -14,8 +14,10 @@
 //!   a restart rotation resumes at kubelet's next republish, which brings a fresh token.
 
 /// A volume's fetch in a rotation may take this many store timeouts (`--store-timeout`): enough
-/// for a login and a read with a retry, short enough that a dead store holds only its volumes.
-pub const FETCH_DEADLINE_TIMEOUTS: u32 = 3;
+/// for a login, a token renewal and a read with their retries on a slow store (at 3, a loaded
+/// bed's Vault once had a lease replaced instead of renewed, most likely a rotation cut short
+/// before its token renewal), short enough that a dead store holds only its volumes.
+pub const FETCH_DEADLINE_TIMEOUTS: u32 = 5;
 
 pub mod authority;
 pub mod config;
