@@ -24,9 +24,12 @@ if [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" != tmpfs ]; then
   problems+=("cgroup v1 is needed (found $(stat -fc %T /sys/fs/cgroup 2>/dev/null || echo nothing) at /sys/fs/cgroup): boot with systemd.unified_cgroup_hierarchy=0 on the kernel command line (GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub and reboot)")
 fi
 command -v go >/dev/null || problems+=("Go 1.26 or newer must be on PATH (it builds Kubernetes, Helm and Vault from their modules)")
-free_kib=$(df -Pk "$(dirname "$cache")" 2>/dev/null | awk 'NR == 2 {print $4}')
-[ "${free_kib:-0}" -ge $((10 * 1024 * 1024)) ] \
-  || problems+=("10 GiB free are needed below $(dirname "$cache") (Go's caches and the builds); found $((${free_kib:-0} / 1024 / 1024)) GiB")
+# Only a first provisioning builds Kubernetes, Helm and Vault (Go's caches and the builds).
+if [ ! -x "$bin/kube-apiserver" ]; then
+  free_kib=$(df -Pk "$(dirname "$cache")" 2>/dev/null | awk 'NR == 2 {print $4}')
+  [ "${free_kib:-0}" -ge $((10 * 1024 * 1024)) ] \
+    || problems+=("10 GiB free are needed below $(dirname "$cache") for the first provisioning (Go's caches and the builds); found $((${free_kib:-0} / 1024 / 1024)) GiB")
+fi
 if ((${#problems[@]})); then
   for problem in "${problems[@]}"; do log "cannot provision: $problem"; done
   exit 1
