@@ -856,18 +856,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn saved_token_files_are_named_by_a_stable_hash_of_the_identity() {
-        // Tokens are kept on a tmpfs only. host path: a directory of the test's own in /dev/shm.
-        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
-        let tokens = TokenStore::open(dir.path());
-        let key = IdentityKey {
+    fn identity() -> IdentityKey {
+        IdentityKey {
             store: store("https://vault.example.com:8200"),
             auth_path: "kubernetes".into(),
             role: "app".into(),
             service_account_namespace: "ns".into(),
             service_account: "sa".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn saved_token_files_are_named_by_a_stable_hash_of_the_identity() {
+        // Tokens are kept on a tmpfs only. host path: a directory of the test's own in /dev/shm.
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let tokens = TokenStore::open(dir.path());
+        let key = identity();
         // SHA-256 of the spelled-out identity, its first 16 bytes: the same on every toolchain.
         let expected = {
             use sha2::Digest;
@@ -892,13 +896,7 @@ mod tests {
     fn a_record_keeps_the_identity_its_leases_were_obtained_as() {
         let dir = tempfile::tempdir().unwrap();
         let records = crate::state::Store::open(dir.path()).unwrap();
-        let key = IdentityKey {
-            store: store("https://vault.example.com:8200"),
-            auth_path: "kubernetes".into(),
-            role: "app".into(),
-            service_account_namespace: "ns".into(),
-            service_account: "sa".into(),
-        };
+        let key = identity();
         let record = Record {
             volume_id: "csi-1".into(),
             target_path: dir.path().join("target"),

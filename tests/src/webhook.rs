@@ -77,15 +77,20 @@ impl Webhook {
         self.process.pid()
     }
 
+    /// An HTTPS client that trusts the webhook's CA, as the apiserver does.
+    fn client(&self) -> crate::Result<reqwest::Client> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = std::fs::read(self.certs.join("ca.crt"))?;
+        Ok(reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca)?)
+            .timeout(Duration::from_secs(15))
+            .build()?)
+    }
+
     /// Sends an AdmissionReview straight to the webhook, as the apiserver would, and returns the
     /// review it answers.
     pub async fn review(&self, review: &serde_json::Value) -> crate::Result<serde_json::Value> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca = std::fs::read(self.certs.join("ca.crt"))?;
-        let client = reqwest::Client::builder()
-            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca)?)
-            .timeout(Duration::from_secs(15))
-            .build()?;
+        let client = self.client()?;
         let response = client.post(&self.url).json(review).send().await?;
         let status = response.status();
         let text = response.text().await?;
@@ -98,12 +103,7 @@ impl Webhook {
     /// POSTs `body` as it is to `path` (`/enforce`, `/inject`, `/mutate`): the HTTP status and
     /// the answer's text.
     pub async fn post(&self, path: &str, body: Vec<u8>) -> crate::Result<(u16, String)> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca = std::fs::read(self.certs.join("ca.crt"))?;
-        let client = reqwest::Client::builder()
-            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca)?)
-            .timeout(Duration::from_secs(15))
-            .build()?;
+        let client = self.client()?;
         let url = format!("{}{path}", self.url.trim_end_matches("/mutate"));
         let response = client
             .post(url)

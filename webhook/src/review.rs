@@ -684,6 +684,22 @@ mod tests {
     }
 
     /// A CREATE review of `object` (UPDATE with `old` as the old object).
+    /// The volume policy with injection on: the review builds the whole object.
+    fn injecting_policy() -> Policy {
+        Policy {
+            injector: Some(crate::inject::InjectorSettings {
+                image: "registry.example.com/ssi-injector:1".into(),
+                default_address: None,
+                default_auth_path: None,
+                default_namespace: None,
+                default_ca_pem: None,
+                token_audience: String::new(),
+                registry_lookup: false,
+            }),
+            ..SubpathPolicy::Deny.into()
+        }
+    }
+
     fn review_of(object: &Value, old: Option<&Value>) -> String {
         json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "request": {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": object["kind"]},
@@ -745,18 +761,7 @@ mod tests {
         ];
         let pruned: Policy = SubpathPolicy::Deny.into();
         // Injection reads the whole object; none of these Pods asks for it.
-        let whole = Policy {
-            injector: Some(crate::inject::InjectorSettings {
-                image: "registry.example.com/ssi-injector:1".into(),
-                default_address: None,
-                default_auth_path: None,
-                default_namespace: None,
-                default_ca_pem: None,
-                token_audience: String::new(),
-                registry_lookup: false,
-            }),
-            ..SubpathPolicy::Deny.into()
-        };
+        let whole = injecting_policy();
         let mut verdicts = Vec::new();
         for body in &reviews {
             let (a, b) = (
@@ -943,18 +948,7 @@ mod tests {
             "spec": {"volumes": volumes, "containers": [{"name": "app"}]}});
         let body = review_of(&pod, None);
         assert!(body.len() > 3_000_000, "{}", body.len());
-        let whole = Policy {
-            injector: Some(crate::inject::InjectorSettings {
-                image: "registry.example.com/ssi-injector:1".into(),
-                default_address: None,
-                default_auth_path: None,
-                default_namespace: None,
-                default_ca_pem: None,
-                token_audience: String::new(),
-                registry_lookup: false,
-            }),
-            ..SubpathPolicy::Deny.into()
-        };
+        let whole = injecting_policy();
         for policy in [SubpathPolicy::Deny.into(), whole] {
             let reviewed = review(body.as_bytes(), &policy, &Entrypoints::new());
             assert_eq!(reviewed.verdict, Verdict::Invalid);
