@@ -154,7 +154,28 @@ fn parse_size(text: &str) -> Result<String, String> {
     {
         return Err(format!("{text:?} is not a size like 4m, 512k or 1048576"));
     }
+    if size_in_bytes(text).is_none_or(|bytes| bytes > MAX_TMPFS_BYTES) {
+        return Err(format!(
+            "{text:?} is more than the 1g a volume's tmpfs may be"
+        ));
+    }
     Ok(text.to_ascii_lowercase())
+}
+
+/// The largest tmpfs a volume may have: what a volume holds is also held in the driver's memory
+/// while it is written.
+const MAX_TMPFS_BYTES: usize = 1 << 30;
+
+/// The bytes of a size [`parse_size`] accepted (`4m`: 4 MiB), `None` if it overflows.
+pub fn size_in_bytes(text: &str) -> Option<usize> {
+    let digits = text.trim_end_matches(['k', 'm', 'g', 'K', 'M', 'G']);
+    let unit = match text[digits.len()..].to_ascii_lowercase().as_str() {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        _ => 1 << 30,
+    };
+    digits.parse::<usize>().ok()?.checked_mul(unit)
 }
 
 #[cfg(test)]
@@ -169,8 +190,19 @@ mod tests {
     #[case("4mb", false)]
     #[case("", false)]
     #[case("size=4m,exec", false)]
+    #[case("2g", false)]
+    #[case("99999999999999999999k", false)]
     fn parses_tmpfs_sizes(#[case] text: &str, #[case] valid: bool) {
         assert_eq!(parse_size(text).is_ok(), valid);
+    }
+
+    #[rstest]
+    #[case("4m", 4 << 20)]
+    #[case("512K", 512 << 10)]
+    #[case("1048576", 1 << 20)]
+    #[case("1g", 1 << 30)]
+    fn sizes_are_counted_in_bytes(#[case] text: &str, #[case] bytes: usize) {
+        assert_eq!(size_in_bytes(text), Some(bytes));
     }
 
     #[rstest]

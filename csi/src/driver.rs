@@ -281,6 +281,7 @@ impl Driver {
             .unwrap_or_default();
         let Fetched {
             files,
+            memory,
             identity,
             holdings: next,
         } = self
@@ -297,6 +298,8 @@ impl Driver {
         let result = self
             .mount_and_write(&record, &files, &next, &identity)
             .await;
+        let names: Vec<String> = files.0.into_keys().collect();
+        drop(memory);
         self.fetcher
             .settle(&identity, &holdings, &next, result.is_ok())
             .await;
@@ -304,7 +307,7 @@ impl Driver {
         let holdings = next;
 
         tracing::info!(volume = %record.volume_id, k8s.namespace = %record.pod.namespace, k8s.pod = %record.pod.name,
-            ssi.name = %record.ssi, files = ?files, elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            ssi.name = %record.ssi, files = ?names, elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "published");
         let mut volumes = self.volumes();
         volumes.insert(
@@ -533,7 +536,9 @@ impl Driver {
             }
             Ok(fetched) => {
                 let access = access(&record);
-                let written = fetched.files.clone();
+                // NB: shared with the writer's thread, not copied: files may be megabytes.
+                let files = Arc::new(fetched.files);
+                let written = files.clone();
                 let outcome = on_volume("write the files into", &record.target_path, move |dir| {
                     writer::write(dir, &written, access)
                 })
@@ -554,7 +559,11 @@ impl Driver {
                         &fetched.identity,
                     );
                 }
-                outcome.map(|changed| (changed, fetched.identity, fetched.files))
+                let names: Vec<String> = files.0.keys().cloned().collect();
+                // The volume's share of memory goes with the last copy of its files.
+                drop(files);
+                drop(fetched.memory);
+                outcome.map(|changed| (changed, fetched.identity, names))
             }
             Err(e) => Err(e),
         };

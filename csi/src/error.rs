@@ -112,6 +112,21 @@ pub enum Error {
         problem: String,
     },
 
+    /// A volume's secrets and files need more memory at once than a volume may hold (twice its
+    /// tmpfs): InvalidArgument. Nothing is written; the old files stay.
+    #[error(
+        "SecretsStoreImport {ssi}: its secrets and files need more than {} KiB at once, the most a \
+         volume may hold (twice the volume's tmpfs size, csi.tmpfsSize); import fewer or smaller \
+         secrets, or raise csi.tmpfsSize and the driver's memory limit (docs/install.md)",
+        limit / 1024
+    )]
+    TooLarge {
+        /// The SecretsStoreImport, as `namespace/name`.
+        ssi: String,
+        /// The most a volume may hold, in bytes.
+        limit: usize,
+    },
+
     /// A rotation's reads took longer than the volume's deadline (a slow or unreachable store
     /// or API): Unavailable. The old files are kept.
     #[error(
@@ -171,7 +186,8 @@ impl Error {
             | Error::InvalidSsi { .. }
             | Error::MissingToken { .. }
             | Error::Base64 { .. }
-            | Error::Template { .. } => Code::InvalidArgument,
+            | Error::Template { .. }
+            | Error::TooLarge { .. } => Code::InvalidArgument,
             Error::SsiNotFound { .. } => Code::NotFound,
             Error::Kube { .. } | Error::Deadline { .. } => Code::Unavailable,
             Error::Refused { .. } => Code::PermissionDenied,

@@ -45,6 +45,56 @@ pub struct Settings {
     pub timeout: Duration,
     /// Largest store reply read, in bytes.
     pub max_response_bytes: usize,
+    /// The most one volume may hold at once, its secrets and its files: twice its tmpfs.
+    pub volume_limit: usize,
+}
+
+/// What the volumes being fetched may hold at once, their secrets and their files (unless one
+/// volume may hold more, see [`Settings::volume_limit`]): with the store replies being parsed
+/// and a template's child, this is what bounds the driver's memory (docs/security.md).
+pub const VOLUME_MEMORY: usize = 16 * 1024 * 1024;
+
+/// What a fetch reserves of [`VOLUME_MEMORY`] first: most volumes hold a few kilobytes. One
+/// that needs more gives back what it obtained and starts again with its whole limit reserved,
+/// which its later fetches reserve at once.
+pub const FIRST_RESERVATION: usize = 256 * 1024;
+
+/// The most of a cycle's reads kept for other volumes of the same identity once the volumes that
+/// read them are done; beyond it a read is shared only while a volume still holds it.
+pub const CYCLE_KEPT: usize = 2 * 1024 * 1024;
+
+/// Permits of [`Fetcher::memory`] for `bytes`.
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+/// What one fetch holds of its reservation.
+struct Allowance {
+    reserved: usize,
+    limit: usize,
+    spent: usize,
+    /// Set when the fetch needed more than its reservation but no more than its limit.
+    outgrown: bool,
+}
+
+impl Allowance {
+    /// Counts `bytes` more held by the volume, or refuses when they are beyond its reservation.
+    fn spend(&mut self, bytes: usize, ssi_name: &str) -> Result<(), Error> {
+        self.spent = self.spent.saturating_add(bytes);
+        if self.spent <= self.reserved {
+            return Ok(());
+        }
+        self.outgrown = self.spent <= self.limit && self.reserved < self.limit;
+        Err(Error::TooLarge {
+            ssi: ssi_name.to_owned(),
+            limit: self.limit,
+        })
+    }
+
+    /// Gives back `bytes` the volume no longer holds.
+    fn refund(&mut self, bytes: usize) {
+        self.spent = self.spent.saturating_sub(bytes);
+    }
 }
 
 /// Everything that decides whose Vault token it is: a token is reused only for the same key.
@@ -90,6 +140,8 @@ struct SharedRead {
     secret: Arc<Secret>,
     token: TokenState,
     taken: AtomicBool,
+    /// Whether the cycle decided to keep it (or not) yet.
+    weighed: AtomicBool,
 }
 
 /// One lookup shared by everybody who needs it during a cycle: the first caller fills it.
@@ -101,6 +153,8 @@ type Shared<K, V> = Mutex<HashMap<K, Arc<OnceCell<V>>>>;
 pub struct Cycle {
     ssis: Shared<(String, String), Result<Arc<SecretsStoreImport>, SsiLookup>>,
     reads: Shared<(IdentityKey, String), Result<Arc<SharedRead>, Arc<ssi_vault::Error>>>,
+    /// Bytes of the reads kept in `reads`, at most [`CYCLE_KEPT`].
+    kept: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Cycle {
@@ -113,6 +167,28 @@ impl std::fmt::Debug for Cycle {
 enum SsiLookup {
     NotFound,
     Failed(Arc<kube::Error>),
+}
+
+impl Cycle {
+    /// Keeps `read` in the cycle for other volumes of its identity while the cycle keeps less
+    /// than [`CYCLE_KEPT`]; otherwise forgets it, so that it is shared only while a volume holds it.
+    fn keep_or_forget(
+        &self,
+        key: &(IdentityKey, String),
+        cell: &Arc<OnceCell<Result<Arc<SharedRead>, Arc<ssi_vault::Error>>>>,
+        read: &SharedRead,
+    ) {
+        let bytes = read.secret.retained_bytes();
+        let before = self.kept.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) <= CYCLE_KEPT {
+            return;
+        }
+        self.kept.fetch_sub(bytes, Ordering::Relaxed);
+        let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        if reads.get(key).is_some_and(|kept| Arc::ptr_eq(kept, cell)) {
+            reads.remove(key);
+        }
+    }
 }
 
 fn shared_cell<K: std::hash::Hash + Eq, V>(
@@ -132,6 +208,8 @@ fn shared_cell<K: std::hash::Hash + Eq, V>(
 pub struct Fetched {
     /// The volume's files.
     pub files: Files,
+    /// The volume's share of [`VOLUME_MEMORY`], held until the files are written.
+    pub memory: tokio::sync::OwnedSemaphorePermit,
     /// Whose identity fetched them.
     pub identity: IdentityKey,
     /// The leased and issued secrets the volume keeps once the files are written.
@@ -148,6 +226,10 @@ pub struct Fetcher {
     sessions: Mutex<HashMap<IdentityKey, Arc<Session>>>,
     tokens: TokenStore,
     renderer: Renderer,
+    /// [`VOLUME_MEMORY`] (or one volume's limit if larger), in KiB.
+    memory: Arc<tokio::sync::Semaphore>,
+    /// What the volumes that outgrew [`FIRST_RESERVATION`] reserve, by volume id.
+    reservations: Mutex<HashMap<String, usize>>,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -161,6 +243,7 @@ impl std::fmt::Debug for Fetcher {
 impl Fetcher {
     /// A fetcher with no clients or sessions yet: each is created on first use.
     pub fn new(kube: kube::Client, settings: Settings, metrics: Arc<Metrics>) -> Fetcher {
+        let memory = VOLUME_MEMORY.max(settings.volume_limit).div_ceil(1024);
         Fetcher {
             kube,
             settings,
@@ -170,6 +253,8 @@ impl Fetcher {
             tokens: TokenStore::disabled(),
             // The running binary is the driver's: it renders when started as the child.
             renderer: Renderer::new("/proc/self/exe"),
+            memory: Arc::new(tokio::sync::Semaphore::new(memory)),
+            reservations: Mutex::default(),
         }
     }
 
@@ -195,6 +280,71 @@ impl Fetcher {
         previous: Option<&Files>,
         held_by: Option<&IdentityKey>,
     ) -> Result<Fetched, Error> {
+        let limit = self.settings.volume_limit;
+        let mut reserved = self
+            .reservations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&record.volume_id)
+            .copied()
+            .unwrap_or(FIRST_RESERVATION)
+            .min(limit);
+        loop {
+            // NB: a fetch holds nothing else while it waits here, and what it waits for is
+            // given back by fetches that need nothing more from it: no deadlock.
+            let memory = self
+                .memory
+                .clone()
+                .acquire_many_owned(kib(reserved))
+                .await
+                .map_err(|_| Error::InvalidRequest("the driver is stopping".into()))?;
+            let mut allowance = Allowance {
+                reserved,
+                limit,
+                spent: 0,
+                outgrown: false,
+            };
+            let fetched = self
+                .fetch_within(
+                    record,
+                    tokens,
+                    cycle,
+                    holdings,
+                    previous,
+                    held_by,
+                    &mut allowance,
+                )
+                .await;
+            if fetched.is_err() && allowance.outgrown {
+                drop(memory);
+                reserved = limit;
+                self.reservations
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(record.volume_id.clone(), limit);
+                continue;
+            }
+            return fetched.map(|(files, identity, holdings)| Fetched {
+                files,
+                memory,
+                identity,
+                holdings,
+            });
+        }
+    }
+
+    /// [`Fetcher::fetch`] within `allowance`.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_within(
+        &self,
+        record: &Record,
+        tokens: &Tokens,
+        cycle: &Cycle,
+        holdings: &Holdings,
+        previous: Option<&Files>,
+        held_by: Option<&IdentityKey>,
+        allowance: &mut Allowance,
+    ) -> Result<(Files, IdentityKey, Holdings), Error> {
         let (ssi, key, session) = self.resolve(record, tokens, cycle, true).await?;
         let spec = &ssi.spec;
         let ssi_name = format!("{}/{}", record.pod.namespace, record.ssi);
@@ -207,7 +357,9 @@ impl Fetcher {
             next.clear();
         }
         let obtained = self
-            .obtain_all(&session, &key, spec, cycle, &mut next, previous, &ssi_name)
+            .obtain_all(
+                &session, &key, spec, cycle, &mut next, previous, &ssi_name, allowance,
+            )
             .await;
         if next.values().any(|held| held.lease.is_some())
             && let Some((token, login_id)) = session.current_token().await
@@ -215,15 +367,21 @@ impl Fetcher {
             self.tokens.save(&key, &token, login_id);
         }
         let files = match obtained {
-            Ok(secrets) => files_of(&self.renderer, spec, &secrets, previous, &ssi_name).await,
+            Ok(secrets) => {
+                files_of(
+                    &self.renderer,
+                    spec,
+                    &secrets,
+                    previous,
+                    &ssi_name,
+                    allowance,
+                )
+                .await
+            }
             Err(error) => Err(error),
         };
         match files {
-            Ok(files) => Ok(Fetched {
-                files,
-                identity: key,
-                holdings: next,
-            }),
+            Ok(files) => Ok((files, key, next)),
             Err(error) => {
                 // What this attempt obtained is given back at once: nothing uses it.
                 self.settle(&key, holdings, &next, false).await;
@@ -299,6 +457,7 @@ impl Fetcher {
         held: &mut Holdings,
         previous: Option<&Files>,
         ssi_name: &str,
+        allowance: &mut Allowance,
     ) -> Result<HashMap<Request, Option<Arc<Secret>>>, Error> {
         let store_error = |what: String| {
             move |source: ssi_vault::Error| Error::Store {
@@ -331,6 +490,9 @@ impl Fetcher {
             if let Some(kept) = held.get_mut(&request) {
                 if let (Some(token), Some(_)) = (token, &kept.lease) {
                     kept.tie_to(token);
+                }
+                if let Some(secret) = &kept.secret {
+                    allowance.spend(secret.retained_bytes(), ssi_name)?;
                 }
                 if !kept.needs_renewal(now) {
                     secrets.insert(request, kept.secret.clone());
@@ -388,6 +550,9 @@ impl Fetcher {
                         what,
                         source,
                     })?;
+            // NB: counted before it is kept, so that an attempt refused here gives back what
+            // it obtained (settle, in fetch).
+            let spent = allowance.spend(secret.retained_bytes(), ssi_name);
             match Held::of(&request, secret.clone(), token, SystemTime::now()) {
                 Some(kept) => {
                     held.insert(request.clone(), kept);
@@ -396,6 +561,7 @@ impl Fetcher {
                     held.remove(&request);
                 }
             }
+            spent?;
             secrets.insert(request, Some(secret));
         }
         Ok(secrets)
@@ -430,12 +596,16 @@ impl Fetcher {
                             secret: Arc::new(secret),
                             token,
                             taken: AtomicBool::new(false),
+                            weighed: AtomicBool::new(false),
                         })
                     })
                     .map_err(Arc::new)
             })
             .await
             .clone()?;
+        if !shared.weighed.swap(true, Ordering::Relaxed) {
+            cycle.keep_or_forget(&(key.clone(), request.path.clone()), &cell, &shared);
+        }
         if shared.secret.lease_id.is_none() || !shared.taken.swap(true, Ordering::Relaxed) {
             return Ok((shared.secret.clone(), shared.token));
         }
@@ -467,6 +637,10 @@ impl Fetcher {
         identity: Option<&IdentityKey>,
         holdings: &Holdings,
     ) {
+        self.reservations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&record.volume_id);
         if holdings.values().all(|held| held.lease.is_none()) {
             return;
         }
@@ -764,6 +938,7 @@ async fn files_of(
     secrets: &HashMap<Request, Option<Arc<Secret>>>,
     previous: Option<&Files>,
     ssi_name: &str,
+    allowance: &mut Allowance,
 ) -> Result<Files, Error> {
     let mut files = BTreeMap::new();
     let mut modes = BTreeMap::new();
@@ -781,6 +956,7 @@ async fn files_of(
         if needs_unknown {
             // NB: obtain_all kept such a holding only if this file is in `previous`.
             if let Some(bytes) = previous.and_then(|files| files.0.get(&file.name)) {
+                allowance.spend(bytes.len(), ssi_name)?;
                 files.insert(file.name.clone(), bytes.clone());
             }
             continue;
@@ -800,6 +976,7 @@ async fn files_of(
                         file: file.name.clone(),
                         problem,
                     })?;
+                allowance.spend(rendered.len(), ssi_name)?;
                 files.insert(file.name.clone(), rendered);
                 continue;
             }
@@ -811,6 +988,10 @@ async fn files_of(
         let Some(Some(secret)) = secrets.get(&Request::of(source)) else {
             continue;
         };
+        // NB: counted before it is copied; the copy and the file both, until the copy goes.
+        let cost = secret.value_cost(key_name);
+        let copies = if file.decode_base64 { 3 } else { 2 };
+        allowance.spend(cost.saturating_mul(copies), ssi_name)?;
         let value = secret.value(key_name).map_err(|source| Error::Store {
             ssi: ssi_name.to_owned(),
             what: format!("file {:?}", file.name),
@@ -834,6 +1015,8 @@ async fn files_of(
         } else {
             value.expose().to_vec()
         };
+        drop(value);
+        allowance.refund(cost.saturating_mul(copies - 1));
         files.insert(file.name.clone(), bytes);
     }
     Ok(Files(files, modes))
@@ -939,6 +1122,7 @@ mod tests {
             token_audience: String::new(),
             timeout: Duration::from_secs(1),
             max_response_bytes: 1024,
+            volume_limit: 8 << 20,
         };
         let fetcher = Fetcher::new(kube, settings, Arc::default());
         for address in ["http://a.example:8200", "http://b.example:8200"] {
@@ -958,5 +1142,110 @@ mod tests {
         drop(clients);
         fetcher.retain_sessions(&HashSet::new(), true);
         assert!(fetcher.clients.lock().unwrap().is_empty());
+    }
+
+    #[rstest::rstest]
+    // Within the reservation.
+    #[case(256, 1024, &[100, 100], true, false)]
+    // Beyond the reservation, within the limit: the fetch starts again with its limit.
+    #[case(256, 1024, &[200, 100], false, true)]
+    // Beyond the limit: refused for good.
+    #[case(256, 1024, &[1100], false, false)]
+    // The whole limit reserved already: nothing more to grow into.
+    #[case(1024, 1024, &[1000, 100], false, false)]
+    fn an_allowance_refuses_what_is_beyond_it_and_says_whether_the_limit_would_do(
+        #[case] reserved: usize,
+        #[case] limit: usize,
+        #[case] spends: &[usize],
+        #[case] allowed: bool,
+        #[case] outgrown: bool,
+    ) {
+        let mut allowance = Allowance {
+            reserved,
+            limit,
+            spent: 0,
+            outgrown: false,
+        };
+        let result = spends
+            .iter()
+            .try_for_each(|&bytes| allowance.spend(bytes, "ns/ssi"));
+        assert_eq!(result.is_ok(), allowed);
+        assert_eq!(allowance.outgrown, outgrown);
+        if let Err(error) = result {
+            let message = error.to_string();
+            assert!(message.contains("more than 1 KiB at once"), "{message}");
+            assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        }
+    }
+
+    #[tokio::test]
+    async fn files_beyond_the_volumes_limit_are_refused_before_they_are_copied() {
+        // 256 files of one 4 MiB value: a gigabyte if every file were built.
+        let value = "v".repeat(4 << 20);
+        let secret =
+            Secret::from_response("secret/big", serde_json::json!({"data": {"value": value}}))
+                .unwrap();
+        let files = (0..256)
+            .map(|i| ssi_core::SecretFile::new(format!("f{i}"), "secret/big", "value"))
+            .collect();
+        let spec = ssi_core::SecretsStoreImportSpec::new("app", files);
+        let secrets = HashMap::from([(Request::get("secret/big"), Some(Arc::new(secret)))]);
+        let limit = 8 << 20;
+        let mut allowance = Allowance {
+            reserved: limit,
+            limit,
+            spent: 0,
+            outgrown: false,
+        };
+        let renderer = Renderer::new("/proc/self/exe");
+        let error = files_of(&renderer, &spec, &secrets, None, "ns/big", &mut allowance)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::TooLarge { limit: l, .. } if l == limit),
+            "{error}"
+        );
+        // One file was built; the second one's copies were refused before they were made.
+        assert!(allowance.spent < limit + 2 * (4 << 20) + 1024);
+    }
+
+    #[test]
+    fn a_cycle_keeps_reads_for_other_volumes_up_to_its_limit_only() {
+        let cycle = Cycle::default();
+        let read = |size: usize| {
+            Arc::new(SharedRead {
+                secret: Arc::new(
+                    Secret::from_response(
+                        "secret/x",
+                        serde_json::json!({"data": {"v": "x".repeat(size)}}),
+                    )
+                    .unwrap(),
+                ),
+                token: TokenState {
+                    login: 1,
+                    until: None,
+                    renew_at: None,
+                },
+                taken: AtomicBool::new(false),
+                weighed: AtomicBool::new(false),
+            })
+        };
+        let kept = |path: &str, size: usize| {
+            let key = (identity(), path.to_owned());
+            let cell = shared_cell(&cycle.reads, key.clone());
+            let shared = read(size);
+            cell.set(Ok(shared.clone())).ok().unwrap();
+            cycle.keep_or_forget(&key, &cell, &shared);
+            cycle.reads.lock().unwrap().contains_key(&key)
+        };
+        assert!(kept("small", 1024));
+        assert!(
+            !kept("large", CYCLE_KEPT),
+            "beyond the limit with the first"
+        );
+        assert!(
+            kept("another small", 1024),
+            "the forgotten one is not counted"
+        );
     }
 }

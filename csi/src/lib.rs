@@ -84,6 +84,10 @@ pub async fn run(
         token_audience: args.token_audience.clone(),
         timeout: args.store.timeout,
         max_response_bytes: args.store.max_response_bytes,
+        // NB: parse_size accepted it, at most 1g.
+        volume_limit: config::size_in_bytes(&args.tmpfs_size)
+            .unwrap_or(usize::MAX / 2)
+            .saturating_mul(2),
     };
     let metrics = Arc::new(Metrics::default());
     let records = state::Store::open(&args.state_dir)

@@ -1,4 +1,5 @@
 //! `ssi-injector copy <dir>`: the init container copies the binary into a shared emptyDir.
+//! `ssi-injector --version` (without `SSI_INJECTOR_ROLE`): prints its version.
 //! `ssi-injector <argv...>` (with `SSI_INJECTOR_*` set): resolves the references in the
 //! environment and execs `argv` in place of itself.
 
@@ -20,6 +21,10 @@ fn main() -> ExitCode {
         .collect();
     // NB: an app container always carries the role; the init container never does. So an app
     // whose own command is `copy <x>` is still run, not mistaken for the init step.
+    if !utf8.contains_key(ENV_ROLE) && args.len() == 1 && args[0] == "--version" {
+        println!("ssi-injector {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     if !utf8.contains_key(ENV_ROLE)
         && let [mode, dir] = args.as_slice()
         && mode == ssi_core::injector::COPY_COMMAND

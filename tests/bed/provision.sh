@@ -44,8 +44,10 @@ fi
 # pod networking, the test workloads' image). postgresql: the database the store's database
 # secrets engine issues users in (tests/src/postgres.rs starts its own cluster on loopback).
 # prometheus: promtool for the chart's alerts, and a server the monitoring suite starts on loopback.
+# qemu-user-static: runs the arm64 images' binaries on this amd64 machine (no binfmt handlers
+# are registered by the tests: they start qemu-aarch64-static themselves).
 packages=(etcd-server make openssl curl ca-certificates wrk python3 python3-venv
-          docker-registry umoci skopeo apache2-utils
+          docker-registry umoci skopeo apache2-utils qemu-user-static
           containerd runc containernetworking-plugins busybox-static gcc libc6-dev iproute2
           postgresql prometheus)
 missing=()

@@ -530,7 +530,7 @@ containerRuntimeEndpoint: unix://{containerd_socket}
         Ok(command)
     }
 
-    /// Loads a docker-archive into the node's containerd.
+    /// Loads an image archive (OCI or docker) into the node's containerd.
     pub fn load_image(&self, archive: &Path) -> crate::Result<()> {
         run(self.ctr()?.args(["images", "import"]).arg(archive))?;
         Ok(())

@@ -672,7 +672,7 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
 }
 
 /// The chart's memory limit of the driver (charts/.../values.yaml, `csi.resources.limits`).
-const DRIVER_LIMIT_KIB: u64 = 96 * 1024;
+const DRIVER_LIMIT_KIB: u64 = 128 * 1024;
 
 #[tokio::test]
 async fn a_tenants_template_bombs_are_refused_and_the_driver_stays_under_its_limit() {
@@ -804,6 +804,150 @@ async fn a_tenants_template_bombs_are_refused_and_the_driver_stays_under_its_lim
         .unwrap();
     publish(&bed, &driver, &volume).await.expect("publish");
     assert_eq!(read(&volume, "out.env"), "LENGTH=1000\n");
+}
+
+#[tokio::test]
+async fn a_volume_of_256_large_files_is_refused_and_the_driver_stays_under_its_limit() {
+    let bed = guide_bed().await;
+    walkthrough::allow_all_app_secrets(&bed).unwrap();
+    // The stores take strings of at most 1 MiB (max_json_string_value_length): three of
+    // them make a secret of 3 MB, its reply under the driver's 4 MiB.
+    let value_file = bed.dir().join("a-large-value");
+    std::fs::write(&value_file, "L".repeat(1_000_000)).unwrap();
+    let value = format!("@{}", value_file.display());
+    for i in 0..8 {
+        kv_put(
+            &bed,
+            &format!("secret/large-{i}"),
+            &[
+                &format!("k0={value}"),
+                &format!("k1={value}"),
+                &format!("k2={value}"),
+            ],
+        );
+    }
+    // 256 files of one 1 MB value: 256 MB if every file were built.
+    apply(
+        &bed,
+        &ssi_yaml(NAMESPACE, "many-copies", &[], |spec| {
+            spec.files = (0..256)
+                .map(|i| SecretFile::new(format!("f{i}"), "secret/data/large-0", "k0"))
+                .collect();
+        }),
+    );
+    // Eight secrets of 3 MB, a file from each: 24 MB of secrets held at once.
+    apply(
+        &bed,
+        &ssi_yaml(NAMESPACE, "many-secrets", &[], |spec| {
+            spec.files = (0..8)
+                .map(|i| SecretFile::new(format!("f{i}"), format!("secret/data/large-{i}"), "k1"))
+                .collect();
+        }),
+    );
+    // One 1 MB file: more than a fetch reserves first, within what a volume may hold.
+    apply(
+        &bed,
+        &ssi_yaml(NAMESPACE, "one-large-file", &[], |spec| {
+            spec.files = vec![SecretFile::new("f", "secret/data/large-0", "k2")];
+        }),
+    );
+    // The binary the image ships, with the chart's tmpfs size (4m): its peak is what the
+    // chart's limit is for.
+    let driver = CsiDriver::start(
+        &bed,
+        DriverOptions {
+            shipped: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let pid = driver.pid().expect("the driver runs");
+
+    // Sixteen such volumes published at once, as kubelet does for a node's new pods.
+    let mut volumes = Vec::new();
+    for i in 0..16 {
+        let ssi = if i % 2 == 0 {
+            "many-copies"
+        } else {
+            "many-secrets"
+        };
+        volumes.push(
+            create_pod(
+                &bed,
+                &driver,
+                NAMESPACE,
+                &format!("large-{i}"),
+                SERVICE_ACCOUNT,
+                ssi,
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let started = std::time::Instant::now();
+    let results =
+        futures_util::future::join_all(volumes.iter().map(|volume| publish(&bed, &driver, volume)))
+            .await;
+    eprintln!(
+        "[large] 16 volumes refused in {:?} (peak {} KiB)",
+        started.elapsed(),
+        ssi_tests::status_kib(pid, "VmHWM:")
+    );
+    for (volume, result) in volumes.iter().zip(results) {
+        let status = result.expect_err(&volume.ssi);
+        assert_invalid(&status, "need more than 8192 KiB at once");
+        assert!(!status.message().contains("LLLL"), "no value: {status:?}");
+        assert!(!volume.target.exists(), "nothing is left mounted");
+    }
+
+    let fits = create_pod(
+        &bed,
+        &driver,
+        NAMESPACE,
+        "fits",
+        SERVICE_ACCOUNT,
+        "one-large-file",
+    )
+    .await
+    .unwrap();
+    publish(&bed, &driver, &fits).await.expect("publish");
+    assert_eq!(
+        std::fs::metadata(fits.target.join("f")).unwrap().len(),
+        1_000_000
+    );
+
+    // A connection flood on the admin port: at most MAX_ADMIN_CONNECTIONS are held, the rest
+    // closed at accept; once the flood ends, the probes are answered again.
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(&driver.admin).await {
+            flood.push(stream);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = flood
+        .iter()
+        .filter(|stream| {
+            let mut byte = [0u8; 1];
+            matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    eprintln!("[large] admin flood: {held} of 400 connections held");
+    assert!(
+        held <= ssi_runtime::admin::MAX_ADMIN_CONNECTIONS + 1,
+        "{held} connections held"
+    );
+    drop(flood);
+    let answered = wait::until_async(Duration::from_secs(5), "the admin port answers", || async {
+        wait::check(driver.metrics().await.is_ok(), String::new)
+    })
+    .await;
+    answered.unwrap();
+
+    let peak = ssi_tests::status_kib(pid, "VmHWM:");
+    eprintln!("[large] the driver's peak RSS: {peak} KiB (limit {DRIVER_LIMIT_KIB} KiB)");
+    assert!(peak > 0 && peak < DRIVER_LIMIT_KIB, "peak {peak} KiB");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use ssi_tests::walkthrough::{
     self, AUTH_PATHS, DEDICATED_AUDIENCE_AUTH_PATH, NAMESPACE, Narrator, PASSWORD, ROLE,
     SERVICE_ACCOUNT, VaultSetup,
 };
-use ssi_tests::{SA_ISSUER, TestBed, VAULT_AUDIENCE, run, wait};
+use ssi_tests::{SA_ISSUER, TestBed, VAULT_AUDIENCE, run, wait, workspace_path};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -327,6 +327,63 @@ async fn the_static_binary_reaches_the_store_by_host_name() {
         .env_clear()
         .envs(configured.get_envs().filter_map(|(k, v)| Some((k, v?))))
         .env("SSI_INJECTOR_ADDR", by_name)
+        .args(configured.get_args());
+    let (result, stdout, stderr) = output(&mut command);
+    assert!(result.status.success(), "{stderr}");
+    assert!(
+        lines(&stdout).contains(&"DB_PASSWORD=rotated-password"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn the_arm64_binaries_run_under_qemu_and_the_injector_resolves_a_reference() {
+    let (bed, token) = guide_bed().await;
+    // Debian's qemu-user-static, installed by provisioning; started directly, so the machine
+    // needs no binfmt handler.
+    let qemu = Path::new("/usr/bin/qemu-aarch64-static");
+    assert!(
+        qemu.is_file(),
+        "{} is missing; apt-get install qemu-user-static (tests/bed/provision.sh does)",
+        qemu.display()
+    );
+    let arm64 = |name: &str| {
+        let path = workspace_path("target/images/bin/arm64").join(name);
+        assert!(
+            path.is_file(),
+            "{} is missing; build it with scripts/build-images (scripts/test does)",
+            path.display()
+        );
+        path
+    };
+    for name in ["ssi-csi", "ssi-webhook", "ssi-injector"] {
+        let binary = arm64(name);
+        let elf = std::fs::read(&binary).unwrap();
+        // e_machine 183 (EM_AARCH64), and no interpreter: a static arm64 executable.
+        assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), 183, "{name}");
+        assert!(
+            !elf.windows(17).any(|w| w == b"/lib/ld-linux-aar"),
+            "{name} is static"
+        );
+        let (result, stdout, stderr) = output(Command::new(qemu).arg(&binary).arg("--version"));
+        assert!(result.status.success(), "{name}: {stderr}");
+        assert!(
+            stdout.contains(env!("CARGO_PKG_VERSION")),
+            "{name}: {stdout}"
+        );
+    }
+    // The injector, as the arm64 image runs it, resolves a reference against the bed's store
+    // and execs the app (this machine's own `env`, which qemu hands to the kernel).
+    let reference = [(
+        "DB_PASSWORD",
+        "secrets-store:secret/data/database-for-python-app#password",
+    )];
+    let configured = injector(&bed, &token, &reference, &["env"]);
+    let mut command = Command::new(qemu);
+    command
+        .env_clear()
+        .envs(configured.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .arg(arm64("ssi-injector"))
         .args(configured.get_args());
     let (result, stdout, stderr) = output(&mut command);
     assert!(result.status.success(), "{stderr}");

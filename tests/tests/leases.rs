@@ -5,6 +5,7 @@
 // Tests fail by panicking, helpers included.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use ssi_core::{SecretFile, SecretsStoreImport, SecretsStoreImportSpec};
 use ssi_tests::csi::{CsiDriver, DriverOptions, PodVolume, create_pod, publish, unpublish};
 use ssi_tests::postgres::Postgres;
 use ssi_tests::walkthrough::{self, NAMESPACE, ROLE, SERVICE_ACCOUNT};
@@ -167,6 +168,170 @@ async fn store_requests(driver: &CsiDriver, operation: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A second store in front of the bed's: it forwards connections until [`SecondStore::go_dark`],
+/// then drops the forwarded ones and holds every new one without an answer, as a store behind
+/// a dead route does.
+struct SecondStore {
+    address: String,
+    dark: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    forwarded: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SecondStore {
+    async fn start(bed: &TestBed) -> SecondStore {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = bed.openbao().addr.trim_start_matches("http://").to_owned();
+        let dark = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let forwarded = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (is_dark, tasks) = (dark.clone(), forwarded.clone());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if is_dark.load(Ordering::SeqCst) {
+                    held.push(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let forward = tokio::spawn(async move {
+                    if let Ok(mut store) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut store).await;
+                    }
+                });
+                tasks.lock().unwrap().push(forward.abort_handle());
+            }
+        });
+        SecondStore {
+            address,
+            dark,
+            forwarded,
+            task,
+        }
+    }
+
+    /// From now on nothing answers: open connections are cut, new ones are held silent.
+    fn go_dark(&self) {
+        self.dark.store(true, std::sync::atomic::Ordering::SeqCst);
+        for forward in self.forwarded.lock().unwrap().drain(..) {
+            forward.abort();
+        }
+    }
+}
+
+impl Drop for SecondStore {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_blackholed_second_store_delays_no_lease_renewal_beyond_a_fetch_deadline() {
+    let bed = guide_bed().await;
+    assert!(bed.openbao().addr.starts_with("http://"), "the bed's store");
+    let postgres = Postgres::start(bed.dir()).await.expect("PostgreSQL");
+    // A 24 s lease is renewed at two thirds of it: 8 s to spare, more than a fetch's
+    // deadline (5 store timeouts of 1 s).
+    database_engine(&bed, &postgres, "24s", "1h");
+    walkthrough::backend_policy(
+        &bed,
+        &format!(
+            "{}path \"secret/data/*\" {{ capabilities = [\"read\"] }}\n",
+            engines::DATABASE_POLICY
+        ),
+    )
+    .unwrap();
+    db_ssi(&bed);
+    let second = SecondStore::start(&bed).await;
+    let mut spec = SecretsStoreImportSpec::new(
+        ROLE,
+        vec![SecretFile::new(
+            "password",
+            "secret/data/database-for-python-app",
+            "password",
+        )],
+    );
+    spec.address = Some(second.address.clone());
+    let mut ssi = SecretsStoreImport::new("elsewhere", spec);
+    ssi.metadata.namespace = Some(NAMESPACE.into());
+    bed.apply_yaml(&serde_yaml::to_string(&ssi).unwrap())
+        .unwrap();
+    let driver = CsiDriver::start(
+        &bed,
+        DriverOptions {
+            rotation_interval: "3s".into(),
+            store_timeout: "1s".into(),
+            extra_args: vec!["--allowed-store-addresses".into(), second.address.clone()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let leased = create_pod(&bed, &driver, NAMESPACE, "db-1", SERVICE_ACCOUNT, "db")
+        .await
+        .unwrap();
+    publish(&bed, &driver, &leased).await.expect("publish");
+    // More volumes at the second store than the driver rotates at once (16).
+    for i in 0..20 {
+        let volume = create_pod(
+            &bed,
+            &driver,
+            NAMESPACE,
+            &format!("elsewhere-{i}"),
+            SERVICE_ACCOUNT,
+            "elsewhere",
+        )
+        .await
+        .unwrap();
+        publish(&bed, &driver, &volume).await.expect("publish");
+    }
+    let user = working_user(&postgres, &leased);
+    let lease = recorded_lease(&driver, &leased, &read(&leased, "password"));
+    second.go_dark();
+    let dark = Instant::now();
+
+    // Through three lease periods: the same user logs in all along, its lease renewed in time
+    // although every rotation cycle meets twenty volumes whose store never answers.
+    let mut least_left = u64::MAX;
+    while dark.elapsed() < Duration::from_secs(72) {
+        assert_eq!(working_user(&postgres, &leased), user, "kept and working");
+        let lookup = bao(
+            &bed,
+            &[
+                "write",
+                "-format=json",
+                "sys/leases/lookup",
+                &format!("lease_id={lease}"),
+            ],
+        );
+        let lookup: serde_json::Value = serde_json::from_str(&lookup).unwrap();
+        let left = lookup["data"]["ttl"].as_u64().expect("the lease is alive");
+        least_left = least_left.min(left);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let failed = driver
+        .metric("ssi_csi_rotations_total{result=\"failed\"}")
+        .await
+        .unwrap_or(0.0);
+    eprintln!(
+        "[blackhole] 72 s: the lease never had less than {least_left} s left; {failed} rotations \
+         failed at the dark store"
+    );
+    assert!(
+        failed >= 20.0,
+        "the dark store's volumes were tried: {failed}"
+    );
+    assert!(
+        least_left >= 2,
+        "renewed before its end: {least_left} s left at worst"
+    );
+    assert!(store_requests(&driver, "renew").await >= 3.0);
+}
+
 #[tokio::test]
 async fn database_users_are_kept_per_volume_renewed_replaced_before_max_ttl_and_revoked() {
     let bed = guide_bed().await;
@@ -317,6 +482,60 @@ fn certificate(volume: &PodVolume) -> (String, String) {
     let serial = openssl(&["x509", "-in", "tls.crt", "-noout", "-serial"], dir);
     let end = openssl(&["x509", "-in", "tls.crt", "-noout", "-enddate"], dir);
     (serial.trim().to_owned(), end.trim().to_owned())
+}
+
+#[tokio::test]
+async fn a_one_second_certificate_is_reissued_at_most_every_ten_seconds_and_its_events_add_up() {
+    let bed = guide_bed().await;
+    engines::pki(&bed).unwrap();
+    walkthrough::backend_policy(
+        &bed,
+        "path \"pki/issue/web\" { capabilities = [\"update\"] }\n",
+    )
+    .unwrap();
+    // A tenant asks for certificates of one second: each is due again at once.
+    apply_example(&bed, "ssi-pki.yaml", |text| {
+        text.replace("ttl: 72h", "ttl: 1s")
+    });
+    let driver = start_driver(&bed).await;
+    let volume = create_pod(&bed, &driver, NAMESPACE, "web-2", SERVICE_ACCOUNT, "tls")
+        .await
+        .unwrap();
+    publish(&bed, &driver, &volume).await.expect("publish");
+    let published = Instant::now();
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    let issues = store_requests(&driver, "write").await;
+    let floor = ssi_csi::held::MIN_REISSUE_INTERVAL;
+    eprintln!(
+        "[1s ttl] {issues} issues in {:?} (floor {floor:?})",
+        published.elapsed()
+    );
+    // The publish's, then one per floor: 4 in 32 s (one more if a cycle falls on the edge),
+    // where the certificate's own clock would ask for about 48.
+    assert!((3.0..=5.0).contains(&issues), "{issues} issues in 32 s");
+    // Each reissue changed the files; their Events add up on one Event per message.
+    let events = run(bed
+        .kubectl()
+        .args(["get", "events", "-n", NAMESPACE, "-o", "json"]))
+    .unwrap();
+    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let rotated: Vec<&serde_json::Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == "web-2" && e["reason"] == "SecretRotated")
+        .collect();
+    let counts: Vec<i64> = rotated
+        .iter()
+        .map(|e| e["count"].as_i64().unwrap_or(1))
+        .collect();
+    eprintln!("[1s ttl] SecretRotated Events: {counts:?}");
+    assert_eq!(rotated.len(), 1, "one Event, counted up: {counts:?}");
+    assert!(
+        counts[0] as f64 >= issues - 2.0,
+        "{counts:?} for {issues} issues"
+    );
+    unpublish(&driver, &volume).await.expect("unpublish");
 }
 
 #[tokio::test]

@@ -1097,4 +1097,69 @@ async fn a_hostile_registry_leads_nowhere_and_fills_no_memory() {
     );
     let message = denial("talkative").await;
     assert!(message.contains("answered HTTP 500"), "{message}");
+
+    // Eight pull secrets of a megabyte of tiny registry entries each (a dense docker config, as
+    // large as the API stores): read two at a time, at most 64 entries built of each.
+    use base64::Engine;
+    run(bed.kubectl().args(["create", "namespace", "apps"])).unwrap();
+    let mut auths = serde_json::Map::new();
+    for i in 0..52_000 {
+        auths.insert(format!("r{i}.example"), serde_json::json!({}));
+    }
+    let config = serde_json::json!({ "auths": auths }).to_string();
+    assert!(
+        config.len() > 1_000_000 && config.len() <= 1_048_576,
+        "{}",
+        config.len()
+    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&config);
+    drop(config);
+    let names: Vec<String> = (0..8).map(|i| format!("dense-{i}")).collect();
+    for name in &names {
+        let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": name, "namespace": "apps"},
+            "data": {".dockerconfigjson": encoded}});
+        // NB: create, not apply: apply's last-applied annotation would double it past the API's
+        // request limit.
+        let path = bed.dir().join(format!("{name}.json"));
+        std::fs::write(&path, secret.to_string()).unwrap();
+        run(bed.kubectl().arg("create").arg("-f").arg(&path)).unwrap();
+    }
+    let mut pod: serde_json::Value = serde_json::from_str(&image_pod(
+        "dense",
+        &format!("{}/talkative:1", hostile.host),
+        "default",
+        None,
+    ))
+    .unwrap();
+    pod["spec"]["imagePullSecrets"] = names
+        .iter()
+        .map(|n| serde_json::json!({"name": n}))
+        .collect();
+    let review = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u-2", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "apps", "operation": "CREATE", "object": pod}});
+    let peak_before = ssi_tests::status_kib(webhook.pid(), "VmHWM:");
+    let started = std::time::Instant::now();
+    let answer = webhook.review(&review).await.unwrap();
+    let peak_after = ssi_tests::status_kib(webhook.pid(), "VmHWM:");
+    eprintln!(
+        "[attack] 8 dense pull secrets: answered in {:?}; peak {peak_before} -> {peak_after} KiB",
+        started.elapsed()
+    );
+    let message = answer["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("answered HTTP 500"),
+        "the lookup went on: {answer}"
+    );
+    // NB: a debug build's peak is no measure of the chart's limit (a_tenant_can_neither_...
+    // runs the shipped binary); what this review adds to it is.
+    assert!(
+        peak_before > 0 && peak_after - peak_before < 8 * 1024,
+        "the webhook's peak RSS grew from {peak_before} KiB to {peak_after} KiB"
+    );
 }

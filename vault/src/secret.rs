@@ -123,6 +123,23 @@ impl Secret {
             })
     }
 
+    /// About what the secret costs in memory: its text, and a tree node for every value (see
+    /// [`ssi_core::json::BYTES_PER_VALUE`]). What a volume may hold at once is counted with it.
+    pub fn retained_bytes(&self) -> usize {
+        self.path.len()
+            + self
+                .fields
+                .iter()
+                .map(|(key, value)| key.len() + cost(value))
+                .sum::<usize>()
+    }
+
+    /// What [`Secret::value`] of `key` costs at most (0 if there is none), known before it is
+    /// copied.
+    pub fn value_cost(&self, key: &str) -> usize {
+        self.fields.get(key).map_or(0, cost)
+    }
+
     /// The names of the secret's fields.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.fields.keys().map(String::as_str)
@@ -134,6 +151,17 @@ impl Secret {
             .iter()
             .map(|(k, v)| (k.as_str(), SecretValue::from(v)))
     }
+}
+
+/// About what `value` costs, as a tree and as the text [`SecretValue`] makes of it.
+fn cost(value: &Value) -> usize {
+    ssi_core::json::BYTES_PER_VALUE
+        + match value {
+            Value::String(text) => text.len(),
+            Value::Array(items) => items.iter().map(cost).sum(),
+            Value::Object(map) => map.iter().map(|(k, v)| k.len() + cost(v)).sum(),
+            _ => 0,
+        }
 }
 
 impl fmt::Debug for Secret {
@@ -152,6 +180,21 @@ impl fmt::Debug for Secret {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn what_a_secret_costs_is_known_before_a_value_is_copied() {
+        let body = json!({"data": {"big": "x".repeat(100_000), "n": 1, "list": [1, 2]}});
+        let secret = Secret::from_response("secret/s", body).unwrap();
+        assert!(secret.value_cost("big") >= 100_000);
+        assert!(secret.value_cost("big") >= secret.value("big").unwrap().expose().len());
+        assert_eq!(secret.value_cost("missing"), 0);
+        let total = secret.retained_bytes();
+        assert!(
+            total > secret.value_cost("big") + secret.value_cost("list"),
+            "{total}"
+        );
+        assert!(total < 100_000 + 4096, "{total}");
+    }
 
     #[test]
     fn unwraps_kv2_data_and_version() {
