@@ -1,5 +1,5 @@
 # The three images for users who build with Docker. They hold the same static binaries that
-# scripts/build-images packs without Docker (umoci + skopeo; what the test bed runs):
+# scripts/build-images packs without Docker (amd64 here; scripts/build-images also builds arm64):
 #   docker build --target ssi-csi      -t secrets-store-integration/ssi-csi:<version> .
 #   docker build --target ssi-webhook  -t secrets-store-integration/ssi-webhook:<version> .
 #   docker build --target ssi-injector -t secrets-store-integration/ssi-injector:<version> .

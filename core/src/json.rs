@@ -133,6 +133,24 @@ impl<'de> Visitor<'de> for BoundedVisitor {
     }
 }
 
+/// The length of `value`'s compact JSON text, counted without building it.
+pub fn encoded_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // NB: a counter never fails a write; a value that cannot be serialised counts as written.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
 /// Parses `text` as JSON, building at most `max_values` values.
 pub fn from_slice_bounded(text: &[u8], max_values: usize) -> serde_json::Result<Value> {
     with_value_budget(max_values, || {

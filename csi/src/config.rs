@@ -67,7 +67,9 @@ pub struct Args {
     #[arg(long, env = "SSI_CSI_ROTATION_CONCURRENCY", default_value_t = 16)]
     pub rotation_concurrency: usize,
 
-    /// Size limit of each volume's tmpfs, in bytes or with a k/m suffix (e.g. 4m).
+    /// Size limit of each volume's tmpfs, in bytes or with a k, m or g suffix (e.g. 4m), at most
+    /// 1g. A volume's secrets and files may take twice as much of the driver's memory while it is
+    /// fetched.
     #[arg(long, env = "SSI_CSI_TMPFS_SIZE", default_value = "4m", value_parser = parse_size)]
     pub tmpfs_size: String,
 
@@ -154,6 +156,11 @@ fn parse_size(text: &str) -> Result<String, String> {
     {
         return Err(format!("{text:?} is not a size like 4m, 512k or 1048576"));
     }
+    if size_in_bytes(text) == Some(0) {
+        return Err(format!(
+            "{text:?} is no size: the kernel takes a tmpfs of size 0 as one without a limit"
+        ));
+    }
     if size_in_bytes(text).is_none_or(|bytes| bytes > MAX_TMPFS_BYTES) {
         return Err(format!(
             "{text:?} is more than the 1g a volume's tmpfs may be"
@@ -191,6 +198,8 @@ mod tests {
     #[case("", false)]
     #[case("size=4m,exec", false)]
     #[case("2g", false)]
+    #[case("0", false)]
+    #[case("00k", false)]
     #[case("99999999999999999999k", false)]
     fn parses_tmpfs_sizes(#[case] text: &str, #[case] valid: bool) {
         assert_eq!(parse_size(text).is_ok(), valid);

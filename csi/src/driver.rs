@@ -295,10 +295,12 @@ impl Driver {
                 held_by.as_ref(),
             )
             .await?;
+        let files = Arc::new(files);
         let result = self
             .mount_and_write(&record, &files, &next, &identity)
             .await;
-        let names: Vec<String> = files.0.into_keys().collect();
+        let names: Vec<String> = files.0.keys().cloned().collect();
+        drop(files);
         drop(memory);
         self.fetcher
             .settle(&identity, &holdings, &next, result.is_ok())
@@ -332,7 +334,7 @@ impl Driver {
     async fn mount_and_write(
         &self,
         record: &Record,
-        files: &writer::Files,
+        files: &Arc<writer::Files>,
         holdings: &Holdings,
         identity: &IdentityKey,
     ) -> Result<(), Error> {
@@ -359,6 +361,7 @@ impl Driver {
                 .map_err(Error::io("mount a tmpfs on", &target))?;
         }
         let access = access(record);
+        // NB: shared with the writer's thread, not copied: files may be megabytes.
         let written = files.clone();
         on_volume("write the files into", &target, move |dir| {
             writer::write(dir, &written, access)

@@ -220,17 +220,17 @@ fn checked_input<'s>(
         sources.insert(name.as_str(), fields);
     }
 
-    let input = serde_json::to_vec(&Input {
+    let input = Input {
         text: &template.text,
         sources,
         paths: &template.sources,
-    })
-    .map_err(|e| format!("the template could not be rendered: {e}"))?;
-    // Escapes may make the encoded input larger than its parts.
-    if input.len() > MAX_ENCODED_INPUT_BYTES {
+    };
+    // Escapes may make the encoded input several times larger than its parts: measured before
+    // it is built.
+    if ssi_core::json::encoded_len(&input) > MAX_ENCODED_INPUT_BYTES {
         return Err(too_large());
     }
-    Ok(input)
+    serde_json::to_vec(&input).map_err(|e| format!("the template could not be rendered: {e}"))
 }
 
 /// Keys named in an error, at most [`KEYS_SHOWN`] of them: a secret may have many.

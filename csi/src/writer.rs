@@ -58,6 +58,38 @@ pub enum Access {
 /// The files currently visible in `dir`, with the mode of every one, or `None` when nothing was
 /// written there yet.
 pub fn current(dir: &Path) -> io::Result<Option<Files>> {
+    let mut files = BTreeMap::new();
+    let mut modes = BTreeMap::new();
+    let visited = visit_current(dir, |name, bytes, mode| {
+        files.insert(name.clone(), bytes);
+        modes.insert(name, mode);
+        true
+    })?;
+    Ok(visited.map(|_| Files(files, modes)))
+}
+
+/// Whether `dir` shows exactly `files` with `modes`, read one file at a time (never the whole
+/// generation beside the new one).
+fn unchanged(
+    dir: &Path,
+    files: &BTreeMap<String, Vec<u8>>,
+    modes: &BTreeMap<String, u32>,
+) -> io::Result<bool> {
+    let mut seen = 0;
+    let visited = visit_current(dir, |name, bytes, mode| {
+        seen += 1;
+        files.get(&name) == Some(&bytes) && modes.get(&name) == Some(&mode)
+    })?;
+    Ok(visited == Some(true) && seen == files.len())
+}
+
+/// Reads the files currently visible in `dir` one at a time into `visit` (name, bytes, mode),
+/// which says whether to go on. `None` when nothing was written there yet, else whether every
+/// file was visited.
+fn visit_current(
+    dir: &Path,
+    mut visit: impl FnMut(String, Vec<u8>, u32) -> bool,
+) -> io::Result<Option<bool>> {
     let root = open_dir(dir)?;
     let Some(generation) = current_generation(&root)? else {
         return Ok(None);
@@ -74,8 +106,6 @@ pub fn current(dir: &Path) -> io::Result<Option<Files>> {
         ))
     })?;
     let mut listing = Dir::from_fd(generation_dir.try_clone()?)?;
-    let mut files = BTreeMap::new();
-    let mut modes = BTreeMap::new();
     for entry in listing.iter() {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -88,10 +118,11 @@ pub fn current(dir: &Path) -> io::Result<Option<Files>> {
             )));
         }
         let (bytes, mode) = read_regular_file(&generation_dir, &name)?;
-        files.insert(name.clone(), bytes);
-        modes.insert(name, mode);
+        if !visit(name, bytes, mode) {
+            return Ok(Some(false));
+        }
     }
-    Ok(Some(Files(files, modes)))
+    Ok(Some(true))
 }
 
 /// Opens `dir` itself without following a link in its place.
@@ -197,19 +228,15 @@ pub fn write(dir: &Path, files: &Files, access: Access) -> io::Result<bool> {
         Access::Group(gid) => (0o640, Some(gid)),
     };
     // Every file's mode: the one asked for, else the default. A changed mode is a change.
-    let wanted = Files(
-        files.0.clone(),
-        files
-            .0
-            .keys()
-            .map(|name| {
-                let mode = files.1.get(name).copied().unwrap_or(default_mode) & 0o777;
-                (name.clone(), mode)
-            })
-            .collect(),
-    );
-    let previous = current(dir)?;
-    if previous.as_ref() == Some(&wanted) {
+    let modes: BTreeMap<String, u32> = files
+        .0
+        .keys()
+        .map(|name| {
+            let mode = files.1.get(name).copied().unwrap_or(default_mode) & 0o777;
+            (name.clone(), mode)
+        })
+        .collect();
+    if unchanged(dir, &files.0, &modes)? {
         return Ok(false);
     }
     // Validated by current(): a name of our shape, directly below `dir`.
@@ -221,7 +248,7 @@ pub fn write(dir: &Path, files: &Files, access: Access) -> io::Result<bool> {
     let written = (|| {
         fs::set_permissions(&generation_dir, fs::Permissions::from_mode(0o755))?;
         for (name, bytes) in &files.0 {
-            let mode = wanted.1[name];
+            let mode = modes[name];
             let path = generation_dir.join(name);
             let mut file = fs::OpenOptions::new()
                 .write(true)
@@ -262,9 +289,16 @@ pub fn write(dir: &Path, files: &Files, access: Access) -> io::Result<bool> {
             symlink(Path::new(DATA_LINK).join(name), &link)?;
         }
     }
-    if let Some(previous) = previous {
-        for name in previous.0.keys().filter(|n| !files.0.contains_key(*n)) {
-            fs::remove_file(dir.join(name))?;
+    // The links of files the new generation no longer has (the layout's own names start
+    // with `..`).
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("..")
+            && !files.0.contains_key(&name)
+            && entry.file_type()?.is_symlink()
+        {
+            fs::remove_file(entry.path())?;
         }
     }
     if let Some(old) = old_generation.filter(|old| *old != generation) {

@@ -9,7 +9,6 @@ set -euo pipefail
 
 cache=${SSI_TESTBED_CACHE:-/var/cache/ssi-testbed}
 bin="$cache/bin"
-mkdir -p "$bin"
 
 log() { printf '[provision] %s\n' "$*" >&2; }
 
@@ -34,6 +33,7 @@ if ((${#problems[@]})); then
   for problem in "${problems[@]}"; do log "cannot provision: $problem"; done
   exit 1
 fi
+mkdir -p "$bin"
 
 # --- Debian packages -------------------------------------------------------------------------
 # etcd-server: the apiserver's store. gcc + libc6-dev: the pause binary. wrk: the webhook's HTTPS

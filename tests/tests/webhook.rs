@@ -222,7 +222,7 @@ async fn only_objects_that_use_secrets_store_reach_the_webhook_and_its_outage_st
 }
 
 /// The chart's memory limit of the webhook (values.yaml, `webhook.resources.limits`).
-const WEBHOOK_LIMIT_KIB: u64 = 64 * 1024;
+const WEBHOOK_LIMIT_KIB: u64 = 80 * 1024;
 
 /// A review of `object` as the apiserver sends it.
 fn review_of(object: &serde_json::Value) -> Vec<u8> {

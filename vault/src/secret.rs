@@ -134,10 +134,25 @@ impl Secret {
                 .sum::<usize>()
     }
 
-    /// What [`Secret::value`] of `key` costs at most (0 if there is none), known before it is
-    /// copied.
+    /// The length of [`Secret::value_bytes`] of `key` (0 if there is none), known before it is
+    /// copied: a string's bytes, any other value's JSON text (whose escapes may make it several
+    /// times longer than what it holds).
     pub fn value_cost(&self, key: &str) -> usize {
-        self.fields.get(key).map_or(0, cost)
+        match self.fields.get(key) {
+            None => 0,
+            Some(Value::String(text)) => text.len(),
+            Some(other) => ssi_core::json::encoded_len(other),
+        }
+    }
+
+    /// The value of `key` as [`SecretValue::expose`] gives it, copied once into a plain buffer
+    /// (a file's content); an error as [`Secret::value`] gives it.
+    pub fn value_bytes(&self, key: &str) -> Result<Vec<u8>, Error> {
+        match self.fields.get(key) {
+            Some(Value::String(text)) => Ok(text.as_bytes().to_vec()),
+            Some(other) => Ok(other.to_string().into_bytes()),
+            None => self.value(key).map(|value| value.expose().to_vec()),
+        }
     }
 
     /// The names of the secret's fields.
@@ -153,7 +168,7 @@ impl Secret {
     }
 }
 
-/// About what `value` costs, as a tree and as the text [`SecretValue`] makes of it.
+/// About what `value` costs as a tree.
 fn cost(value: &Value) -> usize {
     ssi_core::json::BYTES_PER_VALUE
         + match value {
@@ -185,9 +200,17 @@ mod tests {
     fn what_a_secret_costs_is_known_before_a_value_is_copied() {
         let body = json!({"data": {"big": "x".repeat(100_000), "n": 1, "list": [1, 2]}});
         let secret = Secret::from_response("secret/s", body).unwrap();
-        assert!(secret.value_cost("big") >= 100_000);
-        assert!(secret.value_cost("big") >= secret.value("big").unwrap().expose().len());
+        assert_eq!(secret.value_cost("big"), 100_000);
+        assert_eq!(secret.value_bytes("big").unwrap().len(), 100_000);
         assert_eq!(secret.value_cost("missing"), 0);
+        assert!(secret.value_bytes("missing").is_err());
+        // A JSON value is its text, escapes included: six bytes for each control character.
+        let escaped = json!({"data": {"o": {"s": "\u{1}".repeat(1000)}}});
+        let escaped = Secret::from_response("secret/e", escaped).unwrap();
+        let text = escaped.value_bytes("o").unwrap();
+        assert_eq!(escaped.value_cost("o"), text.len());
+        assert!(text.len() > 6000, "{}", text.len());
+        assert_eq!(text, escaped.value("o").unwrap().expose());
         let total = secret.retained_bytes();
         assert!(
             total > secret.value_cost("big") + secret.value_cost("list"),
