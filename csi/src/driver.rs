@@ -2,64 +2,19 @@
 
 use crate::error::{Error, chain};
 use crate::events::{Events, Kind};
-use crate::fetch::{Cycle, Fetched, Fetcher, IdentityKey, Tokens};
+use crate::fetch::{Cycle, Fetched, Fetcher, IdentityKey};
 use crate::held::{self, Holdings};
 use crate::metrics::{Metrics, Rotation, RotationLabels};
 use crate::mount;
 use crate::request::PublishRequest;
 use crate::state::{self, Record};
+use crate::volumes::{LastError, VolumeTable};
 use crate::writer::{self, Access};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-
-/// A published volume as the driver tracks it in memory.
-#[derive(Debug)]
-struct Volume {
-    record: Record,
-    /// Tokens from kubelet's latest (re)publish; empty after a restart until the next republish.
-    tokens: Tokens,
-    identity: Option<IdentityKey>,
-    /// Leased and issued secrets kept between cycles (see [`crate::held`]).
-    holdings: Holdings,
-    failures: u32,
-    retry_at: Option<Instant>,
-    /// When the volume was last rotated: the next look is never sooner than
-    /// [`held::MIN_RENEWAL_INTERVAL`] after it, whatever a store's token TTL says.
-    looked_at: Option<Instant>,
-}
-
-impl Volume {
-    /// When the volume needs a look before the next full cycle: a retry after a failure, or a
-    /// held secret due for renewal.
-    fn due_at(&self) -> Option<Instant> {
-        // NB: while the volume fails, its backoff decides: a renewal due in the past would
-        // otherwise bring it back at once, again and again.
-        if self.failures > 0 {
-            return self.retry_at;
-        }
-        // Without a token (after a restart, until kubelet's republish) nothing can be renewed.
-        let renewal = held::next_due(&self.holdings)
-            .filter(|_| !self.tokens.is_empty())
-            .map(instant_of)
-            .map(|due| match self.looked_at {
-                Some(looked) => due.max(looked + held::MIN_RENEWAL_INTERVAL),
-                None => due,
-            });
-        renewal.into_iter().chain(self.retry_at).min()
-    }
-}
-
-/// The monotonic instant of a wall-clock time, past or future.
-fn instant_of(time: SystemTime) -> Instant {
-    let (now, wall) = (Instant::now(), SystemTime::now());
-    match time.duration_since(wall) {
-        Ok(ahead) => now + ahead.min(ssi_vault::MAX_TTL),
-        Err(behind) => now.checked_sub(behind.duration()).unwrap_or(now),
-    }
-}
 
 /// How the driver behaves on this node, from its flags.
 #[derive(Debug, Clone)]
@@ -117,7 +72,7 @@ pub struct Driver {
     fetcher: Fetcher,
     events: Events,
     records: state::Store,
-    volumes: Mutex<HashMap<String, Volume>>,
+    volumes: Mutex<VolumeTable>,
     /// Serialises publish, unpublish and rotation of one volume.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Wakes the rotation scheduler when a publish brings a volume that is due earlier than
@@ -176,13 +131,13 @@ impl Driver {
             fetcher,
             events,
             records,
-            volumes: Mutex::default(),
+            volumes: Mutex::new(VolumeTable::new(settings.rotation_interval)),
             locks: Mutex::default(),
             schedule_changed: tokio::sync::Notify::new(),
         }
     }
 
-    fn volumes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Volume>> {
+    fn volumes(&self) -> std::sync::MutexGuard<'_, VolumeTable> {
         self.volumes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -199,28 +154,12 @@ impl Driver {
     pub fn recover(&self) -> std::io::Result<usize> {
         let records = self.records.load_all()?;
         let mut volumes = self.volumes();
-        for mut record in records {
-            let holdings: Holdings = std::mem::take(&mut record.held)
-                .into_iter()
-                .map(|held| (held.request.clone(), held))
-                .collect();
-            let identity = record.held_by.take().filter(|_| !holdings.is_empty());
+        for record in records {
             if !mount::is_mount_point(&record.target_path).unwrap_or(false) {
                 tracing::warn!(volume = %record.volume_id, target = %record.target_path.display(),
                     "recorded volume is no longer mounted; kubelet will publish it again if the pod still exists");
             }
-            volumes.insert(
-                record.volume_id.clone(),
-                Volume {
-                    record,
-                    tokens: Tokens::new(),
-                    identity,
-                    holdings,
-                    failures: 0,
-                    retry_at: None,
-                    looked_at: None,
-                },
-            );
+            volumes.recovered(record);
         }
         self.metrics.mounts.set(volumes.len() as i64);
         Ok(volumes.len())
@@ -237,27 +176,25 @@ impl Driver {
         let _guard = lock.lock().await;
 
         // Republish (requiresRepublish): kubelet hands over fresh tokens for a mounted volume.
-        let republish = match self.volumes().get_mut(&record.volume_id) {
-            Some(existing) => {
-                if existing.record.target_path != record.target_path
-                    || existing.record.ssi != record.ssi
-                    || existing.record.pod.uid != record.pod.uid
-                {
-                    return Err(Error::Conflict {
-                        volume_id: record.volume_id,
-                        target: record.target_path,
-                    });
+        let republish = {
+            let mut volumes = self.volumes();
+            match volumes.get(&record.volume_id) {
+                Some(existing) => {
+                    if existing.record.target_path != record.target_path
+                        || existing.record.ssi != record.ssi
+                        || existing.record.pod.uid != record.pod.uid
+                    {
+                        return Err(Error::Conflict {
+                            volume_id: record.volume_id,
+                            target: record.target_path,
+                        });
+                    }
+                    volumes.republished(&record.volume_id, tokens.clone(), Instant::now());
+                    self.schedule_changed.notify_one();
+                    true
                 }
-                existing.tokens = tokens.clone();
-                // Recovered after a restart: rotate it now that a token is here, rather than
-                // at the next full cycle.
-                if existing.identity.is_none() {
-                    existing.retry_at = Some(Instant::now());
-                }
-                self.schedule_changed.notify_one();
-                true
+                None => false,
             }
-            None => false,
         };
         let target = record.target_path.clone();
         if republish
@@ -312,18 +249,7 @@ impl Driver {
             ssi.name = %record.ssi, files = ?names, elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "published");
         let mut volumes = self.volumes();
-        volumes.insert(
-            record.volume_id.clone(),
-            Volume {
-                record,
-                tokens,
-                identity: Some(identity),
-                holdings,
-                failures: 0,
-                retry_at: None,
-                looked_at: None,
-            },
-        );
+        volumes.published(record, tokens, identity, holdings, SystemTime::now());
         self.metrics.mounts.set(volumes.len() as i64);
         self.schedule_changed.notify_one();
         Ok(())
@@ -434,12 +360,7 @@ impl Driver {
     pub async fn rotate(self: &Arc<Self>, full: bool) {
         let started = Instant::now();
         let now = Instant::now();
-        let due: Vec<String> = self
-            .volumes()
-            .iter()
-            .filter(|(_, v)| full || v.due_at().is_some_and(|at| at <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let due = self.volumes().due(now, SystemTime::now(), full);
         if due.is_empty() {
             return;
         }
@@ -455,19 +376,7 @@ impl Driver {
         }
         while tasks.join_next().await.is_some() {}
         if full {
-            let (in_use, every_identity_known) = {
-                let volumes = self.volumes();
-                let in_use: HashSet<IdentityKey> = volumes
-                    .values()
-                    .filter_map(|v| v.identity.clone())
-                    .collect();
-                // NB: a volume recovered after a restart learns its identity only at its first
-                // rotation; the token holding its leases must wait for it.
-                let known = volumes
-                    .values()
-                    .all(|v| v.identity.is_some() || v.holdings.is_empty());
-                (in_use, known)
-            };
+            let (in_use, every_identity_known) = self.volumes().identities();
             self.fetcher.retain_sessions(&in_use, every_identity_known);
         }
         self.metrics
@@ -492,9 +401,7 @@ impl Driver {
             self.count(Rotation::Waiting);
             return;
         }
-        if let Some(volume) = self.volumes().get_mut(volume_id) {
-            volume.looked_at = Some(Instant::now());
-        }
+        self.volumes().looking(volume_id, Instant::now());
         // Held secrets recovered after a restart have their values only in the files.
         let previous = if holdings.values().any(|held| held.secret.is_none()) {
             on_volume("read the files of", &record.target_path, writer::current)
@@ -570,14 +477,10 @@ impl Driver {
             }
             Err(e) => Err(e),
         };
-        let mut failures = 0;
         match result {
             Ok((changed, identity, files)) => {
-                if let Some(volume) = self.volumes().get_mut(volume_id) {
-                    volume.identity = Some(identity);
-                    volume.failures = 0;
-                    volume.retry_at = None;
-                }
+                self.volumes()
+                    .succeeded(volume_id, identity, SystemTime::now());
                 if changed {
                     self.count(Rotation::Changed);
                     tracing::info!(volume = %volume_id, k8s.namespace = %record.pod.namespace, k8s.pod = %record.pod.name,
@@ -596,16 +499,16 @@ impl Driver {
             Err(error) => {
                 self.count(Rotation::Failed);
                 let message = format!("rotation failed, the old files are kept: {}", chain(&error));
-                if let Some(volume) = self.volumes().get_mut(volume_id) {
-                    volume.failures += 1;
-                    failures = volume.failures;
-                    volume.retry_at = Some(Instant::now() + self.retry_backoff(failures));
-                }
+                let last = LastError {
+                    code: error.code_label(),
+                    message: message.clone(),
+                    at: SystemTime::now(),
+                };
+                let failure = self.volumes().failed(volume_id, last, Instant::now());
+                let failures = failure.map_or(0, |f| f.failures);
                 tracing::warn!(volume = %volume_id, k8s.namespace = %record.pod.namespace, k8s.pod = %record.pod.name,
                     ssi.name = %record.ssi, failures, error = %message, "rotation failed");
-                // One event when the trouble starts, then one per interval: a long outage must
-                // not flood the pod's events with every retry.
-                if failures <= 1 || self.retry_backoff(failures) >= self.rotation_interval {
+                if failure.is_some_and(|f| f.report) {
                     self.events
                         .emit(&record.pod, Kind::Warning, "SecretRotationFailed", &message)
                         .await;
@@ -636,21 +539,13 @@ impl Driver {
                 tracing::warn!(volume = %record.volume_id, error = %e, "could not save the volume's leases");
             }
         }
-        if let Some(volume) = self.volumes().get_mut(&record.volume_id) {
-            volume.holdings = new;
-        }
-    }
-
-    /// 1 s, 2 s, 4 s ... but never later than the next regular cycle would come anyway.
-    fn retry_backoff(&self, failures: u32) -> Duration {
-        let exp = Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(10));
-        exp.min(self.rotation_interval)
+        self.volumes().keep_holdings(&record.volume_id, new);
     }
 
     /// When the earliest volume should be looked at again: a failed one retried, a held
     /// secret renewed.
     pub fn next_retry(&self) -> Option<Instant> {
-        self.volumes().values().filter_map(Volume::due_at).min()
+        self.volumes().next_due(Instant::now(), SystemTime::now())
     }
 
     fn count(&self, result: Rotation) {

@@ -35,6 +35,7 @@ pub mod service;
 pub mod state;
 pub mod template;
 pub mod tokens;
+pub mod volumes;
 pub mod writer;
 
 pub mod proto {

@@ -10,7 +10,8 @@
 //! - `endless-config`: a manifest whose config blob is streamed without a length, forever;
 //! - `announced-huge`: a manifest announced with a 1 GiB `Content-Length`;
 //! - `wrong-digest`: a config blob that does not match the manifest's digest;
-//! - `talkative`: HTTP 500 with a body and a header of [`REGISTRY_TEXT`].
+//! - `talkative`: HTTP 500 with a body and a header of [`REGISTRY_TEXT`];
+//! - `slow`: the request is read and never answered (the connection is held for a minute).
 
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -105,6 +106,10 @@ async fn answer(mut stream: TcpStream, port: u16, requests: Arc<Mutex<Vec<String
             body.len()
         )
     };
+    if path == "/v2/slow/manifests/1" {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        return;
+    }
     let response = match path.as_str() {
         "/v2/redirect-by-name/manifests/1" => reply(
             "307 Temporary Redirect",

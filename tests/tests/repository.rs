@@ -197,3 +197,32 @@ fn every_variable_of_every_binary_is_in_the_configuration_reference_and_no_other
          from `ssi-csi --help` and `ssi-webhook --help`): missing {missing:?}, unknown {unknown:?}"
     );
 }
+
+#[test]
+fn where_to_change_what_names_files_that_exist() {
+    let architecture = std::fs::read_to_string(workspace_path("docs/architecture.md")).unwrap();
+    let table = architecture
+        .split("## Where to change what")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/architecture.md has its section \"Where to change what\"");
+    // Every `path/with/a/slash.ext` in the table, a file of the repository.
+    let named: Vec<&str> = table
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|code| {
+            code.contains('/')
+                && !code.contains(' ')
+                && [".rs", ".md", ".yaml"]
+                    .iter()
+                    .any(|ext| code.ends_with(ext))
+        })
+        .collect();
+    assert!(named.len() >= 10, "{named:?}");
+    let missing: Vec<&&str> = named
+        .iter()
+        .filter(|path| !workspace_path(path).is_file())
+        .collect();
+    assert!(missing.is_empty(), "named but missing: {missing:?}");
+}

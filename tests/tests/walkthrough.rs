@@ -392,3 +392,119 @@ async fn the_apiserver_enforces_the_crd_schema() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// JWT auth beside Kubernetes auth: the store checks the pod's token against the cluster's
+/// published keys itself, with no reviewer token and no `system:auth-delegator` binding (what a
+/// store outside the cluster uses, docs/install.md). The login body is the one Kubernetes auth
+/// takes, so the driver and the injector need nothing but the mount's path.
+#[tokio::test]
+async fn jwt_auth_checks_the_pods_token_against_the_clusters_keys_without_a_reviewer() {
+    use ssi_core::{SecretFile, SecretsStoreImport, SecretsStoreImportSpec};
+    use ssi_tests::csi::{
+        CsiDriver, DriverOptions, create_pod, publish_request_with_audience, send_publish,
+    };
+    let bed = TestBed::start().await.expect("test bed");
+    walkthrough::run(&bed, VaultSetup::Cli, &mut Narrator::quiet())
+        .await
+        .expect("the guide works");
+    let kube = bed.kube();
+    // The keys are public (docs/install.md): the issuer's discovery documents readable without
+    // credentials, as managed clusters publish them.
+    run(bed.kubectl().args([
+        "create",
+        "clusterrolebinding",
+        "service-account-issuer-discovery-unauthenticated",
+        "--clusterrole=system:service-account-issuer-discovery",
+        "--group=system:unauthenticated",
+    ]))
+    .unwrap();
+    let bao = |args: &[&str]| run(bed.bao().unwrap().args(args)).unwrap();
+    bao(&["auth", "enable", "jwt"]);
+    bao(&[
+        "write",
+        "auth/jwt/config",
+        &format!("jwks_url={}/openid/v1/jwks", kube.url),
+        &format!("jwks_ca_pem=@{}", kube.ca_cert.display()),
+        &format!("bound_issuer={SA_ISSUER}"),
+    ]);
+    bao(&[
+        "write",
+        "auth/jwt/role/backend",
+        "role_type=jwt",
+        "user_claim=sub",
+        &format!("bound_audiences={VAULT_AUDIENCE}"),
+        &format!("bound_subject=system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"),
+        "token_policies=backend",
+        "token_ttl=10m",
+    ]);
+
+    // The pod's token, requested for the store's audience, logs in at the jwt mount.
+    let token = bed
+        .service_account_token(NAMESPACE, SERVICE_ACCOUNT, VAULT_AUDIENCE)
+        .await
+        .unwrap();
+    let secret = session(&bed, "jwt", "backend", &token)
+        .read(SECRET_PATH, None)
+        .await
+        .expect("the pod's token logs in through jwt auth");
+    assert_eq!(
+        secret.value("password").unwrap().expose(),
+        PASSWORD.as_bytes()
+    );
+
+    // Another ServiceAccount's token, valid and of the right audience: refused by the role's
+    // subject, in the store's words, nothing of the token echoed.
+    run(bed
+        .kubectl()
+        .args(["-n", NAMESPACE, "create", "serviceaccount", "other-jwt"]))
+    .unwrap();
+    let other = bed
+        .service_account_token(NAMESPACE, "other-jwt", VAULT_AUDIENCE)
+        .await
+        .unwrap();
+    let err = session(&bed, "jwt", "backend", &other)
+        .read(SECRET_PATH, None)
+        .await
+        .expect_err("another ServiceAccount is refused");
+    let text = err.to_string();
+    eprintln!("jwt auth, another ServiceAccount: {text}");
+    assert!(matches!(err, Error::LoginRefused { .. }), "{err:?}");
+    assert!(text.contains("jwt/login"), "names the mount: {text}");
+    for part in other.split('.') {
+        assert!(!text.contains(part), "{text}");
+    }
+
+    // The driver, with an SSI that names the jwt mount and the store's audience: the guide's
+    // file.
+    let mut spec = SecretsStoreImportSpec::new(
+        "backend",
+        vec![SecretFile::new("db-password", SECRET_PATH, "password")],
+    );
+    spec.auth_path = Some("jwt".into());
+    spec.audience = Some(VAULT_AUDIENCE.into());
+    let mut ssi = SecretsStoreImport::new("through-jwt", spec);
+    ssi.metadata.namespace = Some(NAMESPACE.into());
+    bed.apply_yaml(&serde_yaml::to_string(&ssi).unwrap())
+        .unwrap();
+    let driver = CsiDriver::start(&bed, DriverOptions::default())
+        .await
+        .unwrap();
+    let volume = create_pod(
+        &bed,
+        &driver,
+        NAMESPACE,
+        "jwt-1",
+        SERVICE_ACCOUNT,
+        "through-jwt",
+    )
+    .await
+    .unwrap();
+    let request = publish_request_with_audience(&bed, &volume, VAULT_AUDIENCE)
+        .await
+        .unwrap();
+    send_publish(&driver, request).await.expect("publish");
+    assert_eq!(
+        std::fs::read(volume.target.join("db-password")).unwrap(),
+        PASSWORD.as_bytes()
+    );
+}

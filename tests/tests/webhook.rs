@@ -1011,6 +1011,81 @@ async fn containers_without_command_start_their_images_entrypoint_found_with_the
 /// like the image's own host, bodies stop at the cap with the webhook's memory unmoved, and no
 /// denial repeats what the registry said.
 #[tokio::test]
+async fn a_slow_registry_holds_only_its_own_lookup_slots() {
+    use ssi_tests::hostile_registry::HostileRegistry;
+    let bed = TestBed::builder()
+        .without_openbao()
+        .start()
+        .await
+        .expect("test bed");
+    // One tenant's registry that never answers, and another one's that answers at once.
+    let (slow, other) = (
+        HostileRegistry::start().await.unwrap(),
+        HostileRegistry::start().await.unwrap(),
+    );
+    let hosts = format!("{},{}", slow.host, other.host);
+    let webhook = Webhook::start(
+        &bed,
+        &[
+            &format!("--registry-allowed-hosts={hosts}"),
+            &format!("--registry-plain-http={hosts}"),
+            "--ssi-lookup=false",
+        ],
+    )
+    .await
+    .unwrap();
+    let review = |repository: &str, host: &str, uid: usize| {
+        let pod: serde_json::Value = serde_json::from_str(&image_pod(
+            &format!("{repository}-{uid}"),
+            &format!("{host}/{repository}:1"),
+            "default",
+            None,
+        ))
+        .unwrap();
+        serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": format!("u-{uid}"), "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "apps", "operation": "CREATE", "object": pod}})
+    };
+    // More lookups at the slow registry than the webhook makes at once in all (16).
+    let stalled: Vec<serde_json::Value> = (0..ssi_webhook::registry::CONCURRENT_LOOKUPS + 4)
+        .map(|uid| review("slow", &slow.host, uid))
+        .collect();
+    let answered_meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = std::time::Instant::now();
+        let answer = webhook
+            .review(&review("talkative", &other.host, 99))
+            .await
+            .unwrap();
+        (answer, started, std::time::Instant::now())
+    };
+    let stalled_reviews = futures_util::future::join_all(stalled.iter().map(|r| async {
+        let answer = webhook.review(r).await;
+        (answer, std::time::Instant::now())
+    }));
+    let (stalled, (answer, asked_at, answered_at)) =
+        tokio::join!(stalled_reviews, answered_meanwhile);
+    let message = answer["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("answered HTTP 500"), "{answer}");
+    // The other registry's lookup took no turn behind the slow ones: it was answered before
+    // any of them ended (each at its lookup deadline).
+    let first_stalled = stalled.iter().map(|(_, at)| *at).min().unwrap();
+    eprintln!(
+        "[slow registry] another registry answered after {:?}; the first stalled lookup ended {:?} after it was asked",
+        answered_at - asked_at,
+        first_stalled.saturating_duration_since(asked_at)
+    );
+    assert!(answered_at < first_stalled, "answered behind the slow ones");
+    let stalled: Vec<serde_json::Value> = stalled.into_iter().map(|(a, _)| a.unwrap()).collect();
+    for answer in stalled {
+        assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    }
+}
+
+#[tokio::test]
 async fn a_hostile_registry_leads_nowhere_and_fills_no_memory() {
     use ssi_tests::hostile_registry::{ENDLESS_BYTES, HostileRegistry, REGISTRY_TEXT};
     let bed = TestBed::builder()

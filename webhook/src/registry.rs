@@ -32,6 +32,13 @@ pub const REGISTRY_CACHE_ENTRIES: usize = 1024;
 /// [`crate::oci::BODY_LIMIT`], so this bounds their memory whatever the pods name.
 pub const CONCURRENT_LOOKUPS: usize = 16;
 
+/// Conversations with one registry at once: a slow registry (one tenant's, say) holds at most
+/// these of the [`CONCURRENT_LOOKUPS`], and lookups at other registries go on.
+pub const LOOKUPS_PER_REGISTRY: usize = 4;
+
+/// Registries whose lookups are counted at once; idle ones are forgotten beyond it.
+const REGISTRIES_COUNTED: usize = 256;
+
 /// Pull secrets read at once, for the whole webhook: each is up to the apiserver's 1.5 MiB
 /// object limit as a body, and its docker config decoded.
 pub const CONCURRENT_SECRET_READS: usize = 2;
@@ -101,6 +108,8 @@ pub struct Registry {
     settings: RegistrySettings,
     fetcher: Fetcher,
     lookup_slots: Semaphore,
+    /// [`LOOKUPS_PER_REGISTRY`] slots for each registry being asked.
+    registry_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     secret_reads: Semaphore,
     cache: Mutex<HashMap<CacheKey, CacheEntry>>,
 }
@@ -131,6 +140,7 @@ impl Registry {
             settings,
             fetcher,
             lookup_slots: Semaphore::new(CONCURRENT_LOOKUPS),
+            registry_slots: Mutex::new(HashMap::new()),
             secret_reads: Semaphore::new(CONCURRENT_SECRET_READS),
             cache: Mutex::new(HashMap::new()),
         })
@@ -291,6 +301,22 @@ impl Registry {
         result
     }
 
+    /// The slots of lookups at `host`.
+    fn registry_slots(&self, host: &str) -> Arc<Semaphore> {
+        let mut slots = self
+            .registry_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if slots.len() >= REGISTRIES_COUNTED && !slots.contains_key(host) {
+            // Only registries nobody is asking now are forgotten.
+            slots.retain(|_, kept| Arc::strong_count(kept) > 1);
+        }
+        slots
+            .entry(host.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(LOOKUPS_PER_REGISTRY)))
+            .clone()
+    }
+
     /// Asks the registry, trying each matching credential, then anonymous access if none.
     async fn lookup(
         &self,
@@ -300,6 +326,13 @@ impl Registry {
     ) -> Result<ImageCommand, String> {
         self.check_allowed(reference)?;
         let host = shown_host(reference);
+        // NB: always this registry's slot first, then the shared one: no lookup holds a shared
+        // slot while it waits for its registry's.
+        let registry_slots = self.registry_slots(&host);
+        let _registry_slot = registry_slots
+            .acquire()
+            .await
+            .map_err(|_| format!("image {image}: the webhook is shutting down"))?;
         let _slot = self
             .lookup_slots
             .acquire()
