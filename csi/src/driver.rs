@@ -87,7 +87,7 @@ const VOLUME_IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs `work` on the volume at `target` on a blocking thread, under [`VOLUME_IO_TIMEOUT`]:
 /// whatever a pod left in its volume can stall that volume only, never the async workers that
 /// serve kubelet and rotate the others.
-async fn on_volume<T: Send + 'static>(
+pub(crate) async fn on_volume<T: Send + 'static>(
     action: &'static str,
     target: &Path,
     work: impl FnOnce(&Path) -> std::io::Result<T> + Send + 'static,
@@ -402,15 +402,12 @@ impl Driver {
             return;
         }
         self.volumes().looking(volume_id, Instant::now());
-        // Held secrets recovered after a restart have their values only in the files.
-        let previous = if holdings.values().any(|held| held.secret.is_none()) {
-            on_volume("read the files of", &record.target_path, writer::current)
-                .await
-                .ok()
-                .flatten()
-        } else {
-            None
-        };
+        // Held secrets recovered after a restart have their values only in the files, which
+        // the fetch reads once it has memory for them.
+        let previous = holdings
+            .values()
+            .any(|held| held.secret.is_none())
+            .then_some(record.target_path.as_path());
         // NB: only the reads are cut short, never the write or the settling that follow. What
         // a fetch cut short had obtained is not recorded: its leases end at their TTL.
         let fetched = tokio::time::timeout(
@@ -420,7 +417,7 @@ impl Driver {
                 &tokens,
                 cycle,
                 &holdings,
-                previous.as_ref(),
+                previous,
                 held_by.as_ref(),
             ),
         )

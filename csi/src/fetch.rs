@@ -7,7 +7,7 @@ use crate::metrics::{Metrics, Outcome, StoreLabels};
 use crate::state::Record;
 use crate::template::Renderer;
 use crate::tokens::TokenStore;
-use crate::writer::Files;
+use crate::writer::{self, Files};
 use base64::Engine;
 use kube::Api;
 use secrecy::{ExposeSecret, SecretString};
@@ -278,8 +278,9 @@ impl Fetcher {
     ///
     /// `holdings` are the leased and issued secrets the volume keeps (see [`crate::held`]);
     /// what they become comes back in [`Fetched::holdings`], for [`Fetcher::settle`] once the
-    /// files are written or not. `previous` are the volume's files, needed only for holdings
-    /// recovered after a restart, whose values the driver does not have. `held_by` is the
+    /// files are written or not. `previous` is where the volume's files are, read only for
+    /// holdings recovered after a restart, whose values the driver does not have (counted
+    /// against the volume's memory like everything it holds). `held_by` is the
     /// identity the holdings were obtained as: if the SSI now names another, they are given
     /// back through that identity and obtained anew.
     pub async fn fetch(
@@ -288,7 +289,7 @@ impl Fetcher {
         tokens: &Tokens,
         cycle: &Cycle,
         holdings: &Holdings,
-        previous: Option<&Files>,
+        previous: Option<&std::path::Path>,
         held_by: Option<&IdentityKey>,
     ) -> Result<Fetched, Error> {
         let limit = self.settings.volume_limit;
@@ -319,17 +320,32 @@ impl Fetcher {
                 outgrown: false,
                 released: false,
             };
-            let fetched = self
-                .fetch_within(
-                    record,
-                    tokens,
-                    cycle,
-                    holdings,
-                    previous,
-                    held_by,
-                    &mut allowance,
-                )
-                .await;
+            let files_now = match previous {
+                Some(dir) => crate::driver::on_volume("read the files of", dir, writer::current)
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            };
+            let ssi_name = format!("{}/{}", record.pod.namespace, record.ssi);
+            let held_now = files_now
+                .as_ref()
+                .map_or(0, |files| files.0.values().map(Vec::len).sum());
+            let fetched = match allowance.spend(held_now, &ssi_name) {
+                Err(error) => Err(error),
+                Ok(()) => {
+                    self.fetch_within(
+                        record,
+                        tokens,
+                        cycle,
+                        holdings,
+                        files_now.as_ref(),
+                        held_by,
+                        &mut allowance,
+                    )
+                    .await
+                }
+            };
             if fetched.is_err() && allowance.outgrown {
                 drop(memory);
                 reserved = limit;
