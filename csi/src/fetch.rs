@@ -63,6 +63,12 @@ pub const FIRST_RESERVATION: usize = 256 * 1024;
 /// read them are done; beyond it a read is shared only while a volume still holds it.
 pub const CYCLE_KEPT: usize = 2 * 1024 * 1024;
 
+/// What a volume may hold while it also holds its current files, read back after a restart:
+/// half as much again as its limit (its tmpfs once more).
+fn recovering_limit(volume_limit: usize) -> usize {
+    volume_limit.saturating_add(volume_limit / 2)
+}
+
 /// Permits of [`Fetcher::memory`] for `bytes`.
 fn kib(bytes: usize) -> u32 {
     u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
@@ -254,7 +260,9 @@ impl std::fmt::Debug for Fetcher {
 impl Fetcher {
     /// A fetcher with no clients or sessions yet: each is created on first use.
     pub fn new(kube: kube::Client, settings: Settings, metrics: Arc<Metrics>) -> Fetcher {
-        let memory = VOLUME_MEMORY.max(settings.volume_limit).div_ceil(1024);
+        let memory = VOLUME_MEMORY
+            .max(recovering_limit(settings.volume_limit))
+            .div_ceil(1024);
         Fetcher {
             kube,
             settings,
@@ -292,15 +300,24 @@ impl Fetcher {
         previous: Option<&std::path::Path>,
         held_by: Option<&IdentityKey>,
     ) -> Result<Fetched, Error> {
-        let limit = self.settings.volume_limit;
-        let mut reserved = self
-            .reservations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&record.volume_id)
-            .copied()
-            .unwrap_or(FIRST_RESERVATION)
-            .min(limit);
+        // NB: a volume that must read its current files (after a restart) reserves its whole
+        // limit first, which holds them too: they are read before they can be counted.
+        let (limit, mut reserved) = match previous {
+            Some(_) => {
+                let limit = recovering_limit(self.settings.volume_limit);
+                (limit, limit)
+            }
+            None => {
+                let limit = self.settings.volume_limit;
+                let remembered = self
+                    .reservations
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&record.volume_id)
+                    .copied();
+                (limit, remembered.unwrap_or(FIRST_RESERVATION).min(limit))
+            }
+        };
         let none = Holdings::default();
         let (mut holdings, mut held_by) = (holdings, held_by);
         loop {

@@ -30,24 +30,46 @@ pub const REGISTRY_CACHE_ENTRIES: usize = 1024;
 
 /// Registry conversations at once, for the whole webhook: each may hold a body of up to
 /// [`crate::oci::BODY_LIMIT`], so this bounds their memory whatever the pods name.
-pub const CONCURRENT_LOOKUPS: usize = 16;
+pub const CONCURRENT_LOOKUPS: usize = 12;
 
 /// Conversations with one registry at once: a slow registry (one tenant's, say) holds at most
 /// these of the [`CONCURRENT_LOOKUPS`], and lookups at other registries go on.
 pub const LOOKUPS_PER_REGISTRY: usize = 4;
 
-/// Registries whose lookups are counted at once; idle ones are forgotten beyond it.
-const REGISTRIES_COUNTED: usize = 256;
+/// Reviews of one namespace that look up images at once: a tenant who reaches a slow registry
+/// under many names still holds at most these reviews' lookups.
+pub const LOOKUPS_PER_NAMESPACE: usize = 4;
+
+/// Registries (or namespaces) whose lookups are counted at once; idle ones are forgotten
+/// beyond it.
+const SLOTS_COUNTED: usize = 256;
 
 /// Pull secrets read at once, for the whole webhook: each is up to the apiserver's 1.5 MiB
 /// object limit as a body, and its docker config decoded.
-pub const CONCURRENT_SECRET_READS: usize = 2;
+pub const CONCURRENT_SECRET_READS: usize = 1;
 
 /// Pull secrets read per review (the pod's, then its ServiceAccount's): a pod may name many.
 pub const PULL_SECRETS_PER_REVIEW: usize = 8;
 
 /// Registries taken from one docker config: the rest of a larger one is skipped unread.
 pub const REGISTRIES_PER_DOCKER_CONFIG: usize = 64;
+
+/// The slots of `key` in `map` (`permits` of them), made when first asked for.
+fn slots_of(
+    map: &Mutex<HashMap<String, Arc<Semaphore>>>,
+    key: &str,
+    permits: usize,
+) -> Arc<Semaphore> {
+    let mut slots = map.lock().unwrap_or_else(|p| p.into_inner());
+    if slots.len() >= SLOTS_COUNTED && !slots.contains_key(key) {
+        // Only those nobody is using now are forgotten.
+        slots.retain(|_, kept| Arc::strong_count(kept) > 1);
+    }
+    slots
+        .entry(key.to_owned())
+        .or_insert_with(|| Arc::new(Semaphore::new(permits)))
+        .clone()
+}
 
 /// What an image starts when the container does not say: `ENTRYPOINT` and `CMD`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -110,6 +132,8 @@ pub struct Registry {
     lookup_slots: Semaphore,
     /// [`LOOKUPS_PER_REGISTRY`] slots for each registry being asked.
     registry_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// [`LOOKUPS_PER_NAMESPACE`] slots for each namespace whose reviews look up images.
+    namespace_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     secret_reads: Semaphore,
     cache: Mutex<HashMap<CacheKey, CacheEntry>>,
 }
@@ -141,6 +165,7 @@ impl Registry {
             fetcher,
             lookup_slots: Semaphore::new(CONCURRENT_LOOKUPS),
             registry_slots: Mutex::new(HashMap::new()),
+            namespace_slots: Mutex::new(HashMap::new()),
             secret_reads: Semaphore::new(CONCURRENT_SECRET_READS),
             cache: Mutex::new(HashMap::new()),
         })
@@ -154,6 +179,16 @@ impl Registry {
         review_deadline: tokio::time::Instant,
     ) -> Entrypoints {
         let lookups = async {
+            // NB: always the namespace's slot first, then a registry's, then a shared one.
+            let namespace_slots = slots_of(
+                &self.namespace_slots,
+                &request.namespace,
+                LOOKUPS_PER_NAMESPACE,
+            );
+            let _namespace_slot = namespace_slots
+                .acquire()
+                .await
+                .map_err(|_| "the webhook is shutting down".to_owned())?;
             let credentials = self.credentials(request).await?;
             let mut answers = Entrypoints::new();
             let results = futures_util::future::join_all(
@@ -301,22 +336,6 @@ impl Registry {
         result
     }
 
-    /// The slots of lookups at `host`.
-    fn registry_slots(&self, host: &str) -> Arc<Semaphore> {
-        let mut slots = self
-            .registry_slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if slots.len() >= REGISTRIES_COUNTED && !slots.contains_key(host) {
-            // Only registries nobody is asking now are forgotten.
-            slots.retain(|_, kept| Arc::strong_count(kept) > 1);
-        }
-        slots
-            .entry(host.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(LOOKUPS_PER_REGISTRY)))
-            .clone()
-    }
-
     /// Asks the registry, trying each matching credential, then anonymous access if none.
     async fn lookup(
         &self,
@@ -328,7 +347,7 @@ impl Registry {
         let host = shown_host(reference);
         // NB: always this registry's slot first, then the shared one: no lookup holds a shared
         // slot while it waits for its registry's.
-        let registry_slots = self.registry_slots(&host);
+        let registry_slots = slots_of(&self.registry_slots, &host, LOOKUPS_PER_REGISTRY);
         let _registry_slot = registry_slots
             .acquire()
             .await
