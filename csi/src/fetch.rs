@@ -88,6 +88,18 @@ struct Allowance {
 }
 
 impl Allowance {
+    /// Nothing spent yet of `reserved`, which may grow to `limit`.
+    fn new(reserved: usize, limit: usize) -> Allowance {
+        Allowance {
+            reserved,
+            limit,
+            spent: 0,
+            peak: 0,
+            outgrown: false,
+            released: false,
+        }
+    }
+
     /// Counts `bytes` more held by the volume, or refuses when they are beyond its reservation.
     fn spend(&mut self, bytes: usize, ssi_name: &str) -> Result<(), Error> {
         self.spent = self.spent.saturating_add(bytes);
@@ -329,14 +341,7 @@ impl Fetcher {
                 .acquire_many_owned(kib(reserved))
                 .await
                 .map_err(|_| Error::InvalidRequest("the driver is stopping".into()))?;
-            let mut allowance = Allowance {
-                reserved,
-                limit,
-                spent: 0,
-                peak: 0,
-                outgrown: false,
-                released: false,
-            };
+            let mut allowance = Allowance::new(reserved, limit);
             let files_now = match previous {
                 Some(dir) => crate::driver::on_volume("read the files of", dir, writer::current)
                     .await
@@ -1225,14 +1230,7 @@ mod tests {
         #[case] allowed: bool,
         #[case] outgrown: bool,
     ) {
-        let mut allowance = Allowance {
-            reserved,
-            limit,
-            spent: 0,
-            peak: 0,
-            outgrown: false,
-            released: false,
-        };
+        let mut allowance = Allowance::new(reserved, limit);
         let result = spends
             .iter()
             .try_for_each(|&bytes| allowance.spend(bytes, "ns/ssi"));
@@ -1258,14 +1256,7 @@ mod tests {
         let spec = ssi_core::SecretsStoreImportSpec::new("app", files);
         let secrets = HashMap::from([(Request::get("secret/big"), Some(Arc::new(secret)))]);
         let limit = 8 << 20;
-        let mut allowance = Allowance {
-            reserved: limit,
-            limit,
-            spent: 0,
-            peak: 0,
-            outgrown: false,
-            released: false,
-        };
+        let mut allowance = Allowance::new(limit, limit);
         let renderer = Renderer::new("/proc/self/exe");
         let error = files_of(&renderer, &spec, &secrets, None, "ns/big", &mut allowance)
             .await

@@ -428,6 +428,20 @@ pub async fn publish_request_with_audience(
     })
 }
 
+/// [`publish`] with a token for `audience`, as kubelet sends one when the CSIDriver's
+/// `tokenRequests` names it.
+pub async fn publish_with_audience(
+    bed: &TestBed,
+    driver: &CsiDriver,
+    volume: &PodVolume,
+    audience: &str,
+) -> Result<(), tonic::Status> {
+    let request = publish_request_with_audience(bed, volume, audience)
+        .await
+        .map_err(|e| tonic::Status::internal(format!("{e:#}")))?;
+    send_publish(driver, request).await
+}
+
 /// Sends the pod's NodePublishVolume (see [`publish_request`]) and returns the driver's status.
 pub async fn publish(
     bed: &TestBed,

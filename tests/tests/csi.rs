@@ -8,7 +8,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use ssi_core::{FileTemplate, SecretFile, SecretsStoreImport, SecretsStoreImportSpec};
 use ssi_tests::csi::{
     CsiDriver, DriverOptions, PodVolume, create_pod, mount_of, publish, publish_request,
-    publish_request_with_audience, send_publish, unpublish,
+    publish_with_audience, send_publish, unpublish,
 };
 use ssi_tests::walkthrough::{
     self, DEDICATED_AUDIENCE_AUTH_PATH, NAMESPACE, PASSWORD, SERVICE_ACCOUNT,
@@ -198,6 +198,17 @@ fn apply(bed: &TestBed, yaml: &str) {
 
 /// An SSI of the guide's role with `files` (name, path, key, decodeBase64), built from the typed
 /// spec; `adjust` changes what a case needs.
+/// The binary the image ships, and its pid: its peak is what the chart's limit is for.
+async fn shipped_driver(bed: &TestBed) -> (CsiDriver, u32) {
+    let options = DriverOptions {
+        shipped: true,
+        ..Default::default()
+    };
+    let driver = CsiDriver::start(bed, options).await.unwrap();
+    let pid = driver.pid().expect("the driver runs");
+    (driver, pid)
+}
+
 fn ssi_yaml(
     namespace: &str,
     name: &str,
@@ -612,10 +623,7 @@ async fn every_mistake_fails_clearly_and_leaves_nothing_mounted() {
     )
     .await
     .unwrap();
-    let request = publish_request_with_audience(&bed, &volume, VAULT_AUDIENCE)
-        .await
-        .unwrap();
-    send_publish(&driver, request)
+    publish_with_audience(&bed, &driver, &volume, VAULT_AUDIENCE)
         .await
         .expect("a dedicated audience on both sides");
     assert_eq!(read(&volume, "db-password"), PASSWORD);
@@ -719,17 +727,7 @@ async fn a_tenants_template_bombs_are_refused_and_the_driver_stays_under_its_lim
             }),
         );
     }
-    // The binary the image ships: its peak is what the chart's limit is for.
-    let driver = CsiDriver::start(
-        &bed,
-        DriverOptions {
-            shipped: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let pid = driver.pid().expect("the driver runs");
+    let (driver, pid) = shipped_driver(&bed).await;
     let smaps = |pid: u32| {
         std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
             .unwrap_or_default()
@@ -851,18 +849,8 @@ async fn a_volume_of_256_large_files_is_refused_and_the_driver_stays_under_its_l
             spec.files = vec![SecretFile::new("f", "secret/data/large-0", "k2")];
         }),
     );
-    // The binary the image ships, with the chart's tmpfs size (4m): its peak is what the
-    // chart's limit is for.
-    let driver = CsiDriver::start(
-        &bed,
-        DriverOptions {
-            shipped: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let pid = driver.pid().expect("the driver runs");
+    // With the chart's tmpfs size (4m).
+    let (driver, pid) = shipped_driver(&bed).await;
 
     // Sixteen such volumes published at once, as kubelet does for a node's new pods.
     let mut volumes = Vec::new();

@@ -73,6 +73,18 @@ fn apply_example(bed: &TestBed, file: &str, adjust: impl FnOnce(String) -> Strin
     bed.apply_yaml(&adjust(example)).unwrap();
 }
 
+/// The guide's bed with the PKI engine, its role `web` issuable by the guide's policy.
+async fn pki_bed() -> TestBed {
+    let bed = guide_bed().await;
+    engines::pki(&bed).unwrap();
+    walkthrough::backend_policy(
+        &bed,
+        "path \"pki/issue/web\" { capabilities = [\"update\"] }\n",
+    )
+    .unwrap();
+    bed
+}
+
 fn db_ssi(bed: &TestBed) {
     apply_example(bed, "ssi-database.yaml", |text| text);
 }
@@ -486,13 +498,7 @@ fn certificate(volume: &PodVolume) -> (String, String) {
 
 #[tokio::test]
 async fn a_one_second_certificate_is_reissued_at_most_every_ten_seconds_and_its_events_add_up() {
-    let bed = guide_bed().await;
-    engines::pki(&bed).unwrap();
-    walkthrough::backend_policy(
-        &bed,
-        "path \"pki/issue/web\" { capabilities = [\"update\"] }\n",
-    )
-    .unwrap();
+    let bed = pki_bed().await;
     // A tenant asks for certificates of one second: each is due again at once.
     apply_example(&bed, "ssi-pki.yaml", |text| {
         text.replace("ttl: 72h", "ttl: 1s")
@@ -540,16 +546,12 @@ async fn a_one_second_certificate_is_reissued_at_most_every_ten_seconds_and_its_
 
 #[tokio::test]
 async fn a_certificate_its_key_and_ca_come_from_one_issue_and_rotate_before_expiry() {
-    let bed = guide_bed().await;
-    engines::pki(&bed).unwrap();
-    walkthrough::backend_policy(
-        &bed,
-        "path \"pki/issue/web\" { capabilities = [\"update\"] }\n",
-    )
-    .unwrap();
+    let bed = pki_bed().await;
     apply_example(&bed, "ssi-pki.yaml", |text| {
         assert_eq!(text.matches("ttl: 72h").count(), 3);
-        text.replace("ttl: 72h", "ttl: 12s")
+        // NB: 18 s: renewed at two thirds (12 s), past the 10 s re-issue floor, 6 s to spare on
+        // a loaded machine.
+        text.replace("ttl: 72h", "ttl: 18s")
     });
     let driver = start_driver(&bed).await;
     let volume = create_pod(&bed, &driver, NAMESPACE, "web-1", SERVICE_ACCOUNT, "tls")
@@ -569,17 +571,17 @@ async fn a_certificate_its_key_and_ca_come_from_one_issue_and_rotate_before_expi
         .mode();
     assert_eq!(mode & 0o777, 0o440);
 
-    // Two thirds into its 12 s: a new certificate, again matching its key, before the old
+    // Two thirds into its 18 s: a new certificate, again matching its key, before the old
     // one's notAfter.
     let issued_at = Instant::now();
-    wait::until(Duration::from_secs(20), "a new certificate", || {
+    wait::until(Duration::from_secs(26), "a new certificate", || {
         let (now, _) = certificate(&volume);
         wait::check(now != serial, || format!("still {now}"))
     })
     .await
     .unwrap();
     assert!(
-        issued_at.elapsed() < Duration::from_secs(12),
+        issued_at.elapsed() < Duration::from_secs(18),
         "rotated before {end}, after {:?}",
         issued_at.elapsed()
     );

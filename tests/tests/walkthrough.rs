@@ -400,9 +400,7 @@ async fn the_apiserver_enforces_the_crd_schema() {
 #[tokio::test]
 async fn jwt_auth_checks_the_pods_token_against_the_clusters_keys_without_a_reviewer() {
     use ssi_core::{SecretFile, SecretsStoreImport, SecretsStoreImportSpec};
-    use ssi_tests::csi::{
-        CsiDriver, DriverOptions, create_pod, publish_request_with_audience, send_publish,
-    };
+    use ssi_tests::csi::{CsiDriver, DriverOptions, create_pod, publish_with_audience};
     let bed = TestBed::start().await.expect("test bed");
     walkthrough::run(&bed, VaultSetup::Cli, &mut Narrator::quiet())
         .await
@@ -509,10 +507,9 @@ async fn jwt_auth_checks_the_pods_token_against_the_clusters_keys_without_a_revi
     )
     .await
     .unwrap();
-    let request = publish_request_with_audience(&bed, &volume, VAULT_AUDIENCE)
+    publish_with_audience(&bed, &driver, &volume, VAULT_AUDIENCE)
         .await
-        .unwrap();
-    send_publish(&driver, request).await.expect("publish");
+        .expect("publish");
     assert_eq!(
         std::fs::read(volume.target.join("db-password")).unwrap(),
         PASSWORD.as_bytes()
