@@ -259,23 +259,15 @@ fn layer_tar(platform: &PlatformImage) -> crate::Result<Vec<u8>> {
         append_dir(&mut layer, directory)?;
     }
     for (path, entry) in entries {
-        let mut header = tar::Header::new_gnu();
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
         match entry {
             Entry::File(source, mode) => {
                 let content = std::fs::read(source)
                     .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", source.display()))?;
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(mode);
-                header.set_size(content.len() as u64);
+                let mut header = header(tar::EntryType::Regular, mode, content.len());
                 layer.append_data(&mut header, &path, content.as_slice())?;
             }
             Entry::Link(target) => {
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_mode(0o777);
-                header.set_size(0);
+                let mut header = header(tar::EntryType::Symlink, 0o777, 0);
                 layer.append_link(&mut header, &path, target)?;
             }
         }
@@ -283,30 +275,30 @@ fn layer_tar(platform: &PlatformImage) -> crate::Result<Vec<u8>> {
     Ok(layer.into_inner()?)
 }
 
+/// A tar header of root's, undated: what makes the archives reproducible.
+fn header(kind: tar::EntryType, mode: u32, size: usize) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_size(size as u64);
+    header
+}
+
 fn append<W: Write>(
     archive: &mut tar::Builder<W>,
     path: &str,
     content: &[u8],
 ) -> crate::Result<()> {
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_mode(0o644);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_size(content.len() as u64);
+    let mut header = header(tar::EntryType::Regular, 0o644, content.len());
     archive.append_data(&mut header, path, content)?;
     Ok(())
 }
 
 fn append_dir<W: Write>(archive: &mut tar::Builder<W>, path: &str) -> crate::Result<()> {
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(tar::EntryType::Directory);
-    header.set_mode(0o755);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_size(0);
+    let mut header = header(tar::EntryType::Directory, 0o755, 0);
     archive.append_data(&mut header, path, std::io::empty())?;
     Ok(())
 }
