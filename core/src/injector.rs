@@ -15,9 +15,12 @@ pub const BINARY_NAME: &str = "ssi-injector";
 pub const ENV_PREFIX: &str = "SSI_INJECTOR_";
 /// Store URL, `http://` or `https://` (annotation `addr`). Required.
 pub const ENV_ADDR: &str = "SSI_INJECTOR_ADDR";
-/// Mount path of the Kubernetes auth method (`auth-path`); `kubernetes` when unset.
+/// How the store checks the pod's token, `kubernetes` or `jwt` (`auth-method`); `kubernetes`
+/// when unset.
+pub const ENV_AUTH_METHOD: &str = "SSI_INJECTOR_AUTH_METHOD";
+/// Mount path of the auth method (`auth-path`); the method's name when unset.
 pub const ENV_AUTH_PATH: &str = "SSI_INJECTOR_AUTH_PATH";
-/// Role of the Kubernetes auth method to log in as (`role`). Required.
+/// Role of the auth method to log in as (`role`). Required.
 pub const ENV_ROLE: &str = "SSI_INJECTOR_ROLE";
 /// Vault Enterprise / OpenBao namespace (`namespace`).
 pub const ENV_NAMESPACE: &str = "SSI_INJECTOR_NAMESPACE";

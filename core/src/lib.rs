@@ -16,10 +16,12 @@ pub mod duration;
 pub mod injector;
 #[cfg(feature = "json")]
 pub mod json;
+pub mod login;
 pub mod names;
 #[cfg(feature = "crd")]
 pub mod ssi;
 
+pub use login::{AuthMethod, Login, LoginDefaults};
 pub use names::{is_object_name, is_safe_path};
 #[cfg(feature = "crd")]
 pub use ssi::{

@@ -28,12 +28,16 @@ pub struct SecretsStoreImportSpec {
     #[serde(rename = "type")]
     pub import_type: ImportType,
 
-    /// The role to log in as, at the Kubernetes auth method of the store.
+    /// The role to log in as, at the store's auth method (`authMethod`).
     #[schemars(regex(pattern = r"^[-_\.a-zA-Z0-9]+$"))]
     pub role: String,
 
-    /// Mount path of the Kubernetes auth method in the store (default: the component's setting,
-    /// itself `kubernetes` unless configured).
+    /// How the store checks the pod's token (see [`crate::login::AuthMethod`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_method: Option<crate::login::AuthMethod>,
+
+    /// Mount path of the auth method in the store (default: the component's setting for that
+    /// method, else the method's name: `kubernetes` or `jwt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Deckhouse's schema accepts leading and trailing `/` (`kube/`), so ours does; they are
     /// removed before use ([`SecretsStoreImportSpec::normalize`]).
@@ -260,6 +264,7 @@ impl SecretsStoreImportSpec {
         SecretsStoreImportSpec {
             import_type: ImportType::Csi,
             role: role.into(),
+            auth_method: None,
             auth_path: None,
             namespace: None,
             address: None,
@@ -268,6 +273,16 @@ impl SecretsStoreImportSpec {
             skip_tls_verify: None,
             files,
         }
+    }
+
+    /// Where and as what the SSI's pods log in, the component's `defaults` applied.
+    pub fn login(&self, defaults: &crate::login::LoginDefaults) -> crate::login::Login {
+        crate::login::Login::resolve(
+            &self.role,
+            self.auth_method,
+            self.auth_path.as_deref(),
+            defaults,
+        )
     }
 
     /// Removes the leading and trailing `/` of `authPath` and of every `source.path`, which

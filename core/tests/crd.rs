@@ -8,8 +8,13 @@ use kube::CustomResourceExt;
 use ssi_core::SecretsStoreImport;
 use std::path::PathBuf;
 
-fn crd_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/crd/secretsstoreimport.yaml")
+/// The CRD for `kubectl apply`, and the chart's copy (Helm installs `crds/` before anything).
+fn crd_paths() -> [PathBuf; 2] {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    [
+        root.join("manifests/crd/secretsstoreimport.yaml"),
+        root.join("charts/secrets-store-integration/crds/secretsstoreimport.yaml"),
+    ]
 }
 
 fn generated() -> String {
@@ -22,19 +27,20 @@ fn generated() -> String {
 }
 
 #[test]
-fn checked_in_crd_matches_the_rust_type() {
-    let path = crd_path();
+fn checked_in_crds_match_the_rust_type() {
     let want = generated();
-    if std::env::var_os("SSI_UPDATE_CRD").is_some() {
-        std::fs::write(&path, &want).expect("write CRD");
+    for path in crd_paths() {
+        if std::env::var_os("SSI_UPDATE_CRD").is_some() {
+            std::fs::write(&path, &want).expect("write CRD");
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "{} is out of date with the SecretsStoreImport type; regenerate both copies with \
+             `SSI_UPDATE_CRD=1 cargo test -p ssi-core --test crd`",
+            path.display()
+        );
     }
-    let have = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        have == want,
-        "{} is out of date with the SecretsStoreImport type; regenerate it with \
-         `SSI_UPDATE_CRD=1 cargo test -p ssi-core --test crd`",
-        path.display()
-    );
 }
 
 #[test]

@@ -90,13 +90,20 @@ pub struct StoreDefaults {
     #[arg(long = "store-address", env = "SSI_CSI_STORE_ADDRESS")]
     pub address: Option<Url>,
 
-    /// Default mount path of the Kubernetes auth method.
+    /// Auth method of SecretsStoreImports without spec.authMethod: kubernetes (the store
+    /// reviews the pod's token with the API server) or jwt (the store checks it against the
+    /// cluster's public keys).
     #[arg(
-        long = "store-auth-path",
-        env = "SSI_CSI_STORE_AUTH_PATH",
+        long = "store-auth-method",
+        env = "SSI_CSI_STORE_AUTH_METHOD",
         default_value = "kubernetes"
     )]
-    pub auth_path: String,
+    pub auth_method: ssi_core::AuthMethod,
+
+    /// Mount path of that method for SecretsStoreImports without spec.authPath (default: the
+    /// method's name, kubernetes or jwt).
+    #[arg(long = "store-auth-path", env = "SSI_CSI_STORE_AUTH_PATH")]
+    pub auth_path: Option<String>,
 
     /// Default Vault namespace.
     #[arg(long = "store-namespace", env = "SSI_CSI_STORE_NAMESPACE")]
@@ -252,7 +259,8 @@ mod tests {
         let args = Args::try_parse_from(["ssi-csi", "--node-id", "n1"]).expect("parses");
         assert_eq!(args.rotation_interval, Duration::from_secs(120));
         assert_eq!(args.token_audience, "");
-        assert_eq!(args.store.auth_path, "kubernetes");
+        assert_eq!(args.store.auth_method, ssi_core::AuthMethod::Kubernetes);
+        assert_eq!(args.store.auth_path, None);
         assert!(!args.store.allow_skip_tls_verify);
         // One scheme for every component: SSI_<COMPONENT>_<FLAG>.
         assert_eq!(

@@ -1,4 +1,5 @@
-//! The driver's state and its three jobs: publish, unpublish, rotate.
+//! The driver's state and its three jobs: publish, unpublish, rotate. What it asks of the
+//! outside goes through [`crate::seams`], so that its unit tests run it in memory.
 
 use crate::error::{Error, chain};
 use crate::events::{Events, Kind};
@@ -7,6 +8,7 @@ use crate::held::{self, Holdings};
 use crate::metrics::{Metrics, Rotation, RotationLabels};
 use crate::mount;
 use crate::request::PublishRequest;
+use crate::seams::{Mounts, Reporter, Source};
 use crate::state::{self, Record};
 use crate::volumes::{LastError, VolumeTable};
 use crate::writer::{self, Access};
@@ -36,21 +38,23 @@ pub struct Settings {
 
 /// What the driver works with: the store side, the API side and the node side.
 #[derive(Debug)]
-pub struct Parts {
+pub struct Parts<S = Fetcher, R = Events> {
     /// Where the driver counts its work; also served on /metrics.
     pub metrics: Arc<Metrics>,
     /// Reads SecretsStoreImports and the store as each volume's pod.
-    pub fetcher: Fetcher,
+    pub source: S,
     /// Reports rotations on the pods.
-    pub events: Events,
+    pub reporter: R,
     /// Mount records in the state dir.
     pub records: state::Store,
+    /// The node's mounts.
+    pub mounts: Mounts,
 }
 
 /// The volumes published on this node and the work on them, shared by the CSI service and the
 /// rotation scheduler. Calls on one volume run one at a time.
 #[derive(Debug)]
-pub struct Driver {
+pub struct Driver<S = Fetcher, R = Events> {
     /// The node's name, reported by NodeGetInfo.
     pub node_id: String,
     /// Kubelet's root dir, canonical: every target path must lie below it.
@@ -69,9 +73,10 @@ pub struct Driver {
     pub ready: Arc<AtomicBool>,
     /// Whether kubelet reported a successful plugin registration (with --registration-socket).
     pub registered: Arc<AtomicBool>,
-    fetcher: Fetcher,
-    events: Events,
+    source: S,
+    reporter: R,
     records: state::Store,
+    mounts: Mounts,
     volumes: Mutex<VolumeTable>,
     /// Serialises publish, unpublish and rotation of one volume.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -109,14 +114,15 @@ fn access(record: &Record) -> Access {
     record.mount_group.map_or(Access::World, Access::Group)
 }
 
-impl Driver {
+impl<S: Source, R: Reporter> Driver<S, R> {
     /// A driver with no volumes yet; [`Driver::recover`] takes over those of a previous run.
-    pub fn new(settings: Settings, parts: Parts) -> Driver {
+    pub fn new(settings: Settings, parts: Parts<S, R>) -> Driver<S, R> {
         let Parts {
             metrics,
-            fetcher,
-            events,
+            source,
+            reporter,
             records,
+            mounts,
         } = parts;
         Driver {
             node_id: settings.node_id,
@@ -128,9 +134,10 @@ impl Driver {
             metrics,
             ready: Arc::default(),
             registered: Arc::default(),
-            fetcher,
-            events,
+            source,
+            reporter,
             records,
+            mounts,
             volumes: Mutex::new(VolumeTable::new(settings.rotation_interval)),
             locks: Mutex::default(),
             schedule_changed: tokio::sync::Notify::new(),
@@ -155,7 +162,7 @@ impl Driver {
         let records = self.records.load_all()?;
         let mut volumes = self.volumes();
         for record in records {
-            if !mount::is_mount_point(&record.target_path).unwrap_or(false) {
+            if !self.mounts.is_mounted(&record.target_path).unwrap_or(false) {
                 tracing::warn!(volume = %record.volume_id, target = %record.target_path.display(),
                     "recorded volume is no longer mounted; kubelet will publish it again if the pod still exists");
             }
@@ -198,7 +205,7 @@ impl Driver {
         };
         let target = record.target_path.clone();
         if republish
-            && mount::is_mount_point(&target).unwrap_or(false)
+            && self.mounts.is_mounted(&target).unwrap_or(false)
             && on_volume("read the files of", &target, writer::current)
                 .await
                 .ok()
@@ -222,7 +229,7 @@ impl Driver {
             identity,
             holdings: next,
         } = self
-            .fetcher
+            .source
             .fetch(
                 &record,
                 &tokens,
@@ -239,7 +246,7 @@ impl Driver {
         let names: Vec<String> = files.0.keys().cloned().collect();
         drop(files);
         drop(memory);
-        self.fetcher
+        self.source
             .settle(&identity, &holdings, &next, result.is_ok())
             .await;
         result?;
@@ -271,11 +278,13 @@ impl Driver {
             std::fs::create_dir(&target)
                 .map_err(Error::io("create the target directory", &target))?;
         }
-        let mounted_here =
-            !mount::is_mount_point(&target).map_err(Error::io("inspect mounts for", &target))?;
+        let mounted_here = !self
+            .mounts
+            .is_mounted(&target)
+            .map_err(Error::io("inspect mounts for", &target))?;
         let undo = |error: Error| {
             if mounted_here {
-                let _ = mount::unmount_all(&target);
+                let _ = self.mounts.unmount(&target);
             }
             if created_dir {
                 let _ = std::fs::remove_dir(&target);
@@ -283,7 +292,8 @@ impl Driver {
             error
         };
         if mounted_here {
-            mount::mount_tmpfs(&target, &self.tmpfs_size)
+            self.mounts
+                .mount(&target, &self.tmpfs_size)
                 .map_err(Error::io("mount a tmpfs on", &target))?;
         }
         let access = access(record);
@@ -322,7 +332,9 @@ impl Driver {
                 target.display()
             )));
         }
-        mount::unmount_all(&target).map_err(Error::io("unmount", &target))?;
+        self.mounts
+            .unmount(&target)
+            .map_err(Error::io("unmount", &target))?;
         match std::fs::remove_dir(&target) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(Error::io("remove", &target)(e));
@@ -339,7 +351,7 @@ impl Driver {
             gone
         };
         if let Some(volume) = gone {
-            self.fetcher
+            self.source
                 .release(
                     &volume.record,
                     &volume.tokens,
@@ -377,7 +389,7 @@ impl Driver {
         while tasks.join_next().await.is_some() {}
         if full {
             let (in_use, every_identity_known) = self.volumes().identities();
-            self.fetcher.retain_sessions(&in_use, every_identity_known);
+            self.source.retain_sessions(&in_use, every_identity_known);
         }
         self.metrics
             .rotation_cycle_seconds
@@ -412,7 +424,7 @@ impl Driver {
         // a fetch cut short had obtained is not recorded: its leases end at their TTL.
         let fetched = tokio::time::timeout(
             self.fetch_deadline,
-            self.fetcher.fetch(
+            self.source.fetch(
                 &record,
                 &tokens,
                 cycle,
@@ -430,8 +442,8 @@ impl Driver {
         });
         let result = match fetched {
             // Never write into a directory whose tmpfs is gone: the bytes would land on the node's disk.
-            Ok(fetched) if !mount::is_mount_point(&record.target_path).unwrap_or(false) => {
-                self.fetcher
+            Ok(fetched) if !self.mounts.is_mounted(&record.target_path).unwrap_or(false) => {
+                self.source
                     .settle(&fetched.identity, &holdings, &fetched.holdings, false)
                     .await;
                 Err(Error::io("find the tmpfs at", &record.target_path)(
@@ -450,7 +462,7 @@ impl Driver {
                     writer::write(dir, &written, access)
                 })
                 .await;
-                self.fetcher
+                self.source
                     .settle(
                         &fetched.identity,
                         &holdings,
@@ -486,8 +498,8 @@ impl Driver {
                         "SecretsStoreImport {} changed in the store; files updated",
                         record.ssi
                     );
-                    self.events
-                        .emit(&record.pod, Kind::Normal, "SecretRotated", &message)
+                    self.reporter
+                        .report(&record.pod, Kind::Normal, "SecretRotated", &message)
                         .await;
                 } else {
                     self.count(Rotation::Unchanged);
@@ -506,8 +518,8 @@ impl Driver {
                 tracing::warn!(volume = %volume_id, k8s.namespace = %record.pod.namespace, k8s.pod = %record.pod.name,
                     ssi.name = %record.ssi, failures, error = %message, "rotation failed");
                 if failure.is_some_and(|f| f.report) {
-                    self.events
-                        .emit(&record.pod, Kind::Warning, "SecretRotationFailed", &message)
+                    self.reporter
+                        .report(&record.pod, Kind::Warning, "SecretRotationFailed", &message)
                         .await;
                 }
             }
@@ -552,3 +564,6 @@ impl Driver {
             .inc();
     }
 }
+
+#[cfg(test)]
+mod tests;

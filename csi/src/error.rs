@@ -255,6 +255,7 @@ mod tests {
     fn store_errors_map_to_codes_by_cause() {
         let denied = store_error(ssi_vault::Error::Api {
             operation: ssi_vault::Operation::Login {
+                method: ssi_vault::AuthMethod::Kubernetes,
                 auth_path: "kubernetes".into(),
                 role: "r".into(),
             },

@@ -13,7 +13,8 @@ use kube::Api;
 use secrecy::{ExposeSecret, SecretString};
 use ssi_core::SecretsStoreImport;
 use ssi_core::ssi::Method;
-use ssi_vault::{Client, KubernetesAuth, Operation, Secret, Session, StoreConfig};
+use ssi_core::{AuthMethod, Login};
+use ssi_vault::{Client, Operation, Secret, Session, StoreConfig};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,8 +32,8 @@ pub struct Settings {
     pub default_address: Option<Url>,
     /// Other stores an SSI may name in `spec.address`; the default is always allowed.
     pub allowed_addresses: Vec<Url>,
-    /// Mount path of the Kubernetes auth method when an SSI sets no `authPath`.
-    pub auth_path: String,
+    /// The auth method and its mount when an SSI names neither.
+    pub login: ssi_core::LoginDefaults,
     /// Vault namespace when an SSI sets none.
     pub namespace: Option<String>,
     /// PEM bundle of the CAs trusted when an SSI sets no `caCert`; none means the system's.
@@ -126,17 +127,31 @@ impl Allowance {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct IdentityKey {
     store: StoreKey,
+    /// NB: saved under this name before there was a choice of method; records from then have
+    /// no `auth_method` and are the Kubernetes method's.
     auth_path: String,
     role: String,
+    #[serde(default, skip_serializing_if = "is_kubernetes")]
+    auth_method: AuthMethod,
     service_account_namespace: String,
     service_account: String,
 }
 
+fn is_kubernetes(method: &AuthMethod) -> bool {
+    *method == AuthMethod::Kubernetes
+}
+
 impl IdentityKey {
-    /// Every field in one line, for checking that a saved token is this identity's.
+    /// Every field in one line, for checking that a saved token is this identity's. The
+    /// Kubernetes method is not spelled out, so that tokens saved before there was a choice
+    /// keep their names.
     pub fn spelled_out(&self) -> String {
+        let method = match self.auth_method {
+            AuthMethod::Kubernetes => String::new(),
+            other => format!("|{other}"),
+        };
         format!(
-            "{}|{:?}|{:?}|{}|{}|{}|{}|{}",
+            "{}|{:?}|{:?}|{}|{}|{}|{}|{}{method}",
             self.store.address,
             self.store.vault_namespace,
             self.store.ca_pem,
@@ -146,6 +161,36 @@ impl IdentityKey {
             self.service_account_namespace,
             self.service_account
         )
+    }
+
+    /// Where and as what this identity logs in.
+    pub fn login(&self) -> Login {
+        Login {
+            method: self.auth_method,
+            mount: self.auth_path.clone(),
+            role: self.role.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl IdentityKey {
+    /// The Kubernetes-auth identity of ServiceAccount `ns/service_account` as role `app` at
+    /// one store, for tests that need one without an SSI.
+    pub(crate) fn made_up(service_account: &str) -> IdentityKey {
+        IdentityKey {
+            store: StoreKey {
+                address: "https://vault.example.com:8200".into(),
+                vault_namespace: None,
+                ca_pem: None,
+                skip_tls_verify: false,
+            },
+            auth_path: "kubernetes".into(),
+            role: "app".into(),
+            auth_method: AuthMethod::Kubernetes,
+            service_account_namespace: "ns".into(),
+            service_account: service_account.into(),
+        }
     }
 }
 
@@ -836,6 +881,7 @@ impl Fetcher {
             })?,
         };
         let skip_tls_verify = spec.skip_tls_verify.unwrap_or(false);
+        let login = spec.login(&self.settings.login);
         if skip_tls_verify && !self.settings.allow_skip_tls_verify {
             return Err(refuse(
                 "spec.skipTLSVerify is true, which this driver does not allow (--allow-skip-tls-verify); \
@@ -856,11 +902,9 @@ impl Fetcher {
                     .or_else(|| self.settings.ca_pem.clone()),
                 skip_tls_verify,
             },
-            auth_path: spec
-                .auth_path
-                .clone()
-                .unwrap_or_else(|| self.settings.auth_path.clone()),
-            role: spec.role.clone(),
+            auth_path: login.mount,
+            role: login.role,
+            auth_method: login.method,
             service_account_namespace: record.pod.namespace.clone(),
             service_account: record.pod.service_account.clone(),
         })
@@ -886,10 +930,7 @@ impl Fetcher {
             what: "a connection to the store".into(),
             source: Arc::new(source),
         })?;
-        let auth = KubernetesAuth {
-            auth_path: key.auth_path.clone(),
-            role: key.role.clone(),
-        };
+        let auth = key.login();
         let session = Arc::new(match self.tokens.load(key) {
             Some((token, login_id)) => {
                 Session::restored(client, auth, jwt.clone(), token, login_id)
@@ -1110,13 +1151,7 @@ mod tests {
     }
 
     fn identity() -> IdentityKey {
-        IdentityKey {
-            store: store("https://vault.example.com:8200"),
-            auth_path: "kubernetes".into(),
-            role: "app".into(),
-            service_account_namespace: "ns".into(),
-            service_account: "sa".into(),
-        }
+        IdentityKey::made_up("sa")
     }
 
     #[test]
@@ -1185,7 +1220,7 @@ mod tests {
         let settings = Settings {
             default_address: None,
             allowed_addresses: Vec::new(),
-            auth_path: "kubernetes".into(),
+            login: Default::default(),
             namespace: None,
             ca_pem: None,
             allow_skip_tls_verify: false,
@@ -1202,6 +1237,7 @@ mod tests {
             store: store("http://a.example:8200"),
             auth_path: "kubernetes".into(),
             role: "r".into(),
+            auth_method: AuthMethod::Kubernetes,
             service_account_namespace: "ns".into(),
             service_account: "sa".into(),
         };

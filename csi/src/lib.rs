@@ -31,6 +31,7 @@ pub mod mount;
 pub mod registration;
 pub mod request;
 pub mod rotation;
+pub mod seams;
 pub mod service;
 pub mod state;
 pub mod template;
@@ -78,7 +79,10 @@ pub async fn run(
     let settings = fetch::Settings {
         default_address: args.store.address.clone(),
         allowed_addresses: args.store.allowed_addresses.clone(),
-        auth_path: args.store.auth_path.clone(),
+        login: ssi_core::LoginDefaults {
+            method: args.store.auth_method,
+            mount: args.store.auth_path.clone(),
+        },
         namespace: args.store.namespace.clone(),
         ca_pem,
         allow_skip_tls_verify: args.store.allow_skip_tls_verify,
@@ -109,10 +113,11 @@ pub async fn run(
         },
         driver::Parts {
             metrics: metrics.clone(),
-            fetcher: fetch::Fetcher::new(kube.clone(), settings, metrics.clone())
+            source: fetch::Fetcher::new(kube.clone(), settings, metrics.clone())
                 .with_token_store(tokens::TokenStore::open(&args.token_dir)),
-            events: events::Events::new(kube, args.node_id.clone()),
+            reporter: events::Events::new(kube, args.node_id.clone()),
             records,
+            mounts: seams::Mounts::Kernel,
         },
     ));
     let recovered = driver.recover().context("failed to load mount records")?;

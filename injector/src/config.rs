@@ -9,9 +9,10 @@ use url::Url;
 
 use ssi_core::injector::RestartMode;
 pub use ssi_core::injector::{
-    ENV_ADDR, ENV_AUTH_PATH, ENV_CA_CERT, ENV_CA_PEM, ENV_FROM_PATH, ENV_GRACE_PERIOD,
-    ENV_IGNORE_MISSING, ENV_JSON_LOG, ENV_LOG_LEVEL, ENV_MODE, ENV_NAMESPACE, ENV_POLL_INTERVAL,
-    ENV_PREFIX, ENV_ROLE, ENV_SETTINGS, ENV_SKIP_VERIFY, ENV_TIMEOUT, ENV_TOKEN_PATH,
+    ENV_ADDR, ENV_AUTH_METHOD, ENV_AUTH_PATH, ENV_CA_CERT, ENV_CA_PEM, ENV_FROM_PATH,
+    ENV_GRACE_PERIOD, ENV_IGNORE_MISSING, ENV_JSON_LOG, ENV_LOG_LEVEL, ENV_MODE, ENV_NAMESPACE,
+    ENV_POLL_INTERVAL, ENV_PREFIX, ENV_ROLE, ENV_SETTINGS, ENV_SKIP_VERIFY, ENV_TIMEOUT,
+    ENV_TOKEN_PATH,
 };
 
 /// How often `watch-for-data` re-reads the secrets unless told (the CSI driver's rotation period).
@@ -27,10 +28,9 @@ pub const DEFAULT_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceacco
 pub struct Config {
     /// Store URL, http(s) (`SSI_INJECTOR_ADDR`).
     pub address: Url,
-    /// Mount path of the Kubernetes auth method; `kubernetes` by default.
-    pub auth_path: String,
-    /// Role of the auth method to log in as.
-    pub role: String,
+    /// Where and as what the pod logs in: the method (`kubernetes` by default), its mount (the
+    /// method's name by default) and the role.
+    pub login: ssi_core::Login,
     /// Vault Enterprise / OpenBao namespace.
     pub namespace: Option<String>,
     /// PEM file with the CA of the store's certificate, instead of the system's.
@@ -133,9 +133,19 @@ impl Config {
         };
         let role = get(ENV_ROLE).map(str::to_owned).unwrap_or_else(|| {
             problems.push(format!(
-                "{ENV_ROLE} is not set (the role of the Kubernetes auth method)"
+                "{ENV_ROLE} is not set (the role of the store's auth method)"
             ));
             String::new()
+        });
+        let method = get(ENV_AUTH_METHOD).and_then(|text| {
+            let method = ssi_core::AuthMethod::parse(text);
+            if method.is_none() {
+                problems.push(format!(
+                    "{ENV_AUTH_METHOD}={text:?} must be {}",
+                    ssi_core::AuthMethod::choices()
+                ));
+            }
+            method
         });
         let timeout = match get(ENV_TIMEOUT).map(parse_duration) {
             None => Duration::from_secs(10),
@@ -196,8 +206,7 @@ impl Config {
         };
         Ok(Config {
             address,
-            auth_path: get(ENV_AUTH_PATH).unwrap_or("kubernetes").to_owned(),
-            role,
+            login: ssi_core::Login::resolve(&role, method, get(ENV_AUTH_PATH), &Default::default()),
             namespace: get(ENV_NAMESPACE).map(str::to_owned),
             ca_cert: get(ENV_CA_CERT).map(PathBuf::from),
             ca_pem: get(ENV_CA_PEM).map(str::to_owned),
@@ -233,13 +242,40 @@ mod tests {
             (ENV_FROM_PATH, "secret/data/a, secret/data/b,"),
         ]))
         .unwrap();
-        assert_eq!(config.auth_path, "kubernetes");
+        assert_eq!(config.login.method, ssi_core::AuthMethod::Kubernetes);
+        assert_eq!(config.login.mount, "kubernetes");
+        assert_eq!(config.login.role, "backend");
         assert_eq!(config.timeout, Duration::from_secs(10));
         assert_eq!(config.token_path, PathBuf::from(DEFAULT_TOKEN_PATH));
         assert_eq!(config.env_from_paths, ["secret/data/a", "secret/data/b"]);
         assert!(!config.ignore_missing && !config.skip_tls_verify);
         assert_eq!(config.mode, Mode::Exec);
         assert_eq!(config.grace_period, DEFAULT_GRACE_PERIOD);
+    }
+
+    #[test]
+    fn jwt_logs_in_at_its_own_mount_unless_told_and_a_wrong_method_is_named() {
+        let base = [
+            (ENV_ADDR, "https://vault.example.com:8200"),
+            (ENV_ROLE, "backend"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            Config::from_env(&vars(&[&base[..], extra].concat()))
+        };
+        let login = with(&[(ENV_AUTH_METHOD, "jwt")]).unwrap().login;
+        assert_eq!(
+            (login.method, login.mount.as_str()),
+            (ssi_core::AuthMethod::Jwt, "jwt")
+        );
+        let login = with(&[(ENV_AUTH_METHOD, "jwt"), (ENV_AUTH_PATH, "cluster-b")])
+            .unwrap()
+            .login;
+        assert_eq!(login.mount, "cluster-b");
+        let error = with(&[(ENV_AUTH_METHOD, "oidc")]).unwrap_err();
+        assert!(
+            error.contains("SSI_INJECTOR_AUTH_METHOD=\"oidc\" must be kubernetes or jwt"),
+            "{error}"
+        );
     }
 
     #[test]

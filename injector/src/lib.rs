@@ -18,7 +18,7 @@ pub mod supervise;
 use config::{Config, LogLevel};
 use resolve::{Fetched, Read};
 use secrecy::{ExposeSecret, SecretString};
-use ssi_vault::{Client, KubernetesAuth, Lease, Session, StoreConfig};
+use ssi_vault::{Client, Lease, Session, StoreConfig};
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -95,10 +95,7 @@ impl Store {
         store.skip_tls_verify = config.skip_tls_verify;
         store.timeout = config.timeout;
         let client = Client::new(&store).map_err(|e| e.to_string())?;
-        let auth = KubernetesAuth {
-            auth_path: config.auth_path.clone(),
-            role: config.role.clone(),
-        };
+        let auth = config.login.clone();
         Ok(Store {
             session: Arc::new(Session::new(
                 client,

@@ -11,7 +11,7 @@
 use crate::{KUBE_API_AUDIENCE, TestBed, run as run_command, workspace_path};
 use anyhow::{Context, bail, ensure};
 use serde_json::json;
-use ssi_vault::{Client, KubernetesAuth, SecretString, Session, StoreConfig};
+use ssi_vault::{AuthMethod, Client, Login, SecretString, Session, StoreConfig};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -124,8 +124,9 @@ pub async fn run(
         ));
         let session = Session::new(
             client.clone(),
-            KubernetesAuth {
-                auth_path: auth_path.into(),
+            Login {
+                method: AuthMethod::Kubernetes,
+                mount: auth_path.into(),
                 role: ROLE.into(),
             },
             SecretString::from(backend_token.clone()),

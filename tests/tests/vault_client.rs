@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use ssi_tests::walkthrough::{self, Narrator, PASSWORD, ROLE, SECRET_PATH, VaultSetup};
 use ssi_tests::{Store, TestBed};
 use ssi_vault::{
-    Client, Error, KubernetesAuth, RetryPolicy, SecretString, Session, StoreConfig, VaultToken,
+    AuthMethod, Client, Error, Login, RetryPolicy, SecretString, Session, StoreConfig, VaultToken,
 };
 use std::time::Duration;
 
@@ -120,8 +120,9 @@ async fn session_reuses_its_token_and_logs_in_again_when_revoked_or_expiring() {
     let client = Client::new(&config(&bed)).unwrap();
     let short = Session::new(
         client.clone(),
-        KubernetesAuth {
-            auth_path: "main-kube".into(),
+        Login {
+            method: AuthMethod::Kubernetes,
+            mount: "main-kube".into(),
             role: "short".into(),
         },
         SecretString::from(outcome.backend_token.clone()),
@@ -157,8 +158,9 @@ async fn session_reuses_its_token_and_logs_in_again_when_revoked_or_expiring() {
     // A session handed a bad JWT fails; once the fresh one arrives (kubelet's republish), it works.
     let late = Session::new(
         client,
-        KubernetesAuth {
-            auth_path: "main-kube".into(),
+        Login {
+            method: AuthMethod::Kubernetes,
+            mount: "main-kube".into(),
             role: ROLE.into(),
         },
         SecretString::from("not-a-jwt".to_owned()),
@@ -446,7 +448,14 @@ async fn a_hanging_store_times_out_and_a_stopped_one_is_unreachable() {
     };
     let err = Client::new(&gone)
         .unwrap()
-        .login_kubernetes("kubernetes", "r", &SecretString::from("jwt".to_owned()))
+        .login(
+            &Login {
+                method: AuthMethod::Kubernetes,
+                mount: "kubernetes".into(),
+                role: "r".into(),
+            },
+            &SecretString::from("jwt".to_owned()),
+        )
         .await
         .expect_err("nobody listens");
     assert!(matches!(err, Error::Unreachable { .. }), "{err}");

@@ -9,14 +9,15 @@ use ssi_tests::walkthrough::{
     ROLE, SECRET_PATH, SERVICE_ACCOUNT, VaultSetup,
 };
 use ssi_tests::{KUBE_API_AUDIENCE, SA_ISSUER, TestBed, VAULT_AUDIENCE, run};
-use ssi_vault::{Client, Error, KubernetesAuth, SecretString, Session, StoreConfig};
+use ssi_vault::{AuthMethod, Client, Error, Login, SecretString, Session, StoreConfig};
 
 fn session(bed: &TestBed, auth_path: &str, role: &str, jwt: &str) -> Session {
     let client = Client::new(&StoreConfig::new(bed.openbao().addr.parse().unwrap())).unwrap();
     Session::new(
         client,
-        KubernetesAuth {
-            auth_path: auth_path.into(),
+        Login {
+            method: AuthMethod::Kubernetes,
+            mount: auth_path.into(),
             role: role.into(),
         },
         SecretString::from(jwt.to_owned()),
@@ -482,13 +483,13 @@ async fn jwt_auth_checks_the_pods_token_against_the_clusters_keys_without_a_revi
         assert!(!text.contains(part), "{text}");
     }
 
-    // The driver, with an SSI that names the jwt mount and the store's audience: the guide's
-    // file.
+    // The driver, with an SSI that names the method (and so its mount, `jwt`, not the driver's
+    // default `main-kube` of the Kubernetes method) and the store's audience: the guide's file.
     let mut spec = SecretsStoreImportSpec::new(
         "backend",
         vec![SecretFile::new("db-password", SECRET_PATH, "password")],
     );
-    spec.auth_path = Some("jwt".into());
+    spec.auth_method = Some(ssi_core::AuthMethod::Jwt);
     spec.audience = Some(VAULT_AUDIENCE.into());
     let mut ssi = SecretsStoreImport::new("through-jwt", spec);
     ssi.metadata.namespace = Some(NAMESPACE.into());
@@ -514,4 +515,48 @@ async fn jwt_auth_checks_the_pods_token_against_the_clusters_keys_without_a_revi
         std::fs::read(volume.target.join("db-password")).unwrap(),
         PASSWORD.as_bytes()
     );
+
+    // The injector as the webhook configures a pod annotated `auth-method: jwt`: the method's
+    // variable, no mount (its own name), the pod's token file. The app gets the guide's value;
+    // with another ServiceAccount's token it never starts, and the error names the method.
+    let injected = |token: &str| {
+        let file = bed.dir().join(format!("jwt-token-{}", token.len()));
+        std::fs::write(&file, token).unwrap();
+        std::process::Command::new(ssi_tests::csi::workspace_binary("ssi-injector").unwrap())
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("SSI_INJECTOR_ADDR", &bed.openbao().addr)
+            .env("SSI_INJECTOR_AUTH_METHOD", "jwt")
+            .env("SSI_INJECTOR_ROLE", "backend")
+            .env("SSI_INJECTOR_TOKEN_PATH", &file)
+            .env(
+                "DB_PASSWORD",
+                format!("secrets-store:{SECRET_PATH}#password"),
+            )
+            .arg("env")
+            .output()
+            .unwrap()
+    };
+    let output = injected(&token);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("DB_PASSWORD={PASSWORD}")),
+        "the injected app's env: {stdout}"
+    );
+    let output = injected(&other);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(output.stdout.is_empty(), "the app never ran");
+    assert!(
+        stderr.contains("log in by jwt at auth/jwt as role \"backend\""),
+        "{stderr}"
+    );
+    for part in other.split('.') {
+        assert!(!stderr.contains(part), "{stderr}");
+    }
 }

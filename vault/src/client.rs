@@ -3,6 +3,7 @@ use crate::{Error, Operation, RetryPolicy, Secret};
 use reqwest::header::{HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
+use ssi_core::Login;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -241,15 +242,17 @@ impl Client {
         &self.address
     }
 
-    /// Logs in with the Kubernetes auth method mounted at `auth_path`, presenting `jwt` (a
-    /// ServiceAccount token) for `role`.
-    pub async fn login_kubernetes(
-        &self,
-        auth_path: &str,
-        role: &str,
-        jwt: &SecretString,
-    ) -> Result<VaultToken, Error> {
+    /// Logs in as `login`, presenting `jwt` (a ServiceAccount token). Both auth methods take
+    /// the same request; they differ in how the store checks the token (see [`ssi_core::login`]).
+    pub async fn login(&self, login: &Login, jwt: &SecretString) -> Result<VaultToken, Error> {
+        let Login {
+            method,
+            mount,
+            role,
+        } = login;
+        let auth_path = mount.as_str();
         let operation = Operation::Login {
+            method: *method,
             auth_path: auth_path.to_owned(),
             role: role.to_owned(),
         };
@@ -1018,7 +1021,10 @@ mod tests {
             .expect_err("unsafe");
         assert!(matches!(err, Error::InvalidPath { .. }), "{err}");
         let err = c
-            .login_kubernetes("../sys", "r", &SecretString::from("jwt".to_owned()))
+            .login(
+                &Login::resolve("r", None, Some("../sys"), &Default::default()),
+                &SecretString::from("jwt".to_owned()),
+            )
             .await
             .expect_err("unsafe");
         assert!(matches!(err, Error::InvalidPath { .. }), "{err}");

@@ -3,8 +3,10 @@ use std::fmt;
 /// What the client was doing when it failed; part of every error message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
-    /// Kubernetes-auth login.
+    /// Login with the pod's token.
     Login {
+        /// How the store checks the token.
+        method: ssi_core::AuthMethod,
         /// Mount path of the auth method, below `auth/`.
         auth_path: String,
         /// The store role logged in as.
@@ -41,9 +43,16 @@ pub enum Operation {
 impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Operation::Login { auth_path, role } => {
-                write!(f, "log in at auth/{auth_path} as role {role:?}")
-            }
+            Operation::Login {
+                method: ssi_core::AuthMethod::Kubernetes,
+                auth_path,
+                role,
+            } => write!(f, "log in at auth/{auth_path} as role {role:?}"),
+            Operation::Login {
+                method,
+                auth_path,
+                role,
+            } => write!(f, "log in by {method} at auth/{auth_path} as role {role:?}"),
             Operation::Read {
                 path,
                 version: None,
@@ -246,6 +255,7 @@ mod tests {
     fn refused_login_names_the_tokens_audience() {
         let err = Error::LoginRefused {
             operation: Operation::Login {
+                method: ssi_core::AuthMethod::Kubernetes,
                 auth_path: "main-kube".into(),
                 role: "r".into(),
             },
@@ -270,6 +280,7 @@ mod tests {
     fn api_error_names_operation_status_and_store_text() {
         let err = Error::Api {
             operation: Operation::Login {
+                method: ssi_core::AuthMethod::Kubernetes,
                 auth_path: "main-kube".into(),
                 role: "r".into(),
             },

@@ -27,7 +27,8 @@ pub use client::{Client, DEFAULT_MAX_RESPONSE_BYTES, Lease, Observer, StoreConfi
 pub use error::{Error, Operation};
 pub use retry::RetryPolicy;
 pub use secret::{Secret, SecretValue};
-pub use session::{KubernetesAuth, Session, TokenUsed};
+pub use session::{Session, TokenUsed};
+pub use ssi_core::{AuthMethod, Login};
 
 pub use secrecy::{ExposeSecret, SecretString};
 

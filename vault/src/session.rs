@@ -1,17 +1,9 @@
 use crate::{Client, Error, Lease, Secret, VaultToken};
 use secrecy::SecretString;
+use ssi_core::Login;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-/// Where and as what a pod logs in.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct KubernetesAuth {
-    /// Mount path of the Kubernetes auth method, e.g. `kubernetes` or `main-kube`.
-    pub auth_path: String,
-    /// The role in that auth method, which maps the ServiceAccount to store policies.
-    pub role: String,
-}
 
 /// One identity's logged-in state against one store.
 ///
@@ -20,7 +12,7 @@ pub struct KubernetesAuth {
 /// share one login: the token slot is locked across the login call.
 pub struct Session {
     client: Client,
-    auth: KubernetesAuth,
+    auth: Login,
     jwt: Mutex<SecretString>,
     token: tokio::sync::Mutex<Option<VaultToken>>,
     logins: AtomicU64,
@@ -77,7 +69,7 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// A session that logs in through `client` as `auth` with `jwt`; nothing is sent until the
     /// first token is needed.
-    pub fn new(client: Client, auth: KubernetesAuth, jwt: SecretString) -> Session {
+    pub fn new(client: Client, auth: Login, jwt: SecretString) -> Session {
         Session {
             client,
             auth,
@@ -92,7 +84,7 @@ impl Session {
     /// that obtained it): leases that token obtained stay alive as it is renewed.
     pub fn restored(
         client: Client,
-        auth: KubernetesAuth,
+        auth: Login,
         jwt: SecretString,
         token: VaultToken,
         login_id: u64,
@@ -112,7 +104,7 @@ impl Session {
     }
 
     /// Where and as what this session logs in.
-    pub fn auth(&self) -> &KubernetesAuth {
+    pub fn auth(&self) -> &Login {
         &self.auth
     }
 
@@ -182,10 +174,7 @@ impl Session {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
-        let token = self
-            .client
-            .login_kubernetes(&self.auth.auth_path, &self.auth.role, &jwt)
-            .await?;
+        let token = self.client.login(&self.auth, &jwt).await?;
         self.logins.fetch_add(1, Ordering::Relaxed);
         self.login_id.store(next_login_id(), Ordering::Relaxed);
         *slot = Some(token.clone());

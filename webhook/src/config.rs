@@ -86,8 +86,17 @@ pub struct Args {
     #[arg(long, env = "SSI_WEBHOOK_INJECTOR_DEFAULT_ADDRESS")]
     pub injector_default_address: Option<String>,
 
-    /// Auth path for Pods without the secrets-store.deckhouse.io/auth-path annotation (the
-    /// injector's own default is `kubernetes`).
+    /// Auth method for Pods without the secrets-store.deckhouse.io/auth-method annotation:
+    /// kubernetes or jwt.
+    #[arg(
+        long,
+        env = "SSI_WEBHOOK_INJECTOR_DEFAULT_AUTH_METHOD",
+        default_value = "kubernetes"
+    )]
+    pub injector_default_auth_method: ssi_core::AuthMethod,
+
+    /// Mount path of that method for Pods without the secrets-store.deckhouse.io/auth-path
+    /// annotation (default: the method's name, kubernetes or jwt).
     #[arg(long, env = "SSI_WEBHOOK_INJECTOR_DEFAULT_AUTH_PATH")]
     pub injector_default_auth_path: Option<String>,
 

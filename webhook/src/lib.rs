@@ -136,7 +136,10 @@ pub async fn run(
             injector: args.env_injection.then(|| inject::InjectorSettings {
                 image: args.injector_image.clone(),
                 default_address: args.injector_default_address.clone(),
-                default_auth_path: args.injector_default_auth_path.clone(),
+                default_login: ssi_core::LoginDefaults {
+                    method: args.injector_default_auth_method,
+                    mount: args.injector_default_auth_path.clone(),
+                },
                 default_namespace: args.injector_default_namespace.clone(),
                 default_ca_pem: injector_ca_pem,
                 token_audience: args.injector_token_audience.clone(),

@@ -690,7 +690,7 @@ mod tests {
             injector: Some(crate::inject::InjectorSettings {
                 image: "registry.example.com/ssi-injector:1".into(),
                 default_address: None,
-                default_auth_path: None,
+                default_login: Default::default(),
                 default_namespace: None,
                 default_ca_pem: None,
                 token_audience: String::new(),

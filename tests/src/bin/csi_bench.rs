@@ -11,7 +11,7 @@ use ssi_tests::audit::{api_request, store_request, tally};
 use ssi_tests::csi::{CsiDriver, DriverOptions, create_pod, publish_request};
 use ssi_tests::load::percentile;
 use ssi_tests::{KUBE_API_AUDIENCE, TestBed, run, status_kib};
-use ssi_vault::{Client, KubernetesAuth, Session, StoreConfig};
+use ssi_vault::{AuthMethod, Client, Login, Session, StoreConfig};
 use std::time::{Duration, Instant};
 
 const NS: &str = "bench";
@@ -91,8 +91,9 @@ async fn round_trips(bed: &TestBed, with_login: bool) -> anyhow::Result<Duration
     let new_session = || {
         Session::new(
             client.clone(),
-            KubernetesAuth {
-                auth_path: "kubernetes".into(),
+            Login {
+                method: AuthMethod::Kubernetes,
+                mount: "kubernetes".into(),
                 role: "bench".into(),
             },
             SecretString::from(token.clone()),

@@ -156,7 +156,7 @@ fn admission_review(rng: &mut fastrand::Rng) -> Finding {
         injector: Some(ssi_webhook::inject::InjectorSettings {
             image: "registry.example.com/ssi-injector:1".into(),
             default_address: Some("https://vault.example.com:8200".into()),
-            default_auth_path: None,
+            default_login: Default::default(),
             default_namespace: None,
             default_ca_pem: None,
             token_audience: String::new(),

@@ -52,8 +52,8 @@ pub struct InjectorSettings {
     pub image: String,
     /// Store address for pods without the `addr` annotation.
     pub default_address: Option<String>,
-    /// Auth path for pods without the `auth-path` annotation (else the injector's `kubernetes`).
-    pub default_auth_path: Option<String>,
+    /// Auth method and mount for pods without the `auth-method` and `auth-path` annotations.
+    pub default_login: ssi_core::LoginDefaults,
     /// Store namespace for pods without the `namespace` annotation.
     pub default_namespace: Option<String>,
     /// CA bundle (PEM) passed to pods that name neither a `tls-secret` nor `cacert_bytes`.
@@ -479,7 +479,7 @@ mod tests {
         InjectorSettings {
             image: "registry.example.com/ssi-injector:1".into(),
             default_address: Some("https://vault.example.com:8200".into()),
-            default_auth_path: None,
+            default_login: Default::default(),
             default_namespace: None,
             default_ca_pem: None,
             token_audience: String::new(),
@@ -1036,7 +1036,10 @@ mod tests {
 
         // Cluster-wide defaults fill what the pod leaves out; the pod's annotations win.
         let defaults = InjectorSettings {
-            default_auth_path: Some("main-kube".into()),
+            default_login: ssi_core::LoginDefaults {
+                method: ssi_core::AuthMethod::Kubernetes,
+                mount: Some("main-kube".into()),
+            },
             default_namespace: Some("team".into()),
             default_ca_pem: Some(
                 "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n".into(),
@@ -1072,6 +1075,27 @@ mod tests {
         assert!(
             env.contains(&("SSI_INJECTOR_CA_PEM".into(), own_pem.into())),
             "{env:?}"
+        );
+        // A pod that names jwt logs in at jwt's own mount, not at the Kubernetes method's
+        // default mount; one that names no method known is refused, naming the choices.
+        let env = env_with(json!({"secrets-store.deckhouse.io/role": "r",
+            "secrets-store.deckhouse.io/auth-method": "jwt"}));
+        assert!(
+            env.contains(&("SSI_INJECTOR_AUTH_METHOD".into(), "jwt".into()))
+                && !env.iter().any(|(name, _)| name == "SSI_INJECTOR_AUTH_PATH"),
+            "{env:?}"
+        );
+        let mut oidc = pod(
+            json!({"secrets-store.deckhouse.io/role": "r",
+                   "secrets-store.deckhouse.io/auth-method": "oidc"}),
+            json!([app(reference.clone())]),
+        );
+        let refusal = inject(&mut oidc, &defaults, &Entrypoints::new()).unwrap_err();
+        assert!(
+            refusal
+                .to_string()
+                .contains("auth-method is \"oidc\"; write kubernetes or jwt"),
+            "{refusal}"
         );
         // A CA that is no PEM, or too large for an environment variable, is refused here rather
         // than in a crash-looping container.

@@ -24,12 +24,11 @@ pub const MAX_CA_PEM_BYTES: usize = 64 * 1024;
 pub struct InjectionRequest {
     /// `metadata.name` (or `generateName`), for messages.
     pub pod_name: String,
-    /// The role of the store's Kubernetes auth method to log in as.
-    pub role: String,
+    /// Where and as what the injector logs in: the `role`, `auth-method` and `auth-path`
+    /// annotations with the webhook's defaults (resolved as the injector resolves them).
+    pub login: ssi_core::Login,
     /// The `addr` annotation or the webhook's default.
     pub address: String,
-    /// The `auth-path` annotation: mount path of the Kubernetes auth method.
-    pub auth_path: Option<String>,
     /// The `namespace` annotation: the store namespace (not a Kubernetes one).
     pub namespace: Option<String>,
     /// Paths whose every key becomes a variable; when set, every container is injected.
@@ -103,9 +102,24 @@ impl InjectionRequest {
         let role = role.trim();
         if role.is_empty() {
             return Err(invalid(format!(
-                "annotation {PREFIX}role is empty; name the role of the store's Kubernetes auth method"
+                "annotation {PREFIX}role is empty; name the role of the store's auth method"
             )));
         }
+        let method = match text("auth-method") {
+            None => None,
+            Some(name) => Some(ssi_core::AuthMethod::parse(&name).ok_or_else(|| {
+                invalid(format!(
+                    "annotation {PREFIX}auth-method is {name:?}; write {}",
+                    ssi_core::AuthMethod::choices()
+                ))
+            })?),
+        };
+        let login = ssi_core::Login::resolve(
+            role,
+            method,
+            text("auth-path").as_deref(),
+            &settings.default_login,
+        );
         let address = text("addr")
             .or_else(|| settings.default_address.clone())
             .ok_or_else(|| {
@@ -145,9 +159,8 @@ impl InjectionRequest {
             })?,
         };
         Ok(Some(InjectionRequest {
-            role: role.to_owned(),
+            login,
             address,
-            auth_path: text("auth-path").or_else(|| settings.default_auth_path.clone()),
             namespace: text("namespace").or_else(|| settings.default_namespace.clone()),
             env_from_path: text("env-from-path"),
             tls_secret: annotations::get(pod, "tls-secret").map(str::to_owned),
@@ -189,11 +202,18 @@ impl InjectionRequest {
         let variable = |name: &str, value: &str| json!({"name": name, "value": value});
         let flag = |value: bool| if value { "true" } else { "false" };
         let mut env = vec![
-            variable(contract::ENV_ROLE, &self.role),
+            variable(contract::ENV_ROLE, &self.login.role),
             variable(contract::ENV_ADDR, &self.address),
         ];
+        // Only what differs from the injector's own defaults, which resolve alike.
+        let method = self.login.method;
+        if method != ssi_core::AuthMethod::default() {
+            env.push(variable(contract::ENV_AUTH_METHOD, method.name()));
+        }
+        if self.login.mount != method.default_mount() {
+            env.push(variable(contract::ENV_AUTH_PATH, &self.login.mount));
+        }
         for (name, value) in [
-            (contract::ENV_AUTH_PATH, &self.auth_path),
             (contract::ENV_NAMESPACE, &self.namespace),
             (contract::ENV_FROM_PATH, &self.env_from_path),
         ] {
