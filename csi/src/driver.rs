@@ -85,6 +85,15 @@ pub struct Driver<S = Fetcher, R = Events> {
     pub schedule_changed: tokio::sync::Notify,
 }
 
+/// A rotation written: whether the files changed, as whom and from which reads, and the files'
+/// names (for the log).
+struct Rotated {
+    changed: bool,
+    identity: IdentityKey,
+    reads: Vec<crate::held::Request>,
+    names: Vec<String>,
+}
+
 /// How long filesystem work on one volume may take. Everything in a volume is on a tmpfs and
 /// small, so this is only reached when something the pod put there blocks.
 const VOLUME_IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -228,6 +237,7 @@ impl<S: Source, R: Reporter> Driver<S, R> {
             memory,
             identity,
             holdings: next,
+            reads,
         } = self
             .source
             .fetch(
@@ -256,7 +266,12 @@ impl<S: Source, R: Reporter> Driver<S, R> {
             ssi.name = %record.ssi, files = ?names, elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "published");
         let mut volumes = self.volumes();
-        volumes.published(record, tokens, identity, holdings, SystemTime::now());
+        volumes.published(
+            record,
+            tokens,
+            (identity, holdings, reads),
+            SystemTime::now(),
+        );
         self.metrics.mounts.set(volumes.len() as i64);
         self.schedule_changed.notify_one();
         Ok(())
@@ -396,6 +411,8 @@ impl<S: Source, R: Reporter> Driver<S, R> {
             .observe(started.elapsed().as_secs_f64());
     }
 
+    /// Rotates volume `volume_id`: fetches as its pod (within the fetch deadline), writes what
+    /// changed, settles its holdings and reports the outcome.
     async fn rotate_one(&self, volume_id: &str, cycle: &Cycle) {
         let lock = self.lock_of(volume_id);
         let _guard = lock.lock().await;
@@ -441,69 +458,94 @@ impl<S: Source, R: Reporter> Driver<S, R> {
             })
         });
         let result = match fetched {
-            // Never write into a directory whose tmpfs is gone: the bytes would land on the node's disk.
-            Ok(fetched) if !self.mounts.is_mounted(&record.target_path).unwrap_or(false) => {
-                self.source
-                    .settle(&fetched.identity, &holdings, &fetched.holdings, false)
-                    .await;
-                Err(Error::io("find the tmpfs at", &record.target_path)(
-                    std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "the volume is no longer mounted",
-                    ),
-                ))
-            }
             Ok(fetched) => {
-                let access = access(&record);
-                // NB: shared with the writer's thread, not copied: files may be megabytes.
-                let files = Arc::new(fetched.files);
-                let written = files.clone();
-                let outcome = on_volume("write the files into", &record.target_path, move |dir| {
-                    writer::write(dir, &written, access)
-                })
-                .await;
-                self.source
-                    .settle(
-                        &fetched.identity,
-                        &holdings,
-                        &fetched.holdings,
-                        outcome.is_ok(),
-                    )
-                    .await;
-                if outcome.is_ok() {
-                    self.keep_holdings(
-                        &record,
-                        (&holdings, held_by.as_ref()),
-                        fetched.holdings,
-                        &fetched.identity,
-                    );
-                }
-                let names: Vec<String> = files.0.keys().cloned().collect();
-                // The volume's share of memory goes with the last copy of its files.
-                drop(files);
-                drop(fetched.memory);
-                outcome.map(|changed| (changed, fetched.identity, names))
+                self.write_rotated(&record, (&holdings, held_by.as_ref()), fetched)
+                    .await
             }
             Err(e) => Err(e),
         };
+        self.conclude(&record, result).await;
+    }
+
+    /// Writes what a rotation fetched into the volume, settles the holdings (`old`, with the
+    /// identity that held them) either way and keeps the new ones once written. Returns whether
+    /// the files changed, with what the fetch was.
+    async fn write_rotated(
+        &self,
+        record: &Record,
+        old: (&Holdings, Option<&IdentityKey>),
+        fetched: Fetched,
+    ) -> Result<Rotated, Error> {
+        let Fetched {
+            files,
+            memory,
+            identity,
+            holdings,
+            reads,
+        } = fetched;
+        // Never write into a directory whose tmpfs is gone: the bytes would land on the node's disk.
+        if !self.mounts.is_mounted(&record.target_path).unwrap_or(false) {
+            self.source.settle(&identity, old.0, &holdings, false).await;
+            return Err(Error::io("find the tmpfs at", &record.target_path)(
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the volume is no longer mounted",
+                ),
+            ));
+        }
+        let access = access(record);
+        // NB: shared with the writer's thread, not copied: files may be megabytes.
+        let files = Arc::new(files);
+        let written = files.clone();
+        let outcome = on_volume("write the files into", &record.target_path, move |dir| {
+            writer::write(dir, &written, access)
+        })
+        .await;
+        self.source
+            .settle(&identity, old.0, &holdings, outcome.is_ok())
+            .await;
+        if outcome.is_ok() {
+            self.keep_holdings(record, old, holdings, &identity);
+        }
+        let names: Vec<String> = files.0.keys().cloned().collect();
+        // The volume's share of memory goes with the last copy of its files.
+        drop(files);
+        drop(memory);
+        outcome.map(|changed| Rotated {
+            changed,
+            identity,
+            reads,
+            names,
+        })
+    }
+
+    /// Records a rotation's `result` in the volume table and the metrics, and tells the pod
+    /// what it should know: a change, or the start of a failure (then once per interval).
+    async fn conclude(&self, record: &Record, result: Result<Rotated, Error>) {
+        let volume_id = record.volume_id.as_str();
         match result {
-            Ok((changed, identity, files)) => {
+            Ok(Rotated {
+                changed,
+                identity,
+                reads,
+                names,
+            }) => {
                 self.volumes()
-                    .succeeded(volume_id, identity, SystemTime::now());
-                if changed {
-                    self.count(Rotation::Changed);
-                    tracing::info!(volume = %volume_id, k8s.namespace = %record.pod.namespace, k8s.pod = %record.pod.name,
-                        ssi.name = %record.ssi, files = ?files, "rotated: content changed");
-                    let message = format!(
-                        "SecretsStoreImport {} changed in the store; files updated",
-                        record.ssi
-                    );
-                    self.reporter
-                        .report(&record.pod, Kind::Normal, "SecretRotated", &message)
-                        .await;
-                } else {
+                    .succeeded(volume_id, (identity, reads), SystemTime::now());
+                if !changed {
                     self.count(Rotation::Unchanged);
+                    return;
                 }
+                self.count(Rotation::Changed);
+                tracing::info!(volume = %volume_id, k8s.namespace = %record.pod.namespace, k8s.pod = %record.pod.name,
+                    ssi.name = %record.ssi, files = ?names, "rotated: content changed");
+                let message = format!(
+                    "SecretsStoreImport {} changed in the store; files updated",
+                    record.ssi
+                );
+                self.reporter
+                    .report(&record.pod, Kind::Normal, "SecretRotated", &message)
+                    .await;
             }
             Err(error) => {
                 self.count(Rotation::Failed);
@@ -549,6 +591,17 @@ impl<S: Source, R: Reporter> Driver<S, R> {
             }
         }
         self.volumes().keep_holdings(&record.volume_id, new);
+    }
+
+    /// The secret at `path` changed in the store (a store event, an operator's request): the
+    /// volumes that read it are rotated at the scheduler's next wake, now, rather than at
+    /// their next cycle. Returns how many.
+    pub fn stale(&self, path: &str) -> usize {
+        let marked = self.volumes().stale(path, Instant::now()).len();
+        if marked > 0 {
+            self.schedule_changed.notify_one();
+        }
+        marked
     }
 
     /// When the earliest volume should be looked at again: a failed one retried, a held

@@ -288,6 +288,8 @@ pub struct Fetched {
     pub identity: IdentityKey,
     /// The leased and issued secrets the volume keeps once the files are written.
     pub holdings: Holdings,
+    /// What was asked of the store: every path (and method) the volume's files come from.
+    pub reads: Vec<Request>,
 }
 
 /// Fetches a volume's files as its pod. Store clients and Vault sessions are kept across
@@ -431,11 +433,12 @@ impl Fetcher {
             } else {
                 reservations.remove(&record.volume_id);
             }
-            return fetched.map(|(files, identity, holdings)| Fetched {
+            return fetched.map(|(files, identity, holdings, reads)| Fetched {
                 files,
                 memory,
                 identity,
                 holdings,
+                reads,
             });
         }
     }
@@ -451,7 +454,7 @@ impl Fetcher {
         previous: Option<&Files>,
         held_by: Option<&IdentityKey>,
         allowance: &mut Allowance,
-    ) -> Result<(Files, IdentityKey, Holdings), Error> {
+    ) -> Result<(Files, IdentityKey, Holdings, Vec<Request>), Error> {
         let (ssi, key, session) = self.resolve(record, tokens, cycle, true).await?;
         let spec = &ssi.spec;
         let ssi_name = format!("{}/{}", record.pod.namespace, record.ssi);
@@ -491,7 +494,7 @@ impl Fetcher {
             Err(error) => Err(error),
         };
         match files {
-            Ok(files) => Ok((files, key, next)),
+            Ok(files) => Ok((files, key, next, requests_of(spec))),
             Err(error) => {
                 // What this attempt obtained is given back at once: nothing uses it.
                 self.settle(&key, holdings, &next, false).await;

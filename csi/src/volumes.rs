@@ -5,7 +5,7 @@
 //! records) are tested in memory; the driver does the work and reports here.
 
 use crate::fetch::{IdentityKey, Tokens};
-use crate::held::{self, Holdings};
+use crate::held::{self, Holdings, Request};
 use crate::state::Record;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
@@ -21,6 +21,9 @@ pub struct Volume {
     pub identity: Option<IdentityKey>,
     /// Leased and issued secrets kept between cycles (see [`crate::held`]).
     pub holdings: Holdings,
+    /// What its last fetch asked of the store (paths and methods); empty after a restart
+    /// until its first rotation.
+    pub reads: Vec<Request>,
     /// Failed rotations in a row.
     pub failures: u32,
     retry_at: Option<Instant>,
@@ -85,13 +88,13 @@ impl VolumeTable {
         self.volumes.get(id)
     }
 
-    /// A volume just published: its files written at `wall` as `identity`, holding `holdings`.
+    /// A volume just published: its files written at `wall` as `identity` from `reads`,
+    /// holding `holdings`.
     pub fn published(
         &mut self,
         record: Record,
         tokens: Tokens,
-        identity: IdentityKey,
-        holdings: Holdings,
+        (identity, holdings, reads): (IdentityKey, Holdings, Vec<Request>),
         wall: SystemTime,
     ) {
         let id = record.volume_id.clone();
@@ -102,6 +105,7 @@ impl VolumeTable {
                 tokens,
                 identity: Some(identity),
                 holdings,
+                reads,
                 failures: 0,
                 retry_at: None,
                 looked_at: None,
@@ -126,6 +130,7 @@ impl VolumeTable {
                 tokens: Tokens::new(),
                 identity,
                 holdings,
+                reads: Vec::new(),
                 failures: 0,
                 retry_at: None,
                 looked_at: None,
@@ -175,10 +180,17 @@ impl VolumeTable {
         }
     }
 
-    /// Volume `id`'s rotation succeeded at `wall` as `identity`: its failures are over.
-    pub fn succeeded(&mut self, id: &str, identity: IdentityKey, wall: SystemTime) {
+    /// Volume `id`'s rotation from `reads` succeeded at `wall` as `identity`: its failures are
+    /// over.
+    pub fn succeeded(
+        &mut self,
+        id: &str,
+        (identity, reads): (IdentityKey, Vec<Request>),
+        wall: SystemTime,
+    ) {
         if let Some(volume) = self.volumes.get_mut(id) {
             volume.identity = Some(identity);
+            volume.reads = reads;
             volume.failures = 0;
             volume.retry_at = None;
             volume.last_success = Some(wall);
@@ -203,6 +215,22 @@ impl VolumeTable {
             failures,
             report: failures <= 1 || backoff(failures) >= self.rotation_interval,
         })
+    }
+
+    /// The secret at `path` changed in the store: every volume that read it is due `now`, its
+    /// backoff included (the change may be the fix). Returns their ids. A volume recovered
+    /// after a restart is not among them until its first rotation says what it reads.
+    pub fn stale(&mut self, path: &str, now: Instant) -> Vec<String> {
+        let path = path.trim_matches('/');
+        let mut marked = Vec::new();
+        for (id, volume) in &mut self.volumes {
+            if volume.reads.iter().any(|read| read.path == path) {
+                volume.retry_at = Some(now);
+                marked.push(id.clone());
+            }
+        }
+        marked.sort_unstable();
+        marked
     }
 
     /// Volume `id` now holds `holdings` (its files were written with them).
@@ -340,7 +368,12 @@ mod tests {
     ) {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut table = VolumeTable::new(INTERVAL);
-        table.published(record("v"), tokens(), identity(), Holdings::new(), wall);
+        table.published(
+            record("v"),
+            tokens(),
+            (identity(), Holdings::new(), Vec::new()),
+            wall,
+        );
         let mut last = None;
         for _ in 0..failures {
             last = table.failed("v", error(), now);
@@ -360,13 +393,64 @@ mod tests {
         assert_eq!(table.get("v").unwrap().last_error, Some(error()));
     }
 
+    #[rstest]
+    // the path that changed -> the volumes due at once
+    #[case::one_reader("secret/data/a", &["v"])]
+    #[case::both_readers("secret/data/shared", &["v", "w"])]
+    #[case::slashes_as_an_ssi_writes_them("/secret/data/shared/", &["v", "w"])]
+    #[case::a_path_nobody_read("secret/data/other", &[])]
+    #[case::a_prefix_is_not_the_path("secret/data", &[])]
+    fn a_changed_path_makes_the_volumes_that_read_it_due_at_once(
+        #[case] path: &str,
+        #[case] want: &[&str],
+    ) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let mut table = VolumeTable::new(INTERVAL);
+        let reads = |paths: &[&str]| paths.iter().map(|p| Request::get(p)).collect();
+        table.published(
+            record("v"),
+            tokens(),
+            (
+                identity(),
+                Holdings::new(),
+                reads(&["secret/data/a", "secret/data/shared"]),
+            ),
+            wall,
+        );
+        table.published(
+            record("w"),
+            tokens(),
+            (identity(), Holdings::new(), reads(&["secret/data/shared"])),
+            wall,
+        );
+        // A volume recovered after a restart has not said what it reads yet.
+        table.recovered(record("r"));
+        // A failing volume is among them too: the change may be its fix.
+        table.failed("w", error(), now);
+        let later = now + Duration::from_secs(1);
+        assert_eq!(table.stale(path, later), want);
+        let mut due = table.due(later, wall, false);
+        due.sort_unstable();
+        let mut expected: Vec<&str> = want.to_vec();
+        if !expected.contains(&"w") {
+            expected.push("w"); // its 1 s backoff is over anyway
+            expected.sort_unstable();
+        }
+        assert_eq!(due, expected);
+    }
+
     #[test]
     fn a_success_ends_the_failures_and_keeps_what_it_fetched() {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut table = VolumeTable::new(INTERVAL);
-        table.published(record("v"), tokens(), identity(), Holdings::new(), wall);
+        table.published(
+            record("v"),
+            tokens(),
+            (identity(), Holdings::new(), Vec::new()),
+            wall,
+        );
         table.failed("v", error(), now);
-        table.succeeded("v", identity(), wall + Duration::from_secs(5));
+        table.succeeded("v", (identity(), Vec::new()), wall + Duration::from_secs(5));
         let volume = table.get("v").unwrap();
         assert_eq!(volume.failures, 0);
         assert_eq!(volume.last_error, None);
@@ -382,7 +466,12 @@ mod tests {
     fn a_lease_is_renewed_at_two_thirds_of_its_life_but_not_sooner_than_the_floor() {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut table = VolumeTable::new(INTERVAL);
-        table.published(record("v"), tokens(), identity(), leased(wall), wall);
+        table.published(
+            record("v"),
+            tokens(),
+            (identity(), leased(wall), Vec::new()),
+            wall,
+        );
         let due = table.next_due(now, wall).unwrap();
         assert_eq!(due, now + Duration::from_secs(60), "two thirds of 90 s");
         assert_eq!(table.due(due, wall + Duration::from_secs(60), false), ["v"]);
@@ -396,7 +485,12 @@ mod tests {
     fn a_failing_volume_waits_for_its_backoff_even_with_a_renewal_past_due() {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut table = VolumeTable::new(INTERVAL);
-        table.published(record("v"), tokens(), identity(), leased(wall), wall);
+        table.published(
+            record("v"),
+            tokens(),
+            (identity(), leased(wall), Vec::new()),
+            wall,
+        );
         let late = now + Duration::from_secs(80);
         table.failed("v", error(), late);
         assert_eq!(
@@ -445,13 +539,18 @@ mod tests {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut table = VolumeTable::new(INTERVAL);
         table.recovered(record("v"));
-        table.published(record("w"), tokens(), identity(), Holdings::new(), wall);
+        table.published(
+            record("w"),
+            tokens(),
+            (identity(), Holdings::new(), Vec::new()),
+            wall,
+        );
         let (in_use, known) = table.identities();
         assert_eq!(in_use.len(), 1);
         assert!(known, "v holds nothing: no token waits for its identity");
         table.republished("v", tokens(), now);
         assert_eq!(table.due(now, wall, false), ["v"]);
-        table.succeeded("v", identity(), wall);
+        table.succeeded("v", (identity(), Vec::new()), wall);
         assert_eq!(table.get("v").unwrap().identity, Some(identity()));
         assert_eq!(
             table.remove("w").map(|v| v.record.volume_id),

@@ -96,6 +96,7 @@ impl Source for Arc<FakeStore> {
             memory: self.memory.clone().acquire_owned().await.unwrap(),
             identity: IdentityKey::made_up(&record.pod.service_account),
             holdings,
+            reads: vec![Request::get("secret/data/app")],
         })
     }
 
@@ -395,4 +396,23 @@ async fn a_restarted_driver_waits_for_kubelets_token_then_rotates_at_once() {
     driver.rotate(false).await;
     assert_eq!(file(&target), b"v2");
     assert!(driver.volumes().get("csi-p1").unwrap().identity.is_some());
+}
+
+#[tokio::test]
+async fn a_changed_path_rotates_the_volumes_that_read_it_at_once_and_no_others() {
+    let node = Node::new();
+    let driver = node.driver(&[]);
+    let request = node.request("p1");
+    let target = request.record.target_path.clone();
+    driver.publish(request).await.unwrap();
+    node.store.answer(Ok(b"v2".to_vec()));
+
+    assert_eq!(driver.stale("secret/data/other"), 0);
+    driver.rotate(false).await;
+    assert_eq!(file(&target), b"v1", "not due: it does not read that path");
+
+    assert_eq!(driver.stale("secret/data/app"), 1);
+    driver.rotate(false).await;
+    assert_eq!(file(&target), b"v2");
+    assert_eq!(node.reporter.reasons(), ["SecretRotated"]);
 }
