@@ -107,20 +107,19 @@ impl Login {
     /// component's `defaults` for the rest. A default mount belongs to the default method: a
     /// pod that names another method without a mount gets that method's own name, never the
     /// mount of a method it did not ask for.
-    pub fn resolve(
+    pub fn resolve<'a>(
         role: &str,
         method: Option<AuthMethod>,
-        mount: Option<&str>,
-        defaults: &LoginDefaults,
+        mount: Option<&'a str>,
+        defaults: &'a LoginDefaults,
     ) -> Login {
         let method = method.unwrap_or(defaults.method);
         let default_mount = (method == defaults.method)
             .then_some(defaults.mount.as_deref())
             .flatten();
-        let mount = mount
-            .or(default_mount)
-            .map(|m| m.trim_matches('/'))
-            .filter(|m| !m.is_empty())
+        let named = |m: Option<&'a str>| m.map(|m| m.trim_matches('/')).filter(|m| !m.is_empty());
+        let mount = named(mount)
+            .or(named(default_mount))
             .unwrap_or(method.default_mount());
         Login {
             method,
@@ -161,6 +160,14 @@ mod tests {
         Some("main-kube"),
         "jwt",
         "cluster-b/jwt"
+    )]
+    #[case::empty_mount_is_the_default_mount(
+        None,
+        Some("/"),
+        AuthMethod::Kubernetes,
+        Some("main-kube"),
+        "kubernetes",
+        "main-kube"
     )]
     #[case::empty_mount_is_none(
         None,

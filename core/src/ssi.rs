@@ -322,8 +322,14 @@ impl SecretsStoreImportSpec {
                 self.role
             ));
         }
+        // NB: the CRD's pattern, repeated: the driver spells identities out with '|' between
+        // fields, and a cluster may run an older CRD or none.
+        let mount_char = |c: char| c.is_ascii_alphanumeric() || "-_./".contains(c);
         if let Some(auth_path) = &self.auth_path
-            && let Some(why) = unsafe_path(auth_path)
+            && let Some(why) = unsafe_path(auth_path).or_else(|| {
+                (!auth_path.chars().all(mount_char))
+                    .then_some("has a character other than letters, digits, '-', '_', '.' and '/'")
+            })
         {
             problems.push(format!(
                 "spec.authPath {auth_path:?} {why}; write segments of letters, digits, '-', '_' \
@@ -661,6 +667,8 @@ spec:
     #[case::nested(Some("clusters/main-kube"), None, true)]
     #[case::traversal(Some("../sys/raw"), None, false)]
     #[case::query(Some("main?x=1"), None, false)]
+    #[case::field_separator(Some("main-kube|backend"), None, false)]
+    #[case::colon(Some("main:kube"), None, false)]
     #[case::https(None, Some("https://vault.example.com:8200"), true)]
     #[case::no_scheme(None, Some("vault.example.com"), false)]
     #[case::no_host(None, Some("https://"), false)]

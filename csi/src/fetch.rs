@@ -124,7 +124,7 @@ impl Allowance {
 /// Everything that decides whose Vault token it is: a token is reused only for the same key.
 /// Saved with a volume's leases, so that a restarted driver renews and revokes them as the
 /// identity that obtained them, whatever its SSI names by then.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdentityKey {
     store: StoreKey,
     /// NB: saved under this name before there was a choice of method; records from then have
@@ -137,6 +137,21 @@ pub struct IdentityKey {
     service_account: String,
 }
 
+/// NB: what `#[derive(Hash)]` gave before there was a choice of method, and the method after
+/// only when it is not Kubernetes: [`crate::tokens`] still finds token files named by that hash.
+impl std::hash::Hash for IdentityKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.store.hash(state);
+        self.auth_path.hash(state);
+        self.role.hash(state);
+        self.service_account_namespace.hash(state);
+        self.service_account.hash(state);
+        if self.auth_method != AuthMethod::Kubernetes {
+            self.auth_method.hash(state);
+        }
+    }
+}
+
 fn is_kubernetes(method: &AuthMethod) -> bool {
     *method == AuthMethod::Kubernetes
 }
@@ -144,14 +159,15 @@ fn is_kubernetes(method: &AuthMethod) -> bool {
 impl IdentityKey {
     /// Every field in one line, for checking that a saved token is this identity's. The
     /// Kubernetes method is not spelled out, so that tokens saved before there was a choice
-    /// keep their names.
+    /// keep their names; another method comes first, where a Kubernetes identity has its
+    /// store's `http` address, so that no choice of the other fields can spell the same line.
     pub fn spelled_out(&self) -> String {
         let method = match self.auth_method {
             AuthMethod::Kubernetes => String::new(),
-            other => format!("|{other}"),
+            other => format!("{other}|"),
         };
         format!(
-            "{}|{:?}|{:?}|{}|{}|{}|{}|{}{method}",
+            "{method}{}|{:?}|{:?}|{}|{}|{}|{}|{}",
             self.store.address,
             self.store.vault_namespace,
             self.store.ca_pem,
@@ -1181,6 +1197,36 @@ mod tests {
             "https://vault.example.com:8200|None|None|false|kubernetes|app|ns|sa",
             "a change here renames every saved token file: keep the old name readable"
         );
+    }
+
+    #[test]
+    fn a_jwt_identity_is_spelled_out_method_first_and_a_kubernetes_one_hashes_as_before() {
+        let kubernetes = identity();
+        let jwt = IdentityKey {
+            auth_method: AuthMethod::Jwt,
+            ..identity()
+        };
+        assert!(jwt.spelled_out().starts_with("jwt|https://"));
+        assert_ne!(jwt.spelled_out(), kubernetes.spelled_out());
+        // What #[derive(Hash)] gave before there was a method, which names older token files.
+        #[derive(Hash)]
+        struct Before<'a>(&'a StoreKey, &'a str, &'a str, &'a str, &'a str);
+        let hash = |value: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            value(&mut hasher);
+            std::hash::Hasher::finish(&hasher)
+        };
+        let k = &kubernetes;
+        let before = Before(
+            &k.store,
+            &k.auth_path,
+            &k.role,
+            &k.service_account_namespace,
+            &k.service_account,
+        );
+        use std::hash::Hash;
+        assert_eq!(hash(&|h| k.hash(h)), hash(&|h| before.hash(h)));
+        assert_ne!(hash(&|h| jwt.hash(h)), hash(&|h| k.hash(h)));
     }
 
     #[test]

@@ -21,9 +21,11 @@ pub struct Volume {
     pub identity: Option<IdentityKey>,
     /// Leased and issued secrets kept between cycles (see [`crate::held`]).
     pub holdings: Holdings,
-    /// What its last fetch asked of the store (paths and methods); empty after a restart
-    /// until its first rotation.
-    pub reads: Vec<Request>,
+    /// The store paths its last fetch read; `None` when not known (after a restart, until its
+    /// first rotation) or too many to keep (see [`MAX_KEPT_READS`]).
+    pub reads: Option<Vec<String>>,
+    /// When a path it read was last reported changed ([`VolumeTable::stale`]).
+    stale_at: Option<Instant>,
     /// Failed rotations in a row.
     pub failures: u32,
     retry_at: Option<Instant>,
@@ -55,6 +57,22 @@ pub struct Failure {
     /// Whether the pod should be told (an Event): when the trouble starts, then once per
     /// rotation interval, so that a long outage does not flood the pod's events.
     pub report: bool,
+}
+
+/// The most paths, and bytes of them, a volume keeps of what it read: kept for the volume's life,
+/// outside the fetch's memory budget. A volume that reads more is rotated at any change.
+pub const MAX_KEPT_READS: (usize, usize) = (64, 8 * 1024);
+
+/// The distinct paths of `reads`, if they fit [`MAX_KEPT_READS`].
+fn kept_reads(reads: &[Request]) -> Option<Vec<String>> {
+    let mut paths: Vec<String> = Vec::new();
+    for read in reads {
+        if !paths.contains(&read.path) {
+            paths.push(read.path.clone());
+        }
+    }
+    let bytes: usize = paths.iter().map(String::len).sum();
+    (paths.len() <= MAX_KEPT_READS.0 && bytes <= MAX_KEPT_READS.1).then_some(paths)
 }
 
 /// The published volumes of the node.
@@ -105,7 +123,8 @@ impl VolumeTable {
                 tokens,
                 identity: Some(identity),
                 holdings,
-                reads,
+                reads: kept_reads(&reads),
+                stale_at: None,
                 failures: 0,
                 retry_at: None,
                 looked_at: None,
@@ -130,7 +149,8 @@ impl VolumeTable {
                 tokens: Tokens::new(),
                 identity,
                 holdings,
-                reads: Vec::new(),
+                reads: None,
+                stale_at: None,
                 failures: 0,
                 retry_at: None,
                 looked_at: None,
@@ -190,9 +210,13 @@ impl VolumeTable {
     ) {
         if let Some(volume) = self.volumes.get_mut(id) {
             volume.identity = Some(identity);
-            volume.reads = reads;
+            volume.reads = kept_reads(&reads);
             volume.failures = 0;
-            volume.retry_at = None;
+            // NB: a change reported while this rotation was under way may have come after its
+            // read: it stays due.
+            volume.retry_at = volume
+                .stale_at
+                .filter(|stale| volume.looked_at.is_none_or(|looked| *stale > looked));
             volume.last_success = Some(wall);
             volume.last_error = None;
         }
@@ -218,14 +242,19 @@ impl VolumeTable {
     }
 
     /// The secret at `path` changed in the store: every volume that read it is due `now`, its
-    /// backoff included (the change may be the fix). Returns their ids. A volume recovered
-    /// after a restart is not among them until its first rotation says what it reads.
+    /// backoff included (the change may be the fix), and so is every volume whose reads are
+    /// not known. Returns their ids.
     pub fn stale(&mut self, path: &str, now: Instant) -> Vec<String> {
         let path = path.trim_matches('/');
         let mut marked = Vec::new();
         for (id, volume) in &mut self.volumes {
-            if volume.reads.iter().any(|read| read.path == path) {
+            let read_it = volume
+                .reads
+                .as_ref()
+                .is_none_or(|paths| paths.iter().any(|read| read == path));
+            if read_it {
                 volume.retry_at = Some(now);
+                volume.stale_at = Some(now);
                 marked.push(id.clone());
             }
         }
@@ -395,11 +424,12 @@ mod tests {
 
     #[rstest]
     // the path that changed -> the volumes due at once
-    #[case::one_reader("secret/data/a", &["v"])]
-    #[case::both_readers("secret/data/shared", &["v", "w"])]
-    #[case::slashes_as_an_ssi_writes_them("/secret/data/shared/", &["v", "w"])]
-    #[case::a_path_nobody_read("secret/data/other", &[])]
-    #[case::a_prefix_is_not_the_path("secret/data", &[])]
+    // ("r" was recovered after a restart, "x" read too much to keep: both read anything)
+    #[case::one_reader("secret/data/a", &["r", "v", "x"])]
+    #[case::both_readers("secret/data/shared", &["r", "v", "w", "x"])]
+    #[case::slashes_as_an_ssi_writes_them("/secret/data/shared/", &["r", "v", "w", "x"])]
+    #[case::a_path_nobody_read("secret/data/other", &["r", "x"])]
+    #[case::a_prefix_is_not_the_path("secret/data", &["r", "x"])]
     fn a_changed_path_makes_the_volumes_that_read_it_due_at_once(
         #[case] path: &str,
         #[case] want: &[&str],
@@ -425,6 +455,14 @@ mod tests {
         );
         // A volume recovered after a restart has not said what it reads yet.
         table.recovered(record("r"));
+        let many: Vec<String> = (0..=MAX_KEPT_READS.0).map(|i| format!("kv/{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        table.published(
+            record("x"),
+            tokens(),
+            (identity(), Holdings::new(), reads(&many)),
+            wall,
+        );
         // A failing volume is among them too: the change may be its fix.
         table.failed("w", error(), now);
         let later = now + Duration::from_secs(1);
@@ -437,6 +475,34 @@ mod tests {
             expected.sort_unstable();
         }
         assert_eq!(due, expected);
+    }
+
+    #[test]
+    fn a_change_reported_during_a_rotation_keeps_the_volume_due_after_it() {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let mut table = VolumeTable::new(INTERVAL);
+        let reads = vec![Request::get("secret/data/a")];
+        table.published(
+            record("v"),
+            tokens(),
+            (identity(), Holdings::new(), reads.clone()),
+            wall,
+        );
+        // The rotation starts (and reads), then the change is reported, then it succeeds.
+        table.looking("v", now);
+        let changed = now + Duration::from_millis(10);
+        assert_eq!(table.stale("secret/data/a", changed), ["v"]);
+        table.succeeded("v", (identity(), reads.clone()), wall);
+        assert_eq!(
+            table.due(changed, wall, false),
+            ["v"],
+            "it may have read the old value"
+        );
+        // The next rotation starts after the change: its success settles it.
+        let next = changed + Duration::from_millis(10);
+        table.looking("v", next);
+        table.succeeded("v", (identity(), reads), wall);
+        assert!(table.due(next, wall, false).is_empty());
     }
 
     #[test]

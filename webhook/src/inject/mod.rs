@@ -1082,7 +1082,7 @@ mod tests {
             "secrets-store.deckhouse.io/auth-method": "jwt"}));
         assert!(
             env.contains(&("SSI_INJECTOR_AUTH_METHOD".into(), "jwt".into()))
-                && !env.iter().any(|(name, _)| name == "SSI_INJECTOR_AUTH_PATH"),
+                && env.contains(&("SSI_INJECTOR_AUTH_PATH".into(), "jwt".into())),
             "{env:?}"
         );
         let mut oidc = pod(

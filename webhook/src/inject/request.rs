@@ -108,8 +108,9 @@ impl InjectionRequest {
         let method = match text("auth-method") {
             None => None,
             Some(name) => Some(ssi_core::AuthMethod::parse(&name).ok_or_else(|| {
+                let shown: String = name.chars().take(64).collect();
                 invalid(format!(
-                    "annotation {PREFIX}auth-method is {name:?}; write {}",
+                    "annotation {PREFIX}auth-method is {shown:?}; write {}",
                     ssi_core::AuthMethod::choices()
                 ))
             })?),
@@ -205,12 +206,14 @@ impl InjectionRequest {
             variable(contract::ENV_ROLE, &self.login.role),
             variable(contract::ENV_ADDR, &self.address),
         ];
-        // Only what differs from the injector's own defaults, which resolve alike.
+        // Only what differs from the injector's own defaults, which resolve alike; the mount
+        // too with another method, so that an older injector, which knows no method, logs in
+        // at that method's mount rather than at Kubernetes'.
         let method = self.login.method;
         if method != ssi_core::AuthMethod::default() {
             env.push(variable(contract::ENV_AUTH_METHOD, method.name()));
         }
-        if self.login.mount != method.default_mount() {
+        if method != ssi_core::AuthMethod::default() || self.login.mount != method.default_mount() {
             env.push(variable(contract::ENV_AUTH_PATH, &self.login.mount));
         }
         for (name, value) in [
