@@ -25,8 +25,8 @@ pub use login::{AuthMethod, Login, LoginDefaults};
 pub use names::{is_object_name, is_safe_path};
 #[cfg(feature = "crd")]
 pub use ssi::{
-    FileSource, FileTemplate, ImportType, InvalidSpec, SecretFile, SecretsStoreImport,
-    SecretsStoreImportSpec,
+    FileSource, FileTemplate, ImportType, InvalidSpec, NodeStatus, SecretFile, SecretsStoreImport,
+    SecretsStoreImportSpec, SecretsStoreImportStatus, StatusError,
 };
 
 /// The CSI driver name pods put in `volumes[].csi.driver`.

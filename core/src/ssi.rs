@@ -19,8 +19,16 @@ pub use crate::names::{is_object_name, is_safe_path};
     plural = "secretsstoreimports",
     shortname = "ssi",
     namespaced,
+    status = "SecretsStoreImportStatus",
     printcolumn = r#"{"name":"Role","type":"string","jsonPath":".spec.role"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    // NB: the API server shows the first value a column's path finds, so no column can sum the
+    // nodes' entries: the default ones say whether any node fails, the wide ones show one node.
+    printcolumn = r#"{"name":"Failing on","type":"string","jsonPath":".status.nodes[?(@.failing>0)].node","description":"A node where volumes fail to rotate (kubectl describe shows every node)"}"#,
+    printcolumn = r#"{"name":"Error","type":"string","jsonPath":".status.nodes[?(@.failing>0)].lastError.code","description":"What fails there"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.nodes[0].node","priority":1,"description":"The first node of status.nodes (kubectl describe shows every node)"}"#,
+    printcolumn = r#"{"name":"Pods","type":"integer","jsonPath":".status.nodes[0].pods","priority":1,"description":"Pods that mount it on that node"}"#,
+    printcolumn = r#"{"name":"Last rotation","type":"date","jsonPath":".status.nodes[0].lastRotation","priority":1,"description":"When its files last changed on that node"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SecretsStoreImportSpec {
@@ -72,6 +80,54 @@ pub struct SecretsStoreImportSpec {
     /// The files to create, each from one key of one secret or rendered from several.
     #[schemars(length(min = 1, max = 256))]
     pub files: Vec<SecretFile>,
+}
+
+/// What the node drivers report about the SecretsStoreImport's volumes: one entry per node that
+/// mounts it, each written by that node's driver alone.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SecretsStoreImportStatus {
+    /// One entry per node, keyed by the node's name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["node"]))]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One node's volumes of the SecretsStoreImport. Times are RFC 3339.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// The node's name.
+    pub node: String,
+    /// Volumes that mount the SecretsStoreImport on the node.
+    pub volumes: u32,
+    /// Pods those volumes belong to.
+    pub pods: u32,
+    /// Volumes whose last rotation failed (they keep their previous files).
+    pub failing: u32,
+    /// When a volume's files last changed (written at publish, or rotated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation: Option<String>,
+    /// When a volume was last found current in the store; refreshed here at most every 10
+    /// minutes while nothing else changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<String>,
+    /// The earliest end of a lease or certificate the volumes hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earliest_end: Option<String>,
+    /// The latest failure among the failing volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<StatusError>,
+}
+
+/// Why a rotation failed, without any value.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct StatusError {
+    /// The kind of failure, as the driver's gRPC code (`unavailable`, `permission_denied`, ...).
+    pub code: String,
+    /// What failed and what to do, as the pod's Event says it.
+    pub message: String,
+    /// When.
+    pub at: String,
 }
 
 /// Delivery mechanism of a `SecretsStoreImport`.

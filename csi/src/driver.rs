@@ -5,11 +5,12 @@ use crate::error::{Error, chain};
 use crate::events::{Events, Kind};
 use crate::fetch::{Cycle, Fetched, Fetcher, IdentityKey};
 use crate::held::{self, Holdings};
-use crate::metrics::{Metrics, Rotation, RotationLabels};
+use crate::metrics::{Metrics, Outcome, Rotation, RotationLabels, StatusLabels};
 use crate::mount;
 use crate::request::PublishRequest;
 use crate::seams::{Mounts, Reporter, Source};
 use crate::state::{self, Record};
+use crate::status::{self, StatusBook};
 use crate::volumes::{LastError, VolumeTable};
 use crate::writer::{self, Access};
 use std::collections::HashMap;
@@ -83,6 +84,10 @@ pub struct Driver<S = Fetcher, R = Events> {
     /// Wakes the rotation scheduler when a publish brings a volume that is due earlier than
     /// it planned (a lease to renew, a token after a restart).
     pub schedule_changed: tokio::sync::Notify,
+    /// Wakes the status writer when a volume came, went or was rotated.
+    pub status_changed: tokio::sync::Notify,
+    /// What this node wrote in the SSIs' status.
+    status_book: Mutex<StatusBook>,
 }
 
 /// A rotation written: whether the files changed, as whom and from which reads, and the files'
@@ -150,6 +155,8 @@ impl<S: Source, R: Reporter> Driver<S, R> {
             volumes: Mutex::new(VolumeTable::new(settings.rotation_interval)),
             locks: Mutex::default(),
             schedule_changed: tokio::sync::Notify::new(),
+            status_changed: tokio::sync::Notify::new(),
+            status_book: Mutex::default(),
         }
     }
 
@@ -274,6 +281,7 @@ impl<S: Source, R: Reporter> Driver<S, R> {
         );
         self.metrics.mounts.set(volumes.len() as i64);
         self.schedule_changed.notify_one();
+        self.status_changed.notify_one();
         Ok(())
     }
 
@@ -379,6 +387,7 @@ impl<S: Source, R: Reporter> Driver<S, R> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(volume_id);
+        self.status_changed.notify_one();
         Ok(())
     }
 
@@ -523,6 +532,7 @@ impl<S: Source, R: Reporter> Driver<S, R> {
     /// what it should know: a change, or the start of a failure (then once per interval).
     async fn conclude(&self, record: &Record, result: Result<Rotated, Error>) {
         let volume_id = record.volume_id.as_str();
+        self.status_changed.notify_one();
         match result {
             Ok(Rotated {
                 changed,
@@ -530,8 +540,14 @@ impl<S: Source, R: Reporter> Driver<S, R> {
                 reads,
                 names,
             }) => {
-                self.volumes()
-                    .succeeded(volume_id, (identity, reads), SystemTime::now());
+                {
+                    let now = SystemTime::now();
+                    let mut volumes = self.volumes();
+                    volumes.succeeded(volume_id, (identity, reads), now);
+                    if changed {
+                        volumes.changed(volume_id, now);
+                    }
+                }
                 if !changed {
                     self.count(Rotation::Unchanged);
                     return;
@@ -591,6 +607,44 @@ impl<S: Source, R: Reporter> Driver<S, R> {
             }
         }
         self.volumes().keep_holdings(&record.volume_id, new);
+    }
+
+    /// Writes this node's entries in the status of the SSIs its volumes mount, where due (see
+    /// [`crate::status`]); returns how many were written.
+    pub async fn report_status(&self, now: Instant) -> usize {
+        let due = {
+            let current = self.volumes().summaries(&self.node_id);
+            self.status_book().due(&current, now)
+        };
+        let mut written = 0;
+        for (ssi, entry) in due {
+            match self.reporter.status(&ssi, entry.as_ref()).await {
+                status::Write::Done => {
+                    written += 1;
+                    self.count_status_write(Outcome::Ok);
+                    self.status_book().wrote(ssi, entry, now);
+                }
+                status::Write::Gone => self.status_book().forget(&ssi),
+                status::Write::Failed(error) => {
+                    self.count_status_write(Outcome::Error);
+                    tracing::warn!(k8s.namespace = %ssi.0, ssi.name = %ssi.1, error = %error,
+                        "could not write the SecretsStoreImport's status; trying again later");
+                    self.status_book().failed(ssi, now);
+                }
+            }
+        }
+        written
+    }
+
+    fn count_status_write(&self, result: Outcome) {
+        self.metrics
+            .status_writes
+            .get_or_create(&StatusLabels { result })
+            .inc();
+    }
+
+    fn status_book(&self) -> std::sync::MutexGuard<'_, StatusBook> {
+        self.status_book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The secret at `path` changed in the store (a store event, an operator's request): the

@@ -64,6 +64,16 @@ impl Events {
         }
     }
 
+    /// The API client events are written with.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// The node they are written from.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// Records an event on `pod`. Failing to record is logged, never fatal: the event reports on
     /// the work, it is not the work.
     pub async fn emit(&self, pod: &PodInfo, kind: Kind, reason: &str, message: &str) {

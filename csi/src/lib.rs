@@ -34,6 +34,7 @@ pub mod rotation;
 pub mod seams;
 pub mod service;
 pub mod state;
+pub mod status;
 pub mod template;
 pub mod tokens;
 pub mod volumes;
@@ -135,6 +136,7 @@ pub async fn run(
         },
     ));
     let rotation = tokio::spawn(rotation::run(driver.clone()));
+    let status_writer = tokio::spawn(status::run(driver.clone()));
 
     driver.ready.store(true, Ordering::Relaxed);
     tracing::info!(socket = %args.socket.display(), node = %args.node_id, "serving CSI");
@@ -184,6 +186,7 @@ pub async fn run(
         }
     };
     rotation.abort();
+    status_writer.abort();
     if let Some(registration) = registration {
         registration.abort();
         let _ = registration.await;

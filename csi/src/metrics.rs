@@ -75,6 +75,13 @@ impl EncodeLabelValue for Rotation {
     }
 }
 
+/// Labels of `ssi_csi_status_writes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    /// Whether the API server took it.
+    pub result: Outcome,
+}
+
 /// Labels of `ssi_csi_rotations_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RotationLabels {
@@ -108,6 +115,9 @@ pub struct Metrics {
     pub store_requests: Family<StoreLabels, Counter>,
     /// Volumes currently published on this node (`ssi_csi_mounts`).
     pub mounts: Gauge,
+    /// Writes of this node's entries in SecretsStoreImports' status
+    /// (`ssi_csi_status_writes_total`).
+    pub status_writes: Family<StatusLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -135,6 +145,15 @@ impl Default for Metrics {
         );
         let mounts = Gauge::default();
         registry.register("mounts", "Volumes currently published", mounts.clone());
+        let status_writes = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "status_writes",
+            "Writes of this node's entries in SecretsStoreImports' status",
+            status_writes.clone(),
+        );
+        for result in [Outcome::Ok, Outcome::Error] {
+            drop(status_writes.get_or_create(&StatusLabels { result }));
+        }
         // Every series an alert watches exists from the start, at zero: an increase from 0 to 1
         // is seen, while a series that appears at 1 shows no increase at all.
         for operation in ["publish", "unpublish"] {
@@ -172,6 +191,7 @@ impl Default for Metrics {
             rotation_cycle_seconds,
             store_requests,
             mounts,
+            status_writes,
         }
     }
 }

@@ -9,6 +9,8 @@ use crate::events::{Events, Kind};
 use crate::fetch::{Cycle, Fetched, Fetcher, IdentityKey, Tokens};
 use crate::held::Holdings;
 use crate::state::{PodInfo, Record};
+use crate::status::{self, SsiKey};
+use ssi_core::NodeStatus;
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::Path;
@@ -53,8 +55,16 @@ pub trait Source: Send + Sync + 'static {
     fn retain_sessions(&self, in_use: &HashSet<IdentityKey>, forget_tokens: bool);
 }
 
-/// Where the driver tells what happened to a pod's volume.
+/// Where the driver tells what happened to a pod's volume, and what its volumes of a
+/// SecretsStoreImport are like (the SSI's status).
 pub trait Reporter: Send + Sync + 'static {
+    /// Writes this node's `entry` in the status of SSI `ssi` (namespace, name), or removes it.
+    fn status(
+        &self,
+        ssi: &SsiKey,
+        entry: Option<&NodeStatus>,
+    ) -> impl Future<Output = status::Write> + Send;
+
     /// Tells `pod` of a rotation's outcome (`reason` is a CamelCase word, `message` never holds
     /// a value).
     fn report(
@@ -105,6 +115,10 @@ impl Source for Fetcher {
 }
 
 impl Reporter for Events {
+    async fn status(&self, ssi: &SsiKey, entry: Option<&NodeStatus>) -> status::Write {
+        status::apply(self.client(), self.node(), (&ssi.0, &ssi.1), entry).await
+    }
+
     fn report(
         &self,
         pod: &PodInfo,

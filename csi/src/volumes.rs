@@ -7,7 +7,9 @@
 use crate::fetch::{IdentityKey, Tokens};
 use crate::held::{self, Holdings, Request};
 use crate::state::Record;
-use std::collections::{HashMap, HashSet};
+use crate::status::SsiKey;
+use ssi_core::{NodeStatus, StatusError};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 /// A published volume as the driver tracks it in memory.
@@ -34,6 +36,8 @@ pub struct Volume {
     looked_at: Option<Instant>,
     /// When its files were last written or found current.
     pub last_success: Option<SystemTime>,
+    /// When its files last changed (written at publish, or rotated).
+    pub last_change: Option<SystemTime>,
     /// Its last failure, until a success.
     pub last_error: Option<LastError>,
 }
@@ -129,6 +133,7 @@ impl VolumeTable {
                 retry_at: None,
                 looked_at: None,
                 last_success: Some(wall),
+                last_change: Some(wall),
                 last_error: None,
             },
         );
@@ -155,6 +160,7 @@ impl VolumeTable {
                 retry_at: None,
                 looked_at: None,
                 last_success: None,
+                last_change: None,
                 last_error: None,
             },
         );
@@ -262,6 +268,79 @@ impl VolumeTable {
         marked
     }
 
+    /// Volume `id`'s files changed at `wall`.
+    pub fn changed(&mut self, id: &str, wall: SystemTime) {
+        if let Some(volume) = self.volumes.get_mut(id) {
+            volume.last_change = Some(wall);
+        }
+    }
+
+    /// This node's entry (`node`) for each SecretsStoreImport its volumes mount, as the SSI's
+    /// status shows it (see [`crate::status`]).
+    pub fn summaries(&self, node: &str) -> BTreeMap<SsiKey, NodeStatus> {
+        struct Sum<'a> {
+            volumes: u32,
+            pods: BTreeSet<&'a str>,
+            failing: u32,
+            last_change: Option<SystemTime>,
+            last_success: Option<SystemTime>,
+            earliest_end: Option<SystemTime>,
+            last_error: Option<&'a LastError>,
+        }
+        let mut sums: BTreeMap<SsiKey, Sum<'_>> = BTreeMap::new();
+        for volume in self.volumes.values() {
+            let key = (
+                volume.record.pod.namespace.clone(),
+                volume.record.ssi.clone(),
+            );
+            let sum = sums.entry(key).or_insert(Sum {
+                volumes: 0,
+                pods: BTreeSet::new(),
+                failing: 0,
+                last_change: None,
+                last_success: None,
+                earliest_end: None,
+                last_error: None,
+            });
+            sum.volumes += 1;
+            sum.pods.insert(&volume.record.pod.uid);
+            sum.last_change = sum.last_change.max(volume.last_change);
+            sum.last_success = sum.last_success.max(volume.last_success);
+            let end = volume.holdings.values().filter_map(|held| held.until).min();
+            sum.earliest_end = match (sum.earliest_end, end) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if volume.failures > 0 {
+                sum.failing += 1;
+                if let Some(error) = &volume.last_error
+                    && sum.last_error.is_none_or(|latest| error.at > latest.at)
+                {
+                    sum.last_error = Some(error);
+                }
+            }
+        }
+        sums.into_iter()
+            .map(|(key, sum)| {
+                let entry = NodeStatus {
+                    node: node.to_owned(),
+                    volumes: sum.volumes,
+                    pods: u32::try_from(sum.pods.len()).unwrap_or(u32::MAX),
+                    failing: sum.failing,
+                    last_rotation: sum.last_change.map(rfc3339),
+                    last_success: sum.last_success.map(rfc3339),
+                    earliest_end: sum.earliest_end.map(rfc3339),
+                    last_error: sum.last_error.map(|error| StatusError {
+                        code: error.code.to_owned(),
+                        message: error.message.clone(),
+                        at: rfc3339(error.at),
+                    }),
+                };
+                (key, entry)
+            })
+            .collect()
+    }
+
     /// Volume `id` now holds `holdings` (its files were written with them).
     pub fn keep_holdings(&mut self, id: &str, holdings: Holdings) {
         if let Some(volume) = self.volumes.get_mut(id) {
@@ -305,6 +384,17 @@ impl Volume {
             });
         renewal.into_iter().chain(self.retry_at).min()
     }
+}
+
+/// `time` in RFC 3339, UTC, whole seconds (so that text order is time order).
+fn rfc3339(time: SystemTime) -> String {
+    let seconds = match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    };
+    k8s_openapi::jiff::Timestamp::from_second(seconds)
+        .unwrap_or(k8s_openapi::jiff::Timestamp::MAX)
+        .to_string()
 }
 
 /// The monotonic instant of wall-clock `time`, past or future, given that `now` is `wall`.

@@ -65,6 +65,8 @@ pub struct DriverOptions {
     pub kubelet_root: Option<PathBuf>,
     /// Run the shipped binary ([`shipped_binary`]) rather than the debug build.
     pub shipped: bool,
+    /// `--node-id`: the node this driver plays (two drivers on one bed play two nodes).
+    pub node_id: String,
 }
 
 impl Default for DriverOptions {
@@ -76,6 +78,7 @@ impl Default for DriverOptions {
             extra_args: Vec::new(),
             kubelet_root: None,
             shipped: false,
+            node_id: "testbed-node".into(),
         }
     }
 }
@@ -103,7 +106,11 @@ impl CsiDriver {
     /// Starts the driver against the bed's apiserver and OpenBao; returns once its Identity
     /// probe answers ready.
     pub async fn start(bed: &TestBed, options: DriverOptions) -> crate::Result<CsiDriver> {
-        let root = bed.dir().join("csi");
+        // Another node: its own kubelet root, socket and state, as on another machine.
+        let root = match options.node_id.as_str() {
+            "testbed-node" => bed.dir().join("csi"),
+            other => bed.dir().join(format!("csi-{other}")),
+        };
         let (kubelet_root, socket) = match &options.kubelet_root {
             Some(kubelet_root) => (
                 kubelet_root.clone(),
@@ -151,7 +158,7 @@ impl CsiDriver {
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,ssi_csi=debug")
             .arg(format!("--socket={}", self.socket.display()))
-            .arg("--node-id=testbed-node")
+            .arg(format!("--node-id={}", self.options.node_id))
             .arg(format!("--kubelet-root={}", self.kubelet_root.display()))
             .arg(format!("--state-dir={}", self.state_dir.display()))
             .arg(format!(

@@ -1372,3 +1372,170 @@ async fn a_volume_another_driver_published_is_still_unpublished() {
     assert!(mount_of(&volume.target).is_none(), "unmounted");
     assert!(!volume.target.exists(), "removed");
 }
+
+/// This node's entries of one SSI's status, by node (`kubectl get ssi -o json`).
+fn status_of(bed: &TestBed, ssi: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let json = run(bed
+        .kubectl()
+        .args(["-n", NAMESPACE, "get", "ssi", ssi, "-o", "json"]))
+    .unwrap();
+    let object: serde_json::Value = serde_json::from_str(&json).unwrap();
+    object["status"]["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|entry| (entry["node"].as_str().unwrap().to_owned(), entry.clone()))
+        .collect()
+}
+
+/// Waits until the SSI's status entries satisfy `ok`.
+async fn until_status(
+    bed: &TestBed,
+    what: &str,
+    ok: impl Fn(&std::collections::BTreeMap<String, serde_json::Value>) -> bool,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    wait::until_async(Duration::from_secs(40), what, || {
+        let nodes = status_of(bed, "python-backend");
+        let done = ok(&nodes);
+        async move {
+            match done {
+                true => Ok(nodes),
+                false => Err(format!("{nodes:?}")),
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// The SSI's status: two drivers, playing two nodes, each write their own entry of the guide's
+/// SSI (server-side apply, one field manager per node); a store that stops answering shows in
+/// both entries and clears once it answers again; an SSI mounted by nobody has no entries.
+#[tokio::test]
+async fn each_node_writes_its_own_status_entry_and_a_failing_store_shows_and_clears() {
+    let bed = guide_bed().await;
+    let options = |node: &str| DriverOptions {
+        node_id: node.into(),
+        store_timeout: "500ms".into(),
+        ..Default::default()
+    };
+    let a = CsiDriver::start(&bed, options("node-a")).await.unwrap();
+    let b = CsiDriver::start(&bed, options("node-b")).await.unwrap();
+    let mut volumes = Vec::new();
+    for (driver, pod) in [(&a, "backend-a1"), (&a, "backend-a2"), (&b, "backend-b1")] {
+        let volume = create_pod(
+            &bed,
+            driver,
+            NAMESPACE,
+            pod,
+            SERVICE_ACCOUNT,
+            "python-backend",
+        )
+        .await
+        .unwrap();
+        publish(&bed, driver, &volume).await.expect("publish");
+        volumes.push(volume);
+    }
+    let counts = |entry: &serde_json::Value| {
+        (
+            entry["volumes"].as_u64(),
+            entry["pods"].as_u64(),
+            entry["failing"].as_u64(),
+        )
+    };
+    let status = until_status(&bed, "an entry per node", |nodes| {
+        nodes.get("node-a").map(counts) == Some((Some(2), Some(2), Some(0)))
+            && nodes.get("node-b").map(counts) == Some((Some(1), Some(1), Some(0)))
+    })
+    .await;
+    for entry in status.values() {
+        assert!(entry["lastRotation"].is_string() && entry["lastSuccess"].is_string());
+        assert!(entry.get("lastError").is_none(), "{entry}");
+    }
+    let managers = run(bed.kubectl().args([
+        "-n",
+        NAMESPACE,
+        "get",
+        "ssi",
+        "python-backend",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]))
+    .unwrap();
+    assert!(
+        managers.contains("ssi-csi-node-a") && managers.contains("ssi-csi-node-b"),
+        "one field manager per node: {managers}"
+    );
+    let table = run(bed
+        .kubectl()
+        .args(["-n", NAMESPACE, "get", "ssi", "-o", "wide"]))
+    .unwrap();
+    eprintln!("kubectl get ssi -o wide:\n{table}");
+    assert!(
+        table.contains("PODS") && table.contains("LAST ROTATION"),
+        "{table}"
+    );
+    assert!(!table.contains("unavailable"), "no failing node: {table}");
+
+    let pid = bed.openbao().pid();
+    ssi_tests::process::freeze(pid).unwrap();
+    let failing = until_status(&bed, "the failing store in both entries", |nodes| {
+        nodes.len() == 2
+            && nodes
+                .values()
+                .all(|entry| entry["failing"].as_u64() > Some(0) && entry["lastError"].is_object())
+    })
+    .await;
+    ssi_tests::process::thaw(pid).unwrap();
+    let error = &failing["node-a"]["lastError"];
+    assert_eq!(error["code"], "unavailable", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("rotation failed"),
+        "{error}"
+    );
+    assert!(
+        !error.to_string().contains(PASSWORD),
+        "no value in the status"
+    );
+    let table = run(bed.kubectl().args(["-n", NAMESPACE, "get", "ssi"])).unwrap();
+    eprintln!("kubectl get ssi, store frozen:\n{table}");
+    assert!(
+        table.contains("FAILING ON") && table.contains("unavailable"),
+        "{table}"
+    );
+    let described = run(bed
+        .kubectl()
+        .args(["-n", NAMESPACE, "describe", "ssi", "python-backend"]))
+    .unwrap();
+    eprintln!("kubectl describe ssi, store frozen:\n{described}");
+    until_status(&bed, "the failure cleared", |nodes| {
+        nodes.len() == 2
+            && nodes.values().all(|entry| {
+                entry["failing"].as_u64() == Some(0) && entry.get("lastError").is_none()
+            })
+    })
+    .await;
+
+    for (driver, volume) in [(&a, &volumes[0]), (&a, &volumes[1])] {
+        unpublish(driver, volume).await.unwrap();
+    }
+    until_status(&bed, "node-a's entry gone with its last volume", |nodes| {
+        !nodes.contains_key("node-a") && nodes.contains_key("node-b")
+    })
+    .await;
+    unpublish(&b, &volumes[2]).await.unwrap();
+    until_status(&bed, "no entries for an SSI mounted by nobody", |nodes| {
+        nodes.is_empty()
+    })
+    .await;
+    assert_eq!(
+        a.metric("ssi_csi_status_writes_total{result=\"error\"}")
+            .await
+            .unwrap(),
+        0.0
+    );
+}

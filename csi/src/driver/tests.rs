@@ -111,9 +111,12 @@ impl Source for Arc<FakeStore> {
     fn retain_sessions(&self, _: &HashSet<IdentityKey>, _: bool) {}
 }
 
-/// Records what the pods are told.
+/// Records what the pods are told, and keeps the SSIs' status entries as an API server would.
 #[derive(Default)]
-struct FakeReporter(Mutex<Vec<(Kind, String, String)>>);
+struct FakeReporter(
+    Mutex<Vec<(Kind, String, String)>>,
+    Mutex<BTreeMap<crate::status::SsiKey, ssi_core::NodeStatus>>,
+);
 
 impl FakeReporter {
     fn reasons(&self) -> Vec<String> {
@@ -127,6 +130,19 @@ impl FakeReporter {
 }
 
 impl Reporter for Arc<FakeReporter> {
+    async fn status(
+        &self,
+        ssi: &crate::status::SsiKey,
+        entry: Option<&ssi_core::NodeStatus>,
+    ) -> crate::status::Write {
+        let mut entries = self.1.lock().unwrap();
+        match entry {
+            Some(entry) => entries.insert(ssi.clone(), entry.clone()),
+            None => entries.remove(ssi),
+        };
+        crate::status::Write::Done
+    }
+
     async fn report(&self, _: &PodInfo, kind: Kind, reason: &str, message: &str) {
         self.0
             .lock()
@@ -415,4 +431,75 @@ async fn a_changed_path_rotates_the_volumes_that_read_it_at_once_and_no_others()
     driver.rotate(false).await;
     assert_eq!(file(&target), b"v2");
     assert_eq!(node.reporter.reasons(), ["SecretRotated"]);
+}
+
+#[tokio::test]
+async fn the_ssis_status_counts_this_nodes_volumes_and_pods_shows_a_failure_and_goes_with_them() {
+    let node = Node::new();
+    let driver = node.driver(&[]);
+    let entries = || node.reporter.1.lock().unwrap().clone();
+    let ssi = ("ns".to_owned(), "app".to_owned());
+    let start = Instant::now();
+    let (p1, p2) = (node.request("p1"), node.request("p2"));
+    let targets = [p1.record.target_path.clone(), p2.record.target_path.clone()];
+    driver.publish(p1).await.unwrap();
+    driver.publish(p2).await.unwrap();
+    assert_eq!(
+        driver.report_status(start).await,
+        1,
+        "one entry for the SSI"
+    );
+    let entry = entries()[&ssi].clone();
+    assert_eq!(
+        (entry.node.as_str(), entry.volumes, entry.pods),
+        ("node-1", 2, 2)
+    );
+    assert_eq!(entry.failing, 0);
+    assert!(entry.last_rotation.is_some() && entry.last_error.is_none());
+
+    // Nothing new: nothing written, however often it looks.
+    assert_eq!(
+        driver.report_status(start + Duration::from_secs(30)).await,
+        0
+    );
+
+    // A failing store shows at the next write, with the error's kind and no value.
+    node.store.answer(Err(()));
+    driver.rotate(true).await;
+    assert_eq!(
+        driver.report_status(start + Duration::from_secs(60)).await,
+        1
+    );
+    let entry = entries()[&ssi].clone();
+    assert_eq!(entry.failing, 2);
+    let error = entry.last_error.unwrap();
+    assert_eq!(error.code, "unavailable");
+    assert!(
+        error.message.contains("rotation failed"),
+        "{}",
+        error.message
+    );
+
+    // Recovered: the error clears.
+    node.store.answer(Ok(b"v2".to_vec()));
+    driver.rotate(true).await;
+    assert_eq!(
+        driver.report_status(start + Duration::from_secs(90)).await,
+        1
+    );
+    let entry = entries()[&ssi].clone();
+    assert_eq!((entry.failing, entry.last_error), (0, None));
+
+    // The last volume goes: so does the entry.
+    for (id, target) in ["csi-p1", "csi-p2"].iter().zip(&targets) {
+        driver.unpublish(id, target).await.unwrap();
+    }
+    assert_eq!(
+        driver.report_status(start + Duration::from_secs(120)).await,
+        1
+    );
+    assert!(
+        entries().is_empty(),
+        "an SSI mounted by nobody has no entry"
+    );
 }

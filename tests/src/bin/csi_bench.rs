@@ -136,8 +136,7 @@ async fn scenario(mounts: usize, identities: usize) -> anyhow::Result<()> {
         rotation_interval: "30s".into(),
         store_timeout: "10s".into(),
         extra_args: vec!["--rotation-concurrency=16".into()],
-        kubelet_root: None,
-        shipped: false,
+        ..Default::default()
     };
     let driver = CsiDriver::start(&bed, options).await?;
 
