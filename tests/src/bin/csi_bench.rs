@@ -219,6 +219,15 @@ async fn scenario(mounts: usize, identities: usize) -> anyhow::Result<()> {
     println!(
         "  from the store's audit log: {store_calls:?}; from the apiserver's audit log (User-Agent {DRIVER_AGENT}): {api_calls:?}"
     );
+    // Its entries in the SSI's status (all mounts use one SSI): a few writes, not one per
+    // volume or per rotation.
+    println!(
+        "status writes of the SSI's entry, from the first publish to the end of the cycle ({:.0} s): {}",
+        started.elapsed().as_secs_f64(),
+        driver
+            .metric("ssi_csi_status_writes_total{result=\"ok\"}")
+            .await?
+    );
     if let Some(pid) = driver.pid() {
         println!(
             "driver RSS at {mounts} mounts: {:.1} MiB",
