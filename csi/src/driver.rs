@@ -5,7 +5,7 @@ use crate::error::{Error, chain};
 use crate::events::{Events, Kind};
 use crate::fetch::{Cycle, Fetched, Fetcher, IdentityKey};
 use crate::held::{self, Holdings};
-use crate::metrics::{Metrics, Outcome, Rotation, RotationLabels, StatusLabels};
+use crate::metrics::{EndLabels, Metrics, Outcome, Rotation, RotationLabels, StatusLabels};
 use crate::mount;
 use crate::request::PublishRequest;
 use crate::seams::{Mounts, Reporter, Source};
@@ -138,6 +138,9 @@ impl<S: Source, R: Reporter> Driver<S, R> {
             records,
             mounts,
         } = parts;
+        metrics
+            .rotation_interval
+            .set(settings.rotation_interval.as_secs_f64());
         Driver {
             node_id: settings.node_id,
             kubelet_root: settings.kubelet_root,
@@ -398,6 +401,7 @@ impl<S: Source, R: Reporter> Driver<S, R> {
         let now = Instant::now();
         let due = self.volumes().due(now, SystemTime::now(), full);
         if due.is_empty() {
+            self.measure_expiry();
             return;
         }
         let cycle = Arc::new(Cycle::default());
@@ -418,6 +422,33 @@ impl<S: Source, R: Reporter> Driver<S, R> {
         self.metrics
             .rotation_cycle_seconds
             .observe(started.elapsed().as_secs_f64());
+        self.measure_expiry();
+    }
+
+    /// Sets the expiry gauges from the volume table: when the node's leases, certificates and
+    /// store tokens end, and how stale its stalest volume is.
+    fn measure_expiry(&self) {
+        let expiry = self.volumes().expiry(SystemTime::now());
+        let unix = |time: Option<SystemTime>| {
+            time.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(f64::NAN, |since| since.as_secs_f64())
+        };
+        for (kind, end) in [
+            ("lease", expiry.lease),
+            ("certificate", expiry.certificate),
+            ("token", expiry.token),
+        ] {
+            self.metrics
+                .earliest_end
+                .get_or_create(&EndLabels { kind })
+                .set(unix(end));
+        }
+        self.metrics
+            .certificate_life_left
+            .set(expiry.certificate_life_left.unwrap_or(f64::NAN));
+        self.metrics
+            .oldest_refresh_age
+            .set(expiry.oldest_refresh.as_secs_f64());
     }
 
     /// Rotates volume `volume_id`: fetches as its pod (within the fetch deadline), writes what

@@ -75,6 +75,21 @@ impl EncodeLabelValue for Rotation {
     }
 }
 
+/// A gauge of seconds or a ratio, NaN while there is nothing to measure (no alert compares
+/// true with NaN).
+pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// Labels of `ssi_csi_earliest_end_timestamp_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndLabels {
+    /// `lease` (leased credentials), `certificate` (issued by a `POST` source) or `token` (the
+    /// store token the leases live on).
+    pub kind: &'static str,
+}
+
+/// The `kind` label values of `ssi_csi_earliest_end_timestamp_seconds`.
+pub const END_KINDS: [&str; 3] = ["lease", "certificate", "token"];
+
 /// Labels of `ssi_csi_status_writes_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabels {
@@ -118,6 +133,17 @@ pub struct Metrics {
     /// Writes of this node's entries in SecretsStoreImports' status
     /// (`ssi_csi_status_writes_total`).
     pub status_writes: Family<StatusLabels, Counter>,
+    /// The earliest end of what the node's volumes hold, by kind, in Unix seconds
+    /// (`ssi_csi_earliest_end_timestamp_seconds`).
+    pub earliest_end: Family<EndLabels, FloatGauge>,
+    /// The smallest share of its life an issued certificate has left
+    /// (`ssi_csi_certificate_life_left_ratio`).
+    pub certificate_life_left: FloatGauge,
+    /// The longest a volume has gone without being found current
+    /// (`ssi_csi_oldest_refresh_age_seconds`).
+    pub oldest_refresh_age: FloatGauge,
+    /// `--rotation-interval`, for alerts that count intervals (`ssi_csi_rotation_interval_seconds`).
+    pub rotation_interval: FloatGauge,
 }
 
 impl Default for Metrics {
@@ -154,6 +180,36 @@ impl Default for Metrics {
         for result in [Outcome::Ok, Outcome::Error] {
             drop(status_writes.get_or_create(&StatusLabels { result }));
         }
+        let earliest_end = Family::<EndLabels, FloatGauge>::default();
+        registry.register(
+            "earliest_end_timestamp_seconds",
+            "Earliest end of a lease, certificate or store token the node's volumes hold (NaN: none)",
+            earliest_end.clone(),
+        );
+        for kind in END_KINDS {
+            earliest_end
+                .get_or_create(&EndLabels { kind })
+                .set(f64::NAN);
+        }
+        let certificate_life_left = FloatGauge::default();
+        certificate_life_left.set(f64::NAN);
+        registry.register(
+            "certificate_life_left_ratio",
+            "Smallest share of its life a mounted certificate has left (NaN: none)",
+            certificate_life_left.clone(),
+        );
+        let oldest_refresh_age = FloatGauge::default();
+        registry.register(
+            "oldest_refresh_age_seconds",
+            "Longest time a volume has gone without being found current in the store",
+            oldest_refresh_age.clone(),
+        );
+        let rotation_interval = FloatGauge::default();
+        registry.register(
+            "rotation_interval_seconds",
+            "Time between two rotation cycles (--rotation-interval)",
+            rotation_interval.clone(),
+        );
         // Every series an alert watches exists from the start, at zero: an increase from 0 to 1
         // is seen, while a series that appears at 1 shows no increase at all.
         for operation in ["publish", "unpublish"] {
@@ -192,6 +248,10 @@ impl Default for Metrics {
             store_requests,
             mounts,
             status_writes,
+            earliest_end,
+            certificate_life_left,
+            oldest_refresh_age,
+            rotation_interval,
         }
     }
 }

@@ -386,6 +386,60 @@ impl Volume {
     }
 }
 
+/// When the node's secrets end, for the expiry gauges (docs/metrics.md).
+#[derive(Debug, Default, PartialEq)]
+pub struct Expiry {
+    /// The earliest end of a leased secret.
+    pub lease: Option<SystemTime>,
+    /// The earliest end of an issued one (a certificate).
+    pub certificate: Option<SystemTime>,
+    /// The earliest end of a store token that leases live on.
+    pub token: Option<SystemTime>,
+    /// The smallest share of its life an issued secret has left: 1 just issued, 0 ended.
+    pub certificate_life_left: Option<f64>,
+    /// The longest a volume has gone without being found current.
+    pub oldest_refresh: Duration,
+}
+
+impl VolumeTable {
+    /// When the node's secrets end and how stale its stalest volume is, at `wall`.
+    pub fn expiry(&self, wall: SystemTime) -> Expiry {
+        let earliest = |a: Option<SystemTime>, b: Option<SystemTime>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut expiry = Expiry::default();
+        for volume in self.volumes.values() {
+            if let Some(success) = volume.last_success {
+                let age = wall.duration_since(success).unwrap_or_default();
+                expiry.oldest_refresh = expiry.oldest_refresh.max(age);
+            }
+            for held in volume.holdings.values() {
+                expiry.token = earliest(expiry.token, held.token_until);
+                if held.request.method != ssi_core::ssi::Method::Post {
+                    expiry.lease = earliest(expiry.lease, held.until);
+                    continue;
+                }
+                expiry.certificate = earliest(expiry.certificate, held.until);
+                if let Some(until) = held.until {
+                    let life = until.duration_since(held.since).unwrap_or_default();
+                    let left = until.duration_since(wall).unwrap_or_default();
+                    let share = match life.is_zero() {
+                        true => 0.0,
+                        false => (left.as_secs_f64() / life.as_secs_f64()).min(1.0),
+                    };
+                    expiry.certificate_life_left = Some(
+                        expiry
+                            .certificate_life_left
+                            .map_or(share, |smallest| smallest.min(share)),
+                    );
+                }
+            }
+        }
+        expiry
+    }
+}
+
 /// `time` in RFC 3339, UTC, whole seconds (so that text order is time order).
 fn rfc3339(time: SystemTime) -> String {
     let seconds = match time.duration_since(SystemTime::UNIX_EPOCH) {
@@ -565,6 +619,54 @@ mod tests {
             expected.sort_unstable();
         }
         assert_eq!(due, expected);
+    }
+
+    #[test]
+    fn expiry_finds_the_earliest_ends_the_shortest_certificate_life_and_the_stalest_volume() {
+        let wall = SystemTime::now();
+        let mut table = VolumeTable::new(INTERVAL);
+        assert_eq!(table.expiry(wall), Expiry::default(), "nothing held");
+        // A 90 s database lease, obtained 30 s ago; its volume found current then.
+        let obtained = wall - Duration::from_secs(30);
+        table.published(
+            record("db"),
+            tokens(),
+            (identity(), leased(obtained), Vec::new()),
+            obtained,
+        );
+        // A certificate of 100 s issued 80 s ago: a fifth of its life left.
+        let request = Request {
+            method: ssi_core::ssi::Method::Post,
+            ..Request::get("pki/issue/app")
+        };
+        let issued = wall - Duration::from_secs(80);
+        let certificate = Held {
+            request: request.clone(),
+            secret: None,
+            lease: None,
+            since: issued,
+            until: Some(issued + Duration::from_secs(100)),
+            token_login: None,
+            token_until: Some(wall + Duration::from_secs(600)),
+            token_renew_at: None,
+        };
+        table.published(
+            record("tls"),
+            tokens(),
+            (
+                identity(),
+                Holdings::from([(request, certificate)]),
+                Vec::new(),
+            ),
+            wall - Duration::from_secs(5),
+        );
+        let expiry = table.expiry(wall);
+        assert_eq!(expiry.lease, Some(obtained + Duration::from_secs(90)));
+        assert_eq!(expiry.certificate, Some(issued + Duration::from_secs(100)));
+        assert_eq!(expiry.token, Some(wall + Duration::from_secs(600)));
+        let left = expiry.certificate_life_left.unwrap();
+        assert!((left - 0.2).abs() < 1e-9, "{left}");
+        assert_eq!(expiry.oldest_refresh, Duration::from_secs(30));
     }
 
     #[test]

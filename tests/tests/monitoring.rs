@@ -31,7 +31,7 @@ fn the_alerts_pass_promtool_check_and_their_unit_tests() {
         .args(["check", "rules"])
         .arg(workspace_path(RULES)))
     .expect("promtool from Debian's prometheus package (tests/bed/provision.sh installs it)");
-    assert!(checked.contains("SUCCESS: 4 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 6 rules found"), "{checked}");
     let tested = run(promtool()
         .args(["test", "rules", "rules-test.yaml"])
         .current_dir(workspace_path("tests/monitoring")))
