@@ -56,6 +56,57 @@ pub const ENV_GRACE_PERIOD: &str = "SSI_INJECTOR_GRACE_PERIOD";
 /// no other: a ConfigMap or Secret in `envFrom`, which someone else may edit, cannot change how
 /// it verifies the store or what it reads.
 pub const ENV_SETTINGS: &str = "SSI_INJECTOR_SETTINGS";
+/// What the app's process gets when the files of a secrets-store volume it mounts are rotated
+/// (`on-file-change`): `signal:SIGHUP` (or another of the reload signals) or `restart`.
+pub const ENV_ON_FILE_CHANGE: &str = "SSI_INJECTOR_ON_FILE_CHANGE";
+/// Comma-separated mount paths of the container's secrets-store volumes, whose `..data` swap
+/// the injector watches; set by the webhook.
+pub const ENV_WATCH_DIRS: &str = "SSI_INJECTOR_WATCH_DIRS";
+
+/// Signals an app may ask for at a rotation of its files, without the `SIG` prefix: the ones
+/// apps use to reload. Not KILL or STOP, which no app can act on.
+pub const RELOAD_SIGNALS: [&str; 7] = ["HUP", "USR1", "USR2", "INT", "TERM", "QUIT", "WINCH"];
+
+/// What the injector does when the files of a secrets-store volume the app mounts are rotated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileReaction {
+    /// `signal:SIGHUP` (or `signal:HUP`): sends the app that signal, one of [`RELOAD_SIGNALS`];
+    /// held here without its prefix.
+    Signal(String),
+    /// `restart`: stops the app (SIGTERM, then SIGKILL after the grace period) and starts it
+    /// again in the same container: the pod, its volumes and its leases stay.
+    Restart,
+}
+
+impl FileReaction {
+    /// The reaction `text` names, or what to write instead.
+    pub fn parse(text: &str) -> Result<FileReaction, String> {
+        if text == "restart" {
+            return Ok(FileReaction::Restart);
+        }
+        let wrong = || {
+            let shown: String = text.chars().take(64).collect();
+            format!(
+                "{shown:?} is no reaction; write restart or signal:<name> with one of SIG{}",
+                RELOAD_SIGNALS.join(", SIG")
+            )
+        };
+        let name = text.strip_prefix("signal:").ok_or_else(wrong)?;
+        let bare = name.strip_prefix("SIG").unwrap_or(name);
+        match RELOAD_SIGNALS.contains(&bare) {
+            true => Ok(FileReaction::Signal(bare.to_owned())),
+            false => Err(wrong()),
+        }
+    }
+
+    /// The spelling [`FileReaction::parse`] reads: `restart`, `signal:SIGHUP`.
+    pub fn name(&self) -> String {
+        match self {
+            FileReaction::Restart => "restart".to_owned(),
+            FileReaction::Signal(name) => format!("signal:SIG{name}"),
+        }
+    }
+}
 
 /// What the injector does once the environment is resolved (`restart-on-secret-change`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +174,26 @@ mod tests {
     }
 
     #[test]
+    fn file_reactions_round_trip_and_name_what_to_write() {
+        assert_eq!(FileReaction::parse("restart"), Ok(FileReaction::Restart));
+        for text in ["signal:SIGHUP", "signal:HUP"] {
+            let reaction = FileReaction::parse(text).unwrap();
+            assert_eq!(reaction, FileReaction::Signal("HUP".into()));
+            assert_eq!(reaction.name(), "signal:SIGHUP");
+        }
+        for bad in [
+            "signal:SIGKILL",
+            "signal:",
+            "SIGHUP",
+            "reload",
+            "signal:sighup",
+        ] {
+            let error = FileReaction::parse(bad).unwrap_err();
+            assert!(error.contains("write restart or signal:<name>"), "{error}");
+        }
+    }
+
+    #[test]
     fn every_variable_has_the_prefix() {
         for name in [
             ENV_ADDR,
@@ -138,6 +209,8 @@ mod tests {
             ENV_TOKEN_PATH,
             ENV_LOG_LEVEL,
             ENV_JSON_LOG,
+            ENV_ON_FILE_CHANGE,
+            ENV_WATCH_DIRS,
             ENV_MODE,
             ENV_POLL_INTERVAL,
             ENV_GRACE_PERIOD,

@@ -7,12 +7,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 
+pub use ssi_core::injector::FileReaction;
 use ssi_core::injector::RestartMode;
 pub use ssi_core::injector::{
     ENV_ADDR, ENV_AUTH_METHOD, ENV_AUTH_PATH, ENV_CA_CERT, ENV_CA_PEM, ENV_FROM_PATH,
     ENV_GRACE_PERIOD, ENV_IGNORE_MISSING, ENV_JSON_LOG, ENV_LOG_LEVEL, ENV_MODE, ENV_NAMESPACE,
-    ENV_POLL_INTERVAL, ENV_PREFIX, ENV_ROLE, ENV_SETTINGS, ENV_SKIP_VERIFY, ENV_TIMEOUT,
-    ENV_TOKEN_PATH,
+    ENV_ON_FILE_CHANGE, ENV_POLL_INTERVAL, ENV_PREFIX, ENV_ROLE, ENV_SETTINGS, ENV_SKIP_VERIFY,
+    ENV_TIMEOUT, ENV_TOKEN_PATH, ENV_WATCH_DIRS,
 };
 
 /// How often `watch-for-data` re-reads the secrets unless told (the CSI driver's rotation period).
@@ -26,11 +27,13 @@ pub const DEFAULT_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceacco
 /// The injector's settings, read from the `SSI_INJECTOR_*` variables by [`Config::from_env`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Store URL, http(s) (`SSI_INJECTOR_ADDR`).
-    pub address: Url,
-    /// Where and as what the pod logs in: the method (`kubernetes` by default), its mount (the
-    /// method's name by default) and the role.
-    pub login: ssi_core::Login,
+    /// The store and the login, `None` for a container that only has its files watched
+    /// (neither `SSI_INJECTOR_ADDR` nor `SSI_INJECTOR_ROLE`, and `SSI_INJECTOR_ON_FILE_CHANGE`).
+    pub store: Option<StoreAccess>,
+    /// What the app gets when a watched volume's files are rotated.
+    pub on_file_change: Option<FileReaction>,
+    /// The mount paths of the container's secrets-store volumes.
+    pub watch_dirs: Vec<PathBuf>,
     /// Vault Enterprise / OpenBao namespace.
     pub namespace: Option<String>,
     /// PEM file with the CA of the store's certificate, instead of the system's.
@@ -56,6 +59,16 @@ pub struct Config {
     /// Time between SIGTERM and SIGKILL when the app is restarted; [`DEFAULT_GRACE_PERIOD`] by
     /// default.
     pub grace_period: Duration,
+}
+
+/// Where the injector reads secrets, and as what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreAccess {
+    /// Store URL, http(s) (`SSI_INJECTOR_ADDR`).
+    pub address: Url,
+    /// Where and as what the pod logs in: the method (`kubernetes` by default), its mount (the
+    /// method's name by default) and the role.
+    pub login: ssi_core::Login,
 }
 
 /// What the injector does once the environment is resolved.
@@ -114,6 +127,22 @@ impl Config {
         let ignore_missing = flag(ENV_IGNORE_MISSING);
         let json_log = flag(ENV_JSON_LOG);
 
+        let on_file_change = get(ENV_ON_FILE_CHANGE).and_then(|text| {
+            FileReaction::parse(text)
+                .map_err(|e| problems.push(format!("{ENV_ON_FILE_CHANGE}: {e}")))
+                .ok()
+        });
+        let watch_dirs: Vec<PathBuf> = get(ENV_WATCH_DIRS)
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|dir| !dir.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let files_only =
+            on_file_change.is_some() && get(ENV_ADDR).is_none() && get(ENV_ROLE).is_none();
         let address = match get(ENV_ADDR).map(Url::parse) {
             Some(Ok(url)) if matches!(url.scheme(), "http" | "https") => Some(url),
             Some(Ok(url)) => {
@@ -124,6 +153,7 @@ impl Config {
                 problems.push(format!("{ENV_ADDR} is not a URL: {e}"));
                 None
             }
+            None if files_only => None,
             None => {
                 problems.push(format!(
                     "{ENV_ADDR} is not set (the store address, e.g. https://vault.example.com:8200)"
@@ -131,12 +161,12 @@ impl Config {
                 None
             }
         };
-        let role = get(ENV_ROLE).map(str::to_owned).unwrap_or_else(|| {
+        let role = get(ENV_ROLE).map(str::to_owned);
+        if role.is_none() && !files_only {
             problems.push(format!(
                 "{ENV_ROLE} is not set (the role of the store's auth method)"
             ));
-            String::new()
-        });
+        }
         let method = get(ENV_AUTH_METHOD).and_then(|text| {
             let method = ssi_core::AuthMethod::parse(text);
             if method.is_none() {
@@ -201,12 +231,14 @@ impl Config {
         if !problems.is_empty() {
             return Err(problems.join("; "));
         }
-        let Some(address) = address else {
-            return Err(format!("{ENV_ADDR} is not set"));
-        };
-        Ok(Config {
+        let store = address.zip(role).map(|(address, role)| StoreAccess {
             address,
             login: ssi_core::Login::resolve(&role, method, get(ENV_AUTH_PATH), &Default::default()),
+        });
+        Ok(Config {
+            store,
+            on_file_change,
+            watch_dirs,
             namespace: get(ENV_NAMESPACE).map(str::to_owned),
             ca_cert: get(ENV_CA_CERT).map(PathBuf::from),
             ca_pem: get(ENV_CA_PEM).map(str::to_owned),
@@ -242,15 +274,42 @@ mod tests {
             (ENV_FROM_PATH, "secret/data/a, secret/data/b,"),
         ]))
         .unwrap();
-        assert_eq!(config.login.method, ssi_core::AuthMethod::Kubernetes);
-        assert_eq!(config.login.mount, "kubernetes");
-        assert_eq!(config.login.role, "backend");
+        let login = &config.store.as_ref().unwrap().login;
+        assert_eq!(login.method, ssi_core::AuthMethod::Kubernetes);
+        assert_eq!(login.mount, "kubernetes");
+        assert_eq!(login.role, "backend");
         assert_eq!(config.timeout, Duration::from_secs(10));
         assert_eq!(config.token_path, PathBuf::from(DEFAULT_TOKEN_PATH));
         assert_eq!(config.env_from_paths, ["secret/data/a", "secret/data/b"]);
         assert!(!config.ignore_missing && !config.skip_tls_verify);
         assert_eq!(config.mode, Mode::Exec);
         assert_eq!(config.grace_period, DEFAULT_GRACE_PERIOD);
+    }
+
+    #[test]
+    fn a_container_that_only_has_its_files_watched_needs_no_store() {
+        let config = Config::from_env(&vars(&[
+            (ENV_ON_FILE_CHANGE, "signal:SIGHUP"),
+            (ENV_WATCH_DIRS, "/mnt/secrets, /etc/tls"),
+        ]))
+        .unwrap();
+        assert_eq!(config.store, None);
+        assert_eq!(
+            config.on_file_change,
+            Some(FileReaction::Signal("HUP".into()))
+        );
+        assert_eq!(
+            config.watch_dirs,
+            [PathBuf::from("/mnt/secrets"), PathBuf::from("/etc/tls")]
+        );
+        // Without a reaction the store is what the injector is for: both are asked for.
+        let error = Config::from_env(&vars(&[(ENV_WATCH_DIRS, "/mnt/secrets")])).unwrap_err();
+        assert!(
+            error.contains(ENV_ADDR) && error.contains(ENV_ROLE),
+            "{error}"
+        );
+        let error = Config::from_env(&vars(&[(ENV_ON_FILE_CHANGE, "signal:KILL")])).unwrap_err();
+        assert!(error.contains("no reaction"), "{error}");
     }
 
     #[test]
@@ -262,15 +321,15 @@ mod tests {
         let with = |extra: &[(&'static str, &'static str)]| {
             Config::from_env(&vars(&[&base[..], extra].concat()))
         };
-        let login = with(&[(ENV_AUTH_METHOD, "jwt")]).unwrap().login;
+        let login = |config: Config| config.store.unwrap().login;
+        let jwt = login(with(&[(ENV_AUTH_METHOD, "jwt")]).unwrap());
         assert_eq!(
-            (login.method, login.mount.as_str()),
+            (jwt.method, jwt.mount.as_str()),
             (ssi_core::AuthMethod::Jwt, "jwt")
         );
-        let login = with(&[(ENV_AUTH_METHOD, "jwt"), (ENV_AUTH_PATH, "cluster-b")])
-            .unwrap()
-            .login;
-        assert_eq!(login.mount, "cluster-b");
+        let elsewhere =
+            login(with(&[(ENV_AUTH_METHOD, "jwt"), (ENV_AUTH_PATH, "cluster-b")]).unwrap());
+        assert_eq!(elsewhere.mount, "cluster-b");
         let error = with(&[(ENV_AUTH_METHOD, "oidc")]).unwrap_err();
         assert!(
             error.contains("SSI_INJECTOR_AUTH_METHOD=\"oidc\" must be kubernetes or jwt"),

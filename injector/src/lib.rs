@@ -11,6 +11,7 @@
 //! - Small: no kube client, no logging framework; one current-thread runtime for the reads.
 
 pub mod config;
+pub mod files;
 pub mod reference;
 pub mod resolve;
 pub mod supervise;
@@ -50,7 +51,8 @@ pub fn log(config_level: LogLevel, json: bool, level: LogLevel, message: &str) {
 /// The store as the pod: one session (its token cached for its TTL) for every fetch.
 #[derive(Debug)]
 pub struct Store {
-    session: Arc<Session>,
+    /// `None` for a container that only has its files watched: no store was configured.
+    session: Option<Arc<Session>>,
     token_path: PathBuf,
 }
 
@@ -82,6 +84,12 @@ impl Store {
     /// Sets up the client and the session from `config`; nothing is sent yet. `Err` when the CA
     /// bundle cannot be read or the store configuration is invalid.
     pub fn connect(config: &Config) -> Result<Store, String> {
+        let Some(access) = &config.store else {
+            return Ok(Store {
+                session: None,
+                token_path: config.token_path.clone(),
+            });
+        };
         let ca_pem = match &config.ca_cert {
             Some(path) => Some(
                 std::fs::read_to_string(path)
@@ -89,19 +97,19 @@ impl Store {
             ),
             None => config.ca_pem.clone(),
         };
-        let mut store = StoreConfig::new(config.address.clone());
+        let mut store = StoreConfig::new(access.address.clone());
         store.namespace = config.namespace.clone();
         store.ca_pem = ca_pem;
         store.skip_tls_verify = config.skip_tls_verify;
         store.timeout = config.timeout;
         let client = Client::new(&store).map_err(|e| e.to_string())?;
-        let auth = config.login.clone();
+        let auth = access.login.clone();
         Ok(Store {
-            session: Arc::new(Session::new(
+            session: Some(Arc::new(Session::new(
                 client,
                 auth,
                 SecretString::from(String::new()),
-            )),
+            ))),
             token_path: config.token_path.clone(),
         })
     }
@@ -117,23 +125,23 @@ impl Store {
         if reads.is_empty() && !with_token {
             return Ok(Fetch::default());
         }
+        let session = self.session()?;
         let jwt = std::fs::read_to_string(&self.token_path).map_err(|e| {
             format!(
                 "failed to read the ServiceAccount token {}: {e} (set secrets-store.deckhouse.io/service-account-token-path)",
                 self.token_path.display()
             )
         })?;
-        self.session
-            .set_jwt(SecretString::from(jwt.trim().to_owned()));
+        session.set_jwt(SecretString::from(jwt.trim().to_owned()));
         // One login before the reads fan out, so that they share its token.
-        let token = self.session.token().await.map_err(|e| e.to_string())?;
+        let token = session.token().await.map_err(|e| e.to_string())?;
         let mut fetch = Fetch {
             token: with_token.then(|| SecretString::from(token.expose().to_owned())),
             ..Fetch::default()
         };
         let mut tasks = tokio::task::JoinSet::new();
         for read in reads.iter().cloned() {
-            let session = self.session.clone();
+            let session = session.clone();
             tasks.spawn(async move {
                 let result = match &read.write {
                     Some(body) => match serde_json::from_str(body) {
@@ -176,9 +184,21 @@ impl Store {
         Ok(fetch)
     }
 
+    /// The session, or why there is none.
+    fn session(&self) -> Result<&Arc<Session>, String> {
+        self.session.as_ref().ok_or_else(|| {
+            format!(
+                "the environment names secrets-store: values, but no store is set: annotate the \
+                 pod with secrets-store.deckhouse.io/role (or set {} and {})",
+                config::ENV_ADDR,
+                config::ENV_ROLE
+            )
+        })
+    }
+
     /// Extends a lease by its own duration; returns what the store granted.
     pub async fn renew(&self, lease: &LeaseInfo, id: &str) -> Result<Lease, String> {
-        self.session
+        self.session()?
             .renew_lease(&lease.path, id, lease.duration)
             .await
             .map_err(|e| e.to_string())

@@ -3,7 +3,7 @@
 //! `ssi-injector <argv...>` (with `SSI_INJECTOR_*` set): resolves the references in the
 //! environment and execs `argv` in place of itself.
 
-use ssi_injector::config::{Config, ENV_ROLE, LogLevel, Mode};
+use ssi_injector::config::{Config, ENV_ON_FILE_CHANGE, ENV_ROLE, LogLevel, Mode};
 use ssi_injector::{TERMINATION_LOG, log, resolve_environment, supervise};
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -19,13 +19,15 @@ fn main() -> ExitCode {
         .iter()
         .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v.to_str()?.to_owned())))
         .collect();
-    // NB: an app container always carries the role; the init container never does. So an app
-    // whose own command is `copy <x>` is still run, not mistaken for the init step.
-    if !utf8.contains_key(ENV_ROLE) && args.len() == 1 && args[0] == "--version" {
+    // NB: an app container always carries the role or a reaction to its files; the init
+    // container never does. So an app whose own command is `copy <x>` is still run, not
+    // mistaken for the init step.
+    let app = utf8.contains_key(ENV_ROLE) || utf8.contains_key(ENV_ON_FILE_CHANGE);
+    if !app && args.len() == 1 && args[0] == "--version" {
         println!("ssi-injector {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    if !utf8.contains_key(ENV_ROLE)
+    if !app
         && let [mode, dir] = args.as_slice()
         && mode == ssi_core::injector::COPY_COMMAND
     {
@@ -48,7 +50,7 @@ fn main() -> ExitCode {
             "no command to run: give the container a command, or let the webhook find the image's entrypoint",
         );
     };
-    if config.mode != Mode::Exec {
+    if config.mode != Mode::Exec || config.on_file_change.is_some() {
         let result = supervise::block_signals()
             .and_then(|mask| supervise::run(&config, &mask, program, program_args, env));
         return result.unwrap_or_else(|e| fail(config.log_level, config.json_log, &e));

@@ -12,8 +12,8 @@
 //! and default dispositions (std's `Command` alone keeps the caller's mask, which would leave the
 //! app deaf to the very SIGTERM forwarded to it).
 
-use crate::config::{Config, LogLevel, Mode};
-use crate::{LeaseInfo, Resolved, Store, log, resolve};
+use crate::config::{Config, FileReaction, LogLevel, Mode};
+use crate::{LeaseInfo, Resolved, Store, files, log, resolve};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -98,6 +98,9 @@ fn spawn_app(
 struct Stop {
     reason: String,
     kill_at: Instant,
+    /// Start it again once it is gone (`on-file-change: restart`), rather than end the
+    /// container.
+    again: bool,
 }
 
 /// Runs `program` under supervision in `config.mode` (a watch mode) and returns the container's
@@ -125,31 +128,65 @@ pub fn run(
             }
         })
         .map_err(|e| format!("failed to start the signal thread: {e}"))?;
+    // Rotations of the container's secrets-store volumes, when the pod asked for a reaction.
+    let (swapped, mut swaps) = tokio::sync::mpsc::unbounded_channel();
+    if config.on_file_change.is_some() {
+        files::watch(&config.watch_dirs, swapped)?;
+    }
     crate::runtime()?.block_on(async {
         let store = Store::connect(config)?;
         let first = resolve(config, &store, env.clone()).await?;
         let mut watch = Watch::new(config, &first);
-        let child = spawn_app(program, args, first.env.clone())?;
+        let mut child = spawn_app(program, args, first.env.clone())?;
         let say = |level, message: &str| log(config.log_level, config.json_log, level, message);
         say(
             LogLevel::Debug,
             &format!("started {} as process {child}", program.to_string_lossy()),
         );
         let mut stop: Option<Stop> = None;
+        let mut pacing = files::Pacing::default();
+        let far = || Instant::now() + Duration::from_secs(24 * 3600);
         loop {
             let check_at = watch.next_check();
             tokio::select! {
                 Some(signal) = signals.recv() => {
                     if signal == Signal::SIGCHLD {
                         if let Some(status) = reap(child) {
-                            return Ok(match stop {
-                                Some(_) => ExitCode::from(RESTART_EXIT_CODE),
-                                None => exit_code(status),
-                            });
+                            match stop.take() {
+                                Some(Stop { again: true, .. }) => {
+                                    child = spawn_app(program, args, first.env.clone())?;
+                                    say(LogLevel::Info, &format!("started {} again as process {child}", program.to_string_lossy()));
+                                    continue;
+                                }
+                                Some(_) => return Ok(ExitCode::from(RESTART_EXIT_CODE)),
+                                None => return Ok(exit_code(status)),
+                            }
                         }
                     } else {
                         // The app may be gone already; reaping will tell.
                         let _ = kill(child, signal);
+                    }
+                }
+                Some(index) = swaps.recv() => {
+                    let dir = config.watch_dirs.get(index).map(|d| d.display().to_string()).unwrap_or_default();
+                    say(LogLevel::Debug, &format!("the files of {dir} were rotated"));
+                    pacing.swapped(Instant::now());
+                }
+                () = sleep_until(pacing.due().unwrap_or_else(far)), if pacing.due().is_some() && stop.is_none() => {
+                    pacing.reacted(Instant::now());
+                    match &config.on_file_change {
+                        Some(FileReaction::Signal(name)) => {
+                            let signal = format!("SIG{name}").parse::<Signal>().unwrap_or(Signal::SIGHUP);
+                            say(LogLevel::Info, &format!("secrets-store files rotated: sending {signal} to the application"));
+                            let _ = kill(child, signal);
+                        }
+                        Some(FileReaction::Restart) => {
+                            let reason = "secrets-store files rotated".to_owned();
+                            say(LogLevel::Info, &format!("{reason}: restarting the application in its container"));
+                            let _ = kill(child, Signal::SIGTERM);
+                            stop = Some(Stop { reason, kill_at: Instant::now() + config.grace_period, again: true });
+                        }
+                        None => {}
                     }
                 }
                 () = sleep_until(check_at), if stop.is_none() => {
@@ -157,7 +194,7 @@ pub fn run(
                         say(LogLevel::Info, &format!("{reason}: stopping the application so that the container restarts"));
                         write_termination_message(&format!("{reason}: restarted by ssi-injector"));
                         let _ = kill(child, Signal::SIGTERM);
-                        stop = Some(Stop { reason, kill_at: Instant::now() + config.grace_period });
+                        stop = Some(Stop { reason, kill_at: Instant::now() + config.grace_period, again: false });
                     }
                 }
                 () = sleep_until(stop.as_ref().map_or(check_at, |s| s.kill_at)), if stop.is_some() => {

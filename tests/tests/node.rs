@@ -396,6 +396,151 @@ async fn env_injected_pods_run_the_copied_injector_and_watch_for_data_restarts_t
     node.stop().expect("clean teardown");
 }
 
+/// `on-file-change` on the real node: the injector, PID 1 in front of the app, sees the driver
+/// swap the volume's `..data` (inotify) and sends the app SIGHUP, or restarts it in its
+/// container (restartCount stays 0); an app that ignores SIGHUP is not killed by it.
+#[tokio::test]
+async fn a_rotation_reaches_the_apps_process_as_sighup_or_a_restart_in_its_container() {
+    let bed = TestBed::start().await.expect("test bed");
+    walkthrough::run(&bed, VaultSetup::Cli, &mut Narrator::quiet())
+        .await
+        .unwrap();
+    let node = Node::start(&bed).await.expect("node");
+    let images = bed.dir().join("images");
+    node.load_image(&ssi_tests::images::busybox_image(&images).unwrap())
+        .unwrap();
+    node.load_image(&ssi_tests::images::injector_image(&images).unwrap())
+        .unwrap();
+    ssi_tests::chart::apply_csidriver(&bed).unwrap();
+    let driver = CsiDriver::start(
+        &bed,
+        DriverOptions {
+            kubelet_root: Some(node.kubelet_root.clone()),
+            rotation_interval: "3s".into(),
+            ..DriverOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    driver.registered_by_kubelet(&bed).await.unwrap();
+    let webhook = Webhook::start(&bed, &[]).await.unwrap();
+    webhook.register(&bed).await.unwrap();
+
+    let pod = |name: &str, reaction: &str, script: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": walkthrough::NAMESPACE, "labels": {"app": name},
+                "annotations": {"secrets-store.deckhouse.io/on-file-change": reaction}},
+            "spec": {"serviceAccountName": walkthrough::SERVICE_ACCOUNT,
+                "automountServiceAccountToken": false,
+                "containers": [{"name": "app", "image": "ssi-testbed/busybox:1",
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", script],
+                    "volumeMounts": [{"name": "secrets", "mountPath": "/mnt/secrets"}]}],
+                "volumes": [{"name": "secrets", "csi": {"driver": "secrets-store.csi.deckhouse.io",
+                    "volumeAttributes": {"secretsStoreImport": "python-backend"}}}]}})
+    };
+    // `sleep & wait`: a shell runs a trap only between commands.
+    let pods = [
+        (
+            "on-sighup",
+            "signal:SIGHUP",
+            "trap 'echo \"got SIGHUP: $(cat /mnt/secrets/db-password)\"' HUP; echo \"started: $(cat /mnt/secrets/db-password)\"; while true; do sleep 1 & wait $!; done",
+        ),
+        (
+            "on-restart",
+            "restart",
+            "echo \"started: $(cat /mnt/secrets/db-password)\"; exec sleep 3600",
+        ),
+        (
+            "ignores-sighup",
+            "signal:SIGHUP",
+            "trap '' HUP; echo \"started: $(cat /mnt/secrets/db-password)\"; while true; do sleep 1 & wait $!; done",
+        ),
+    ];
+    for (name, reaction, script) in pods {
+        let path = bed.dir().join(format!("{name}.json"));
+        std::fs::write(&path, pod(name, reaction, script).to_string()).unwrap();
+        run(bed.kubectl().args(["apply", "-f"]).arg(&path)).unwrap();
+    }
+    for (name, _, _) in pods {
+        wait_for_log(
+            &bed,
+            &format!("app={name}"),
+            &format!("started: {}", walkthrough::PASSWORD),
+            Duration::from_secs(120),
+        )
+        .await;
+    }
+
+    let changed = std::time::Instant::now();
+    run(bed.bao().unwrap().args([
+        "kv",
+        "put",
+        "secret/database-for-python-app",
+        "password=rotated-for-the-app",
+    ]))
+    .unwrap();
+    wait_for_log(
+        &bed,
+        "app=on-sighup",
+        "got SIGHUP: rotated-for-the-app",
+        Duration::from_secs(60),
+    )
+    .await;
+    let to_sighup = changed.elapsed();
+    wait_for_log(
+        &bed,
+        "app=on-restart",
+        "started: rotated-for-the-app",
+        Duration::from_secs(60),
+    )
+    .await;
+    let to_restart = changed.elapsed();
+    eprintln!(
+        "from `kv put` to the app: SIGHUP after {to_sighup:.1?}, restarted after {to_restart:.1?} (rotation interval 3 s)"
+    );
+    // Give the ignoring app the same time, then check that all three run on, never restarted.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for (name, _, _) in pods {
+        let state = run(bed.kubectl().args([
+            "get",
+            "pod",
+            name,
+            "-n",
+            walkthrough::NAMESPACE,
+            "-o",
+            "jsonpath={.status.phase} {.status.containerStatuses[0].restartCount}",
+        ]))
+        .unwrap();
+        assert_eq!(
+            state, "Running 0",
+            "{name}: the pod, its volume and its leases stay"
+        );
+    }
+    let logs = run(bed
+        .kubectl()
+        .args(["logs", "ignores-sighup", "-n", walkthrough::NAMESPACE]))
+    .unwrap();
+    assert!(
+        logs.contains("sending SIGHUP to the application"),
+        "the injector sent it: {logs}"
+    );
+    for name in ["on-sighup", "on-restart", "ignores-sighup"] {
+        run(bed.kubectl().args([
+            "delete",
+            "pod",
+            name,
+            "-n",
+            walkthrough::NAMESPACE,
+            "--wait=true",
+        ]))
+        .unwrap();
+    }
+    drop(driver);
+    drop(webhook);
+    node.stop().expect("clean teardown");
+}
+
 #[tokio::test]
 async fn the_shipped_images_start_on_the_node() {
     let bed = TestBed::builder()

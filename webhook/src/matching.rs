@@ -5,7 +5,7 @@
 //!
 //! The volume policy concerns an object that carries an annotation of ours, or whose pod
 //! template does, or whose pod template has a volume of our driver. Injection concerns a Pod
-//! annotated with a role.
+//! annotated with a role or a reaction to its files (`on-file-change`).
 
 use crate::annotations::PREFIX;
 use serde_json::Value;
@@ -40,7 +40,8 @@ pub const ENFORCE_CONDITION: (&str, &str) = (
 pub const INJECT_CONDITION: (&str, &str) = (
     "asks-for-injection",
     "has(object.metadata) && has(object.metadata.annotations) \
-     && 'secrets-store.deckhouse.io/role' in object.metadata.annotations",
+     && ('secrets-store.deckhouse.io/role' in object.metadata.annotations \
+     || 'secrets-store.deckhouse.io/on-file-change' in object.metadata.annotations)",
 );
 
 /// Whether the volume policy concerns `object`: [`ENFORCE_CONDITION`] in code.
@@ -69,7 +70,11 @@ pub fn enforce_concerns(object: &Value) -> bool {
 pub fn inject_concerns(object: &Value) -> bool {
     object["metadata"]["annotations"]
         .as_object()
-        .is_some_and(|annotations| annotations.contains_key(&format!("{PREFIX}role")))
+        .is_some_and(|annotations| {
+            ["role", "on-file-change"]
+                .iter()
+                .any(|name| annotations.contains_key(&format!("{PREFIX}{name}")))
+        })
 }
 
 #[cfg(test)]

@@ -164,12 +164,37 @@ pub fn inject(
     let env = request.injector_env();
     let everyone = request.env_from_path.is_some();
     let skipped = &request.skip_containers;
-    let own_token = request.token_path.is_none();
+    // A pod with its files watched only reads nothing from the store: no token for it.
+    let own_token = request.token_path.is_none() && request.store.is_some();
+    let reacts = request.on_file_change.is_some();
 
     let spec = pod
         .get_mut("spec")
         .and_then(Value::as_object_mut)
         .ok_or_else(|| Refusal::Invalid(format!("{owner}: spec is not an object")))?;
+    let our_volumes: Vec<String> = spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|volume| volume["csi"]["driver"].as_str() == Some(ssi_core::DRIVER_NAME))
+        .filter_map(|volume| volume["name"].as_str().map(str::to_owned))
+        .collect();
+    // Where `container` mounts the pod's secrets-store volumes: what its injector watches.
+    let watched = |container: &Value| -> Vec<String> {
+        container
+            .get("volumeMounts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|mount| {
+                mount["name"]
+                    .as_str()
+                    .is_some_and(|name| our_volumes.iter().any(|v| v == name))
+            })
+            .filter_map(|mount| mount["mountPath"].as_str().map(str::to_owned))
+            .collect()
+    };
     let mut mounts = vec![json!({"name": VOLUME, "mountPath": DIR, "readOnly": true})];
     if own_token {
         mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}));
@@ -180,16 +205,25 @@ pub fn inject(
 
     // env-from-path stands for the app: it injects every app container, while an init
     // container is injected only when it references the store itself.
+    // A reaction to rotated files is for processes that run on: app containers and native
+    // sidecars, never a plain init container.
+    let runs_on = |list: &str, container: &Value| {
+        list == "containers"
+            || container.get("restartPolicy").and_then(Value::as_str) == Some("Always")
+    };
     let needs_injection = |list: &str, container: &Value| {
         let name = container
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or_default();
+        let for_the_store = request.store.is_some()
+            && ((everyone && list == "containers") || may_reference_the_store(container));
+        let for_its_files = reacts && runs_on(list, container) && !watched(container).is_empty();
         name != INIT_CONTAINER
             && !already_injected(container)
             && !skipped.iter().any(|s| s == name)
             && !ALWAYS_SKIPPED.contains(&name)
-            && ((everyone && list == "containers") || may_reference_the_store(container))
+            && (for_the_store || for_its_files)
     };
     for list in INJECTED_LISTS {
         for container in spec
@@ -283,13 +317,16 @@ pub fn inject(
             }
             // A plain init container runs to completion: the watch modes, which restart the
             // process they supervise, are for the app and for native sidecars.
-            let sidecar = container.get("restartPolicy").and_then(Value::as_str) == Some("Always");
-            let container_env: Vec<Value> = if list == "initContainers" && !sidecar {
+            let mut container_env: Vec<Value> = if !runs_on(list, container) {
                 env.iter()
                     .filter(|var| {
                         !matches!(
                             var.get("name").and_then(Value::as_str),
-                            Some(contract::ENV_MODE | contract::ENV_POLL_INTERVAL)
+                            Some(
+                                contract::ENV_MODE
+                                    | contract::ENV_POLL_INTERVAL
+                                    | contract::ENV_ON_FILE_CHANGE
+                            )
                         )
                     })
                     .cloned()
@@ -297,6 +334,20 @@ pub fn inject(
             } else {
                 env.clone()
             };
+            let dirs = watched(container);
+            if reacts && runs_on(list, container) {
+                // NB: a container that mounts none of the volumes gets no reaction: its
+                // injector would have nothing to watch.
+                if dirs.is_empty() {
+                    container_env.retain(|var| {
+                        var.get("name").and_then(Value::as_str)
+                            != Some(contract::ENV_ON_FILE_CHANGE)
+                    });
+                } else {
+                    container_env
+                        .push(json!({"name": contract::ENV_WATCH_DIRS, "value": dirs.join(",")}));
+                }
+            }
             inject_container(
                 container,
                 &name,
@@ -308,6 +359,16 @@ pub fn inject(
             )?;
             injected += 1;
         }
+    }
+    if injected == 0 && request.store.is_none() {
+        warnings.push(format!(
+            "Pod {pod_name}: annotation {ANNOTATION_PREFIX}on-file-change is set, but no container mounts a \
+             secrets-store volume; nothing was injected"
+        ));
+        return Ok(Injection {
+            warnings,
+            lookups: Vec::new(),
+        });
     }
     if injected == 0 {
         warnings.push(format!(
@@ -524,6 +585,80 @@ mod tests {
         inject(&mut again, &settings(), &Entrypoints::new()).unwrap();
         assert_eq!(again, pod, "a second pass must change nothing");
         Ok((pod, warnings))
+    }
+
+    #[test]
+    fn a_pod_reacting_to_rotations_wires_only_the_containers_that_mount_its_volumes() {
+        let mut annotated = pod(
+            json!({"secrets-store.deckhouse.io/on-file-change": "signal:SIGHUP"}),
+            json!([
+                {"name": "app", "image": "app:1", "command": ["/app"],
+                 "volumeMounts": [{"name": "secrets", "mountPath": "/mnt/secrets"},
+                                  {"name": "scratch", "mountPath": "/tmp"}]},
+                {"name": "proxy", "image": "proxy:1", "command": ["/proxy"]}
+            ]),
+        );
+        annotated["spec"]["volumes"] = json!([
+            {"name": "secrets", "csi": {"driver": "secrets-store.csi.deckhouse.io",
+             "volumeAttributes": {"secretsStoreImport": "app"}}},
+            {"name": "scratch", "emptyDir": {}}
+        ]);
+        let (wired, warnings) = injected(annotated).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let first = &wired["spec"]["containers"][0];
+        assert_eq!(first["command"], json!([BINARY]));
+        assert_eq!(first["args"], json!(["/app"]));
+        let env = env_of(first);
+        assert!(env.contains(&("SSI_INJECTOR_ON_FILE_CHANGE".into(), "signal:SIGHUP".into())));
+        assert!(env.contains(&("SSI_INJECTOR_WATCH_DIRS".into(), "/mnt/secrets".into())));
+        // Nothing of the store: no role, no address, no token volume.
+        assert!(
+            !env.iter()
+                .any(|(name, _)| name == "SSI_INJECTOR_ROLE" || name == "SSI_INJECTOR_ADDR"),
+            "{env:?}"
+        );
+        assert!(
+            !wired["spec"]["volumes"]
+                .to_string()
+                .contains("serviceAccountToken"),
+            "{}",
+            wired["spec"]["volumes"]
+        );
+        let proxy = &wired["spec"]["containers"][1];
+        assert_eq!(
+            proxy["command"],
+            json!(["/proxy"]),
+            "it mounts no secrets-store volume"
+        );
+
+        // A reaction the injector cannot perform is refused before the pod exists.
+        let refusal = injected(pod_with_reaction("signal:SIGKILL")).unwrap_err();
+        assert!(
+            refusal.to_string().contains("on-file-change")
+                && refusal
+                    .to_string()
+                    .contains("write restart or signal:<name>"),
+            "{refusal}"
+        );
+        // A pod whose containers mount no volume of ours is told so.
+        let (_, warnings) = injected(pod(
+            json!({"secrets-store.deckhouse.io/on-file-change": "restart"}),
+            json!([app(json!([]))]),
+        ))
+        .unwrap();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("no container mounts a secrets-store volume")),
+            "{warnings:?}"
+        );
+    }
+
+    fn pod_with_reaction(reaction: &str) -> Value {
+        pod(
+            json!({"secrets-store.deckhouse.io/on-file-change": reaction}),
+            json!([app(json!([]))]),
+        )
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::annotations::{self, PREFIX};
 use crate::refusal::Refusal;
 use serde_json::{Value, json};
 use ssi_core::duration::parse_duration;
-use ssi_core::injector::{self as contract, LOG_LEVELS, RestartMode};
+use ssi_core::injector::{self as contract, FileReaction, LOG_LEVELS, RestartMode};
 
 /// The Deckhouse webhook's opt-out: a pod labelled `stronghold.deckhouse.io/mutate: skip` is
 /// not injected.
@@ -25,10 +25,12 @@ pub struct InjectionRequest {
     /// `metadata.name` (or `generateName`), for messages.
     pub pod_name: String,
     /// Where and as what the injector logs in: the `role`, `auth-method` and `auth-path`
-    /// annotations with the webhook's defaults (resolved as the injector resolves them).
-    pub login: ssi_core::Login,
-    /// The `addr` annotation or the webhook's default.
-    pub address: String,
+    /// annotations with the webhook's defaults (resolved as the injector resolves them), and
+    /// the store: the `addr` annotation or the webhook's default. `None` for a pod annotated
+    /// `on-file-change` alone: its injector reads nothing from the store.
+    pub store: Option<(ssi_core::Login, String)>,
+    /// The `on-file-change` annotation: what the app gets when its secrets-store files rotate.
+    pub on_file_change: Option<FileReaction>,
     /// The `namespace` annotation: the store namespace (not a Kubernetes one).
     pub namespace: Option<String>,
     /// Paths whose every key becomes a variable; when set, every container is injected.
@@ -61,14 +63,17 @@ pub struct InjectionRequest {
 }
 
 impl InjectionRequest {
-    /// `None` when the pod does not ask for injection (no `role` annotation).
+    /// `None` when the pod does not ask for injection (neither a `role` nor an
+    /// `on-file-change` annotation).
     pub fn parse(
         pod: &Value,
         settings: &InjectorSettings,
     ) -> Result<Option<InjectionRequest>, Refusal> {
-        let Some(role) = annotations::get(pod, "role") else {
+        let role = annotations::get(pod, "role");
+        let reaction = annotations::get(pod, "on-file-change");
+        if role.is_none() && reaction.is_none() {
             return Ok(None);
-        };
+        }
         // The Deckhouse webhook's own opt-out, honoured for injection (never for the volume
         // policy, which an object cannot switch off).
         if annotations::label(pod, DECKHOUSE_OPT_OUT_LABEL) == Some("skip")
@@ -99,7 +104,82 @@ impl InjectionRequest {
             }
         };
 
-        let role = role.trim();
+        let on_file_change = match reaction {
+            None => None,
+            Some(text) => Some(
+                FileReaction::parse(text)
+                    .map_err(|why| invalid(format!("annotation {PREFIX}on-file-change: {why}")))?,
+            ),
+        };
+        let store = match role {
+            None => None,
+            Some(role) => Some(Self::store(pod, role.trim(), settings, &invalid)?),
+        };
+        let ca_pem = match text("cacert_bytes") {
+            Some(pem) => {
+                check_ca_pem(&pem)
+                    .map_err(|why| invalid(format!("annotation {PREFIX}cacert_bytes {why}")))?;
+                Some(pem)
+            }
+            None => settings.default_ca_pem.clone(),
+        };
+        let log_level = text("log-level");
+        if let Some(level) = &log_level
+            && !LOG_LEVELS.contains(&level.as_str())
+        {
+            return Err(invalid(format!(
+                "annotation {PREFIX}log-level is {level:?}; write {}",
+                LOG_LEVELS.join(", ")
+            )));
+        }
+        let mode = match annotations::get(pod, "restart-on-secret-change") {
+            None => RestartMode::None,
+            Some(text) => RestartMode::parse(text).ok_or_else(|| {
+                invalid(format!(
+                    "annotation {PREFIX}restart-on-secret-change is {text:?}; write {}",
+                    RestartMode::choices()
+                ))
+            })?,
+        };
+        Ok(Some(InjectionRequest {
+            store,
+            on_file_change,
+            namespace: text("namespace").or_else(|| settings.default_namespace.clone()),
+            env_from_path: text("env-from-path"),
+            tls_secret: annotations::get(pod, "tls-secret").map(str::to_owned),
+            ca_pem,
+            tls_skip_verify: annotations::flag(pod, "tls-skip-verify", &owner)?,
+            ignore_missing_secrets: annotations::flag(pod, "ignore-missing-secrets", &owner)?,
+            json_log: annotations::flag(pod, "enable-json-log", &owner)?,
+            client_timeout: duration("client-timeout")?,
+            log_level,
+            mode,
+            poll_interval: duration("secret-poll-interval")?,
+            token_path: annotations::get(pod, "service-account-token-path").map(str::to_owned),
+            // Deckhouse separates the names by spaces; commas work too.
+            skip_containers: annotations::get(pod, "skip-mutate-containers")
+                .unwrap_or_default()
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .map(|name| name.trim().to_owned())
+                .filter(|name| !name.is_empty())
+                .collect(),
+            mutate_probes: annotations::flag(pod, "mutate-probes", &owner)?.unwrap_or(false),
+            pod_name,
+        }))
+    }
+
+    /// The login and the store's address of a pod annotated with `role`.
+    fn store(
+        pod: &Value,
+        role: &str,
+        settings: &InjectorSettings,
+        invalid: &dyn Fn(String) -> Refusal,
+    ) -> Result<(ssi_core::Login, String), Refusal> {
+        let text = |name: &str| {
+            annotations::get(pod, name)
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned)
+        };
         if role.is_empty() {
             return Err(invalid(format!(
                 "annotation {PREFIX}role is empty; name the role of the store's auth method"
@@ -133,57 +213,7 @@ impl InjectionRequest {
                 "annotation {PREFIX}addr {address:?} must be an http(s) URL"
             )));
         }
-        let ca_pem = match text("cacert_bytes") {
-            Some(pem) => {
-                check_ca_pem(&pem)
-                    .map_err(|why| invalid(format!("annotation {PREFIX}cacert_bytes {why}")))?;
-                Some(pem)
-            }
-            None => settings.default_ca_pem.clone(),
-        };
-        let log_level = text("log-level");
-        if let Some(level) = &log_level
-            && !LOG_LEVELS.contains(&level.as_str())
-        {
-            return Err(invalid(format!(
-                "annotation {PREFIX}log-level is {level:?}; write {}",
-                LOG_LEVELS.join(", ")
-            )));
-        }
-        let mode = match annotations::get(pod, "restart-on-secret-change") {
-            None => RestartMode::None,
-            Some(text) => RestartMode::parse(text).ok_or_else(|| {
-                invalid(format!(
-                    "annotation {PREFIX}restart-on-secret-change is {text:?}; write {}",
-                    RestartMode::choices()
-                ))
-            })?,
-        };
-        Ok(Some(InjectionRequest {
-            login,
-            address,
-            namespace: text("namespace").or_else(|| settings.default_namespace.clone()),
-            env_from_path: text("env-from-path"),
-            tls_secret: annotations::get(pod, "tls-secret").map(str::to_owned),
-            ca_pem,
-            tls_skip_verify: annotations::flag(pod, "tls-skip-verify", &owner)?,
-            ignore_missing_secrets: annotations::flag(pod, "ignore-missing-secrets", &owner)?,
-            json_log: annotations::flag(pod, "enable-json-log", &owner)?,
-            client_timeout: duration("client-timeout")?,
-            log_level,
-            mode,
-            poll_interval: duration("secret-poll-interval")?,
-            token_path: annotations::get(pod, "service-account-token-path").map(str::to_owned),
-            // Deckhouse separates the names by spaces; commas work too.
-            skip_containers: annotations::get(pod, "skip-mutate-containers")
-                .unwrap_or_default()
-                .split(|c: char| c == ',' || c.is_whitespace())
-                .map(|name| name.trim().to_owned())
-                .filter(|name| !name.is_empty())
-                .collect(),
-            mutate_probes: annotations::flag(pod, "mutate-probes", &owner)?.unwrap_or(false),
-            pod_name,
-        }))
+        Ok((login, address))
     }
 
     /// Advice about annotations that have no effect as combined.
@@ -202,19 +232,28 @@ impl InjectionRequest {
     pub fn injector_env(&self) -> Vec<Value> {
         let variable = |name: &str, value: &str| json!({"name": name, "value": value});
         let flag = |value: bool| if value { "true" } else { "false" };
-        let mut env = vec![
-            variable(contract::ENV_ROLE, &self.login.role),
-            variable(contract::ENV_ADDR, &self.address),
-        ];
+        let mut env = Vec::new();
+        if let Some(reaction) = &self.on_file_change {
+            env.push(variable(contract::ENV_ON_FILE_CHANGE, &reaction.name()));
+        }
+        let Some((login, address)) = &self.store else {
+            // Files watched only: nothing of the store, no token.
+            if let Some(level) = &self.log_level {
+                env.push(variable(contract::ENV_LOG_LEVEL, level));
+            }
+            return env;
+        };
+        env.push(variable(contract::ENV_ROLE, &login.role));
+        env.push(variable(contract::ENV_ADDR, address));
         // Only what differs from the injector's own defaults, which resolve alike; the mount
         // too with another method, so that an older injector, which knows no method, logs in
         // at that method's mount rather than at Kubernetes'.
-        let method = self.login.method;
+        let method = login.method;
         if method != ssi_core::AuthMethod::default() {
             env.push(variable(contract::ENV_AUTH_METHOD, method.name()));
         }
-        if method != ssi_core::AuthMethod::default() || self.login.mount != method.default_mount() {
-            env.push(variable(contract::ENV_AUTH_PATH, &self.login.mount));
+        if method != ssi_core::AuthMethod::default() || login.mount != method.default_mount() {
+            env.push(variable(contract::ENV_AUTH_PATH, &login.mount));
         }
         for (name, value) in [
             (contract::ENV_NAMESPACE, &self.namespace),
