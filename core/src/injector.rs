@@ -64,8 +64,10 @@ pub const ENV_ON_FILE_CHANGE: &str = "SSI_INJECTOR_ON_FILE_CHANGE";
 pub const ENV_WATCH_DIRS: &str = "SSI_INJECTOR_WATCH_DIRS";
 
 /// Signals an app may ask for at a rotation of its files, without the `SIG` prefix: the ones
-/// apps use to reload. Not KILL or STOP, which no app can act on.
-pub const RELOAD_SIGNALS: [&str; 7] = ["HUP", "USR1", "USR2", "INT", "TERM", "QUIT", "WINCH"];
+/// apps use to reload (nginx, HAProxy, PostgreSQL: HUP; others USR1, USR2, WINCH). Not TERM,
+/// INT or QUIT, which stop most apps (`restart` does that, and starts the app again), nor KILL
+/// or STOP.
+pub const RELOAD_SIGNALS: [&str; 4] = ["HUP", "USR1", "USR2", "WINCH"];
 
 /// What the injector does when the files of a secrets-store volume the app mounts are rotated.
 #[derive(Debug, Clone, PartialEq, Eq)]

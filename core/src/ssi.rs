@@ -28,7 +28,8 @@ pub use crate::names::{is_object_name, is_safe_path};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.nodes[0].node","priority":1,"description":"The first node of status.nodes (kubectl describe shows every node)"}"#,
     printcolumn = r#"{"name":"Pods","type":"integer","jsonPath":".status.nodes[0].pods","priority":1,"description":"Pods that mount it on that node"}"#,
-    printcolumn = r#"{"name":"Last rotation","type":"date","jsonPath":".status.nodes[0].lastRotation","priority":1,"description":"When its files last changed on that node"}"#
+    printcolumn = r#"{"name":"Last rotation","type":"date","jsonPath":".status.nodes[0].lastRotation","priority":1,"description":"When its files last changed on that node"}"#,
+    printcolumn = r#"{"name":"Last success","type":"date","jsonPath":".status.nodes[0].lastSuccess","priority":1,"description":"When a volume there was last found current (refreshed in the status every 10 minutes)"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SecretsStoreImportSpec {

@@ -88,6 +88,9 @@ pub struct Driver<S = Fetcher, R = Events> {
     pub status_changed: tokio::sync::Notify,
     /// What this node wrote in the SSIs' status.
     status_book: Mutex<StatusBook>,
+    /// When this process started: volumes recovered from a previous one count their staleness
+    /// from here.
+    started: SystemTime,
 }
 
 /// A rotation written: whether the files changed, as whom and from which reads, and the files'
@@ -160,6 +163,7 @@ impl<S: Source, R: Reporter> Driver<S, R> {
             schedule_changed: tokio::sync::Notify::new(),
             status_changed: tokio::sync::Notify::new(),
             status_book: Mutex::default(),
+            started: SystemTime::now(),
         }
     }
 
@@ -428,7 +432,7 @@ impl<S: Source, R: Reporter> Driver<S, R> {
     /// Sets the expiry gauges from the volume table: when the node's leases, certificates and
     /// store tokens end, and how stale its stalest volume is.
     fn measure_expiry(&self) {
-        let expiry = self.volumes().expiry(SystemTime::now());
+        let expiry = self.volumes().expiry(SystemTime::now(), self.started);
         let unix = |time: Option<SystemTime>| {
             time.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map_or(f64::NAN, |since| since.as_secs_f64())
@@ -655,7 +659,11 @@ impl<S: Source, R: Reporter> Driver<S, R> {
                     self.count_status_write(Outcome::Ok);
                     self.status_book().wrote(ssi, entry, now);
                 }
-                status::Write::Gone => self.status_book().forget(&ssi),
+                status::Write::Gone => {
+                    tracing::debug!(k8s.namespace = %ssi.0, ssi.name = %ssi.1,
+                        "the SecretsStoreImport (or its status) is gone; its entry is tried again later");
+                    self.status_book().gone(ssi, now);
+                }
                 status::Write::Failed(error) => {
                     self.count_status_write(Outcome::Error);
                     tracing::warn!(k8s.namespace = %ssi.0, ssi.name = %ssi.1, error = %error,

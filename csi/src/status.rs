@@ -24,17 +24,27 @@ use std::time::{Duration, Instant};
 /// The least time between two writes of one SSI's entry.
 pub const MIN_WRITE_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The least time between two writes of an entry whose times alone changed.
+/// The least time between two writes of an entry whose times alone changed, and between two
+/// tries of an SSI the API server says does not exist (deleted while mounted, or a CRD without
+/// the status subresource).
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(600);
+
+/// The least time between two tries after a failed write.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The most of an error's message an entry carries: it is the pod Event's text, which names
+/// paths and keys an SSI chose, and several nodes write it into one object.
+pub const MAX_ERROR_MESSAGE: usize = 1024;
 
 /// A SecretsStoreImport: its namespace and name.
 pub type SsiKey = (String, String);
 
-/// What was last written (or tried) for one SSI, and when.
+/// What was last written (or tried) for one SSI, when, and how long before the next try.
 #[derive(Debug)]
 struct Written {
     entry: Option<NodeStatus>,
     at: Instant,
+    wait: Duration,
 }
 
 /// What this node has written, to decide what is due.
@@ -51,11 +61,19 @@ fn differs_in_substance(old: &NodeStatus, new: &NodeStatus) -> bool {
         (None, Some(_)) => true,
         _ => false,
     };
+    // NB: the error's time is not its substance: a failure retried every few seconds would
+    // otherwise count as a new one each time.
+    let error = |status: &NodeStatus| {
+        status
+            .last_error
+            .as_ref()
+            .map(|e| (e.code.clone(), e.message.clone()))
+    };
     old.volumes != new.volumes
         || old.pods != new.pods
         || old.failing != new.failing
         || old.last_rotation != new.last_rotation
-        || old.last_error != new.last_error
+        || error(old) != error(new)
         || earlier_end
 }
 
@@ -76,7 +94,7 @@ impl StatusBook {
             let since = now.saturating_duration_since(written.at);
             let wanted = match &written.entry {
                 Some(old) if old == entry => false,
-                _ if since < MIN_WRITE_INTERVAL => false,
+                _ if since < written.wait => false,
                 Some(old) => differs_in_substance(old, entry) || since >= REFRESH_INTERVAL,
                 None => true,
             };
@@ -86,7 +104,7 @@ impl StatusBook {
         }
         for (key, written) in &self.written {
             let since = now.saturating_duration_since(written.at);
-            if !current.contains_key(key) && since >= MIN_WRITE_INTERVAL {
+            if !current.contains_key(key) && since >= written.wait {
                 due.push((key.clone(), None));
             }
         }
@@ -102,6 +120,7 @@ impl StatusBook {
                     Written {
                         entry: Some(entry),
                         at: now,
+                        wait: MIN_WRITE_INTERVAL,
                     },
                 );
             }
@@ -111,20 +130,25 @@ impl StatusBook {
         }
     }
 
-    /// A write for `key` failed at `now`: tried again no sooner than [`MIN_WRITE_INTERVAL`].
+    /// A write for `key` failed at `now`: tried again no sooner than [`RETRY_INTERVAL`].
     pub fn failed(&mut self, key: SsiKey, now: Instant) {
-        self.written
-            .entry(key)
-            .and_modify(|written| written.at = now)
-            .or_insert(Written {
-                entry: None,
-                at: now,
-            });
+        self.hold(key, now, RETRY_INTERVAL);
     }
 
-    /// The SSI is gone from the API: nothing more to write for it.
-    pub fn forget(&mut self, key: &SsiKey) {
-        self.written.remove(key);
+    /// The API server has no such SSI (or no status for it) at `now`: tried again no sooner
+    /// than [`REFRESH_INTERVAL`], however often its volumes rotate.
+    pub fn gone(&mut self, key: SsiKey, now: Instant) {
+        self.hold(key, now, REFRESH_INTERVAL);
+    }
+
+    fn hold(&mut self, key: SsiKey, now: Instant, wait: Duration) {
+        let written = self.written.entry(key).or_insert(Written {
+            entry: None,
+            at: now,
+            wait,
+        });
+        written.at = now;
+        written.wait = wait;
     }
 }
 
@@ -273,16 +297,45 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_failed_write_is_tried_again_after_the_interval() {
+    #[rstest]
+    #[case::failed(RETRY_INTERVAL)]
+    #[case::gone(REFRESH_INTERVAL)]
+    fn a_failed_or_refused_write_is_tried_again_only_after_its_wait(#[case] wait: Duration) {
         let start = Instant::now();
         let mut book = StatusBook::default();
-        book.failed(key(), start);
-        assert!(book.due(&current(Some(entry(1))), start).is_empty());
-        assert_eq!(
-            book.due(&current(Some(entry(1))), start + MIN_WRITE_INTERVAL)
-                .len(),
-            1
+        match wait {
+            RETRY_INTERVAL => book.failed(key(), start),
+            _ => book.gone(key(), start),
+        }
+        let changed = current(Some(entry(2)));
+        for seconds in [0, 10, wait.as_secs() - 1] {
+            assert!(
+                book.due(&changed, start + Duration::from_secs(seconds))
+                    .is_empty(),
+                "not at {seconds} s"
+            );
+        }
+        assert_eq!(book.due(&changed, start + wait).len(), 1);
+    }
+
+    #[test]
+    fn a_failure_retried_is_no_new_failure_for_the_status() {
+        let start = Instant::now();
+        let failing = |at: &str| NodeStatus {
+            failing: 1,
+            last_error: Some(ssi_core::StatusError {
+                code: "unavailable".into(),
+                message: "no answer".into(),
+                at: at.into(),
+            }),
+            ..entry(1)
+        };
+        let mut book = StatusBook::default();
+        book.wrote(key(), Some(failing("2026-12-06T08:00:00Z")), start);
+        let later = start + MIN_WRITE_INTERVAL;
+        assert!(
+            book.due(&current(Some(failing("2026-12-06T08:00:10Z"))), later)
+                .is_empty()
         );
     }
 

@@ -332,7 +332,7 @@ impl VolumeTable {
                     earliest_end: sum.earliest_end.map(rfc3339),
                     last_error: sum.last_error.map(|error| StatusError {
                         code: error.code.to_owned(),
-                        message: error.message.clone(),
+                        message: cut(&error.message, crate::status::MAX_ERROR_MESSAGE),
                         at: rfc3339(error.at),
                     }),
                 };
@@ -402,18 +402,18 @@ pub struct Expiry {
 }
 
 impl VolumeTable {
-    /// When the node's secrets end and how stale its stalest volume is, at `wall`.
-    pub fn expiry(&self, wall: SystemTime) -> Expiry {
+    /// When the node's secrets end and how stale its stalest volume is, at `wall`; a volume
+    /// not found current since the driver started (`started`) counts from then.
+    pub fn expiry(&self, wall: SystemTime, started: SystemTime) -> Expiry {
         let earliest = |a: Option<SystemTime>, b: Option<SystemTime>| match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         let mut expiry = Expiry::default();
         for volume in self.volumes.values() {
-            if let Some(success) = volume.last_success {
-                let age = wall.duration_since(success).unwrap_or_default();
-                expiry.oldest_refresh = expiry.oldest_refresh.max(age);
-            }
+            let success = volume.last_success.unwrap_or(started);
+            let age = wall.duration_since(success).unwrap_or_default();
+            expiry.oldest_refresh = expiry.oldest_refresh.max(age);
             for held in volume.holdings.values() {
                 expiry.token = earliest(expiry.token, held.token_until);
                 if held.request.method != ssi_core::ssi::Method::Post {
@@ -438,6 +438,18 @@ impl VolumeTable {
         }
         expiry
     }
+}
+
+/// `text`, cut to at most `limit` bytes at a character boundary, marked when cut.
+fn cut(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_owned();
+    }
+    let mut end = limit.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }
 
 /// `time` in RFC 3339, UTC, whole seconds (so that text order is time order).
@@ -625,7 +637,7 @@ mod tests {
     fn expiry_finds_the_earliest_ends_the_shortest_certificate_life_and_the_stalest_volume() {
         let wall = SystemTime::now();
         let mut table = VolumeTable::new(INTERVAL);
-        assert_eq!(table.expiry(wall), Expiry::default(), "nothing held");
+        assert_eq!(table.expiry(wall, wall), Expiry::default(), "nothing held");
         // A 90 s database lease, obtained 30 s ago; its volume found current then.
         let obtained = wall - Duration::from_secs(30);
         table.published(
@@ -660,13 +672,20 @@ mod tests {
             ),
             wall - Duration::from_secs(5),
         );
-        let expiry = table.expiry(wall);
+        let expiry = table.expiry(wall, wall);
         assert_eq!(expiry.lease, Some(obtained + Duration::from_secs(90)));
         assert_eq!(expiry.certificate, Some(issued + Duration::from_secs(100)));
         assert_eq!(expiry.token, Some(wall + Duration::from_secs(600)));
         let left = expiry.certificate_life_left.unwrap();
         assert!((left - 0.2).abs() < 1e-9, "{left}");
         assert_eq!(expiry.oldest_refresh, Duration::from_secs(30));
+        // A volume recovered after a restart 100 s ago, not yet refreshed: counted from then.
+        table.recovered(record("old"));
+        let restarted = wall - Duration::from_secs(100);
+        assert_eq!(
+            table.expiry(wall, restarted).oldest_refresh,
+            Duration::from_secs(100)
+        );
     }
 
     #[test]

@@ -300,6 +300,7 @@ mod tests {
         );
         assert_eq!(
             config.watch_dirs,
+            // host path: parsed only, never opened.
             [PathBuf::from("/mnt/secrets"), PathBuf::from("/etc/tls")]
         );
         // Without a reaction the store is what the injector is for: both are asked for.

@@ -196,6 +196,14 @@ impl Store {
         })
     }
 
+    /// Gives the lease back to the store (its credentials end now).
+    pub async fn revoke(&self, lease: &LeaseInfo, id: &str) -> Result<(), String> {
+        self.session()?
+            .revoke_lease(&lease.path, id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Extends a lease by its own duration; returns what the store granted.
     pub async fn renew(&self, lease: &LeaseInfo, id: &str) -> Result<Lease, String> {
         self.session()?

@@ -130,8 +130,17 @@ pub fn run(
         .map_err(|e| format!("failed to start the signal thread: {e}"))?;
     // Rotations of the container's secrets-store volumes, when the pod asked for a reaction.
     let (swapped, mut swaps) = tokio::sync::mpsc::unbounded_channel();
-    if config.on_file_change.is_some() {
-        files::watch(&config.watch_dirs, swapped)?;
+    if config.on_file_change.is_some()
+        && let Err(e) = files::watch(&config.watch_dirs, swapped)
+    {
+        // NB: inotify's limits are per user on the whole node; the app must not go down
+        // because another container of the same user took them all.
+        log(
+            config.log_level,
+            config.json_log,
+            LogLevel::Warn,
+            &format!("{e}; the application runs on without reacting to rotated files"),
+        );
     }
     crate::runtime()?.block_on(async {
         let store = Store::connect(config)?;
@@ -145,6 +154,8 @@ pub fn run(
         );
         let mut stop: Option<Stop> = None;
         let mut pacing = files::Pacing::default();
+        // Set once kubelet asked the container to end: no restart or reaction after that.
+        let mut terminating = false;
         let far = || Instant::now() + Duration::from_secs(24 * 3600);
         loop {
             let check_at = watch.next_check();
@@ -152,17 +163,26 @@ pub fn run(
                 Some(signal) = signals.recv() => {
                     if signal == Signal::SIGCHLD {
                         if let Some(status) = reap(child) {
-                            match stop.take() {
-                                Some(Stop { again: true, .. }) => {
+                            let code = match stop.take() {
+                                Some(Stop { again: true, .. }) if !terminating => {
                                     child = spawn_app(program, args, first.env.clone())?;
                                     say(LogLevel::Info, &format!("started {} again as process {child}", program.to_string_lossy()));
+                                    // Swaps seen while it stopped are in what it reads now; the
+                                    // next reaction is at least the gap after this start.
+                                    pacing.reacted(Instant::now());
                                     continue;
                                 }
-                                Some(_) => return Ok(ExitCode::from(RESTART_EXIT_CODE)),
-                                None => return Ok(exit_code(status)),
-                            }
+                                Some(Stop { again: true, .. }) => exit_code(status),
+                                Some(_) => ExitCode::from(RESTART_EXIT_CODE),
+                                None => exit_code(status),
+                            };
+                            // The app is gone, and with it the use of its credentials: a Job's
+                            // database user ends with the Job, not at its lease's TTL.
+                            revoke_all(config, &store, &first.leases).await;
+                            return Ok(code);
                         }
                     } else {
+                        terminating |= matches!(signal, Signal::SIGTERM | Signal::SIGINT);
                         // The app may be gone already; reaping will tell.
                         let _ = kill(child, signal);
                     }
@@ -172,7 +192,7 @@ pub fn run(
                     say(LogLevel::Debug, &format!("the files of {dir} were rotated"));
                     pacing.swapped(Instant::now());
                 }
-                () = sleep_until(pacing.due().unwrap_or_else(far)), if pacing.due().is_some() && stop.is_none() => {
+                () = sleep_until(pacing.due().unwrap_or_else(far)), if pacing.due().is_some() && stop.is_none() && !terminating => {
                     pacing.reacted(Instant::now());
                     match &config.on_file_change {
                         Some(FileReaction::Signal(name)) => {
@@ -208,6 +228,41 @@ pub fn run(
             }
         }
     })
+}
+
+/// How long the injector spends giving leases back once the app is gone: the pod is ending.
+const REVOKE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Revokes the leases the app was given, one after the other (an app has few), within
+/// [`REVOKE_DEADLINE`]; a failure is logged, and the lease then ends at its TTL.
+async fn revoke_all(config: &Config, store: &Store, leases: &[LeaseInfo]) {
+    let say = |level, message: &str| log(config.log_level, config.json_log, level, message);
+    let revoke = async {
+        for lease in leases {
+            let Some(id) = &lease.id else { continue };
+            match store.revoke(lease, id).await {
+                Ok(()) => say(
+                    LogLevel::Debug,
+                    &format!("revoked the lease of secret {}", lease.path),
+                ),
+                Err(e) => say(
+                    LogLevel::Warn,
+                    &format!(
+                        "the lease of secret {} was not revoked and ends at its TTL: {e}",
+                        lease.path
+                    ),
+                ),
+            }
+        }
+    };
+    if tokio::time::timeout(REVOKE_DEADLINE, revoke).await.is_err() {
+        say(
+            LogLevel::Warn,
+            &format!(
+                "gave up revoking leases after {REVOKE_DEADLINE:?}; the rest end at their TTL"
+            ),
+        );
+    }
 }
 
 /// Reaps every exited child; returns the app's status once it is among them.

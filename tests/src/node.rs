@@ -57,7 +57,6 @@ pub struct Node {
     /// Host side of the veth pair; it vanishes with the namespace.
     veth: String,
     sysctls: Vec<(String, String)>,
-    pod_logs_before: Vec<String>,
     shim_sockets_before: Vec<String>,
     stop_proxies: Arc<AtomicBool>,
     kubelet: Option<Process>,
@@ -82,11 +81,6 @@ const SHIM_SOCKETS: &str = "/run/containerd/s";
 
 fn shim_sockets() -> Vec<String> {
     list_dir(SHIM_SOCKETS)
-}
-
-fn pod_log_dirs() -> Vec<String> {
-    // host path: kubelet's fixed log directory; only the pods' a run made are removed.
-    list_dir("/var/log/pods")
 }
 
 fn list_dir(path: &str) -> Vec<String> {
@@ -192,7 +186,6 @@ impl Node {
             cgroup_root,
             veth: format!("ssi{id}").chars().take(15).collect(),
             sysctls: read_sysctls(),
-            pod_logs_before: pod_log_dirs(),
             shim_sockets_before: shim_sockets(),
             stop_proxies: Arc::default(),
             kubelet: None,
@@ -426,8 +419,12 @@ evictionHard:
 # NB: these hosts run cgroup v1, which kubelet refuses from 1.35 on unless told otherwise.
 failCgroupV1: false
 containerRuntimeEndpoint: unix://{containerd_socket}
+# The pods' logs in the node's own directory, not the host's /var/log/pods: nodes of parallel
+# beds never see each other's, and nothing outside the bed is written.
+podLogsDir: {pod_logs}
 "#,
                 containerd_socket = self.containerd_socket.display(),
+                pod_logs = dir.join("pod-logs").display(),
                 ip = self.ip,
                 healthz = free_port()?,
                 cgroup_root = self.cgroup_root,
@@ -558,11 +555,6 @@ containerRuntimeEndpoint: unix://{containerd_socket}
                 left.push(format!("cgroup {}", path.display()));
             }
         }
-        let new_logs: Vec<String> = pod_log_dirs()
-            .into_iter()
-            .filter(|d| !self.pod_logs_before.contains(d))
-            .collect();
-        left.extend(new_logs.iter().map(|d| format!("/var/log/pods/{d}")));
         for socket in shim_sockets() {
             if !self.shim_sockets_before.contains(&socket) {
                 left.push(format!("{SHIM_SOCKETS}/{socket}"));
@@ -664,12 +656,6 @@ containerRuntimeEndpoint: unix://{containerd_socket}
         }
         for hierarchy in cgroup_hierarchies() {
             remove_cgroup_tree(&hierarchy.join(self.cgroup_root.trim_start_matches('/')));
-        }
-        for log_dir in pod_log_dirs() {
-            if !self.pod_logs_before.contains(&log_dir) {
-                // host path: a pod log directory this node's kubelet made (see pod_log_dirs).
-                let _ = std::fs::remove_dir_all(Path::new("/var/log/pods").join(log_dir));
-            }
         }
         for socket in shim_sockets() {
             if !self.shim_sockets_before.contains(&socket) {

@@ -718,6 +718,54 @@ async fn watch_for_lease_restarts_the_app_before_its_lease_ends() {
     );
 }
 
+/// A Job's app under the injector (a watch mode keeps the injector as PID 1): when the app
+/// ends, the injector ends with the app's exit code, and gives back the database user the app
+/// was given: the lease is revoked and the engine drops the user, rather than at its TTL.
+#[tokio::test]
+async fn when_the_app_ends_the_injector_ends_with_it_and_revokes_its_database_user() {
+    let (bed, token) = guide_bed().await;
+    let postgres = ssi_tests::postgres::Postgres::start(bed.dir())
+        .await
+        .expect("PostgreSQL");
+    ssi_tests::engines::database(&bed, &postgres, "1h", "2h").unwrap();
+    walkthrough::backend_policy(
+        &bed,
+        &format!(
+            "path \"secret/data/*\" {{ capabilities = [\"read\"] }}\n{}",
+            ssi_tests::engines::DATABASE_POLICY
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("DB_USER", "secrets-store:database/creds/app#username"),
+        ("SSI_INJECTOR_MODE", "watch-for-lease"),
+    ];
+    // The app reports its user, waits to be told to finish, and fails as a Job may.
+    let script =
+        "echo \"$DB_USER\"; touch \"$0\"; while [ ! -e \"$0.done\" ]; do sleep 0.1; done; exit 3";
+    let child = start_app(&bed, &token, &env, "job-app", script).await;
+    let users = postgres.engine_users().unwrap();
+    assert_eq!(
+        users.len(),
+        1,
+        "the app's user exists while it runs: {users:?}"
+    );
+    std::fs::write(bed.dir().join("job-app.done"), "").unwrap();
+    let result = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(
+        result.status.code(),
+        Some(3),
+        "the app's own code: {stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&result.stdout).trim(), users[0]);
+    assert_eq!(
+        postgres.engine_users().unwrap(),
+        Vec::<String>::new(),
+        "the user went with the app: {stderr}"
+    );
+}
+
 #[test]
 fn without_references_the_app_starts_without_asking_the_store() {
     // Env from a ConfigMap may hold no reference at all: then no token, no store is needed.

@@ -241,5 +241,5 @@ fn expressions_are_read_for_their_metrics_and_labels() {
     );
     assert_eq!(metrics.len(), 1);
     assert_eq!(labels, BTreeSet::from(["le".to_owned()]));
-    assert_eq!(expressions().len(), 12, "4 alerts and 8 panels");
+    assert_eq!(expressions().len(), 16, "6 alerts and 10 panels");
 }
