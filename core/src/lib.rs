@@ -20,6 +20,7 @@ pub mod login;
 pub mod names;
 #[cfg(feature = "crd")]
 pub mod ssi;
+pub mod store;
 
 pub use login::{AuthMethod, Login, LoginDefaults};
 pub use names::{is_object_name, is_safe_path};
@@ -28,6 +29,7 @@ pub use ssi::{
     FileSource, FileTemplate, ImportType, InvalidSpec, NodeStatus, SecretFile, SecretsStoreImport,
     SecretsStoreImportSpec, SecretsStoreImportStatus, StatusError,
 };
+pub use store::Connection;
 
 /// The CSI driver name pods put in `volumes[].csi.driver`.
 pub const DRIVER_NAME: &str = "secrets-store.csi.deckhouse.io";

@@ -13,7 +13,7 @@ use kube::Api;
 use secrecy::{ExposeSecret, SecretString};
 use ssi_core::SecretsStoreImport;
 use ssi_core::ssi::Method;
-use ssi_core::{AuthMethod, Login};
+use ssi_core::{AuthMethod, Connection, Login};
 use ssi_vault::{Client, Operation, Secret, Session, StoreConfig};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -126,7 +126,7 @@ impl Allowance {
 /// identity that obtained them, whatever its SSI names by then.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdentityKey {
-    store: StoreKey,
+    store: Connection,
     /// NB: saved under this name before there was a choice of method; records from then have
     /// no `auth_method` and are the Kubernetes method's.
     auth_path: String,
@@ -169,7 +169,7 @@ impl IdentityKey {
         format!(
             "{method}{}|{:?}|{:?}|{}|{}|{}|{}|{}",
             self.store.address,
-            self.store.vault_namespace,
+            self.store.namespace,
             self.store.ca_pem,
             self.store.skip_tls_verify,
             self.auth_path,
@@ -195,12 +195,7 @@ impl IdentityKey {
     /// one store, for tests that need one without an SSI.
     pub(crate) fn made_up(service_account: &str) -> IdentityKey {
         IdentityKey {
-            store: StoreKey {
-                address: "https://vault.example.com:8200".into(),
-                vault_namespace: None,
-                ca_pem: None,
-                skip_tls_verify: false,
-            },
+            store: Connection::to("https://vault.example.com:8200"),
             auth_path: "kubernetes".into(),
             role: "app".into(),
             auth_method: AuthMethod::Kubernetes,
@@ -208,14 +203,6 @@ impl IdentityKey {
             service_account: service_account.into(),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-struct StoreKey {
-    address: String,
-    vault_namespace: Option<String>,
-    ca_pem: Option<String>,
-    skip_tls_verify: bool,
 }
 
 /// A read shared by the volumes of one identity during a cycle. A leased secret must not be:
@@ -314,7 +301,7 @@ pub struct Fetcher {
     kube: kube::Client,
     settings: Settings,
     metrics: Arc<Metrics>,
-    clients: Mutex<HashMap<StoreKey, Client>>,
+    clients: Mutex<HashMap<Connection, Client>>,
     sessions: Mutex<HashMap<IdentityKey, Arc<Session>>>,
     tokens: TokenStore,
     renderer: Renderer,
@@ -909,9 +896,9 @@ impl Fetcher {
             ));
         }
         Ok(IdentityKey {
-            store: StoreKey {
+            store: Connection {
                 address: address.as_str().trim_end_matches('/').to_owned(),
-                vault_namespace: spec
+                namespace: spec
                     .namespace
                     .clone()
                     .or_else(|| self.settings.namespace.clone()),
@@ -960,18 +947,12 @@ impl Fetcher {
         Ok(session)
     }
 
-    fn client(&self, store: &StoreKey) -> Result<Client, ssi_vault::Error> {
+    fn client(&self, store: &Connection) -> Result<Client, ssi_vault::Error> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(client) = clients.get(store) {
             return Ok(client.clone());
         }
-        let address = Url::parse(&store.address).map_err(|e| ssi_vault::Error::Config {
-            reason: e.to_string(),
-        })?;
-        let mut config = StoreConfig::new(address);
-        config.namespace = store.vault_namespace.clone();
-        config.ca_pem = store.ca_pem.clone();
-        config.skip_tls_verify = store.skip_tls_verify;
+        let mut config = StoreConfig::of(store)?;
         config.timeout = self.settings.timeout;
         config.max_response_bytes = self.settings.max_response_bytes;
         let metrics = self.metrics.clone();
@@ -1009,7 +990,7 @@ impl Fetcher {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|key, _| in_use.contains(key));
-        let stores: HashSet<&StoreKey> = in_use.iter().map(|key| &key.store).collect();
+        let stores: HashSet<&Connection> = in_use.iter().map(|key| &key.store).collect();
         self.clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -1160,13 +1141,8 @@ fn same_address(a: &Url, b: &Url) -> bool {
 mod tests {
     use super::*;
 
-    fn store(address: &str) -> StoreKey {
-        StoreKey {
-            address: address.into(),
-            vault_namespace: None,
-            ca_pem: None,
-            skip_tls_verify: false,
-        }
+    fn store(address: &str) -> Connection {
+        Connection::to(address)
     }
 
     fn identity() -> IdentityKey {
@@ -1210,7 +1186,7 @@ mod tests {
         assert_ne!(jwt.spelled_out(), kubernetes.spelled_out());
         // What #[derive(Hash)] gave before there was a method, which names older token files.
         #[derive(Hash)]
-        struct Before<'a>(&'a StoreKey, &'a str, &'a str, &'a str, &'a str);
+        struct Before<'a>(&'a Connection, &'a str, &'a str, &'a str, &'a str);
         let hash = |value: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
             value(&mut hasher);

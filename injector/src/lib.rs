@@ -97,10 +97,13 @@ impl Store {
             ),
             None => config.ca_pem.clone(),
         };
-        let mut store = StoreConfig::new(access.address.clone());
-        store.namespace = config.namespace.clone();
-        store.ca_pem = ca_pem;
-        store.skip_tls_verify = config.skip_tls_verify;
+        let connection = ssi_core::Connection {
+            namespace: config.namespace.clone(),
+            ca_pem,
+            skip_tls_verify: config.skip_tls_verify,
+            ..ssi_core::Connection::to(access.address.as_str())
+        };
+        let mut store = StoreConfig::of(&connection).map_err(|e| e.to_string())?;
         store.timeout = config.timeout;
         let client = Client::new(&store).map_err(|e| e.to_string())?;
         let auth = access.login.clone();

@@ -38,6 +38,22 @@ pub const MAX_REPLY_VALUES: usize = 16_384;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 impl StoreConfig {
+    /// The client's configuration for `connection`, the other settings at their defaults.
+    pub fn of(connection: &ssi_core::Connection) -> Result<StoreConfig, Error> {
+        let address = Url::parse(&connection.address).map_err(|e| Error::Config {
+            reason: format!(
+                "the store address {:?} is not a URL: {e}",
+                connection.address
+            ),
+        })?;
+        Ok(StoreConfig {
+            namespace: connection.namespace.clone(),
+            ca_pem: connection.ca_pem.clone(),
+            skip_tls_verify: connection.skip_tls_verify,
+            ..StoreConfig::new(address)
+        })
+    }
+
     /// The store at `address`, with system CAs, a 10 s timeout and the default retries and
     /// reply limit.
     pub fn new(address: Url) -> StoreConfig {
