@@ -451,8 +451,8 @@ impl<S: Source, R: Reporter> Driver<S, R> {
             .certificate_life_left
             .set(expiry.certificate_life_left.unwrap_or(f64::NAN));
         self.metrics
-            .oldest_refresh_age
-            .set(expiry.oldest_refresh.as_secs_f64());
+            .oldest_refresh
+            .set(unix(expiry.stalest_success));
     }
 
     /// Rotates volume `volume_id`: fetches as its pod (within the fetch deadline), writes what

@@ -139,9 +139,9 @@ pub struct Metrics {
     /// The smallest share of its life an issued certificate has left
     /// (`ssi_csi_certificate_life_left_ratio`).
     pub certificate_life_left: FloatGauge,
-    /// The longest a volume has gone without being found current
-    /// (`ssi_csi_oldest_refresh_age_seconds`).
-    pub oldest_refresh_age: FloatGauge,
+    /// When the stalest volume was last found current, in Unix seconds
+    /// (`ssi_csi_oldest_refresh_timestamp_seconds`).
+    pub oldest_refresh: FloatGauge,
     /// `--rotation-interval`, for alerts that count intervals (`ssi_csi_rotation_interval_seconds`).
     pub rotation_interval: FloatGauge,
 }
@@ -198,11 +198,12 @@ impl Default for Metrics {
             "Smallest share of its life a mounted certificate has left (NaN: none)",
             certificate_life_left.clone(),
         );
-        let oldest_refresh_age = FloatGauge::default();
+        let oldest_refresh = FloatGauge::default();
+        oldest_refresh.set(f64::NAN);
         registry.register(
-            "oldest_refresh_age_seconds",
-            "Longest time a volume has gone without being found current in the store",
-            oldest_refresh_age.clone(),
+            "oldest_refresh_timestamp_seconds",
+            "When the stalest volume was last found current in the store (NaN: no volume)",
+            oldest_refresh.clone(),
         );
         let rotation_interval = FloatGauge::default();
         registry.register(
@@ -250,7 +251,7 @@ impl Default for Metrics {
             status_writes,
             earliest_end,
             certificate_life_left,
-            oldest_refresh_age,
+            oldest_refresh,
             rotation_interval,
         }
     }

@@ -397,13 +397,14 @@ pub struct Expiry {
     pub token: Option<SystemTime>,
     /// The smallest share of its life an issued secret has left: 1 just issued, 0 ended.
     pub certificate_life_left: Option<f64>,
-    /// The longest a volume has gone without being found current.
-    pub oldest_refresh: Duration,
+    /// When the stalest volume was last found current (a volume recovered after a restart:
+    /// the restart); `None` without volumes.
+    pub stalest_success: Option<SystemTime>,
 }
 
 impl VolumeTable {
-    /// When the node's secrets end and how stale its stalest volume is, at `wall`; a volume
-    /// not found current since the driver started (`started`) counts from then.
+    /// When the node's secrets end and when its stalest volume was found current, at `wall`; a
+    /// volume not found current since the driver started (`started`) counts from then.
     pub fn expiry(&self, wall: SystemTime, started: SystemTime) -> Expiry {
         let earliest = |a: Option<SystemTime>, b: Option<SystemTime>| match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -412,8 +413,8 @@ impl VolumeTable {
         let mut expiry = Expiry::default();
         for volume in self.volumes.values() {
             let success = volume.last_success.unwrap_or(started);
-            let age = wall.duration_since(success).unwrap_or_default();
-            expiry.oldest_refresh = expiry.oldest_refresh.max(age);
+            expiry.stalest_success =
+                Some(expiry.stalest_success.map_or(success, |s| s.min(success)));
             for held in volume.holdings.values() {
                 expiry.token = earliest(expiry.token, held.token_until);
                 if held.request.method != ssi_core::ssi::Method::Post {
@@ -678,13 +679,13 @@ mod tests {
         assert_eq!(expiry.token, Some(wall + Duration::from_secs(600)));
         let left = expiry.certificate_life_left.unwrap();
         assert!((left - 0.2).abs() < 1e-9, "{left}");
-        assert_eq!(expiry.oldest_refresh, Duration::from_secs(30));
+        assert_eq!(expiry.stalest_success, Some(obtained));
         // A volume recovered after a restart 100 s ago, not yet refreshed: counted from then.
         table.recovered(record("old"));
         let restarted = wall - Duration::from_secs(100);
         assert_eq!(
-            table.expiry(wall, restarted).oldest_refresh,
-            Duration::from_secs(100)
+            table.expiry(wall, restarted).stalest_success,
+            Some(restarted)
         );
     }
 

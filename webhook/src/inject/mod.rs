@@ -180,7 +180,9 @@ pub fn inject(
         .filter(|volume| volume["csi"]["driver"].as_str() == Some(ssi_core::DRIVER_NAME))
         .filter_map(|volume| volume["name"].as_str().map(str::to_owned))
         .collect();
-    // Where `container` mounts the pod's secrets-store volumes: what its injector watches.
+    // Where `container` mounts the pod's secrets-store volumes: what its injector watches. A
+    // `subPath` mount never sees the volume's `..data` swap, and a path with a comma would not
+    // survive the variable's list: neither is watched.
     let watched = |container: &Value| -> Vec<String> {
         container
             .get("volumeMounts")
@@ -191,15 +193,24 @@ pub fn inject(
                 mount["name"]
                     .as_str()
                     .is_some_and(|name| our_volumes.iter().any(|v| v == name))
+                    && mount.get("subPath").is_none()
+                    && mount.get("subPathExpr").is_none()
             })
-            .filter_map(|mount| mount["mountPath"].as_str().map(str::to_owned))
+            .filter_map(|mount| mount["mountPath"].as_str())
+            .filter(|path| !path.contains(','))
+            .map(str::to_owned)
             .collect()
     };
     let mut mounts = vec![json!({"name": VOLUME, "mountPath": DIR, "readOnly": true})];
     if own_token {
         mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}));
     }
-    if request.tls_secret.is_some() {
+    // The store's CA is for a store the injector talks to: none when only files are watched.
+    let tls_secret = request
+        .tls_secret
+        .as_ref()
+        .filter(|_| request.store.is_some());
+    if tls_secret.is_some() {
         mounts.push(json!({"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": true}));
     }
 
@@ -393,7 +404,7 @@ pub fn inject(
                 projected_token(&settings.token_audience)}]}}),
         );
     }
-    if let Some(secret) = &request.tls_secret {
+    if let Some(secret) = tls_secret {
         push_unique(
             volumes,
             json!({"name": TLS_VOLUME, "secret": {"secretName": secret}}),
@@ -590,10 +601,15 @@ mod tests {
     #[test]
     fn a_pod_reacting_to_rotations_wires_only_the_containers_that_mount_its_volumes() {
         let mut annotated = pod(
-            json!({"secrets-store.deckhouse.io/on-file-change": "signal:SIGHUP"}),
+            json!({"secrets-store.deckhouse.io/on-file-change": "signal:SIGHUP",
+                   // The store's CA is of no use without a store.
+                   "secrets-store.deckhouse.io/tls-secret": "store-ca"}),
             json!([
                 {"name": "app", "image": "app:1", "command": ["/app"],
                  "volumeMounts": [{"name": "secrets", "mountPath": "/mnt/secrets"},
+                                  // Never sees the swap; would break the list.
+                                  {"name": "secrets", "mountPath": "/etc/one", "subPath": "db-password"},
+                                  {"name": "secrets", "mountPath": "/odd,path"},
                                   {"name": "scratch", "mountPath": "/tmp"}]},
                 {"name": "proxy", "image": "proxy:1", "command": ["/proxy"]}
             ]),
@@ -616,6 +632,10 @@ mod tests {
             !env.iter()
                 .any(|(name, _)| name == "SSI_INJECTOR_ROLE" || name == "SSI_INJECTOR_ADDR"),
             "{env:?}"
+        );
+        assert!(
+            !wired["spec"]["volumes"].to_string().contains("store-ca"),
+            "no CA volume without a store"
         );
         assert!(
             !wired["spec"]["volumes"]
