@@ -531,6 +531,16 @@ mod tests {
         Holdings::from([(request, held)])
     }
 
+    /// Volume `id` published at `wall` holding `holdings`, from no reads.
+    fn publish(table: &mut VolumeTable, id: &str, holdings: Holdings, wall: SystemTime) {
+        table.published(
+            record(id),
+            tokens(),
+            (identity(), holdings, Vec::new()),
+            wall,
+        );
+    }
+
     fn error() -> LastError {
         LastError {
             code: "unavailable",
@@ -554,12 +564,7 @@ mod tests {
     ) {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut table = VolumeTable::new(INTERVAL);
-        table.published(
-            record("v"),
-            tokens(),
-            (identity(), Holdings::new(), Vec::new()),
-            wall,
-        );
+        publish(&mut table, "v", Holdings::new(), wall);
         let mut last = None;
         for _ in 0..failures {
             last = table.failed("v", error(), now);
@@ -721,12 +726,7 @@ mod tests {
     fn a_success_ends_the_failures_and_keeps_what_it_fetched() {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut table = VolumeTable::new(INTERVAL);
-        table.published(
-            record("v"),
-            tokens(),
-            (identity(), Holdings::new(), Vec::new()),
-            wall,
-        );
+        publish(&mut table, "v", Holdings::new(), wall);
         table.failed("v", error(), now);
         table.succeeded("v", (identity(), Vec::new()), wall + Duration::from_secs(5));
         let volume = table.get("v").unwrap();
@@ -744,12 +744,7 @@ mod tests {
     fn a_lease_is_renewed_at_two_thirds_of_its_life_but_not_sooner_than_the_floor() {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut table = VolumeTable::new(INTERVAL);
-        table.published(
-            record("v"),
-            tokens(),
-            (identity(), leased(wall), Vec::new()),
-            wall,
-        );
+        publish(&mut table, "v", leased(wall), wall);
         let due = table.next_due(now, wall).unwrap();
         assert_eq!(due, now + Duration::from_secs(60), "two thirds of 90 s");
         assert_eq!(table.due(due, wall + Duration::from_secs(60), false), ["v"]);
@@ -763,12 +758,7 @@ mod tests {
     fn a_failing_volume_waits_for_its_backoff_even_with_a_renewal_past_due() {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut table = VolumeTable::new(INTERVAL);
-        table.published(
-            record("v"),
-            tokens(),
-            (identity(), leased(wall), Vec::new()),
-            wall,
-        );
+        publish(&mut table, "v", leased(wall), wall);
         let late = now + Duration::from_secs(80);
         table.failed("v", error(), late);
         assert_eq!(
@@ -817,12 +807,7 @@ mod tests {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut table = VolumeTable::new(INTERVAL);
         table.recovered(record("v"));
-        table.published(
-            record("w"),
-            tokens(),
-            (identity(), Holdings::new(), Vec::new()),
-            wall,
-        );
+        publish(&mut table, "w", Holdings::new(), wall);
         let (in_use, known) = table.identities();
         assert_eq!(in_use.len(), 1);
         assert!(known, "v holds nothing: no token waits for its identity");

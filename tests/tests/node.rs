@@ -138,14 +138,18 @@ async fn wait_for_log(bed: &TestBed, selector: &str, expected: &str, within: Dur
     .unwrap()
 }
 
-#[tokio::test]
-async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reaches_the_pod() {
+/// The guide's store set-up and a real node with the busybox and injector images, the CSIDriver,
+/// our driver registered by that node's kubelet (rotating every 3 s) and our webhook registered.
+async fn node_with_driver_and_webhook() -> (TestBed, Node, CsiDriver, Webhook) {
     let bed = TestBed::start().await.expect("test bed");
     walkthrough::run(&bed, VaultSetup::Cli, &mut Narrator::quiet())
         .await
         .unwrap();
     let node = Node::start(&bed).await.expect("node");
-    node.load_image(&ssi_tests::images::busybox_image(&bed.dir().join("images")).unwrap())
+    let images = bed.dir().join("images");
+    node.load_image(&ssi_tests::images::busybox_image(&images).unwrap())
+        .unwrap();
+    node.load_image(&ssi_tests::images::injector_image(&images).unwrap())
         .unwrap();
     ssi_tests::chart::apply_csidriver(&bed).unwrap();
     let driver = CsiDriver::start(
@@ -158,13 +162,17 @@ async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reac
     )
     .await
     .unwrap();
-
     driver.registered_by_kubelet(&bed).await.unwrap();
-
-    // The guide's Deployment with a busybox app that prints the mounted password, admitted
-    // through our webhook.
     let webhook = Webhook::start(&bed, &[]).await.unwrap();
     webhook.register(&bed).await.unwrap();
+    (bed, node, driver, webhook)
+}
+
+#[tokio::test]
+async fn kubelet_registers_the_driver_mounts_the_guides_secret_and_rotation_reaches_the_pod() {
+    let (bed, node, driver, webhook) = node_with_driver_and_webhook().await;
+    // The guide's Deployment with a busybox app that prints the mounted password, admitted
+    // through our webhook.
     let deployment = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "backend", "namespace": walkthrough::NAMESPACE},
         "spec": {"selector": {"matchLabels": {"app": "backend"}},
@@ -401,30 +409,7 @@ async fn env_injected_pods_run_the_copied_injector_and_watch_for_data_restarts_t
 /// container (restartCount stays 0); an app that ignores SIGHUP is not killed by it.
 #[tokio::test]
 async fn a_rotation_reaches_the_apps_process_as_sighup_or_a_restart_in_its_container() {
-    let bed = TestBed::start().await.expect("test bed");
-    walkthrough::run(&bed, VaultSetup::Cli, &mut Narrator::quiet())
-        .await
-        .unwrap();
-    let node = Node::start(&bed).await.expect("node");
-    let images = bed.dir().join("images");
-    node.load_image(&ssi_tests::images::busybox_image(&images).unwrap())
-        .unwrap();
-    node.load_image(&ssi_tests::images::injector_image(&images).unwrap())
-        .unwrap();
-    ssi_tests::chart::apply_csidriver(&bed).unwrap();
-    let driver = CsiDriver::start(
-        &bed,
-        DriverOptions {
-            kubelet_root: Some(node.kubelet_root.clone()),
-            rotation_interval: "3s".into(),
-            ..DriverOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    driver.registered_by_kubelet(&bed).await.unwrap();
-    let webhook = Webhook::start(&bed, &[]).await.unwrap();
-    webhook.register(&bed).await.unwrap();
+    let (bed, node, driver, webhook) = node_with_driver_and_webhook().await;
 
     let pod = |name: &str, reaction: &str, script: &str| {
         serde_json::json!({"apiVersion": "v1", "kind": "Pod",
