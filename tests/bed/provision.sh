@@ -44,12 +44,13 @@ mkdir -p "$bin"
 # pod networking, the test workloads' image). postgresql: the database the store's database
 # secrets engine issues users in (tests/src/postgres.rs starts its own cluster on loopback).
 # prometheus: promtool for the chart's alerts, and a server the monitoring suite starts on loopback.
-# qemu-user-static: runs the arm64 images' binaries on this amd64 machine (no binfmt handlers
+# libseccomp-dev, pkg-config: runc 1.5 built from its Go module with seccomp (the second node's
+# runtime, beside Debian's containerd 1.6). qemu-user-static: runs the arm64 images' binaries on this amd64 machine (no binfmt handlers
 # are registered by the tests: they start qemu-aarch64-static themselves).
 packages=(etcd-server make openssl curl ca-certificates wrk python3 python3-venv
           docker-registry umoci skopeo apache2-utils qemu-user-static
           containerd runc containernetworking-plugins busybox-static gcc libc6-dev iproute2
-          postgresql prometheus)
+          libseccomp-dev pkg-config postgresql prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -284,4 +285,28 @@ if [ ! -x "$vault_bin" ]; then
 fi
 ln -sf "$vault_bin" "$bin/vault"
 
-log "test bed ready in $cache (Kubernetes $kube_version, $("$bin/bao" version | head -n1), $("$bin/vault" version | head -n1))"
+# --- containerd 2.x and its runc, from their Go modules (tests/bed/containerd, tests/bed/runc) ---
+# The two-node tests (tests/tests/cluster.rs) run one node on Debian's containerd 1.6 and one on
+# the containerd 2 most clusters of our Kubernetes releases run, with the runc that containerd
+# release names in script/setup/runc-version. Both live in their own directory and are never put
+# on PATH: the node's configuration names the shim and runc by path.
+containerd_module="$(cd "$(dirname "$0")" && pwd)/containerd"
+containerd_version=$(pinned_version "$containerd_module" github.com/containerd/containerd/v2)
+runc_module="$(cd "$(dirname "$0")" && pwd)/runc"
+runc_version=$(pinned_version "$runc_module" github.com/opencontainers/runc)
+containerd_dir="$cache/containerd-$containerd_version"
+if [ ! -x "$containerd_dir/runc" ]; then
+  log "building containerd $containerd_version and runc $runc_version from their Go modules (a few minutes on 2 cores)"
+  for cmd in containerd containerd-shim-runc-v2 ctr; do
+    # NB: no btrfs snapshotter (it needs cgo and btrfs headers); the node uses overlayfs.
+    build_go_tool "$containerd_dir/$cmd" "$containerd_module" "github.com/containerd/containerd/v2/cmd/$cmd" \
+      "-s -w -X github.com/containerd/containerd/v2/version.Version=$containerd_version" \
+      CGO_ENABLED=0 GOFLAGS="-mod=readonly -tags=no_btrfs"
+  done
+  # runc needs cgo (its nsenter is C) and libseccomp, as its release builds have.
+  build_go_tool "$containerd_dir/runc" "$runc_module" github.com/opencontainers/runc \
+    "-s -w -X main.version=${runc_version#v}" CGO_ENABLED=1 GOFLAGS="-mod=readonly -tags=seccomp"
+fi
+ln -sfn "$containerd_dir" "$cache/containerd-2"
+
+log "test bed ready in $cache (Kubernetes $kube_version, $("$bin/bao" version | head -n1), $("$bin/vault" version | head -n1), containerd $containerd_version with runc $runc_version)"

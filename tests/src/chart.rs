@@ -103,3 +103,21 @@ pub fn apply_csidriver(bed: &crate::TestBed) -> crate::Result<()> {
     bed.apply_yaml(&find(&objects, "CSIDriver")?.to_string())?;
     Ok(())
 }
+
+/// `helm <command> ssi <chart>` into [`SYSTEM_NAMESPACE`], `--atomic` (ready, or taken out
+/// again) within 240 s; the caller adds the values.
+pub fn release_args(command: &str) -> Vec<String> {
+    [
+        command,
+        "ssi",
+        &chart_dir().display().to_string(),
+        "--namespace",
+        SYSTEM_NAMESPACE,
+        "--atomic",
+        "--timeout",
+        "240s",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect()
+}

@@ -22,7 +22,7 @@ pub const UPGRADED: &str = "after-upgrade-db-password";
 const DEMO_ROTATION: &str = "5s";
 use crate::chart::SYSTEM_NAMESPACE;
 /// The shipped images, as `scripts/build-images` leaves them.
-const SHIPPED_IMAGES: [&str; 3] = ["ssi-csi", "ssi-webhook", "ssi-injector"];
+pub const SHIPPED_IMAGES: [&str; 3] = ["ssi-csi", "ssi-webhook", "ssi-injector"];
 /// The guide's Deployment runs image some/app:0.0.1; the demo's is the watch-secrets example.
 const GUIDE_APP_IMAGE: &str = "some/app:0.0.1";
 
@@ -44,16 +44,7 @@ pub async fn on_the_node(bed: &TestBed, node: &Node, narrator: &mut Narrator) ->
 fn load_images(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::Result<()> {
     narrator.step("Load the images into the node's containerd (a registry pull would do the same)");
     for name in SHIPPED_IMAGES {
-        let archive = workspace_path(&format!(
-            "target/images/secrets-store-integration-{name}-{}.tar",
-            env!("CARGO_PKG_VERSION")
-        ));
-        ensure!(
-            archive.is_file(),
-            "{} is missing; build the images with scripts/build-images (scripts/demo does)",
-            archive.display()
-        );
-        node.load_image(&archive)?;
+        node.load_image(&crate::images::shipped_image(name)?)?;
     }
     let app = workspace_path("target/x86_64-unknown-linux-gnu/release/watch-secrets");
     ensure!(
@@ -84,7 +75,7 @@ fn load_images(bed: &TestBed, node: &Node, narrator: &mut Narrator) -> crate::Re
 }
 
 /// helm, with its state below the bed's directory (never the user's HOME).
-fn helm(bed: &TestBed) -> crate::Result<Command> {
+pub(crate) fn helm(bed: &TestBed) -> crate::Result<Command> {
     let mut command = crate::chart::helm(&bed.dir().join("helm"))?;
     command.env("KUBECONFIG", &bed.kube().kubeconfig);
     Ok(command)
@@ -136,19 +127,7 @@ fn bed_values(bed: &TestBed, node: &Node) -> crate::Result<Vec<String>> {
 /// `helm <command> ssi <chart>` for this bed's release: `--atomic` (ready, or taken out again)
 /// and the bed's values.
 fn release_args(command: &str, bed: &TestBed, node: &Node) -> crate::Result<Vec<String>> {
-    let mut args: Vec<String> = [
-        command,
-        "ssi",
-        &crate::chart::chart_dir().display().to_string(),
-        "--namespace",
-        SYSTEM_NAMESPACE,
-        "--atomic",
-        "--timeout",
-        "180s",
-    ]
-    .iter()
-    .map(|a| (*a).to_owned())
-    .collect();
+    let mut args = crate::chart::release_args(command);
     args.extend(bed_values(bed, node)?);
     Ok(args)
 }

@@ -303,6 +303,21 @@ fn append_dir<W: Write>(archive: &mut tar::Builder<W>, path: &str) -> crate::Res
     Ok(())
 }
 
+/// The archive of a shipped image (`ssi-csi`, `ssi-webhook`, `ssi-injector`) as
+/// `scripts/build-images` leaves it.
+pub fn shipped_image(name: &str) -> crate::Result<PathBuf> {
+    let archive = crate::workspace_path(&format!(
+        "target/images/secrets-store-integration-{name}-{}.tar",
+        env!("CARGO_PKG_VERSION")
+    ));
+    anyhow::ensure!(
+        archive.is_file(),
+        "{} is missing; build the images with scripts/build-images (scripts/test and scripts/demo do)",
+        archive.display()
+    );
+    Ok(archive)
+}
+
 /// The pod sandbox image: the pause binary compiled from the bed's Kubernetes tree.
 pub fn pause_image(dir: &Path) -> crate::Result<PathBuf> {
     let pause = crate::process::tool("pause")?;

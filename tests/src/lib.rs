@@ -16,7 +16,9 @@
 
 pub mod audit;
 mod bed;
+pub mod bench;
 pub mod chart;
+pub mod cluster;
 pub mod csi;
 pub mod demo;
 pub mod engines;

@@ -12,6 +12,12 @@
 //!   read the same on both sides. Pods on the CNI bridge reach them at the bridge's gateway.
 //! - Everything lives below the bed's directory or a cgroup named after it; `stop()` tears it
 //!   down and fails if any process, mount, cgroup, the namespace, or a changed sysctl remains.
+//! - Several nodes ([`NodeOptions::private_root`]): a DaemonSet has one kubelet root for every
+//!   node, so each node then also gets a mount namespace of its own (host mounts propagate in,
+//!   its own never out) in which its directory is mounted, shared, at one path common to all.
+//!   Its mounts (pods' volumes, containers' root filesystems, its shims' sockets) die with it.
+//! - The runtime ([`Runtime`]): Debian's containerd 1.6, or containerd 2.x with its runc, built
+//!   from their Go modules by provision.sh.
 
 use crate::process::{Process, free_port, tool};
 use crate::{TestBed, run};
@@ -23,11 +29,76 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// The node's name as the apiserver knows it.
+/// The node's name as the apiserver knows it (a single node's; see [`NodeOptions::name`]).
 pub const NODE_NAME: &str = "ssi-node";
 
+/// The container runtime a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// Debian 12's containerd 1.6 and runc 1.1 (packages).
+    DebianContainerd16,
+    /// containerd 2.x and the runc its release names, built from their Go modules.
+    Containerd2,
+}
+
+impl Runtime {
+    /// containerd's binary.
+    fn containerd(self) -> crate::Result<PathBuf> {
+        match self {
+            Runtime::DebianContainerd16 => Ok(PathBuf::from("/usr/bin/containerd")),
+            Runtime::Containerd2 => containerd2_tool("containerd"),
+        }
+    }
+
+    /// The `ctr` that matches the runtime's API.
+    fn ctr(self) -> crate::Result<PathBuf> {
+        match self {
+            Runtime::DebianContainerd16 => Ok(PathBuf::from("/usr/bin/ctr")),
+            Runtime::Containerd2 => containerd2_tool("ctr"),
+        }
+    }
+}
+
+/// A tool of the containerd 2.x build (`$cache/containerd-2`, linked by provision.sh).
+fn containerd2_tool(name: &str) -> crate::Result<PathBuf> {
+    let path = crate::process::cache_dir().join("containerd-2").join(name);
+    ensure!(
+        path.is_file(),
+        "{} is missing; run tests/bed/provision.sh",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// How a node is started.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The node's name as the apiserver knows it.
+    pub name: String,
+    /// The container runtime.
+    pub runtime: Runtime,
+    /// `Some(path)`: the node gets a mount namespace of its own in which its directory is
+    /// mounted at `path` (below the bed's directory, the same for every node), and kubelet's
+    /// root is `path/kubelet`. `None`: the host's mount namespace, kubelet's root below the
+    /// node's own directory (one node only).
+    pub private_root: Option<PathBuf>,
+    /// Whether this node also runs the cluster's kube-scheduler (one node of a cluster does).
+    pub scheduler: bool,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            name: NODE_NAME.to_owned(),
+            runtime: Runtime::DebianContainerd16,
+            private_root: None,
+            scheduler: true,
+        }
+    }
+}
+
 /// The `kubernetes` Service's ClusterIP: the first address of the bed's service range.
-const KUBERNETES_SERVICE_IP: &str = "10.0.0.1";
+pub const KUBERNETES_SERVICE_IP: &str = "10.0.0.1";
 
 /// Host sysctls kubelet would change at start; the bed's kubelet is built to leave them alone.
 const WATCHED_SYSCTLS: [&str; 6] = [
@@ -44,6 +115,7 @@ const WATCHED_SYSCTLS: [&str; 6] = [
 #[derive(Debug)]
 pub struct Node {
     dir: PathBuf,
+    options: NodeOptions,
     /// The node's address inside its namespace (the apiserver talks to kubelet there).
     pub ip: String,
     /// The CNI bridge's gateway, where pods reach the proxied bed servers.
@@ -51,7 +123,7 @@ pub struct Node {
     /// containerd's socket, for `ctr` and kubelet.
     pub containerd_socket: PathBuf,
     /// Kubelet's `--root-dir`, below the bed's directory (not /var/lib/kubelet): the CSI
-    /// driver must be told.
+    /// driver must be told. With a private root, the path as the node's processes see it.
     pub kubelet_root: PathBuf,
     cgroup_root: String,
     /// Host side of the veth pair; it vanishes with the namespace.
@@ -78,6 +150,10 @@ fn read_sysctls() -> Vec<(String, String)> {
 /// containerd's shims put their sockets in /run/containerd/s whatever its state dir says.
 // host path: the bed's containerd creates them; only those a run made are removed.
 const SHIM_SOCKETS: &str = "/run/containerd/s";
+
+/// Where kubelet's device manager puts its socket and checkpoint, whatever `--root-dir` says.
+// host path: see Node::private_mounts.
+const DEVICE_PLUGINS: &str = "/var/lib/kubelet/device-plugins";
 
 fn shim_sockets() -> Vec<String> {
     list_dir(SHIM_SOCKETS)
@@ -165,9 +241,18 @@ pub(crate) fn port_of(url: &str) -> crate::Result<u16> {
 }
 
 impl Node {
-    /// Brings the node up and waits until the apiserver reports it Ready.
+    /// Brings the bed's single node up and waits until the apiserver reports it Ready.
     pub async fn start(bed: &TestBed) -> crate::Result<Node> {
-        let dir = bed.dir().join("node");
+        Node::start_with(bed, NodeOptions::default()).await
+    }
+
+    /// Brings a node up as `options` say and waits until the apiserver reports it Ready.
+    pub async fn start_with(bed: &TestBed, options: NodeOptions) -> crate::Result<Node> {
+        let dir = if options.name == NODE_NAME {
+            bed.dir().join("node")
+        } else {
+            bed.dir().join("nodes").join(&options.name)
+        };
         std::fs::create_dir_all(&dir)?;
         // A /30 of its own per bed, one no interface on this machine uses yet, so that parallel
         // beds never collide.
@@ -182,7 +267,11 @@ impl Node {
             ip: format!("10.213.{subnet}.2"),
             pod_gateway: format!("10.214.{subnet}.1"),
             containerd_socket: dir.join("containerd/containerd.sock"),
-            kubelet_root: dir.join("kubelet"),
+            kubelet_root: match &options.private_root {
+                Some(root) => root.join("kubelet"),
+                None => dir.join("kubelet"),
+            },
+            options,
             cgroup_root,
             veth: format!("ssi{id}").chars().take(15).collect(),
             sysctls: read_sysctls(),
@@ -198,25 +287,70 @@ impl Node {
         Ok(node)
     }
 
-    fn netns(&self) -> crate::Result<PathBuf> {
-        let holder = self.holder.as_ref().context("no namespace holder")?;
-        Ok(PathBuf::from(format!("/proc/{}/ns/net", holder.pid())))
+    /// The node's name as the apiserver knows it.
+    pub fn name(&self) -> &str {
+        &self.options.name
     }
 
-    /// `command` run inside the node's network namespace.
+    /// The node's container runtime.
+    pub fn runtime(&self) -> Runtime {
+        self.options.runtime
+    }
+
+    fn holder_proc(&self) -> crate::Result<PathBuf> {
+        let holder = self.holder.as_ref().context("no namespace holder")?;
+        Ok(PathBuf::from(format!("/proc/{}", holder.pid())))
+    }
+
+    fn netns(&self) -> crate::Result<PathBuf> {
+        Ok(self.holder_proc()?.join("ns/net"))
+    }
+
+    /// `command` run inside the node's network namespace (and its mount namespace, if private).
     fn in_node(&self, program: &Path) -> crate::Result<Command> {
         let mut command = Command::new("nsenter");
-        command
-            .arg(format!("--net={}", self.netns()?.display()))
-            .arg("--")
-            .arg(program);
+        command.arg(format!("--net={}", self.netns()?.display()));
+        if self.options.private_root.is_some() {
+            command.arg(format!(
+                "--mount={}",
+                self.holder_proc()?.join("ns/mnt").display()
+            ));
+        }
+        command.arg("--").arg(program);
         Ok(command)
+    }
+
+    /// `path` as the node's processes see it, read from the host (through the namespace
+    /// holder's root when the node's mounts are private).
+    pub fn host_view(&self, path: &Path) -> crate::Result<PathBuf> {
+        Ok(match self.options.private_root {
+            Some(_) => self
+                .holder_proc()?
+                .join("root")
+                .join(path.strip_prefix("/").unwrap_or(path)),
+            None => path.to_owned(),
+        })
+    }
+
+    /// The mount table the node's processes see.
+    fn mountinfo(&self) -> String {
+        let path = match self.options.private_root {
+            Some(_) => self.holder_proc().map(|p| p.join("mountinfo")),
+            None => Ok(PathBuf::from("/proc/self/mountinfo")),
+        };
+        path.and_then(|p| Ok(std::fs::read_to_string(p)?))
+            .unwrap_or_default()
     }
 
     async fn bring_up(&mut self, bed: &TestBed, subnet: u8) -> crate::Result<()> {
         let dir = self.dir.clone();
         let mut holder = Command::new("unshare");
-        holder.args(["--net", "sleep", "infinity"]);
+        holder.arg("--net");
+        if self.options.private_root.is_some() {
+            // Host mounts propagate in, the node's never out.
+            holder.args(["--mount", "--propagation", "slave"]);
+        }
+        holder.args(["sleep", "infinity"]);
         self.holder = Some(Process::spawn(
             "netns-holder",
             holder,
@@ -237,6 +371,9 @@ impl Node {
             },
         )
         .await?;
+        if let Some(root) = self.options.private_root.clone() {
+            self.private_mounts(&root)?;
+        }
         let veth = self.veth.clone();
         let veth = veth.as_str();
         run(Command::new("ip").args([
@@ -321,38 +458,10 @@ impl Node {
                          "routes": [{"dst": "0.0.0.0/0"}]}})
             .to_string(),
         )?;
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-[grpc]
-  address = "{socket}"
-[ttrpc]
-  address = "{socket}.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "ssi-testbed/pause:1"
-  # NB: root here lacks CAP_SYS_RESOURCE; without this runc fails with "can't get final
-  # child's PID from pipe: EOF".
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni}"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-      SystemdCgroup = false
-      Root = "{runc}"
-"#,
-            root = containerd_dir.join("root").display(),
-            state = containerd_dir.join("state").display(),
-            socket = self.containerd_socket.display(),
-            cni = cni_dir.display(),
-            runc = containerd_dir.join("runc").display(),
-        );
+        let config = self.containerd_config(&containerd_dir, &cni_dir)?;
         let config_path = containerd_dir.join("config.toml");
         std::fs::write(&config_path, config)?;
-        let mut containerd = self.in_node(Path::new("/usr/bin/containerd"))?;
+        let mut containerd = self.in_node(&self.options.runtime.containerd()?)?;
         containerd.arg("--config").arg(&config_path);
         self.containerd = Some(Process::spawn(
             "containerd",
@@ -437,7 +546,7 @@ podLogsDir: {pod_logs}
             .arg(format!("--root-dir={}", self.kubelet_root.display()))
             .arg(format!("--cert-dir={}", dir.join("kubelet-pki").display()))
             .arg(format!("--node-ip={}", self.ip))
-            .arg(format!("--hostname-override={NODE_NAME}"))
+            .arg(format!("--hostname-override={}", self.options.name))
             .arg("--v=2");
         self.kubelet = Some(Process::spawn(
             "kubelet",
@@ -445,18 +554,20 @@ podLogsDir: {pod_logs}
             &dir.join("kubelet.log"),
         )?);
 
-        let mut scheduler = Command::new(tool("kube-scheduler")?);
-        scheduler
-            .arg(format!("--kubeconfig={}", kube.kubeconfig.display()))
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--secure-port={}", free_port()?))
-            .arg("--leader-elect=false")
-            .arg("--v=1");
-        self.scheduler = Some(Process::spawn(
-            "kube-scheduler",
-            scheduler,
-            &dir.join("kube-scheduler.log"),
-        )?);
+        if self.options.scheduler {
+            let mut scheduler = Command::new(tool("kube-scheduler")?);
+            scheduler
+                .arg(format!("--kubeconfig={}", kube.kubeconfig.display()))
+                .arg("--bind-address=127.0.0.1")
+                .arg(format!("--secure-port={}", free_port()?))
+                .arg("--leader-elect=false")
+                .arg("--v=1");
+            self.scheduler = Some(Process::spawn(
+                "kube-scheduler",
+                scheduler,
+                &dir.join("kube-scheduler.log"),
+            )?);
+        }
 
         let waiting = crate::wait::Waiting::new(Duration::from_secs(120), "the node to be Ready");
         loop {
@@ -465,7 +576,7 @@ podLogsDir: {pod_logs}
                 .args([
                     "get",
                     "node",
-                    NODE_NAME,
+                    &self.options.name,
                     "-o",
                     "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
                 ])
@@ -485,6 +596,130 @@ podLogsDir: {pod_logs}
                 .unwrap_or_default();
             waiting.pause(&kubelet_log).await?;
         }
+    }
+
+    /// In the node's own mount namespace: its directory's `root` mounted at `private_root`,
+    /// shared (kubelet and the CSI driver's Bidirectional mounts need that), with a tmpfs at
+    /// `private_root/run` as a node's /run is (the driver keeps its store tokens across restarts
+    /// only on a tmpfs), and a tmpfs for its shims' sockets, which containerd puts in
+    /// /run/containerd/s whatever its state dir is.
+    fn private_mounts(&self, private_root: &Path) -> crate::Result<()> {
+        let own = self.dir.join("root");
+        std::fs::create_dir_all(own.join("run"))?;
+        std::fs::create_dir_all(private_root)?;
+        // host path: created when missing (containerd would create it too), removed when empty.
+        std::fs::create_dir_all(SHIM_SOCKETS)?;
+        let mount = Path::new("/usr/bin/mount");
+        run(self
+            .in_node(mount)?
+            .arg("--bind")
+            .arg(&own)
+            .arg(private_root))?;
+        run(self.in_node(mount)?.arg("--make-rshared").arg(private_root))?;
+        run(self
+            .in_node(mount)?
+            .args(["-t", "tmpfs", "-o", "mode=0755,size=16m", "tmpfs"])
+            .arg(private_root.join("run")))?;
+        run(self
+            .in_node(mount)?
+            .args(["-t", "tmpfs", "-o", "mode=0711", "tmpfs", SHIM_SOCKETS]))?;
+        // host path: kubelet's device manager keeps its socket here whatever its root dir is;
+        // created when missing (kubelet would), removed when empty, each node's on a tmpfs.
+        std::fs::create_dir_all(DEVICE_PLUGINS)?;
+        run(self.in_node(mount)?.args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "mode=0755",
+            "tmpfs",
+            DEVICE_PLUGINS,
+        ]))?;
+        Ok(())
+    }
+
+    /// containerd's configuration: every path of its own below `containerd_dir` (or the node's
+    /// directory), none of the host's configuration read.
+    fn containerd_config(&self, containerd_dir: &Path, cni_dir: &Path) -> crate::Result<String> {
+        let root = containerd_dir.join("root");
+        let state = containerd_dir.join("state");
+        let socket = self.containerd_socket.display();
+        let runc_root = containerd_dir.join("runc");
+        Ok(match self.options.runtime {
+            Runtime::DebianContainerd16 => format!(
+                r#"version = 2
+root = "{root}"
+state = "{state}"
+[grpc]
+  address = "{socket}"
+[ttrpc]
+  address = "{socket}.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "ssi-testbed/pause:1"
+  # NB: root here lacks CAP_SYS_RESOURCE; without this runc fails with "can't get final
+  # child's PID from pipe: EOF".
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      SystemdCgroup = false
+      Root = "{runc}"
+# Its default is /opt/containerd on the host.
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+"#,
+                root = root.display(),
+                state = state.display(),
+                cni = cni_dir.display(),
+                runc = runc_root.display(),
+                opt = containerd_dir.join("opt").display(),
+            ),
+            // NB: containerd 2's defaults name host paths (/opt/containerd, /etc/cdi, NRI's
+            // socket in /var/run/nri, /etc/containerd/conf.d): all moved below the node or off.
+            Runtime::Containerd2 => format!(
+                r#"version = 3
+root = "{root}"
+state = "{state}"
+imports = []
+[grpc]
+  address = "{socket}"
+[ttrpc]
+  address = "{socket}.ttrpc"
+[plugins.'io.containerd.cri.v1.images'.pinned_images]
+  sandbox = "ssi-testbed/pause:1"
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  cdi_spec_dirs = ["{own}/cdi"]
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "{cni}"
+  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    runtime_path = "{shim}"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+      SystemdCgroup = false
+      Root = "{runc_root}"
+      BinaryName = "{runc}"
+[plugins.'io.containerd.internal.v1.opt']
+  path = "{own}/opt"
+[plugins.'io.containerd.image-verifier.v1.bindir']
+  bin_dir = "{own}/image-verifier"
+[plugins.'io.containerd.nri.v1.nri']
+  disable = true
+"#,
+                root = root.display(),
+                state = state.display(),
+                own = containerd_dir.display(),
+                cni = cni_dir.display(),
+                shim = containerd2_tool("containerd-shim-runc-v2")?.display(),
+                runc_root = runc_root.display(),
+                runc = containerd2_tool("runc")?.display(),
+            ),
+        })
     }
 
     /// Deletes the Deployment `name` (waiting for its pods to go), then waits up to `within`
@@ -510,8 +745,7 @@ podLogsDir: {pod_logs}
     pub fn csi_volumes_mounted(&self) -> usize {
         let pods = self.kubelet_root.join("pods");
         let pods = pods.to_string_lossy();
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
+        self.mountinfo()
             .lines()
             .filter(|line| line.contains(&*pods) && line.contains("kubernetes.io~csi"))
             .count()
@@ -519,7 +753,7 @@ podLogsDir: {pod_logs}
 
     /// `ctr` against the node's containerd, in the Kubernetes namespace.
     pub fn ctr(&self) -> crate::Result<Command> {
-        let mut command = Command::new("ctr");
+        let mut command = Command::new(self.options.runtime.ctr()?);
         command
             .arg("--address")
             .arg(&self.containerd_socket)
@@ -555,13 +789,17 @@ podLogsDir: {pod_logs}
                 left.push(format!("cgroup {}", path.display()));
             }
         }
-        for socket in shim_sockets() {
-            if !self.shim_sockets_before.contains(&socket) {
-                left.push(format!("{SHIM_SOCKETS}/{socket}"));
+        // A node with private mounts keeps its shims' sockets on a tmpfs of its own; host-mode
+        // nodes' sockets are on the host, and a cluster's other nodes may still be running.
+        if self.options.private_root.is_none() {
+            for socket in shim_sockets() {
+                if !self.shim_sockets_before.contains(&socket) {
+                    left.push(format!("{SHIM_SOCKETS}/{socket}"));
+                }
             }
-        }
-        if self.shim_sockets_before.is_empty() && Path::new(SHIM_SOCKETS).exists() {
-            left.push(SHIM_SOCKETS.to_owned());
+            if self.shim_sockets_before.is_empty() && Path::new(SHIM_SOCKETS).exists() {
+                left.push(SHIM_SOCKETS.to_owned());
+            }
         }
         let now = read_sysctls();
         for (before, after) in self.sysctls.iter().zip(&now) {
@@ -657,15 +895,25 @@ podLogsDir: {pod_logs}
         for hierarchy in cgroup_hierarchies() {
             remove_cgroup_tree(&hierarchy.join(self.cgroup_root.trim_start_matches('/')));
         }
-        for socket in shim_sockets() {
-            if !self.shim_sockets_before.contains(&socket) {
-                let _ = std::fs::remove_file(Path::new(SHIM_SOCKETS).join(socket));
+        if self.options.private_root.is_none() {
+            for socket in shim_sockets() {
+                if !self.shim_sockets_before.contains(&socket) {
+                    let _ = std::fs::remove_file(Path::new(SHIM_SOCKETS).join(socket));
+                }
             }
         }
         // Only empty directories go: another bed's node may be using them.
         let _ = std::fs::remove_dir(SHIM_SOCKETS);
         // host path: removed only when empty, as the bed's containerd made it.
         let _ = std::fs::remove_dir("/run/containerd");
+        // host paths: a host-mode kubelet, killed, leaves its device manager's socket (another
+        // bed's kubelet loses nothing it uses: the bed has no device plugins); the directories
+        // go when empty.
+        if self.options.private_root.is_none() {
+            let _ = std::fs::remove_file(Path::new(DEVICE_PLUGINS).join("kubelet.sock"));
+        }
+        let _ = std::fs::remove_dir(DEVICE_PLUGINS);
+        let _ = std::fs::remove_dir("/var/lib/kubelet");
         self.stop_proxies.store(true, Ordering::Relaxed);
         // The namespace (and the veth with it) goes with its last process.
         self.holder = None;
@@ -706,10 +954,15 @@ fn remove_cgroup_tree(path: &Path) {
 /// The CSI drivers kubelet registered on the node, as its CSINode lists them (space-separated;
 /// empty until kubelet has created the object).
 pub fn registered_drivers(bed: &TestBed) -> String {
+    registered_drivers_on(bed, NODE_NAME)
+}
+
+/// [`registered_drivers`] of the node `node`.
+pub fn registered_drivers_on(bed: &TestBed, node: &str) -> String {
     run(bed.kubectl().args([
         "get",
         "csinode",
-        NODE_NAME,
+        node,
         "-o",
         "jsonpath={.spec.drivers[*].name}",
     ]))

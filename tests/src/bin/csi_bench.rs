@@ -5,79 +5,14 @@
 //! `cargo run --release -p ssi-tests --bin csi_bench -- [mounts]` (default 1000). Figures go to
 //! stdout; the README records them.
 
-use anyhow::Context;
 use secrecy::SecretString;
 use ssi_tests::audit::{api_request, store_request, tally};
+use ssi_tests::bench::{DRIVER_AGENT, NS, PATHS, calls, setup};
 use ssi_tests::csi::{CsiDriver, DriverOptions, create_pod, publish_request};
 use ssi_tests::load::percentile;
-use ssi_tests::{KUBE_API_AUDIENCE, TestBed, run, status_kib};
+use ssi_tests::{KUBE_API_AUDIENCE, TestBed, status_kib};
 use ssi_vault::{AuthMethod, Client, Login, Session, StoreConfig};
 use std::time::{Duration, Instant};
-
-const NS: &str = "bench";
-/// How the driver names itself to the apiserver.
-const DRIVER_AGENT: &str = "ssi-csi/";
-const PATHS: [&str; 3] = [
-    "secret/data/bench/a",
-    "secret/data/bench/b",
-    "secret/data/bench/c",
-];
-
-fn setup(bed: &TestBed, identities: usize) -> anyhow::Result<()> {
-    let bao = |args: &[&str]| run(bed.bao()?.args(args));
-    bao(&["secrets", "enable", "-path=secret", "-version=2", "kv"])?;
-    for (i, path) in ["secret/bench/a", "secret/bench/b", "secret/bench/c"]
-        .iter()
-        .enumerate()
-    {
-        bao(&["kv", "put", path, &format!("value=v{i}")])?;
-    }
-    bao(&["auth", "enable", "kubernetes"])?;
-    let kube = bed.kube();
-    bao(&[
-        "write",
-        "auth/kubernetes/config",
-        &format!("kubernetes_host={}", kube.url),
-        &format!("kubernetes_ca_cert=@{}", kube.ca_cert.display()),
-    ])?;
-    let policy = bed.dir().join("bench.hcl");
-    std::fs::write(
-        &policy,
-        "path \"secret/data/bench/*\" { capabilities = [\"read\"] }\n",
-    )?;
-    bao(&["policy", "write", "bench", policy.to_str().context("utf8")?])?;
-    bao(&[
-        "write",
-        "auth/kubernetes/role/bench",
-        "bound_service_account_names=*",
-        &format!("bound_service_account_namespaces={NS}"),
-        "policies=bench",
-        "ttl=1h",
-    ])?;
-
-    let kubectl = |args: &[&str]| run(bed.kubectl().args(args));
-    bed.install_crd()?;
-    kubectl(&["create", "namespace", NS])?;
-    kubectl(&[
-        "create",
-        "clusterrolebinding",
-        "bench-auth-delegator",
-        "--clusterrole=system:auth-delegator",
-        &format!("--group=system:serviceaccounts:{NS}"),
-    ])?;
-    let ssi = format!(
-        "apiVersion: deckhouse.io/v1alpha1\nkind: SecretsStoreImport\nmetadata:\n  name: bench\n  namespace: {NS}\nspec:\n  type: CSI\n  role: bench\n  files:\n{}",
-        PATHS
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("  - name: f{i}\n    source: {{path: {p}, key: value}}\n"))
-            .collect::<String>()
-    );
-    bed.apply_yaml(&ssi)?;
-    let accounts: String = (0..identities).map(|i| format!("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: sa-{i}\n  namespace: {NS}\n---\n")).collect();
-    bed.apply_yaml(&accounts)?;
-    Ok(())
-}
 
 /// What one publish cannot avoid: reading the SSI from the API and the three secrets from the
 /// store, plus a login when every publish is a new identity, measured from outside the driver.
@@ -114,11 +49,6 @@ async fn round_trips(bed: &TestBed, with_login: bool) -> anyhow::Result<Duration
         samples.push(started.elapsed());
     }
     Ok(percentile(&mut samples, 0.5))
-}
-
-async fn calls(driver: &CsiDriver, operation: &str) -> f64 {
-    let series = format!("ssi_csi_store_requests_total{{operation=\"{operation}\",result=\"ok\"}}");
-    driver.metric(&series).await.unwrap_or(0.0)
 }
 
 async fn scenario(mounts: usize, identities: usize) -> anyhow::Result<()> {
