@@ -597,6 +597,12 @@ impl TestBed {
                 pki.sa_key.display()
             ))
             .arg(format!("--root-ca-file={}", pki.ca_cert.display()))
+            // Its default is /usr/libexec/kubernetes/kubelet-plugins/volume/exec on the host,
+            // which it would create.
+            .arg(format!(
+                "--flex-volume-plugin-dir={}",
+                root.join("flex-volume").display()
+            ))
             .arg("--v=1");
         let mut process = Process::spawn(
             "kube-controller-manager",

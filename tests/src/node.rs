@@ -3,19 +3,23 @@
 //! namespace of the bed's own.
 //!
 //! Design choices:
-//! - Isolation: a holder process (`unshare --net`) owns the namespace; a veth pair gives it a
-//!   private /30 (the apiserver reaches kubelet there for logs). Nothing routes out of it.
-//!   Kubelet, containerd and the pods' shims enter it with `nsenter --net` only, so the mount
-//!   namespace stays the host's and CSI mounts are seen by containerd.
+//! - Isolation: a holder process (`unshare --net --mount --propagation slave`) owns a network
+//!   namespace and a mount namespace; a veth pair gives the network a private /30 (the apiserver
+//!   reaches kubelet there for logs), and nothing routes out of it. Host mounts propagate into the
+//!   mount namespace (a CSI driver run on the host mounts volumes kubelet and containerd see),
+//!   the node's never out. Inside, /run, /var/lib and /var/log are tmpfs of the node's own, as
+//!   containerd, CNI and kubelet write there whatever their configuration says (network namespace
+//!   pins, shim sockets, the CNI cache, the device manager's socket, container log links); the
+//!   kubelet root is mounted shared (Bidirectional propagation needs it). Kubelet, containerd and
+//!   the pods' shims enter with `nsenter --net --mount`.
 //! - The bed's servers listen on the host's 127.0.0.1; inside the namespace a proxy listens on
 //!   the same ports (thread-local `setns`, then plain copying) so kubeconfigs and store addresses
 //!   read the same on both sides. Pods on the CNI bridge reach them at the bridge's gateway.
 //! - Everything lives below the bed's directory or a cgroup named after it; `stop()` tears it
 //!   down and fails if any process, mount, cgroup, the namespace, or a changed sysctl remains.
 //! - Several nodes ([`NodeOptions::private_root`]): a DaemonSet has one kubelet root for every
-//!   node, so each node then also gets a mount namespace of its own (host mounts propagate in,
-//!   its own never out) in which its directory is mounted, shared, at one path common to all.
-//!   Its mounts (pods' volumes, containers' root filesystems, its shims' sockets) die with it.
+//!   node, so each node's directory is then mounted, in its mount namespace, at one path common
+//!   to all. Its mounts (pods' volumes, containers' root filesystems) die with the namespace.
 //! - The runtime ([`Runtime`]): Debian's containerd 1.6, or containerd 2.x with its runc, built
 //!   from their Go modules by provision.sh.
 
@@ -77,10 +81,9 @@ pub struct NodeOptions {
     pub name: String,
     /// The container runtime.
     pub runtime: Runtime,
-    /// `Some(path)`: the node gets a mount namespace of its own in which its directory is
-    /// mounted at `path` (below the bed's directory, the same for every node), and kubelet's
-    /// root is `path/kubelet`. `None`: the host's mount namespace, kubelet's root below the
-    /// node's own directory (one node only).
+    /// `Some(path)`: in its mount namespace, the node's directory is mounted at `path` (below the
+    /// bed's directory, the same for every node), and kubelet's root is `path/kubelet`. `None`:
+    /// kubelet's root is below the node's own directory, the same path on the host (one node).
     pub private_root: Option<PathBuf>,
     /// Whether this node also runs the cluster's kube-scheduler (one node of a cluster does).
     pub scheduler: bool,
@@ -129,7 +132,8 @@ pub struct Node {
     /// Host side of the veth pair; it vanishes with the namespace.
     veth: String,
     sysctls: Vec<(String, String)>,
-    shim_sockets_before: Vec<String>,
+    /// The node's mount namespace (`mnt:[inode]`), to check that nothing is left in it.
+    mount_namespace: String,
     stop_proxies: Arc<AtomicBool>,
     kubelet: Option<Process>,
     scheduler: Option<Process>,
@@ -145,29 +149,6 @@ fn read_sysctls() -> Vec<(String, String)> {
             ((*name).to_owned(), value.trim().to_owned())
         })
         .collect()
-}
-
-/// containerd's shims put their sockets in /run/containerd/s whatever its state dir says.
-// host path: the bed's containerd creates them; only those a run made are removed.
-const SHIM_SOCKETS: &str = "/run/containerd/s";
-
-/// Where kubelet's device manager puts its socket and checkpoint, whatever `--root-dir` says.
-// host path: see Node::private_mounts.
-const DEVICE_PLUGINS: &str = "/var/lib/kubelet/device-plugins";
-
-fn shim_sockets() -> Vec<String> {
-    list_dir(SHIM_SOCKETS)
-}
-
-fn list_dir(path: &str) -> Vec<String> {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Runs `f` on a thread that has entered the network namespace `netns`.
@@ -275,7 +256,7 @@ impl Node {
             cgroup_root,
             veth: format!("ssi{id}").chars().take(15).collect(),
             sysctls: read_sysctls(),
-            shim_sockets_before: shim_sockets(),
+            mount_namespace: String::new(),
             stop_proxies: Arc::default(),
             kubelet: None,
             scheduler: None,
@@ -310,47 +291,57 @@ impl Node {
     fn in_node(&self, program: &Path) -> crate::Result<Command> {
         let mut command = Command::new("nsenter");
         command.arg(format!("--net={}", self.netns()?.display()));
-        if self.options.private_root.is_some() {
-            command.arg(format!(
+        command
+            .arg(format!(
                 "--mount={}",
                 self.holder_proc()?.join("ns/mnt").display()
-            ));
-        }
-        command.arg("--").arg(program);
+            ))
+            .arg("--")
+            .arg(program);
         Ok(command)
     }
 
     /// `path` as the node's processes see it, read from the host (through the namespace
-    /// holder's root when the node's mounts are private).
+    /// holder's root: the node's mounts are its own).
     pub fn host_view(&self, path: &Path) -> crate::Result<PathBuf> {
-        Ok(match self.options.private_root {
-            Some(_) => self
-                .holder_proc()?
-                .join("root")
-                .join(path.strip_prefix("/").unwrap_or(path)),
-            None => path.to_owned(),
-        })
+        Ok(self
+            .holder_proc()?
+            .join("root")
+            .join(path.strip_prefix("/").unwrap_or(path)))
     }
 
     /// The mount table the node's processes see.
     fn mountinfo(&self) -> String {
-        let path = match self.options.private_root {
-            Some(_) => self.holder_proc().map(|p| p.join("mountinfo")),
-            None => Ok(PathBuf::from("/proc/self/mountinfo")),
-        };
-        path.and_then(|p| Ok(std::fs::read_to_string(p)?))
+        self.holder_proc()
+            .and_then(|p| Ok(std::fs::read_to_string(p.join("mountinfo"))?))
             .unwrap_or_default()
     }
 
     async fn bring_up(&mut self, bed: &TestBed, subnet: u8) -> crate::Result<()> {
         let dir = self.dir.clone();
-        let mut holder = Command::new("unshare");
-        holder.arg("--net");
-        if self.options.private_root.is_some() {
-            // Host mounts propagate in, the node's never out.
-            holder.args(["--mount", "--propagation", "slave"]);
+        if self.options.private_root.is_none() {
+            // The kubelet root as a shared mount of the host's (below the node's directory, so
+            // teardown unmounts it): what a CSI driver run on the host mounts below it then
+            // propagates into the node's mount namespace. The host's / may be private.
+            std::fs::create_dir_all(&self.kubelet_root)?;
+            run(Command::new("mount")
+                .arg("--bind")
+                .arg(&self.kubelet_root)
+                .arg(&self.kubelet_root))?;
+            run(Command::new("mount")
+                .arg("--make-shared")
+                .arg(&self.kubelet_root))?;
         }
-        holder.args(["sleep", "infinity"]);
+        let mut holder = Command::new("unshare");
+        // Host mounts propagate in, the node's never out.
+        holder.args([
+            "--net",
+            "--mount",
+            "--propagation",
+            "slave",
+            "sleep",
+            "infinity",
+        ]);
         self.holder = Some(Process::spawn(
             "netns-holder",
             holder,
@@ -371,9 +362,10 @@ impl Node {
             },
         )
         .await?;
-        if let Some(root) = self.options.private_root.clone() {
-            self.private_mounts(&root)?;
-        }
+        self.mount_namespace = std::fs::read_link(self.holder_proc()?.join("ns/mnt"))?
+            .display()
+            .to_string();
+        self.node_mounts()?;
         let veth = self.veth.clone();
         let veth = veth.as_str();
         run(Command::new("ip").args([
@@ -531,9 +523,12 @@ containerRuntimeEndpoint: unix://{containerd_socket}
 # The pods' logs in the node's own directory, not the host's /var/log/pods: nodes of parallel
 # beds never see each other's, and nothing outside the bed is written.
 podLogsDir: {pod_logs}
+# Its default is /usr/libexec/kubernetes/kubelet-plugins/volume/exec on the host.
+volumePluginDir: {volume_plugins}
 "#,
                 containerd_socket = self.containerd_socket.display(),
                 pod_logs = dir.join("pod-logs").display(),
+                volume_plugins = dir.join("volume-plugins").display(),
                 ip = self.ip,
                 healthz = free_port()?,
                 cgroup_root = self.cgroup_root,
@@ -598,42 +593,42 @@ podLogsDir: {pod_logs}
         }
     }
 
-    /// In the node's own mount namespace: its directory's `root` mounted at `private_root`,
-    /// shared (kubelet and the CSI driver's Bidirectional mounts need that), with a tmpfs at
-    /// `private_root/run` as a node's /run is (the driver keeps its store tokens across restarts
-    /// only on a tmpfs), and a tmpfs for its shims' sockets, which containerd puts in
-    /// /run/containerd/s whatever its state dir is.
-    fn private_mounts(&self, private_root: &Path) -> crate::Result<()> {
-        let own = self.dir.join("root");
-        std::fs::create_dir_all(own.join("run"))?;
-        std::fs::create_dir_all(private_root)?;
-        // host path: created when missing (containerd would create it too), removed when empty.
-        std::fs::create_dir_all(SHIM_SOCKETS)?;
+    /// The node's own mounts, in its mount namespace: tmpfs over /run, /var/lib and /var/log
+    /// (see the module's comment), and the kubelet root shared, at the common path when there is
+    /// one, with a tmpfs at `private_root/run` as a node's /run is (the driver keeps its store
+    /// tokens across restarts only on a tmpfs).
+    fn node_mounts(&self) -> crate::Result<()> {
         let mount = Path::new("/usr/bin/mount");
-        run(self
-            .in_node(mount)?
-            .arg("--bind")
-            .arg(&own)
-            .arg(private_root))?;
-        run(self.in_node(mount)?.arg("--make-rshared").arg(private_root))?;
-        run(self
-            .in_node(mount)?
-            .args(["-t", "tmpfs", "-o", "mode=0755,size=16m", "tmpfs"])
-            .arg(private_root.join("run")))?;
-        run(self
-            .in_node(mount)?
-            .args(["-t", "tmpfs", "-o", "mode=0711", "tmpfs", SHIM_SOCKETS]))?;
-        // host path: kubelet's device manager keeps its socket here whatever its root dir is;
-        // created when missing (kubelet would), removed when empty, each node's on a tmpfs.
-        std::fs::create_dir_all(DEVICE_PLUGINS)?;
-        run(self.in_node(mount)?.args([
-            "-t",
-            "tmpfs",
-            "-o",
-            "mode=0755",
-            "tmpfs",
-            DEVICE_PLUGINS,
-        ]))?;
+        for dir in ["/run", "/var/lib", "/var/log"] {
+            run(self
+                .in_node(mount)?
+                .args(["-t", "tmpfs", "-o", "mode=0755", "tmpfs", dir]))?;
+        }
+        match &self.options.private_root {
+            Some(private_root) => {
+                let own = self.dir.join("root");
+                std::fs::create_dir_all(own.join("run"))?;
+                std::fs::create_dir_all(private_root)?;
+                run(self
+                    .in_node(mount)?
+                    .arg("--bind")
+                    .arg(&own)
+                    .arg(private_root))?;
+                run(self.in_node(mount)?.arg("--make-rshared").arg(private_root))?;
+                run(self
+                    .in_node(mount)?
+                    .args(["-t", "tmpfs", "-o", "mode=0755,size=16m", "tmpfs"])
+                    .arg(private_root.join("run")))?;
+            }
+            None => {
+                // A slave of the host's shared mount (see bring_up), made shared in here too
+                // for the pods' Bidirectional mounts.
+                run(self
+                    .in_node(mount)?
+                    .arg("--make-rshared")
+                    .arg(&self.kubelet_root))?;
+            }
+        }
         Ok(())
     }
 
@@ -789,17 +784,8 @@ imports = []
                 left.push(format!("cgroup {}", path.display()));
             }
         }
-        // A node with private mounts keeps its shims' sockets on a tmpfs of its own; host-mode
-        // nodes' sockets are on the host, and a cluster's other nodes may still be running.
-        if self.options.private_root.is_none() {
-            for socket in shim_sockets() {
-                if !self.shim_sockets_before.contains(&socket) {
-                    left.push(format!("{SHIM_SOCKETS}/{socket}"));
-                }
-            }
-            if self.shim_sockets_before.is_empty() && Path::new(SHIM_SOCKETS).exists() {
-                left.push(SHIM_SOCKETS.to_owned());
-            }
+        if !self.mount_namespace.is_empty() && self.in_mount_namespace() {
+            left.push(format!("processes in the node's {}", self.mount_namespace));
         }
         let now = read_sysctls();
         for (before, after) in self.sysctls.iter().zip(&now) {
@@ -823,6 +809,19 @@ imports = []
         }
         ensure!(left.is_empty(), "the node left things behind: {left:?}");
         Ok(())
+    }
+
+    /// Whether any process is still in the node's mount namespace (it, and every mount in it,
+    /// lives as long as one does).
+    fn in_mount_namespace(&self) -> bool {
+        std::fs::read_dir("/proc")
+            .map(|entries| {
+                entries.flatten().any(|entry| {
+                    std::fs::read_link(entry.path().join("ns/mnt"))
+                        .is_ok_and(|ns| ns.display().to_string() == self.mount_namespace)
+                })
+            })
+            .unwrap_or(false)
     }
 
     /// Processes that belong to the node: in its cgroups or talking to its containerd.
@@ -895,25 +894,6 @@ imports = []
         for hierarchy in cgroup_hierarchies() {
             remove_cgroup_tree(&hierarchy.join(self.cgroup_root.trim_start_matches('/')));
         }
-        if self.options.private_root.is_none() {
-            for socket in shim_sockets() {
-                if !self.shim_sockets_before.contains(&socket) {
-                    let _ = std::fs::remove_file(Path::new(SHIM_SOCKETS).join(socket));
-                }
-            }
-        }
-        // Only empty directories go: another bed's node may be using them.
-        let _ = std::fs::remove_dir(SHIM_SOCKETS);
-        // host path: removed only when empty, as the bed's containerd made it.
-        let _ = std::fs::remove_dir("/run/containerd");
-        // host paths: a host-mode kubelet, killed, leaves its device manager's socket (another
-        // bed's kubelet loses nothing it uses: the bed has no device plugins); the directories
-        // go when empty.
-        if self.options.private_root.is_none() {
-            let _ = std::fs::remove_file(Path::new(DEVICE_PLUGINS).join("kubelet.sock"));
-        }
-        let _ = std::fs::remove_dir(DEVICE_PLUGINS);
-        let _ = std::fs::remove_dir("/var/lib/kubelet");
         self.stop_proxies.store(true, Ordering::Relaxed);
         // The namespace (and the veth with it) goes with its last process.
         self.holder = None;

@@ -125,21 +125,35 @@ async fn main() -> anyhow::Result<()> {
     // Settle: let every driver finish the cycle its publishes fell into, then count a window
     // of two intervals, in which each driver runs two cycles.
     tokio::time::sleep(INTERVAL + Duration::from_secs(5)).await;
+    // The drivers' cycle counts are read right beside the audit marks; the window's requests
+    // are divided by the cycles the drivers actually ran in it (per node), as cycles are not
+    // aligned with the window.
+    let cycles_before = cycle_sums(drivers_ref).await?;
     let (_, store_mark) = tally(&store_log, 0, store_request(classify_store_path))?;
     let (_, api_mark) = tally(&api_log, 0, api_request(DRIVER_AGENT))?;
-    let cycles_before = cycle_sums(drivers_ref).await?;
     tokio::time::sleep(INTERVAL * 2).await;
     let (store_calls, _) = tally(&store_log, store_mark, store_request(classify_store_path))?;
     let (api_calls, _) = tally(&api_log, api_mark, api_request(DRIVER_AGENT))?;
     let cycles_after = cycle_sums(drivers_ref).await?;
+    let cycles_run: f64 = cycles_before
+        .iter()
+        .zip(&cycles_after)
+        .map(|(before, after)| after.0 - before.0)
+        .sum();
+    anyhow::ensure!(
+        cycles_run > 0.0,
+        "no driver ran a rotation cycle in the window"
+    );
+    let cluster_cycles = cycles_run / nodes as f64;
     let per_cycle = |counts: &BTreeMap<String, u64>| -> BTreeMap<String, f64> {
         counts
             .iter()
-            .map(|(k, v)| (k.clone(), *v as f64 / 2.0))
+            .map(|(k, v)| (k.clone(), (*v as f64 / cluster_cycles).round()))
             .collect()
     };
     println!(
-        "per rotation cycle (window of 2 intervals / 2): store {:?}; API {:?}",
+        "per rotation cycle of the cluster ({cycles_run} driver cycles in {} s, {cluster_cycles:.2} per node): store {:?}; API {:?}",
+        (INTERVAL * 2).as_secs(),
         per_cycle(&store_calls),
         per_cycle(&api_calls)
     );
@@ -159,20 +173,27 @@ async fn main() -> anyhow::Result<()> {
             last
         );
     }
-    let mut rss: Vec<f64> = drivers
-        .iter()
-        .filter_map(CsiDriver::pid)
-        .map(|pid| status_kib(pid, "VmRSS:") as f64 / 1024.0)
-        .collect();
-    rss.sort_by(f64::total_cmp);
-    println!(
-        "driver RSS at ~{} volumes each: min {:.1} MiB, median {:.1} MiB, max {:.1} MiB, all {:.0} MiB",
-        volumes / nodes,
-        rss[0],
-        rss[rss.len() / 2],
-        rss[rss.len() - 1],
-        rss.iter().sum::<f64>()
-    );
+    for (field, name) in [("VmRSS:", "RSS"), ("VmHWM:", "peak RSS")] {
+        let mut mib = Vec::with_capacity(nodes);
+        for (n, driver) in drivers.iter().enumerate() {
+            let kib = driver.pid().map_or(0, |pid| status_kib(pid, field));
+            anyhow::ensure!(
+                kib > 0,
+                "the driver of sim-node-{n} is not running:\n{}",
+                driver.log()
+            );
+            mib.push(kib as f64 / 1024.0);
+        }
+        mib.sort_by(f64::total_cmp);
+        println!(
+            "driver {name} at ~{} volumes each: min {:.1} MiB, median {:.1} MiB, max {:.1} MiB, all {:.0} MiB",
+            volumes / nodes,
+            mib[0],
+            mib[mib.len() / 2],
+            mib[mib.len() - 1],
+            mib.iter().sum::<f64>()
+        );
+    }
     let status_entries = run(bed.kubectl().args([
         "get",
         "secretsstoreimport",
