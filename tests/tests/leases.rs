@@ -483,9 +483,36 @@ fn openssl(args: &[&str], dir: &std::path::Path) -> String {
     run(Command::new("openssl").args(args).current_dir(dir)).unwrap()
 }
 
+/// The files of one generation of `volume`, as a reader that wants them consistent reads them:
+/// copied from the directory `..data` names, again if `..data` moved on meanwhile (the driver
+/// swaps whole generations; a file read before a swap and another after would not match).
+fn one_generation(volume: &PodVolume, files: &[&str]) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    let data = volume.target.join("..data");
+    for _ in 0..100 {
+        let before = std::fs::read_link(&data).expect("the volume's ..data link");
+        let copied = files.iter().all(|file| {
+            std::fs::copy(
+                volume.target.join(&before).join(file),
+                copy.path().join(file),
+            )
+            .is_ok()
+        });
+        if copied && std::fs::read_link(&data).is_ok_and(|after| after == before) {
+            return copy;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "no generation of {} stayed long enough to be copied",
+        volume.target.display()
+    );
+}
+
 /// The certificate's serial and notAfter, and whether its key is the one in `tls.key`.
 fn certificate(volume: &PodVolume) -> (String, String) {
-    let dir = &volume.target;
+    let generation = one_generation(volume, &["tls.crt", "tls.key", "ca.crt"]);
+    let dir = generation.path();
     let from_cert = openssl(&["x509", "-in", "tls.crt", "-noout", "-pubkey"], dir);
     let from_key = openssl(&["pkey", "-in", "tls.key", "-pubout"], dir);
     assert_eq!(from_cert, from_key, "the certificate's key is tls.key");
