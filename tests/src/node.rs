@@ -510,13 +510,17 @@ syncFrequency: 10s
 fileCheckFrequency: 10s
 serializeImagePulls: false
 # The bed loads its images (pause included) without a registry: kubelet must never collect them.
-# Its disk usage is the whole machine's, which may be high for reasons of its own.
+# Its disk is the whole machine's, shared with builds and whatever else runs there: a CI run
+# once saw DiskPressure (under 1 % free), the taint kept the guide's pod from being scheduled.
+# Disk eviction is off, as kind turns it off for the same reason ("0%": never a threshold).
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard:
   memory.available: "1Mi"
-  nodefs.available: "1%"
-  imagefs.available: "1%"
+  nodefs.available: "0%"
+  nodefs.inodesFree: "0%"
+  imagefs.available: "0%"
+  imagefs.inodesFree: "0%"
 # NB: these hosts run cgroup v1, which kubelet refuses from 1.35 on unless told otherwise.
 failCgroupV1: false
 containerRuntimeEndpoint: unix://{containerd_socket}
