@@ -649,15 +649,16 @@ impl<S: Source, R: Reporter> Driver<S, R> {
     pub async fn report_status(&self, now: Instant) -> usize {
         let due = {
             let current = self.volumes().summaries(&self.node_id);
-            self.status_book().due(&current, now)
+            self.status_book()
+                .due(&current, now, |ssi| self.source.listed(ssi))
         };
         let mut written = 0;
         for (ssi, entry) in due {
             match self.reporter.status(&ssi, entry.as_ref()).await {
-                status::Write::Done => {
+                status::Write::Done { listed } => {
                     written += 1;
                     self.count_status_write(Outcome::Ok);
-                    self.status_book().wrote(ssi, entry, now);
+                    self.status_book().wrote(ssi, entry, now, listed);
                 }
                 status::Write::Gone => {
                     tracing::debug!(k8s.namespace = %ssi.0, ssi.name = %ssi.1,
@@ -680,6 +681,11 @@ impl<S: Source, R: Reporter> Driver<S, R> {
             .status_writes
             .get_or_create(&StatusLabels { result })
             .inc();
+    }
+
+    /// When the status writer should look again for a write it held back to spread the load.
+    pub fn status_next_scheduled(&self) -> Option<Instant> {
+        self.status_book().next_scheduled()
     }
 
     fn status_book(&self) -> std::sync::MutexGuard<'_, StatusBook> {

@@ -23,6 +23,8 @@ pub enum Kind {
 #[derive(Clone)]
 pub struct Events {
     client: kube::Client,
+    /// The client the SSIs' status is written with (see [`Events::with_status_client`]).
+    status_client: kube::Client,
     node: String,
     /// The Events recorded lately, by pod, reason and message: a repeat within
     /// [`AGGREGATION_WINDOW`] counts up on the same Event instead of creating one.
@@ -58,15 +60,29 @@ impl Events {
     /// Events reported from `node`, the reporting instance.
     pub fn new(client: kube::Client, node: String) -> Events {
         Events {
+            status_client: client.clone(),
             client,
             node,
             recent: Default::default(),
         }
     }
 
+    /// Writes the SSIs' status with `client` (one that leaves retries to the status writer).
+    pub fn with_status_client(self, client: kube::Client) -> Events {
+        Events {
+            status_client: client,
+            ..self
+        }
+    }
+
     /// The API client events are written with.
     pub fn client(&self) -> &kube::Client {
         &self.client
+    }
+
+    /// The API client the SSIs' status is written with.
+    pub fn status_client(&self) -> &kube::Client {
+        &self.status_client
     }
 
     /// The node they are written from.

@@ -309,7 +309,14 @@ pub struct Fetcher {
     memory: Arc<tokio::sync::Semaphore>,
     /// What the volumes that outgrew [`FIRST_RESERVATION`] reserve, by volume id.
     reservations: Mutex<HashMap<String, usize>>,
+    /// How many nodes' entries each SSI's status listed when last read (for the status writer;
+    /// at most [`LISTED_KEPT`] SSIs).
+    listed: Mutex<HashMap<(String, String), usize>>,
 }
+
+/// The most SSIs whose listed entries the fetcher remembers; beyond, it forgets them all (the
+/// next read of each tells again).
+const LISTED_KEPT: usize = 4096;
 
 impl std::fmt::Debug for Fetcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -336,7 +343,25 @@ impl Fetcher {
             renderer: Renderer::new("/proc/self/exe"),
             memory: Arc::new(tokio::sync::Semaphore::new(memory)),
             reservations: Mutex::default(),
+            listed: Mutex::default(),
         }
+    }
+
+    /// How many nodes' entries SSI `key`'s status listed when it was last read.
+    pub fn listed(&self, key: &(String, String)) -> Option<usize> {
+        self.listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
+    }
+
+    fn remember_listed(&self, key: &(String, String), listed: usize) {
+        let mut known = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= LISTED_KEPT && !known.contains_key(key) {
+            known.clear();
+        }
+        known.insert(key.clone(), listed);
     }
 
     /// Keeps the tokens that hold leases in `tokens`, for a restart (see [`crate::tokens`]).
@@ -830,6 +855,11 @@ impl Fetcher {
             .get_or_init(|| async {
                 match api.get_opt(name).await {
                     Ok(Some(mut ssi)) => {
+                        // The status is the drivers' own report, its size grows with the
+                        // nodes that mount the SSI; reading needs the spec alone, the status
+                        // writer the number of entries.
+                        let listed = ssi.status.take().map_or(0, |status| status.nodes.len());
+                        self.remember_listed(&key, listed);
                         ssi.spec.normalize();
                         let bytes = ssi_core::json::encoded_len(&ssi.spec);
                         cycle.keep_or_forget(&cycle.ssis, &key, &cell, bytes);

@@ -70,6 +70,13 @@ pub async fn run(
     let kube = ssi_runtime::kube_client::kube_client("ssi-csi", env!("CARGO_PKG_VERSION"))
         .await
         .context("failed to set up the Kubernetes client")?;
+    let status_client = ssi_runtime::kube_client::kube_client_without_retries(
+        "ssi-csi",
+        env!("CARGO_PKG_VERSION"),
+        status::WRITE_TIMEOUT,
+    )
+    .await
+    .context("failed to set up the Kubernetes client")?;
     let ca_pem = match &args.store.ca_cert {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -116,7 +123,8 @@ pub async fn run(
             metrics: metrics.clone(),
             source: fetch::Fetcher::new(kube.clone(), settings, metrics.clone())
                 .with_token_store(tokens::TokenStore::open(&args.token_dir)),
-            reporter: events::Events::new(kube, args.node_id.clone()),
+            reporter: events::Events::new(kube, args.node_id.clone())
+                .with_status_client(status_client),
             records,
             mounts: seams::Mounts::Kernel,
         },

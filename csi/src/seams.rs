@@ -41,6 +41,11 @@ pub trait Source: Send + Sync + 'static {
         written: bool,
     ) -> impl Future<Output = ()> + Send;
 
+    /// How many nodes' entries SSI `ssi`'s status listed when it was last read, if it was.
+    fn listed(&self, _ssi: &SsiKey) -> Option<usize> {
+        None
+    }
+
     /// Gives back everything an unpublished volume held.
     fn release(
         &self,
@@ -112,11 +117,15 @@ impl Source for Fetcher {
     fn retain_sessions(&self, in_use: &HashSet<IdentityKey>, forget_tokens: bool) {
         Fetcher::retain_sessions(self, in_use, forget_tokens)
     }
+
+    fn listed(&self, ssi: &SsiKey) -> Option<usize> {
+        Fetcher::listed(self, ssi)
+    }
 }
 
 impl Reporter for Events {
     async fn status(&self, ssi: &SsiKey, entry: Option<&NodeStatus>) -> status::Write {
-        status::apply(self.client(), self.node(), (&ssi.0, &ssi.1), entry).await
+        status::apply(self.status_client(), self.node(), (&ssi.0, &ssi.1), entry).await
     }
 
     fn report(

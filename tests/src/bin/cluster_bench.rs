@@ -9,7 +9,9 @@
 //! `cargo run --release -p ssi-tests --bin cluster_bench -- [nodes] [volumes] [identities]`
 //! (default 250 nodes, 10,000 volumes, 100 ServiceAccounts). Pod i runs on node i mod nodes as
 //! ServiceAccount `sa-<random>`, one SecretsStoreImport of 3 KV paths for all. The rotation
-//! interval is 60 s; the window counted is two intervals.
+//! interval is 60 s; the window counted is two intervals. One value changes in the store as the
+//! window opens, so every node rotates its volumes in the same cycle and writes its entry of the
+//! SSI's status (the case where all nodes write one object at once).
 
 use futures_util::StreamExt;
 use ssi_tests::audit::{api_request, store_request, tally};
@@ -129,12 +131,17 @@ async fn main() -> anyhow::Result<()> {
     // are divided by the cycles the drivers actually ran in it (per node), as cycles are not
     // aligned with the window.
     let cycles_before = cycle_sums(drivers_ref).await?;
+    let writes_before = status_writes(drivers_ref).await?;
+    run(bed
+        .bao()?
+        .args(["kv", "put", "secret/bench/a", "value=rotated"]))?;
     let (_, store_mark) = tally(&store_log, 0, store_request(classify_store_path))?;
     let (_, api_mark) = tally(&api_log, 0, api_request(DRIVER_AGENT))?;
     tokio::time::sleep(INTERVAL * 2).await;
     let (store_calls, _) = tally(&store_log, store_mark, store_request(classify_store_path))?;
     let (api_calls, _) = tally(&api_log, api_mark, api_request(DRIVER_AGENT))?;
     let cycles_after = cycle_sums(drivers_ref).await?;
+    let writes_after = status_writes(drivers_ref).await?;
     let cycles_run: f64 = cycles_before
         .iter()
         .zip(&cycles_after)
@@ -208,6 +215,27 @@ async fn main() -> anyhow::Result<()> {
         status_entries.split_whitespace().count()
     );
     println!(
+        "status writes of all drivers in the window (one rotation of every volume): {} taken, {} failed; since start: {} taken, {} failed",
+        writes_after.0 - writes_before.0,
+        writes_after.1 - writes_before.1,
+        writes_after.0,
+        writes_after.1
+    );
+    let stored = run(bed.kubectl().args([
+        "get",
+        "secretsstoreimport",
+        "bench",
+        "-n",
+        NS,
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]))?;
+    println!(
+        "the SecretsStoreImport as stored (managed fields included): {} bytes",
+        stored.len()
+    );
+    println!(
         "model: store reads per cycle = distinct (node, ServiceAccount) pairs x paths = {distinct} x {} = {}; logins only when a store token nears its end (1 h)",
         PATHS.len(),
         distinct * PATHS.len()
@@ -227,6 +255,20 @@ fn classify_store_path(path: &str) -> String {
     } else {
         path.to_owned()
     }
+}
+
+/// All drivers' status writes: (taken, failed).
+async fn status_writes(drivers: &[CsiDriver]) -> anyhow::Result<(f64, f64)> {
+    let mut sums = (0.0, 0.0);
+    for driver in drivers {
+        sums.0 += driver
+            .metric("ssi_csi_status_writes_total{result=\"ok\"}")
+            .await?;
+        sums.1 += driver
+            .metric("ssi_csi_status_writes_total{result=\"error\"}")
+            .await?;
+    }
+    Ok(sums)
 }
 
 /// Each driver's (count, sum) of `ssi_csi_rotation_cycle_seconds`.
