@@ -653,12 +653,20 @@ impl<S: Source, R: Reporter> Driver<S, R> {
                 .due(&current, now, |ssi| self.source.listed(ssi))
         };
         let mut written = 0;
+        let started = Instant::now();
         for (ssi, entry) in due {
-            match self.reporter.status(&ssi, entry.as_ref()).await {
+            let outcome = self.reporter.status(&ssi, entry.as_ref()).await;
+            // NB: a write may take up to status::WRITE_TIMEOUT: the next is spaced from its end.
+            let now = now + started.elapsed();
+            match outcome {
                 status::Write::Done { listed } => {
                     written += 1;
                     self.count_status_write(Outcome::Ok);
                     self.status_book().wrote(ssi, entry, now, listed);
+                }
+                // An SSI that is gone has no entry left to remove.
+                status::Write::Gone if entry.is_none() => {
+                    self.status_book().wrote(ssi, None, now, 0);
                 }
                 status::Write::Gone => {
                     tracing::debug!(k8s.namespace = %ssi.0, ssi.name = %ssi.1,

@@ -311,7 +311,9 @@ pub struct Fetcher {
     reservations: Mutex<HashMap<String, usize>>,
     /// How many nodes' entries each SSI's status listed when last read (for the status writer;
     /// at most [`LISTED_KEPT`] SSIs).
-    listed: Mutex<HashMap<(String, String), usize>>,
+    listed: Mutex<HashMap<(String, String), crate::status::Listed>>,
+    /// This node's name, as its entries in the SSIs' status name it.
+    node: String,
 }
 
 /// The most SSIs whose listed entries the fetcher remembers; beyond, it forgets them all (the
@@ -344,11 +346,17 @@ impl Fetcher {
             memory: Arc::new(tokio::sync::Semaphore::new(memory)),
             reservations: Mutex::default(),
             listed: Mutex::default(),
+            node: String::new(),
         }
     }
 
-    /// How many nodes' entries SSI `key`'s status listed when it was last read.
-    pub fn listed(&self, key: &(String, String)) -> Option<usize> {
+    /// Reads the SSIs' status as `node`'s (see [`Fetcher::listed`]).
+    pub fn for_node(self, node: String) -> Fetcher {
+        Fetcher { node, ..self }
+    }
+
+    /// What SSI `key`'s status held when it was last read.
+    pub fn listed(&self, key: &(String, String)) -> Option<crate::status::Listed> {
         self.listed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -356,7 +364,7 @@ impl Fetcher {
             .copied()
     }
 
-    fn remember_listed(&self, key: &(String, String), listed: usize) {
+    fn remember_listed(&self, key: &(String, String), listed: crate::status::Listed) {
         let mut known = self.listed.lock().unwrap_or_else(|p| p.into_inner());
         if known.len() >= LISTED_KEPT && !known.contains_key(key) {
             known.clear();
@@ -858,7 +866,12 @@ impl Fetcher {
                         // The status is the drivers' own report, its size grows with the
                         // nodes that mount the SSI; reading needs the spec alone, the status
                         // writer the number of entries.
-                        let listed = ssi.status.take().map_or(0, |status| status.nodes.len());
+                        let nodes = ssi.status.take().map(|status| status.nodes);
+                        let listed = crate::status::Listed::of(
+                            nodes.as_deref().unwrap_or_default(),
+                            &self.node,
+                            std::time::SystemTime::now(),
+                        );
                         self.remember_listed(&key, listed);
                         ssi.spec.normalize();
                         let bytes = ssi_core::json::encoded_len(&ssi.spec);

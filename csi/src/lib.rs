@@ -122,7 +122,8 @@ pub async fn run(
         driver::Parts {
             metrics: metrics.clone(),
             source: fetch::Fetcher::new(kube.clone(), settings, metrics.clone())
-                .with_token_store(tokens::TokenStore::open(&args.token_dir)),
+                .with_token_store(tokens::TokenStore::open(&args.token_dir))
+                .for_node(args.node_id.clone()),
             reporter: events::Events::new(kube, args.node_id.clone())
                 .with_status_client(status_client),
             records,

@@ -41,8 +41,8 @@ pub trait Source: Send + Sync + 'static {
         written: bool,
     ) -> impl Future<Output = ()> + Send;
 
-    /// How many nodes' entries SSI `ssi`'s status listed when it was last read, if it was.
-    fn listed(&self, _ssi: &SsiKey) -> Option<usize> {
+    /// What SSI `ssi`'s status held when it was last read, if it was.
+    fn listed(&self, _ssi: &SsiKey) -> Option<status::Listed> {
         None
     }
 
@@ -118,7 +118,7 @@ impl Source for Fetcher {
         Fetcher::retain_sessions(self, in_use, forget_tokens)
     }
 
-    fn listed(&self, ssi: &SsiKey) -> Option<usize> {
+    fn listed(&self, ssi: &SsiKey) -> Option<status::Listed> {
         Fetcher::listed(self, ssi)
     }
 }

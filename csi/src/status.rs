@@ -21,9 +21,9 @@
 //!   object yet spreads its first write over [`MIN_WRITE_INTERVAL`]. Failed writes (an API
 //!   server timing out under contention) are retried after a doubling wait with jitter, so
 //!   that nodes that failed together do not retry together.
-//! - An SSI lists at most [`MAX_LISTED`] nodes: a node adds its entry only while fewer are
-//!   listed as far as it knows (from its last read of the SSI or its last write), or, when its
-//!   volumes fail, while fewer than [`MAX_LISTED_FAILING`] are. So the object, each write and
+//! - An SSI lists at most [`MAX_LISTED`] nodes: a node adds its entry only while fewer other
+//!   live entries (see [`Listed`]) were listed when it last read the SSI, or, when its volumes
+//!   fail, while fewer than [`MAX_LISTED_FAILING`] were. A node whose entry is there keeps it. So the object, each write and
 //!   the writers per object stay bounded whatever the cluster's size; nodes beyond report by
 //!   their metrics and the pods' Events.
 //! - The entry goes when the node's last volume of the SSI goes. Entries of a node that is
@@ -52,8 +52,8 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(600);
 /// Each entry's share of the time between two writes of times alone.
 pub const REFRESH_SHARE: Duration = Duration::from_secs(10);
 
-/// The mean wait after a first failed write; it doubles with each failure that follows, up to
-/// [`REFRESH_INTERVAL`], and each wait is drawn from half to one and a half of it.
+/// The mean wait after a first failed write; it doubles with each failure that follows, up to a
+/// mean of [`REFRESH_INTERVAL`], and each wait is drawn from half to one and a half of it.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How long one status write may take before it counts as failed (and the API server is asked
@@ -70,6 +70,51 @@ pub const MAX_LISTED: usize = 32;
 /// The most nodes an SSI lists, a node whose volumes fail adding its entry beyond
 /// [`MAX_LISTED`].
 pub const MAX_LISTED_FAILING: usize = 64;
+
+/// An entry whose last success and last error are both older than this is a dead node's (its
+/// driver would have refreshed it): it does not count against [`MAX_LISTED`].
+pub const DEAD_ENTRY: Duration = Duration::from_secs(3600);
+
+/// What an SSI's status held when this node last read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Listed {
+    /// Live entries of other nodes.
+    pub others: usize,
+    /// Whether this node's entry is there.
+    pub mine: bool,
+}
+
+impl Listed {
+    /// What `nodes` hold for `node` at `now`.
+    pub fn of(nodes: &[NodeStatus], node: &str, now: std::time::SystemTime) -> Listed {
+        let horizon = now
+            .checked_sub(DEAD_ENTRY)
+            .and_then(|t| k8s_openapi::jiff::Timestamp::try_from(t).ok());
+        let live = |entry: &NodeStatus| {
+            let times = [
+                entry.last_success.as_deref(),
+                entry.last_error.as_ref().map(|e| e.at.as_str()),
+            ];
+            let mut seen = times.into_iter().flatten().peekable();
+            // NB: an entry without times (or with times that do not parse) counts as live.
+            seen.peek().is_none()
+                || seen.any(|at| {
+                    let at = at.parse::<k8s_openapi::jiff::Timestamp>().ok();
+                    match (at, horizon) {
+                        (Some(at), Some(horizon)) => at >= horizon,
+                        _ => true,
+                    }
+                })
+        };
+        Listed {
+            others: nodes
+                .iter()
+                .filter(|entry| entry.node != node && live(entry))
+                .count(),
+            mine: nodes.iter().any(|entry| entry.node == node),
+        }
+    }
+}
 
 /// A SecretsStoreImport: its namespace and name.
 pub type SsiKey = (String, String);
@@ -101,8 +146,11 @@ fn backoff(failures: u32) -> Duration {
     doubled.min(REFRESH_INTERVAL)
 }
 
+/// `listed` as a factor of the spacing, at most twice [`MAX_LISTED_FAILING`]: an object that
+/// lists more (a node writing beyond the limit, or entries of nodes long gone) does not make the
+/// others wait for hours.
 fn entries(listed: usize) -> u32 {
-    u32::try_from(listed).unwrap_or(u32::MAX)
+    u32::try_from(listed.min(2 * MAX_LISTED_FAILING)).unwrap_or(u32::MAX)
 }
 
 /// What was last written (or tried) for one SSI, when, and how long before the next try.
@@ -118,6 +166,8 @@ struct Written {
     scheduled: Option<Instant>,
     /// Failed writes since the last that went through.
     failures: u32,
+    /// What the SSI held when the node last read it, while its entry is not known to be there.
+    read: Option<Listed>,
 }
 
 /// What this node has written, to decide what is due.
@@ -170,7 +220,10 @@ impl Written {
             0 => MAX_LISTED,
             _ => MAX_LISTED_FAILING,
         };
-        self.entry.is_none() && self.listed >= most
+        self.entry.is_none()
+            && self
+                .read
+                .is_some_and(|read| !read.mine && read.others >= most)
     }
 
     /// Whether `current` (`None`: no volume of the SSI left) should be written at `now`.
@@ -183,35 +236,41 @@ impl Written {
             (Some(old), Some(new)) => {
                 old != new && (differs_in_substance(old, new) || since >= refresh(self.listed))
             }
-            // NB: a removal is wanted even when nothing is known to be written: a failed
-            // first write may have landed.
-            (None, Some(_)) | (_, None) => true,
+            (None, Some(_)) | (Some(_), None) => true,
+            // NB: a failed first write may have landed.
+            (None, None) => self.failures > 0,
         }
     }
 }
 
 impl StatusBook {
     /// The writes due at `now` for `current`, this node's entries by SSI: `None` removes the
-    /// entry of an SSI the node no longer mounts. `listed` tells how many entries an SSI
-    /// listed when the node last read it, if it did.
+    /// entry of an SSI the node no longer mounts. `listed` tells what an SSI held when the
+    /// node last read it, if it did.
     pub fn due(
         &mut self,
         current: &BTreeMap<SsiKey, NodeStatus>,
         now: Instant,
-        listed: impl Fn(&SsiKey) -> Option<usize>,
+        listed: impl Fn(&SsiKey) -> Option<Listed>,
     ) -> Vec<(SsiKey, Option<NodeStatus>)> {
+        // An SSI no longer mounted whose entry was never written (held back by the limit, or
+        // refused as gone) has nothing to remove.
+        self.written.retain(|key, written| {
+            current.contains_key(key) || written.entry.is_some() || written.failures > 0
+        });
         for key in current.keys() {
-            let read = listed(key).unwrap_or(0);
+            let read = listed(key);
             let written = self.written.entry(key.clone()).or_insert(Written {
                 entry: None,
-                listed: read,
+                listed: read.map_or(0, |r| r.others + usize::from(r.mine)),
                 at: now,
                 wait: Duration::ZERO,
                 scheduled: None,
                 failures: 0,
+                read: None,
             });
-            if written.entry.is_none() {
-                written.listed = written.listed.max(read);
+            if written.entry.is_none() && read.is_some() {
+                written.read = read;
             }
         }
         let mut due = Vec::new();
@@ -252,6 +311,7 @@ impl StatusBook {
                         wait: spacing(listed),
                         scheduled: None,
                         failures: 0,
+                        read: None,
                     },
                 );
             }
@@ -287,6 +347,7 @@ impl StatusBook {
             wait: Duration::ZERO,
             scheduled: None,
             failures: 0,
+            read: None,
         });
         written.at = now;
         written.scheduled = None;
@@ -542,11 +603,12 @@ mod tests {
     #[rstest]
     // entries the object lists, what changed -> the least wait, and the most
     #[case::few_nodes_substance(2, entry(2), 10, 11)]
-    #[case::many_nodes_substance(250, entry(2), 250, 250 + 125)]
+    #[case::many_nodes_substance(64, entry(2), 64, 64 + 32)]
+    #[case::more_than_ever_listed(250, entry(2), 128, 128 + 64)]
     #[case::few_nodes_times(2,
         NodeStatus { last_success: Some("2026-12-06T08:12:00Z".into()), ..entry(1) }, 600, 601)]
-    #[case::many_nodes_times(250,
-        NodeStatus { last_success: Some("2026-12-06T08:12:00Z".into()), ..entry(1) }, 2500, 2500 + 125)]
+    #[case::many_nodes_times(64,
+        NodeStatus { last_success: Some("2026-12-06T08:12:00Z".into()), ..entry(1) }, 640, 640 + 32)]
     fn the_more_nodes_an_ssi_lists_the_rarer_each_writes_it(
         #[case] listed: usize,
         #[case] changed: NodeStatus,
@@ -571,7 +633,7 @@ mod tests {
 
     #[test]
     fn a_change_all_nodes_see_at_once_is_written_spread_out_not_as_one_burst() {
-        let nodes = 250;
+        let nodes = MAX_LISTED_FAILING;
         let start = Instant::now();
         let mut books: Vec<StatusBook> = (0..nodes)
             .map(|_| {
@@ -598,8 +660,8 @@ mod tests {
             *writes_per_ten_seconds.entry(at.as_secs() / 10).or_default() += 1;
         }
         let busiest = writes_per_ten_seconds.values().max().copied();
-        // 250 writes over 125 s: about 20 per 10 s; as one burst it would be 250.
-        assert!(busiest < Some(50), "{writes_per_ten_seconds:?}");
+        // 64 writes over 31.5 s: about 20 per 10 s; as one burst it would be 64.
+        assert!(busiest < Some(40), "{writes_per_ten_seconds:?}");
     }
 
     #[rstest]
@@ -625,7 +687,12 @@ mod tests {
                 .due(
                     &current(Some(mine.clone())),
                     start + Duration::from_secs(t),
-                    |_| Some(listed),
+                    |_| {
+                        Some(Listed {
+                            others: listed,
+                            mine: false,
+                        })
+                    },
                 )
                 .is_empty()
         });
@@ -639,6 +706,83 @@ mod tests {
         book.wrote(key(), Some(entry(1)), start, MAX_LISTED_FAILING);
         let by = spacing(MAX_LISTED_FAILING) + spread(MAX_LISTED_FAILING) + Duration::from_secs(1);
         assert!(first_due(&mut book, &current(Some(entry(2))), start, by).is_some());
+    }
+
+    #[test]
+    fn a_restarted_node_whose_entry_is_there_keeps_writing_it_however_many_are_listed() {
+        let start = Instant::now();
+        let mut book = StatusBook::default();
+        let read = Listed {
+            others: MAX_LISTED_FAILING,
+            mine: true,
+        };
+        let spread_out = spread(MAX_LISTED_FAILING + 1) + Duration::from_secs(1);
+        let written = (0..=spread_out.as_secs()).any(|t| {
+            !book
+                .due(
+                    &current(Some(entry(1))),
+                    start + Duration::from_secs(t),
+                    |_| Some(read),
+                )
+                .is_empty()
+        });
+        assert!(written);
+    }
+
+    #[test]
+    fn entries_of_nodes_gone_for_an_hour_do_not_count_against_the_limit() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        let at = |ago: u64| {
+            let time = now - Duration::from_secs(ago);
+            k8s_openapi::jiff::Timestamp::try_from(time)
+                .map(|t| t.to_string())
+                .ok()
+        };
+        let node = |name: &str, ago: u64| NodeStatus {
+            node: name.into(),
+            last_success: at(ago),
+            ..NodeStatus::default()
+        };
+        let nodes = [
+            node("me", 10),
+            node("alive", 60),
+            node("gone", 7200),
+            NodeStatus {
+                node: "new".into(),
+                ..NodeStatus::default()
+            },
+        ];
+        assert_eq!(
+            Listed::of(&nodes, "me", now),
+            Listed {
+                others: 2,
+                mine: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_node_held_back_by_the_limit_sends_no_removal_when_its_volumes_go() {
+        let start = Instant::now();
+        let mut book = StatusBook::default();
+        let full = Listed {
+            others: MAX_LISTED,
+            mine: false,
+        };
+        assert!(
+            book.due(&current(Some(entry(1))), start, |_| Some(full))
+                .is_empty()
+        );
+        assert!(
+            book.due(&current(None), start + REFRESH_INTERVAL, |_| None)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_object_listing_far_too_many_entries_does_not_stall_the_writers() {
+        assert_eq!(spacing(100_000), spacing(2 * MAX_LISTED_FAILING));
+        assert!(refresh(100_000) <= Duration::from_secs(1280));
     }
 
     #[test]
