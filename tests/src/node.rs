@@ -273,6 +273,11 @@ impl Node {
         &self.options.name
     }
 
+    /// The cgroup below which kubelet puts the node's pods, in every hierarchy.
+    pub fn cgroup_root(&self) -> &str {
+        &self.cgroup_root
+    }
+
     /// The node's container runtime.
     pub fn runtime(&self) -> Runtime {
         self.options.runtime
@@ -451,24 +456,8 @@ impl Node {
             .to_string(),
         )?;
         let config = self.containerd_config(&containerd_dir, &cni_dir)?;
-        let config_path = containerd_dir.join("config.toml");
-        std::fs::write(&config_path, config)?;
-        let mut containerd = self.in_node(&self.options.runtime.containerd()?)?;
-        containerd.arg("--config").arg(&config_path);
-        self.containerd = Some(Process::spawn(
-            "containerd",
-            containerd,
-            &dir.join("containerd.log"),
-        )?);
-        crate::wait::until(Duration::from_secs(10), "containerd to answer", || {
-            let answered = self.ctr().is_ok_and(|mut ctr| {
-                ctr.arg("version")
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            });
-            crate::wait::check(answered, String::new)
-        })
-        .await?;
+        std::fs::write(containerd_dir.join("config.toml"), config)?;
+        self.start_containerd().await?;
         let pause = crate::images::pause_image(&dir.join("images"))?;
         self.load_image(&pause)?;
 
@@ -538,20 +527,7 @@ volumePluginDir: {volume_plugins}
                 cgroup_root = self.cgroup_root,
             ),
         )?;
-        let mut kubelet = self.in_node(&tool("kubelet")?)?;
-        kubelet
-            .arg(format!("--config={}", kubelet_config.display()))
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--root-dir={}", self.kubelet_root.display()))
-            .arg(format!("--cert-dir={}", dir.join("kubelet-pki").display()))
-            .arg(format!("--node-ip={}", self.ip))
-            .arg(format!("--hostname-override={}", self.options.name))
-            .arg("--v=2");
-        self.kubelet = Some(Process::spawn(
-            "kubelet",
-            kubelet,
-            &dir.join("kubelet.log"),
-        )?);
+        self.start_kubelet()?;
 
         if self.options.scheduler {
             let mut scheduler = Command::new(tool("kube-scheduler")?);
@@ -595,6 +571,145 @@ volumePluginDir: {volume_plugins}
                 .unwrap_or_default();
             waiting.pause(&kubelet_log).await?;
         }
+    }
+
+    /// Starts containerd with the configuration bring_up wrote, and waits until it answers.
+    async fn start_containerd(&mut self) -> crate::Result<()> {
+        let mut containerd = self.in_node(&self.options.runtime.containerd()?)?;
+        containerd
+            .arg("--config")
+            .arg(self.dir.join("containerd/config.toml"));
+        self.containerd = Some(Process::spawn(
+            "containerd",
+            containerd,
+            &self.dir.join("containerd.log"),
+        )?);
+        crate::wait::until(Duration::from_secs(10), "containerd to answer", || {
+            let answered = self.ctr().is_ok_and(|mut ctr| {
+                ctr.arg("version")
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            });
+            crate::wait::check(answered, String::new)
+        })
+        .await
+    }
+
+    /// Starts kubelet with the configuration bring_up wrote.
+    fn start_kubelet(&mut self) -> crate::Result<()> {
+        let dir = &self.dir;
+        let mut kubelet = self.in_node(&tool("kubelet")?)?;
+        kubelet
+            .arg(format!(
+                "--config={}",
+                dir.join("kubelet-config.yaml").display()
+            ))
+            .arg(format!(
+                "--kubeconfig={}",
+                dir.join("kubelet.kubeconfig").display()
+            ))
+            .arg(format!("--root-dir={}", self.kubelet_root.display()))
+            .arg(format!("--cert-dir={}", dir.join("kubelet-pki").display()))
+            .arg(format!("--node-ip={}", self.ip))
+            .arg(format!("--hostname-override={}", self.options.name))
+            .arg("--v=2");
+        self.kubelet = Some(Process::spawn(
+            "kubelet",
+            kubelet,
+            &dir.join("kubelet.log"),
+        )?);
+        Ok(())
+    }
+
+    /// Reboots the node as a machine reboots: kubelet, containerd and every container die,
+    /// what lives on tmpfs is gone (the pods' volumes and tokens, /run with containerd's and
+    /// runc's state, the driver's token directory), what lives on disk stays (kubelet's root,
+    /// containerd's images, the driver's state directory); then containerd and kubelet start
+    /// again, and kubelet brings the node's pods back.
+    pub async fn reboot(&mut self) -> crate::Result<()> {
+        self.kubelet = None;
+        let survivors = self.kill_containers();
+        ensure!(
+            survivors.is_empty(),
+            "processes of {} survived its reboot: {survivors:?}",
+            self.options.name
+        );
+        self.containerd = None;
+        let containerd_dir = self.dir.join("containerd");
+        let keep: Vec<PathBuf> = [
+            Some(self.kubelet_root.clone()),
+            self.options.private_root.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let gone = |point: &Path| {
+            !keep.iter().any(|k| k == point)
+                && (point.starts_with(&self.kubelet_root)
+                    || point.starts_with(&containerd_dir)
+                    || point.starts_with("/run")
+                    || self
+                        .options
+                        .private_root
+                        .as_ref()
+                        .is_some_and(|root| point.starts_with(root.join("run"))))
+        };
+        let mounted = |node: &Node| -> Vec<PathBuf> {
+            node.mountinfo()
+                .lines()
+                .filter_map(|line| line.split(' ').nth(4))
+                .map(PathBuf::from)
+                .filter(|point| gone(point))
+                .collect()
+        };
+        let mut points = mounted(self);
+        points.sort();
+        points.dedup();
+        points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+        if !points.is_empty() {
+            // NB: a mount below one already gone may be gone with it: umount's complaints
+            // about those change nothing.
+            let _ = self
+                .in_node(Path::new("/usr/bin/umount"))?
+                .arg("-l")
+                .args(&points)
+                .output()?;
+        }
+        // Stacked mounts go one layer per umount: again until none is left.
+        for _ in 0..5 {
+            let left = mounted(self);
+            if left.is_empty() {
+                break;
+            }
+            let _ = self
+                .in_node(Path::new("/usr/bin/umount"))?
+                .arg("-l")
+                .args(&left)
+                .output()?;
+        }
+        let left = mounted(self);
+        ensure!(
+            left.is_empty(),
+            "mounts of {} survived its reboot: {left:?}",
+            self.options.name
+        );
+        // A reboot's fresh tmpfs, and containerd's and runc's state (tmpfs on a real node) gone.
+        let mount = Path::new("/usr/bin/mount");
+        run(self
+            .in_node(mount)?
+            .args(["-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run"]))?;
+        if let Some(private_root) = &self.options.private_root {
+            run(self
+                .in_node(mount)?
+                .args(["-t", "tmpfs", "-o", "mode=0755,size=16m", "tmpfs"])
+                .arg(private_root.join("run")))?;
+        }
+        for state in ["state", "runc"] {
+            let _ = std::fs::remove_dir_all(containerd_dir.join(state));
+        }
+        self.start_containerd().await?;
+        self.start_kubelet()?;
+        Ok(())
     }
 
     /// The node's own mounts, in its mount namespace: tmpfs over /run, /var/lib and /var/log
@@ -852,6 +967,15 @@ imports = []
     fn teardown(&mut self) {
         self.kubelet = None;
         self.scheduler = None;
+        // NB: Node::stop reports what is left.
+        let _ = self.kill_containers();
+        self.containerd = None;
+        self.release();
+    }
+
+    /// Kills every container of the node, and their shims; returns the processes that are left
+    /// after 5 s.
+    fn kill_containers(&mut self) -> Vec<i32> {
         // Stopped through containerd first, the shims exit and remove their sockets.
         if let Ok(mut list) = self.ctr().map(|mut c| {
             c.args(["tasks", "ls", "-q"]);
@@ -883,7 +1007,12 @@ imports = []
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        self.containerd = None;
+        self.our_processes()
+    }
+
+    /// Unmounts what the node has below its directory on the host, removes its cgroups, stops
+    /// its port proxies and lets its namespaces go.
+    fn release(&mut self) {
         let dir = self.dir.display().to_string();
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut points: Vec<&str> = mountinfo
