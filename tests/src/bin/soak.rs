@@ -421,6 +421,19 @@ async fn soak(
         "left at the end: {} leases in the store, {} users in PostgreSQL",
         leftovers.0, leftovers.1
     );
+    if leftovers.1 > 0 {
+        // Which users, and until when their role was valid: a lease lost before it was
+        // recorded ends at its TTL, one the store forgot never does.
+        let users = postgres.sql(
+            "select rolname, rolvaliduntil from pg_roles where rolcanlogin and rolname like 'v-%' order by 2",
+        )?;
+        println!("  users left (valid until):\n{users}");
+        for user in users.lines().take(5) {
+            let name = user.split('|').next().unwrap_or_default().trim();
+            let seen = findings.users.contains_key(name);
+            println!("  {name}: read from a volume: {seen}");
+        }
+    }
     for (component, samples) in rss.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
         let first = samples.first().map_or(0, |s| s.1);
