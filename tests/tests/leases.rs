@@ -246,9 +246,10 @@ async fn a_blackholed_second_store_delays_no_lease_renewal_beyond_a_fetch_deadli
     let bed = guide_bed().await;
     assert!(bed.openbao().addr.starts_with("http://"), "the bed's store");
     let postgres = Postgres::start(bed.dir()).await.expect("PostgreSQL");
-    // A 24 s lease is renewed at two thirds of it: 8 s to spare, more than a fetch's
-    // deadline (5 store timeouts of 1 s).
-    database_engine(&bed, &postgres, "24s", "1h");
+    // A 36 s lease is renewed at two thirds of it: 12 s to spare, more than a rotation interval
+    // (3 s) and a fetch's deadline (5 store timeouts of 1 s) together. (With 24 s, 8 s to
+    // spare, a busy CI machine once saw the lease at 1 s left: the interval had been forgotten.)
+    database_engine(&bed, &postgres, "36s", "1h");
     walkthrough::backend_policy(
         &bed,
         &format!(
@@ -306,7 +307,7 @@ async fn a_blackholed_second_store_delays_no_lease_renewal_beyond_a_fetch_deadli
     second.go_dark();
     let dark = Instant::now();
 
-    // Through three lease periods: the same user logs in all along, its lease renewed in time
+    // Through two lease periods: the same user logs in all along, its lease renewed in time
     // although every rotation cycle meets twenty volumes whose store never answers.
     let mut least_left = u64::MAX;
     while dark.elapsed() < Duration::from_secs(72) {
@@ -341,7 +342,7 @@ async fn a_blackholed_second_store_delays_no_lease_renewal_beyond_a_fetch_deadli
         least_left >= 2,
         "renewed before its end: {least_left} s left at worst"
     );
-    assert!(store_requests(&driver, "renew").await >= 3.0);
+    assert!(store_requests(&driver, "renew").await >= 2.0);
 }
 
 #[tokio::test]
