@@ -80,3 +80,15 @@ pub async fn calls(driver: &CsiDriver, operation: &str) -> f64 {
     let series = format!("ssi_csi_store_requests_total{{operation=\"{operation}\",result=\"ok\"}}");
     driver.metric(&series).await.unwrap_or(0.0)
 }
+
+/// The benchmark's `n`-th command-line argument, or `default` when it is not given.
+pub fn arg<T: std::str::FromStr>(n: usize, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    Ok(std::env::args()
+        .nth(n)
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(default))
+}

@@ -15,7 +15,7 @@
 
 use futures_util::StreamExt;
 use ssi_tests::audit::{api_request, store_request, tally};
-use ssi_tests::bench::{DRIVER_AGENT, NS, PATHS, setup};
+use ssi_tests::bench::{DRIVER_AGENT, NS, PATHS, arg, setup};
 use ssi_tests::csi::{CsiDriver, DriverOptions, create_pod, publish_request};
 use ssi_tests::load::percentile;
 use ssi_tests::{TestBed, run, status_kib};
@@ -27,19 +27,11 @@ const INTERVAL: Duration = Duration::from_secs(60);
 /// Publishes in flight at once over the whole cluster (kubelets of many nodes at once).
 const PUBLISHES_IN_FLIGHT: usize = 16;
 
-fn arg(n: usize, default: usize) -> anyhow::Result<usize> {
-    Ok(std::env::args()
-        .nth(n)
-        .map(|v| v.parse())
-        .transpose()?
-        .unwrap_or(default))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let nodes = arg(1, 250)?;
-    let volumes = arg(2, 10_000)?;
-    let identities = arg(3, 100)?;
+    let nodes: usize = arg(1, 250)?;
+    let volumes: usize = arg(2, 10_000)?;
+    let identities: usize = arg(3, 100)?;
     anyhow::ensure!(
         nodes > 0 && volumes > 0 && identities > 0,
         "all counts must be positive"

@@ -31,6 +31,7 @@
 //! user on a volume must still log in.
 
 use anyhow::Context;
+use ssi_tests::bench::arg;
 use ssi_tests::chart::SYSTEM_NAMESPACE;
 use ssi_tests::cluster::Cluster;
 use ssi_tests::postgres::Postgres;
@@ -145,18 +146,10 @@ impl Timeline {
     }
 }
 
-fn arg(n: usize, default: u64) -> anyhow::Result<u64> {
-    Ok(std::env::args()
-        .nth(n)
-        .map(|v| v.parse())
-        .transpose()?
-        .unwrap_or(default))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let minutes = arg(1, 30)?;
-    let pods = arg(2, 60)?;
+    let minutes: u64 = arg(1, 30)?;
+    let pods: u64 = arg(2, 60)?;
     anyhow::ensure!(minutes > 0 && pods > 0, "minutes and pods must be positive");
     println!(
         "== soak: {minutes} min, {pods} pods x 3 volumes on two nodes, rotation every {} s",
