@@ -9,6 +9,19 @@ use std::process::Command;
 /// The namespace the chart's components go into in the tests, as docs/install.md uses.
 pub const SYSTEM_NAMESPACE: &str = "secrets-store-integration";
 
+/// Waits until the installed chart's webhook Deployment has all its replicas ready again (after
+/// its pods were deleted or moved), at most 120 s.
+pub fn webhook_rolled_out(bed: &crate::TestBed) -> crate::Result<String> {
+    crate::run(bed.kubectl().args([
+        "-n",
+        SYSTEM_NAMESPACE,
+        "rollout",
+        "status",
+        "deployment/ssi-webhook",
+        "--timeout=120s",
+    ]))
+}
+
 /// The chart's directory.
 pub fn chart_dir() -> PathBuf {
     crate::workspace_path("charts/secrets-store-integration")

@@ -329,14 +329,7 @@ async fn drain_never_fails_a_review(
     ]))?;
     let drain = drain_started.elapsed();
     let drain_ended = Instant::now();
-    run(bed.kubectl().args([
-        "-n",
-        SYSTEM_NAMESPACE,
-        "rollout",
-        "status",
-        "deployment/ssi-webhook",
-        "--timeout=120s",
-    ]))?;
+    ssi_tests::chart::webhook_rolled_out(bed)?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     stop.store(true, Ordering::Relaxed);
     let (answered, failed) = reviewer

@@ -983,14 +983,7 @@ async fn inject(
                 "app.kubernetes.io/name=ssi-webhook",
                 "--wait=false",
             ]))?;
-            run(bed.kubectl().args([
-                "-n",
-                SYSTEM_NAMESPACE,
-                "rollout",
-                "status",
-                "deployment/ssi-webhook",
-                "--timeout=120s",
-            ]))?;
+            ssi_tests::chart::webhook_rolled_out(bed)?;
             Ok(())
         }
         "node reboot" => {
