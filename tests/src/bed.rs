@@ -21,6 +21,9 @@ pub const KUBE_API_AUDIENCE: &str = "";
 /// same audience in the CSIDriver and the injector's settings).
 pub const VAULT_AUDIENCE: &str = "vault";
 
+/// How long the bed waits for a persistent store's init or unseal, which write to its disk.
+const SLOW_STORE_CALL: Duration = Duration::from_secs(30);
+
 /// How to reach the bed's Kubernetes API.
 #[derive(Debug, Clone)]
 pub struct Kube {
@@ -112,6 +115,62 @@ impl OpenBao {
     pub fn pid(&self) -> u32 {
         self.pid
     }
+
+    /// Unseals the store with its key once it answers (a persistent store started again comes
+    /// up sealed), and waits until it is active: what an operator, or auto-unseal, does.
+    pub async fn unseal(&self) -> crate::Result<()> {
+        let client = http_client_with_timeout(self.ca_pem.as_deref(), SLOW_STORE_CALL)?;
+        crate::wait::until_async(
+            Duration::from_secs(60),
+            "the store unsealed and active",
+            || {
+                let client = client.clone();
+                async move {
+                    let unsealed = client
+                        .put(format!("{}/v1/sys/unseal", self.addr))
+                        .json(&serde_json::json!({ "key": self.unseal_key }))
+                        .send()
+                        .await
+                        .map_err(|e| format!("{e}"))?;
+                    let status = unsealed.status();
+                    crate::wait::check(status.is_success(), || format!("unseal: HTTP {status}"))?;
+                    // NB: unsealed, the store is a standby (429) until it has taken leadership of
+                    // its own storage.
+                    let health = client
+                        .get(format!("{}/v1/sys/health", self.addr))
+                        .send()
+                        .await
+                        .map_err(|e| format!("{e}"))?
+                        .status();
+                    crate::wait::check(health.is_success(), || format!("health: HTTP {health}"))
+                }
+            },
+        )
+        .await
+    }
+}
+
+/// Enables Vault's file audit device through its API (OpenBao takes it from its
+/// configuration only).
+async fn enable_vault_audit(
+    addr: &str,
+    root_token: &str,
+    ca_pem: Option<&str>,
+    log: &Path,
+) -> crate::Result<()> {
+    let response = http_client(ca_pem)?
+        .put(format!("{addr}/v1/sys/audit/bed"))
+        .header("X-Vault-Token", root_token)
+        .json(&serde_json::json!({"type": "file", "options": {"file_path": log}}))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!(
+            "failed to enable Vault's file audit device: HTTP {}",
+            response.status()
+        );
+    }
+    Ok(())
 }
 
 /// Which parts of the bed a test needs.
@@ -120,6 +179,7 @@ pub struct TestBedBuilder {
     kube: bool,
     openbao: bool,
     openbao_tls: bool,
+    persistent_store: bool,
     audit_log: bool,
 }
 
@@ -158,6 +218,7 @@ impl Default for TestBedBuilder {
             kube: true,
             openbao: true,
             openbao_tls: false,
+            persistent_store: false,
             audit_log: false,
         }
     }
@@ -182,6 +243,15 @@ impl TestBedBuilder {
         self
     }
 
+    /// Run the store as a production server keeps its data on disk (integrated storage,
+    /// initialised with one unseal key), not as a dev server that keeps it in memory: a store
+    /// that is killed and started again has its secrets, leases and tokens, as a real one
+    /// does, and is sealed until [`OpenBao::unseal`]. Plain HTTP only.
+    pub fn persistent_store(mut self) -> Self {
+        self.persistent_store = true;
+        self
+    }
+
     /// Give the store a file audit device (declared in OpenBao's configuration, as OpenBao
     /// refuses to enable audit devices through its API; enabled through Vault's API), and the
     /// apiserver an audit log of every request's metadata.
@@ -203,7 +273,12 @@ impl TestBedBuilder {
         bed.dir = Some(dir);
         // Both chains are independent; OpenBao first, as it is ready in well under a second and
         // its log then holds the unseal key.
-        if self.openbao {
+        if self.openbao && self.persistent_store {
+            if self.openbao_tls {
+                bail!("the bed's persistent store serves plain HTTP only");
+            }
+            bed.start_persistent_store(&root, self.audit_log).await?;
+        } else if self.openbao {
             bed.start_openbao(&root, self.openbao_tls, self.audit_log)
                 .await?;
         }
@@ -248,8 +323,15 @@ where
 }
 
 fn http_client(ca_pem: Option<&str>) -> crate::Result<reqwest::Client> {
+    http_client_with_timeout(ca_pem, Duration::from_secs(2))
+}
+
+fn http_client_with_timeout(
+    ca_pem: Option<&str>,
+    timeout: Duration,
+) -> crate::Result<reqwest::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(2));
+    let mut builder = reqwest::Client::builder().timeout(timeout);
     if let Some(pem) = ca_pem {
         builder = builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(pem.as_bytes())?);
     }
@@ -403,18 +485,7 @@ impl TestBed {
             );
         }
         if let (Some(log), Store::Vault) = (&audit_log, store) {
-            let response = http_client(ca_pem.as_deref())?
-                .put(format!("{addr}/v1/sys/audit/bed"))
-                .header("X-Vault-Token", &root_token)
-                .json(&serde_json::json!({"type": "file", "options": {"file_path": log}}))
-                .send()
-                .await?;
-            if !response.status().is_success() {
-                bail!(
-                    "failed to enable Vault's file audit device: HTTP {}",
-                    response.status()
-                );
-            }
+            enable_vault_audit(&addr, &root_token, ca_pem.as_deref(), log).await?;
         }
         self.openbao = Some(OpenBao {
             store,
@@ -432,6 +503,102 @@ impl TestBed {
             );
         }
         self.processes.push(process);
+        Ok(())
+    }
+
+    /// The store as production servers run it: integrated storage on disk, initialised here
+    /// with one unseal key and unsealed, so that it can be killed and started again with its
+    /// data (`TestBedBuilder::persistent_store`).
+    async fn start_persistent_store(&mut self, root: &Path, audit: bool) -> crate::Result<()> {
+        let store = Store::from_env()?;
+        let bao = tool(store.cli())?;
+        let data = root.join("store-data");
+        std::fs::create_dir_all(&data)?;
+        let audit_log = audit.then(|| root.join("openbao-audit.log"));
+        let config = root.join("store.hcl");
+        let mut settings = format!(
+            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"bed\"\n}}\n",
+            data.display()
+        );
+        match (&audit_log, store) {
+            (Some(log), Store::OpenBao) => settings.push_str(&format!(
+                "audit \"file\" \"bed\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                log.display()
+            )),
+            // NB: OpenBao has no mlock and warns of the setting; Vault refuses to start
+            // without mlock unless told.
+            (_, Store::Vault) => settings.push_str("disable_mlock = true\n"),
+            (None, Store::OpenBao) => {}
+        }
+        let (process, ports) = start_on_free_ports(
+            "openbao",
+            2,
+            root,
+            Duration::from_secs(30),
+            |ports| {
+                let listener = format!(
+                    "listener \"tcp\" {{\n  address = \"127.0.0.1:{api}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\n\
+                     api_addr = \"http://127.0.0.1:{api}\"\ncluster_addr = \"http://127.0.0.1:{cluster}\"\n",
+                    api = ports[0],
+                    cluster = ports[1]
+                );
+                // NB: a configuration that could not be written shows as the server's own
+                // error, in its log, when it reads it.
+                let _ = std::fs::write(&config, format!("{settings}{listener}"));
+                let mut command = Command::new(&bao);
+                command
+                    .args(["server", &format!("-config={}", config.display())])
+                    .env("HOME", root)
+                    .env_remove("BAO_ADDR")
+                    .env_remove("VAULT_ADDR");
+                command
+            },
+            |ports| async move {
+                // Uninitialised and sealed, it answers its seal status and nothing else.
+                let Ok(client) = http_client(None) else {
+                    return false;
+                };
+                answers_ok(client.get(format!("http://127.0.0.1:{}/v1/sys/seal-status", ports[0])))
+                    .await
+            },
+        )
+        .await?;
+        let addr = format!("http://127.0.0.1:{}", ports[0]);
+        #[derive(serde::Deserialize)]
+        struct Init {
+            keys_base64: Vec<String>,
+            root_token: String,
+        }
+        // NB: initialising writes the keyring and the first raft entries to disk: seconds on a
+        // busy machine, not the health check's 2 s.
+        let response = http_client_with_timeout(None, SLOW_STORE_CALL)?
+            .put(format!("{addr}/v1/sys/init"))
+            .json(&serde_json::json!({"secret_shares": 1, "secret_threshold": 1}))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("failed to initialise the store: HTTP {}", response.status());
+        }
+        let init: Init = response.json().await?;
+        let openbao = OpenBao {
+            store,
+            addr,
+            root_token: init.root_token,
+            ca_pem: None,
+            unseal_key: init
+                .keys_base64
+                .into_iter()
+                .next()
+                .context("no unseal key")?,
+            audit_log,
+            pid: process.pid(),
+        };
+        self.processes.push(process);
+        openbao.unseal().await?;
+        if let (Some(log), Store::Vault) = (&openbao.audit_log, store) {
+            enable_vault_audit(&openbao.addr, &openbao.root_token, None, log).await?;
+        }
+        self.openbao = Some(openbao);
         Ok(())
     }
 

@@ -127,6 +127,45 @@ impl Drop for Process {
     }
 }
 
+/// Kills process `pid` (SIGKILL) and starts it again as it was started: its command line,
+/// environment and working directory read from /proc, its output in `log`. What a server's
+/// crash and its supervisor's restart do. The new process is a [`Process`] of the caller's; the
+/// old one's owner reaps it.
+pub fn restart(pid: u32, name: &str, log: &Path) -> crate::Result<Process> {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let split = |bytes: Vec<u8>| -> Vec<String> {
+        bytes
+            .split(|b| *b == 0)
+            .filter(|part| !part.is_empty())
+            .map(|part| String::from_utf8_lossy(part).into_owned())
+            .collect()
+    };
+    let args = split(std::fs::read(proc.join("cmdline"))?);
+    let environment = split(std::fs::read(proc.join("environ"))?);
+    let directory = std::fs::read_link(proc.join("cwd"))?;
+    let (program, args) = args.split_first().context("an empty command line")?;
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()?;
+    anyhow::ensure!(killed.success(), "kill -KILL {pid} failed");
+    // NB: until its parent reaps it, it is a zombie, which holds no port.
+    let gone = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(proc.join("stat")).is_ok_and(|stat| !stat.contains(") Z ")) {
+        anyhow::ensure!(
+            std::time::Instant::now() < gone,
+            "process {pid} outlived SIGKILL"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(environment.iter().filter_map(|pair| pair.split_once('=')))
+        .current_dir(directory);
+    Process::spawn(name, command, log)
+}
+
 #[allow(unsafe_code)]
 fn kill_group(pgid: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names the process group

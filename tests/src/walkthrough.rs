@@ -93,7 +93,12 @@ pub struct Outcome {
 /// A fresh bed on which the guide was played quietly (its HTTP variant): what most
 /// end-to-end tests start from.
 pub async fn guide_bed() -> crate::Result<TestBed> {
-    let bed = TestBed::start().await?;
+    guide_bed_from(TestBed::builder()).await
+}
+
+/// [`guide_bed`] on a bed built as `builder` says.
+pub async fn guide_bed_from(builder: crate::bed::TestBedBuilder) -> crate::Result<TestBed> {
+    let bed = builder.start().await?;
     run(&bed, VaultSetup::Http, &mut Narrator::quiet()).await?;
     Ok(bed)
 }

@@ -482,6 +482,67 @@ async fn a_restarted_driver_renews_the_leases_it_recorded_with_the_token_it_kept
     .unwrap();
 }
 
+#[tokio::test]
+async fn a_restarted_store_keeps_the_volumes_user_and_lease_and_the_driver_renews_on() {
+    // A store that keeps its data on disk, as production stores do: restarted, it has its
+    // leases and tokens again once unsealed.
+    let bed = walkthrough::guide_bed_from(TestBed::builder().persistent_store())
+        .await
+        .expect("the guide's bed with a persistent store");
+    let postgres = Postgres::start(bed.dir()).await.expect("PostgreSQL");
+    database_engine(&bed, &postgres, "9s", "1h");
+    db_ssi(&bed);
+    let driver = start_driver(&bed).await;
+    let volume = create_pod(&bed, &driver, NAMESPACE, "db-1", SERVICE_ACCOUNT, "db")
+        .await
+        .unwrap();
+    publish(&bed, &driver, &volume).await.expect("publish");
+    let user = working_user(&postgres, &volume);
+    let lease = recorded_lease(&driver, &volume, &read(&volume, "password"));
+    let renewed_before = last_renewal(&bed, &lease);
+
+    // Killed, started again, sealed for 3 s (the driver's renewals meanwhile fail), then
+    // unsealed by its operator.
+    let store = ssi_tests::process::restart(
+        bed.openbao().pid(),
+        "openbao",
+        &bed.dir().join("openbao-restarted.log"),
+    )
+    .expect("the store restarted");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    bed.openbao().unseal().await.expect("unsealed");
+    let back = Instant::now();
+    // Through two lease periods after it is back: the same user, working.
+    while back.elapsed() < Duration::from_secs(20) {
+        assert_eq!(working_user(&postgres, &volume), user, "kept, not re-read");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let renewed_after = last_renewal(&bed, &lease);
+    assert!(
+        renewed_after.is_some() && renewed_after != renewed_before,
+        "the lease was renewed after the restart: {renewed_before:?} then {renewed_after:?}"
+    );
+    assert_eq!(store_requests(&driver, "read").await, 1.0, "no new user");
+    assert_eq!(
+        store_requests(&driver, "login").await,
+        1.0,
+        "the token outlived the restart: no new login"
+    );
+    assert_eq!(
+        leases(&bed),
+        vec![lease.rsplit('/').next().unwrap().to_owned()]
+    );
+
+    unpublish(&driver, &volume).await.expect("unpublish");
+    wait::until(Duration::from_secs(5), "the user to be dropped", || {
+        let users = postgres.engine_users().unwrap();
+        wait::check(!users.contains(&user), || format!("{users:?}"))
+    })
+    .await
+    .unwrap();
+    drop(store);
+}
+
 fn openssl(args: &[&str], dir: &std::path::Path) -> String {
     run(Command::new("openssl").args(args).current_dir(dir)).unwrap()
 }

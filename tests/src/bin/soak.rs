@@ -21,9 +21,10 @@
 //!   PostgreSQL (must be 0);
 //! - every component's RSS over time.
 //!
-//! Faults, one every two minutes in turn: the store unreachable (frozen) for 20 s, the API
-//! server unreachable (frozen) for 20 s, the API server restarted (killed, then started again as
-//! it was), a driver killed with SIGKILL while volumes rotate, the webhook's pods deleted, a node
+//! Faults, one every two minutes in turn: the store unreachable (frozen) for 20 s, the store
+//! restarted (killed, started again with its data on disk, sealed for 5 s, then unsealed), the
+//! API server unreachable (frozen) for 20 s, the API server restarted (killed, then started
+//! again as it was), a driver killed with SIGKILL while volumes rotate, the webhook's pods deleted, a node
 //! rebooted (kubelet, containerd and every container killed, its tmpfs mounts gone, its disk
 //! kept; then started again: `Node::reboot`). A rotation is late when a value was not on a
 //! volume one interval after it was written, unless a fault (or the recovery after it) came in
@@ -35,7 +36,7 @@ use ssi_tests::bench::arg;
 use ssi_tests::chart::SYSTEM_NAMESPACE;
 use ssi_tests::cluster::Cluster;
 use ssi_tests::postgres::Postgres;
-use ssi_tests::process::{freeze, thaw};
+use ssi_tests::process::{Process, freeze, restart, thaw};
 use ssi_tests::walkthrough::{self, Narrator, VaultSetup};
 use ssi_tests::{TestBed, engines, run, status_kib, wait};
 use std::collections::{BTreeMap, HashMap};
@@ -53,6 +54,8 @@ const KV_WRITES: Duration = Duration::from_secs(5);
 /// rotation must be on time.
 const FAULT_EVERY: Duration = Duration::from_secs(120);
 const OUTAGE: Duration = Duration::from_secs(20);
+/// How long a restarted store stays sealed before it is unsealed.
+const SEALED: Duration = Duration::from_secs(5);
 /// After a fault, how long a late rotation is the fault's: the interval, kubelet's republish
 /// (which brings a restarted driver its pods' tokens) and a retry's backoff.
 const RECOVERY: Duration = Duration::from_secs(40);
@@ -155,7 +158,7 @@ async fn main() -> anyhow::Result<()> {
         "== soak: {minutes} min, {pods} pods x 3 volumes on two nodes, rotation every {} s",
         ROTATION.as_secs()
     );
-    let bed = TestBed::start().await?;
+    let bed = TestBed::builder().persistent_store().start().await?;
     walkthrough::run(&bed, VaultSetup::Cli, &mut Narrator::quiet()).await?;
     let postgres = Arc::new(Postgres::start(bed.dir()).await?);
     engines::database(&bed, &postgres, "2m", "10m")?;
@@ -247,6 +250,7 @@ async fn soak(
         "node reboot",
         "driver SIGKILL",
         "API server restarted",
+        "store restarted",
         "store unreachable",
         "webhook pods deleted",
         "API server unreachable",
@@ -939,12 +943,23 @@ async fn inject(
 ) -> anyhow::Result<()> {
     match fault {
         "store unreachable" => frozen(servers.store).await,
+        "store restarted" => {
+            // Killed, started again with its data, and sealed until its operator unseals it a
+            // few seconds later.
+            let log = bed.dir().join(format!("openbao-{round}.log"));
+            let process = restart(servers.store, "openbao", &log)?;
+            servers.store = process.pid();
+            servers.restarted.push(process);
+            tokio::time::sleep(SEALED).await;
+            bed.openbao().unseal().await?;
+            Ok(())
+        }
         "API server unreachable" => frozen(servers.api).await,
         "API server restarted" => {
             let log = bed.dir().join(format!("kube-apiserver-{round}.log"));
-            let child = restart(servers.api, &log)?;
-            servers.api = child.id();
-            servers.restarted.push(child);
+            let process = restart(servers.api, "kube-apiserver", &log)?;
+            servers.api = process.pid();
+            servers.restarted.push(process);
             wait::until(Duration::from_secs(120), "the API server back", || {
                 let ready = bed
                     .kubectl()
@@ -1000,57 +1015,11 @@ async fn inject(
 
 /// Keeps process `pid` frozen for [`OUTAGE`].
 /// The bed's servers the soak freezes and restarts, by their current pids, and those it
-/// restarted, which it stops (the bed stops those it started).
+/// restarted, which it stops when dropped (the bed stops those it started).
 struct Servers {
     store: u32,
     api: u32,
-    restarted: Vec<std::process::Child>,
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for child in &mut self.restarted {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Restarts process `pid` as it was started: its command line, environment and working
-/// directory read from /proc, SIGKILL, then the same command with its output in `log`.
-fn restart(pid: u32, log: &Path) -> anyhow::Result<std::process::Child> {
-    let proc = PathBuf::from(format!("/proc/{pid}"));
-    let split = |bytes: Vec<u8>| -> Vec<String> {
-        bytes
-            .split(|b| *b == 0)
-            .filter(|part| !part.is_empty())
-            .map(|part| String::from_utf8_lossy(part).into_owned())
-            .collect()
-    };
-    let args = split(std::fs::read(proc.join("cmdline"))?);
-    let environment = split(std::fs::read(proc.join("environ"))?);
-    let directory = std::fs::read_link(proc.join("cwd"))?;
-    let (program, args) = args.split_first().context("an empty command line")?;
-    run(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]))?;
-    // NB: the bed reaps it; until then it is a zombie that holds no port.
-    let gone = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(proc.join("stat")).is_ok_and(|stat| !stat.contains(") Z ")) {
-        anyhow::ensure!(Instant::now() < gone, "process {pid} outlived SIGKILL");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = std::fs::File::create(log)?;
-    let mut command = std::process::Command::new(program);
-    // NB: a group of its own, as the bed's servers have: a terminal's Ctrl-C does not reach it.
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    command
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .env_clear()
-        .envs(environment.iter().filter_map(|pair| pair.split_once('=')))
-        .current_dir(directory)
-        .stdout(output.try_clone()?)
-        .stderr(output);
-    Ok(command.spawn()?)
+    restarted: Vec<Process>,
 }
 
 async fn frozen(pid: u32) -> anyhow::Result<()> {
