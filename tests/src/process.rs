@@ -148,9 +148,18 @@ pub fn restart(pid: u32, name: &str, log: &Path) -> crate::Result<Process> {
         .args(["-KILL", &pid.to_string()])
         .status()?;
     anyhow::ensure!(killed.success(), "kill -KILL {pid} failed");
-    // NB: until its parent reaps it, it is a zombie, which holds no port.
+    // NB: until its parent reaps it, it is a zombie, which holds no port, once its other
+    // threads are gone too: the leader shows as a zombie while they still hold its sockets
+    // (seen: a restarted kube-apiserver found its port in use).
+    let holds_something = || {
+        let threads = std::fs::read_dir(proc.join("task")).map_or(0, Iterator::count);
+        let files = std::fs::read_dir(proc.join("fd")).map_or(0, Iterator::count);
+        let zombie = std::fs::read_to_string(proc.join("stat"))
+            .map_or(true, |stat| stat.contains(") Z "));
+        !zombie || threads > 1 || files > 0
+    };
     let gone = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::fs::read_to_string(proc.join("stat")).is_ok_and(|stat| !stat.contains(") Z ")) {
+    while holds_something() {
         anyhow::ensure!(
             std::time::Instant::now() < gone,
             "process {pid} outlived SIGKILL"

@@ -149,3 +149,41 @@ async fn teardown_unmounts_what_a_test_left_mounted() {
     );
     assert!(!dir.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_api_server_answers_again_with_what_it_stored() {
+    let bed = TestBed::builder()
+        .without_openbao()
+        .start()
+        .await
+        .expect("test bed starts");
+    run(bed.kubectl().args(["create", "namespace", "kept"])).unwrap();
+    let (_, pid) = bed
+        .process_ids()
+        .into_iter()
+        .find(|(name, _)| name == "kube-apiserver")
+        .unwrap();
+    let log = bed.dir().join("kube-apiserver-restarted.log");
+    let restarted = ssi_tests::process::restart(pid, "kube-apiserver", &log).unwrap();
+    assert!(!alive(pid), "the old one is gone");
+    let back = ssi_tests::wait::until(
+        std::time::Duration::from_secs(60),
+        "the API server back",
+        || {
+            let out = bed.kubectl().args(["get", "namespace", "kept"]).output();
+            let ok = out.as_ref().is_ok_and(|o| o.status.success());
+            ssi_tests::wait::check(ok, || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .lines()
+                    .rev()
+                    .take(10)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        },
+    )
+    .await;
+    back.unwrap();
+    assert!(alive(restarted.pid()));
+}
