@@ -88,6 +88,9 @@ pub struct Driver<S = Fetcher, R = Events> {
     pub status_changed: tokio::sync::Notify,
     /// What this node wrote in the SSIs' status.
     status_book: Mutex<StatusBook>,
+    /// The reads of publishes under way, shared by those that arrive together (a Deployment's
+    /// pods on one node): see [`Cycle::in_flight`].
+    publishes: Cycle,
     /// When this process started: volumes recovered from a previous one count their staleness
     /// from here.
     started: SystemTime,
@@ -163,6 +166,7 @@ impl<S: Source, R: Reporter> Driver<S, R> {
             schedule_changed: tokio::sync::Notify::new(),
             status_changed: tokio::sync::Notify::new(),
             status_book: Mutex::default(),
+            publishes: Cycle::in_flight(),
             started: SystemTime::now(),
         }
     }
@@ -257,7 +261,7 @@ impl<S: Source, R: Reporter> Driver<S, R> {
             .fetch(
                 &record,
                 &tokens,
-                &Cycle::default(),
+                &self.publishes,
                 &holdings,
                 None,
                 held_by.as_ref(),

@@ -218,14 +218,17 @@ struct SharedRead {
 /// One lookup shared by everybody who needs it during a cycle: the first caller fills it.
 type Shared<K, V> = Mutex<HashMap<K, Arc<OnceCell<V>>>>;
 
-/// Lookups shared by every volume of one rotation cycle (or one publish): each SSI is read from
-/// the API once, each (identity, path) from the store once.
+/// Lookups shared by every volume of one rotation cycle: each SSI is read from the API once,
+/// each (identity, path) from the store once. [`Cycle::in_flight`] shares a lookup only while
+/// it is under way, for publishes that arrive together.
 #[derive(Default)]
 pub struct Cycle {
     ssis: Shared<(String, String), Result<Arc<SecretsStoreImport>, SsiLookup>>,
     reads: Shared<(IdentityKey, String), Result<Arc<SharedRead>, Arc<ssi_vault::Error>>>,
     /// Bytes of the reads kept in `reads`, at most [`CYCLE_KEPT`].
     kept: std::sync::atomic::AtomicUsize,
+    /// Whether a lookup is forgotten as soon as it is done (see [`Cycle::in_flight`]).
+    in_flight_only: bool,
 }
 
 impl std::fmt::Debug for Cycle {
@@ -241,6 +244,31 @@ enum SsiLookup {
 }
 
 impl Cycle {
+    /// Lookups shared by the publishes that need them while they are under way: a publish
+    /// that comes while the same SSI, or the same identity's path, is being read waits for that
+    /// read instead of sending its own, and one that comes after it reads again (a pod never
+    /// starts with a value read before it came, unless that read was still in flight). Lives
+    /// as long as the driver; holds only what is in flight.
+    pub fn in_flight() -> Cycle {
+        Cycle {
+            in_flight_only: true,
+            ..Cycle::default()
+        }
+    }
+
+    /// Called by each caller once it has `cell`'s value: a cycle that shares lookups only while
+    /// in flight forgets it now (whoever waited for it has it).
+    fn looked_up<K: std::hash::Hash + Eq, V>(
+        &self,
+        map: &Shared<K, V>,
+        key: &K,
+        cell: &Arc<OnceCell<V>>,
+    ) {
+        if self.in_flight_only {
+            forget(map, key, cell);
+        }
+    }
+
     /// Keeps `cell` (of `bytes`) in `map` for the cycle's other volumes while the cycle keeps
     /// less than [`CYCLE_KEPT`] of reads and SSIs; otherwise forgets it, so that it is shared
     /// only while a volume holds it.
@@ -251,6 +279,10 @@ impl Cycle {
         cell: &Arc<OnceCell<V>>,
         bytes: usize,
     ) {
+        if self.in_flight_only {
+            forget(map, key, cell);
+            return;
+        }
         let before = self.kept.fetch_add(bytes, Ordering::Relaxed);
         if before.saturating_add(bytes) <= CYCLE_KEPT {
             return;
@@ -751,8 +783,10 @@ impl Fetcher {
                     .map_err(Arc::new)
             })
             .await
-            .clone()?;
+            .clone();
         let read_key = (key.clone(), request.path.clone());
+        cycle.looked_up(&cycle.reads, &read_key, &cell);
+        let shared = shared?;
         if shared.secret.lease_id.is_some() {
             // A leased secret goes to one volume only: nobody else may use it.
             forget(&cycle.reads, &read_key, &cell);
@@ -884,6 +918,7 @@ impl Fetcher {
             })
             .await
             .clone();
+        cycle.looked_up(&cycle.ssis, &key, &cell);
         found.map_err(|lookup| match lookup {
             SsiLookup::NotFound => Error::SsiNotFound {
                 namespace: namespace.to_owned(),
@@ -1371,6 +1406,37 @@ mod tests {
         );
         // Two files were built; the third was refused before it was copied.
         assert!(allowance.spent <= limit + (4 << 20), "{}", allowance.spent);
+    }
+
+    #[tokio::test]
+    async fn publishes_share_a_lookup_while_it_is_in_flight_and_not_after() {
+        let publishes = Cycle::in_flight();
+        let key = ("ns".to_owned(), "app".to_owned());
+        let first = shared_cell(&publishes.ssis, key.clone());
+        let joined = shared_cell(&publishes.ssis, key.clone());
+        assert!(Arc::ptr_eq(&first, &joined), "one lookup in flight");
+        let value = first
+            .get_or_init(|| async { Err(SsiLookup::NotFound) })
+            .await
+            .clone();
+        assert!(matches!(value, Err(SsiLookup::NotFound)));
+        publishes.looked_up(&publishes.ssis, &key, &first);
+        // The one that joined still has the value; whoever comes now looks again, a failure
+        // included.
+        assert!(matches!(joined.get(), Some(Err(SsiLookup::NotFound))));
+        let later = shared_cell(&publishes.ssis, key.clone());
+        assert!(!Arc::ptr_eq(&first, &later) && later.get().is_none());
+        publishes.looked_up(&publishes.ssis, &key, &joined);
+        assert!(
+            publishes.ssis.lock().unwrap().contains_key(&key),
+            "a done lookup's late caller leaves the new one in place"
+        );
+
+        // A rotation cycle keeps what it looked up for its other volumes.
+        let cycle = Cycle::default();
+        let cell = shared_cell(&cycle.ssis, key.clone());
+        cycle.looked_up(&cycle.ssis, &key, &cell);
+        assert!(Arc::ptr_eq(&cell, &shared_cell(&cycle.ssis, key)));
     }
 
     #[test]

@@ -998,6 +998,70 @@ async fn a_store_outage_keeps_the_old_files_and_rotation_recovers() {
 }
 
 #[tokio::test]
+async fn publishes_that_arrive_together_share_one_read_and_later_ones_read_again() {
+    let bed = guide_bed().await;
+    // No rotation meanwhile: its reads would be counted with the publishes'.
+    let options = DriverOptions {
+        store_timeout: "20s".into(),
+        rotation_interval: "1h".into(),
+        ..Default::default()
+    };
+    let driver = CsiDriver::start(&bed, options).await.unwrap();
+    let mut volumes = Vec::new();
+    for i in 0..6 {
+        let pod = format!("backend-{i}");
+        let volume = create_pod(
+            &bed,
+            &driver,
+            NAMESPACE,
+            &pod,
+            SERVICE_ACCOUNT,
+            "python-backend",
+        )
+        .await
+        .unwrap();
+        volumes.push(volume);
+    }
+    let reads = || async {
+        driver
+            .metric("ssi_csi_store_requests_total{operation=\"read\",result=\"ok\"}")
+            .await
+            .unwrap_or(0.0)
+    };
+    // The first logs in, so that the others need the store only for the read.
+    publish(&bed, &driver, &volumes[0]).await.expect("publish");
+    assert_eq!(reads().await, 1.0);
+
+    // A Deployment's pods arriving on one node together: while the store hangs, every publish
+    // reaches the read that is under way, and waits for it.
+    let pid = bed.openbao().pid();
+    ssi_tests::process::freeze(pid).unwrap();
+    let together = futures_util::future::join_all(
+        volumes[1..5]
+            .iter()
+            .map(|volume| publish(&bed, &driver, volume)),
+    );
+    let thaw = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        ssi_tests::process::thaw(pid).unwrap();
+    };
+    let (published, ()) = tokio::join!(together, thaw);
+    for result in published {
+        result.expect("publish");
+    }
+    assert_eq!(reads().await, 2.0, "four publishes, one read:\n{}", driver.log());
+    for volume in &volumes[..5] {
+        assert_eq!(read(volume, "db-password"), PASSWORD);
+    }
+
+    // A publish after that read is done reads again, and sees what the store holds now.
+    kv_put(&bed, "secret/database-for-python-app", &["password=later"]);
+    publish(&bed, &driver, &volumes[5]).await.expect("publish");
+    assert_eq!(reads().await, 3.0);
+    assert_eq!(read(&volumes[5], "db-password"), "later");
+}
+
+#[tokio::test]
 async fn after_sigkill_and_restart_unpublish_works_and_rotation_resumes() {
     let bed = guide_bed().await;
     let mut driver = CsiDriver::start(&bed, DriverOptions::default())

@@ -363,11 +363,14 @@ async fn database_users_are_kept_per_volume_renewed_replaced_before_max_ttl_and_
     let second = create_pod(&bed, &driver, NAMESPACE, "db-2", SERVICE_ACCOUNT, "db")
         .await
         .unwrap();
-    publish(&bed, &driver, &first).await.expect("publish first");
+    // Together, as a Deployment's pods arrive: a leased read is never shared between them.
+    let (published_first, published_second) = tokio::join!(
+        publish(&bed, &driver, &first),
+        publish(&bed, &driver, &second)
+    );
     let published = Instant::now();
-    publish(&bed, &driver, &second)
-        .await
-        .expect("publish second");
+    published_first.expect("publish first");
+    published_second.expect("publish second");
 
     let (user, password) = working_credentials(&postgres, &first);
     let other = working_user(&postgres, &second);
