@@ -280,7 +280,8 @@ impl Cycle {
         bytes: usize,
     ) {
         if self.in_flight_only {
-            forget(map, key, cell);
+            // Forgotten by looked_up once its value is there: not before, or a publish that
+            // comes meanwhile would look it up again.
             return;
         }
         let before = self.kept.fetch_add(bytes, Ordering::Relaxed);
@@ -300,15 +301,18 @@ fn forget<K: std::hash::Hash + Eq, V>(map: &Shared<K, V>, key: &K, cell: &Arc<On
     }
 }
 
-fn shared_cell<K: std::hash::Hash + Eq, V>(
-    map: &Mutex<HashMap<K, Arc<OnceCell<V>>>>,
-    key: K,
-) -> Arc<OnceCell<V>> {
-    map.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(key)
-        .or_default()
-        .clone()
+impl Cycle {
+    /// The cell of `key` in `map`, made if missing. A cycle that shares lookups only while in
+    /// flight first drops the cells nobody holds: those whose lookup was cancelled (kubelet
+    /// gave up on a publish) with nobody waiting, which no `looked_up` would ever remove.
+    fn cell<K: std::hash::Hash + Eq, V>(&self, map: &Shared<K, V>, key: K) -> Arc<OnceCell<V>> {
+        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+        if self.in_flight_only {
+            // NB: exact, as every holder got its clone under this lock.
+            map.retain(|_, cell| Arc::strong_count(cell) > 1);
+        }
+        map.entry(key).or_default().clone()
+    }
 }
 
 /// What a fetch gives: the files, the identity they were fetched as, and what the volume's
@@ -766,7 +770,7 @@ impl Fetcher {
                 .map_err(Arc::new)?;
             return Ok((Arc::new(secret), token));
         }
-        let cell = shared_cell(&cycle.reads, (key.clone(), request.path.clone()));
+        let cell = cycle.cell(&cycle.reads, (key.clone(), request.path.clone()));
         let shared = cell
             .get_or_init(|| async {
                 session
@@ -892,7 +896,7 @@ impl Fetcher {
         // pod spec, the namespace from kubelet.
         let api: Api<SecretsStoreImport> = Api::namespaced(self.kube.clone(), namespace);
         let key = (namespace.to_owned(), name.to_owned());
-        let cell = shared_cell(&cycle.ssis, key.clone());
+        let cell = cycle.cell(&cycle.ssis, key.clone());
         let found = cell
             .get_or_init(|| async {
                 match api.get_opt(name).await {
@@ -1412,8 +1416,8 @@ mod tests {
     async fn publishes_share_a_lookup_while_it_is_in_flight_and_not_after() {
         let publishes = Cycle::in_flight();
         let key = ("ns".to_owned(), "app".to_owned());
-        let first = shared_cell(&publishes.ssis, key.clone());
-        let joined = shared_cell(&publishes.ssis, key.clone());
+        let first = publishes.cell(&publishes.ssis, key.clone());
+        let joined = publishes.cell(&publishes.ssis, key.clone());
         assert!(Arc::ptr_eq(&first, &joined), "one lookup in flight");
         let value = first
             .get_or_init(|| async { Err(SsiLookup::NotFound) })
@@ -1424,7 +1428,7 @@ mod tests {
         // The one that joined still has the value; whoever comes now looks again, a failure
         // included.
         assert!(matches!(joined.get(), Some(Err(SsiLookup::NotFound))));
-        let later = shared_cell(&publishes.ssis, key.clone());
+        let later = publishes.cell(&publishes.ssis, key.clone());
         assert!(!Arc::ptr_eq(&first, &later) && later.get().is_none());
         publishes.looked_up(&publishes.ssis, &key, &joined);
         assert!(
@@ -1434,9 +1438,27 @@ mod tests {
 
         // A rotation cycle keeps what it looked up for its other volumes.
         let cycle = Cycle::default();
-        let cell = shared_cell(&cycle.ssis, key.clone());
+        let cell = cycle.cell(&cycle.ssis, key.clone());
         cycle.looked_up(&cycle.ssis, &key, &cell);
-        assert!(Arc::ptr_eq(&cell, &shared_cell(&cycle.ssis, key)));
+        assert!(Arc::ptr_eq(&cell, &cycle.cell(&cycle.ssis, key)));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_publish_leaves_nothing_in_the_in_flight_lookups() {
+        let publishes = Cycle::in_flight();
+        let key = |name: &str| ("ns".to_owned(), name.to_owned());
+        {
+            // Kubelet gives up on the publish while its lookup hangs: the future is dropped.
+            let cell = publishes.cell(&publishes.ssis, key("hangs"));
+            let lookup = cell.get_or_init(std::future::pending);
+            let polled = tokio::time::timeout(Duration::from_millis(10), lookup).await;
+            assert!(polled.is_err(), "still looking up");
+        }
+        assert_eq!(publishes.ssis.lock().unwrap().len(), 1, "left behind");
+        let other = publishes.cell(&publishes.ssis, key("other"));
+        let map = publishes.ssis.lock().unwrap();
+        assert_eq!(map.len(), 1, "the next lookup sweeps it out");
+        assert!(Arc::ptr_eq(&map[&key("other")], &other));
     }
 
     #[test]
@@ -1462,7 +1484,7 @@ mod tests {
         };
         let kept = |path: &str, size: usize| {
             let key = (identity(), path.to_owned());
-            let cell = shared_cell(&cycle.reads, key.clone());
+            let cell = cycle.cell(&cycle.reads, key.clone());
             let shared = read(size);
             cell.set(Ok(shared.clone())).ok().unwrap();
             cycle.keep_or_forget(&cycle.reads, &key, &cell, shared.secret.retained_bytes());

@@ -154,8 +154,8 @@ pub fn restart(pid: u32, name: &str, log: &Path) -> crate::Result<Process> {
     let holds_something = || {
         let threads = std::fs::read_dir(proc.join("task")).map_or(0, Iterator::count);
         let files = std::fs::read_dir(proc.join("fd")).map_or(0, Iterator::count);
-        let zombie = std::fs::read_to_string(proc.join("stat"))
-            .map_or(true, |stat| stat.contains(") Z "));
+        let zombie =
+            std::fs::read_to_string(proc.join("stat")).map_or(true, |stat| stat.contains(") Z "));
         !zombie || threads > 1 || files > 0
     };
     let gone = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -1049,7 +1049,12 @@ async fn publishes_that_arrive_together_share_one_read_and_later_ones_read_again
     for result in published {
         result.expect("publish");
     }
-    assert_eq!(reads().await, 2.0, "four publishes, one read:\n{}", driver.log());
+    assert_eq!(
+        reads().await,
+        2.0,
+        "four publishes, one read:\n{}",
+        driver.log()
+    );
     for volume in &volumes[..5] {
         assert_eq!(read(volume, "db-password"), PASSWORD);
     }

@@ -14,6 +14,7 @@
 //! target/release/peer_bench [seconds per load run] [runs per injector figure] [pods] [peers dir]`
 //! (defaults 10, 30, 40, $SSI_TESTBED_CACHE/peers as bench/peers/build writes it). A peer whose binary is missing is reported
 //! as not built; the figures go to stdout as a Markdown table for the README.
+//! `target/release/peer_bench csi [pods]` runs the CSI part alone.
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -41,6 +42,16 @@ struct Row {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    // The CSI part alone, for a driver change: `peer_bench csi [pods]`.
+    if args.get(1).map(String::as_str) == Some("csi") {
+        let pods: usize = args.get(2).map_or(Ok(40), |s| s.parse())?;
+        let rows = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(csi_driver(pods))?;
+        print_rows(rows);
+        return Ok(());
+    }
     let seconds: u64 = args.get(1).map_or(Ok(10), |s| s.parse())?;
     let runs: usize = args.get(2).map_or(Ok(30), |s| s.parse())?;
     let pods: usize = args.get(3).map_or(Ok(40), |s| s.parse())?;
@@ -56,6 +67,12 @@ fn main() -> anyhow::Result<()> {
             rows.extend(csi_driver(pods).await?);
             anyhow::Ok(rows)
         })?;
+    print_rows(rows);
+    Ok(())
+}
+
+/// The rows as the Markdown table docs/benchmarks.md records.
+fn print_rows(rows: Vec<Row>) {
     println!("\n| figure | ours | peer | peer figure |\n| --- | --- | --- | --- |");
     for row in rows {
         println!(
@@ -63,7 +80,6 @@ fn main() -> anyhow::Result<()> {
             row.what, row.ours, row.peer_name, row.peer
         );
     }
-    Ok(())
 }
 
 /// The peer's binary, or `None` (reported as not built) when bench/peers/build did not make it.
