@@ -55,15 +55,17 @@ pub struct SecretsStoreImportSpec {
 
     /// Vault Enterprise / OpenBao namespace, sent as `X-Vault-Namespace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub namespace: Option<String>,
 
     /// Address of the store. Used only if the node driver's allow-list permits it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://.+$"))]
+    #[schemars(regex(pattern = r"^https?://.+$"), length(max = 2048))]
     pub address: Option<String>,
 
     /// PEM bundle of the CA(s) that sign the store's certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
     pub ca_cert: Option<String>,
 
     /// Audience of the ServiceAccount token presented at login.
@@ -264,6 +266,16 @@ pub enum Method {
 
 /// Most files one SecretsStoreImport may have.
 pub const MAX_FILES: usize = 256;
+
+/// Longest `spec.caCert`, `spec.address` and `spec.namespace` (the CRD's maxLength, repeated
+/// for a cluster with an older CRD). They identify the store in every identity the driver
+/// keys its sessions and shared reads by: a tenant's megabyte there would be hashed and copied
+/// on every read of every volume of the node. A CA bundle of a store is a few certificates.
+pub const MAX_CA_CERT_BYTES: usize = 64 * 1024;
+/// See [`MAX_CA_CERT_BYTES`].
+pub const MAX_ADDRESS_BYTES: usize = 2048;
+/// See [`MAX_CA_CERT_BYTES`].
+pub const MAX_NAMESPACE_BYTES: usize = 1024;
 /// Most distinct `POST` sources (path, args) one SecretsStoreImport may have: each is a
 /// secret issued for every volume, kept and renewed by the driver.
 pub const MAX_ISSUES: usize = 8;
@@ -393,7 +405,24 @@ impl SecretsStoreImportSpec {
                  and '.' separated by '/', like kubernetes or clusters/main"
             ));
         }
-        if let Some(address) = &self.address {
+        for (field, value, most) in [
+            ("caCert", &self.ca_cert, MAX_CA_CERT_BYTES),
+            ("address", &self.address, MAX_ADDRESS_BYTES),
+            ("namespace", &self.namespace, MAX_NAMESPACE_BYTES),
+        ] {
+            // NB: the value is the tenant's and may be large: its length only, not its text.
+            if let Some(value) = value.as_ref().filter(|v| v.len() > most) {
+                problems.push(format!(
+                    "spec.{field} has {} bytes; at most {most} are allowed",
+                    value.len()
+                ));
+            }
+        }
+        if let Some(address) = self
+            .address
+            .as_ref()
+            .filter(|a| a.len() <= MAX_ADDRESS_BYTES)
+        {
             let rest = address
                 .strip_prefix("https://")
                 .or_else(|| address.strip_prefix("http://"));
@@ -648,6 +677,27 @@ spec:
       path: "secret/data/database-for-python-app"
       key: "password"
 "#;
+
+    #[test]
+    fn oversized_store_fields_are_refused_by_their_length_without_their_text() {
+        let mut spec = mk_spec(&[("a", "secret/data/a", "k")]);
+        spec.ca_cert = Some("C".repeat(MAX_CA_CERT_BYTES));
+        spec.address = Some(format!("https://{}", "a".repeat(MAX_ADDRESS_BYTES - 8)));
+        spec.namespace = Some("n".repeat(MAX_NAMESPACE_BYTES));
+        assert_eq!(spec.validate(), Ok(()), "at the limits");
+        spec.ca_cert = Some("C".repeat(MAX_CA_CERT_BYTES + 1));
+        spec.address = Some(format!("https://{}", "a".repeat(MAX_ADDRESS_BYTES)));
+        spec.namespace = Some("n".repeat(MAX_NAMESPACE_BYTES + 1));
+        let message = spec.validate().unwrap_err().to_string();
+        for expected in [
+            "spec.caCert has 65537 bytes; at most 65536",
+            "spec.address has 2056 bytes; at most 2048",
+            "spec.namespace has 1025 bytes; at most 1024",
+        ] {
+            assert!(message.contains(expected), "{message}");
+        }
+        assert!(!message.contains("CCCC") && !message.contains("aaaa"), "{message}");
+    }
 
     #[test]
     fn the_guides_object_parses_with_defaults_and_is_valid() {
