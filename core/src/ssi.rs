@@ -696,7 +696,10 @@ spec:
         ] {
             assert!(message.contains(expected), "{message}");
         }
-        assert!(!message.contains("CCCC") && !message.contains("aaaa"), "{message}");
+        assert!(
+            !message.contains("CCCC") && !message.contains("aaaa"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -135,6 +135,11 @@ pub struct IdentityKey {
     auth_method: AuthMethod,
     service_account_namespace: String,
     service_account: String,
+    /// The audience the SSI names for the pod's token, if it names one: two SSIs of one
+    /// ServiceAccount and role that ask for tokens of different audiences log in (and fail)
+    /// apart, and share no session or read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audience: Option<String>,
 }
 
 /// NB: what `#[derive(Hash)]` gave before there was a choice of method, and the method after
@@ -149,6 +154,9 @@ impl std::hash::Hash for IdentityKey {
         if self.auth_method != AuthMethod::Kubernetes {
             self.auth_method.hash(state);
         }
+        if let Some(audience) = &self.audience {
+            audience.hash(state);
+        }
     }
 }
 
@@ -161,13 +169,19 @@ impl IdentityKey {
     /// Kubernetes method is not spelled out, so that tokens saved before there was a choice
     /// keep their names; another method comes first, where a Kubernetes identity has its
     /// store's `http` address, so that no choice of the other fields can spell the same line.
+    /// An audience the SSI names comes last, quoted, after the ServiceAccount's name, which
+    /// has no `|` or `"`.
     pub fn spelled_out(&self) -> String {
         let method = match self.auth_method {
             AuthMethod::Kubernetes => String::new(),
             other => format!("{other}|"),
         };
+        let audience = self
+            .audience
+            .as_ref()
+            .map_or_else(String::new, |audience| format!("|{audience:?}"));
         format!(
-            "{method}{}|{:?}|{:?}|{}|{}|{}|{}|{}",
+            "{method}{}|{:?}|{:?}|{}|{}|{}|{}|{}{audience}",
             self.store.address,
             self.store.namespace,
             self.store.ca_pem,
@@ -201,6 +215,7 @@ impl IdentityKey {
             auth_method: AuthMethod::Kubernetes,
             service_account_namespace: "ns".into(),
             service_account: service_account.into(),
+            audience: None,
         }
     }
 }
@@ -995,6 +1010,7 @@ impl Fetcher {
             auth_method: login.method,
             service_account_namespace: record.pod.namespace.clone(),
             service_account: record.pod.service_account.clone(),
+            audience: spec.audience.clone(),
         })
     }
 
@@ -1285,6 +1301,26 @@ mod tests {
         use std::hash::Hash;
         assert_eq!(hash(&|h| k.hash(h)), hash(&|h| before.hash(h)));
         assert_ne!(hash(&|h| jwt.hash(h)), hash(&|h| k.hash(h)));
+
+        // An audience the SSI names makes another identity; none, the one from before.
+        let vault = IdentityKey {
+            audience: Some("vault".into()),
+            ..identity()
+        };
+        assert_ne!(vault, kubernetes);
+        assert_ne!(hash(&|h| vault.hash(h)), hash(&|h| k.hash(h)));
+        assert_eq!(
+            vault.spelled_out(),
+            format!("{}|\"vault\"", kubernetes.spelled_out())
+        );
+        let saved = serde_json::to_value(&kubernetes).unwrap();
+        assert!(
+            saved.get("audience").is_none(),
+            "records from before read the same"
+        );
+        let read: IdentityKey =
+            serde_json::from_value(serde_json::to_value(&vault).unwrap()).unwrap();
+        assert_eq!(read, vault);
     }
 
     #[test]
@@ -1347,6 +1383,7 @@ mod tests {
             auth_method: AuthMethod::Kubernetes,
             service_account_namespace: "ns".into(),
             service_account: "sa".into(),
+            audience: None,
         };
         fetcher.retain_sessions(&HashSet::from([kept]), true);
         let clients = fetcher.clients.lock().unwrap();
