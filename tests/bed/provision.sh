@@ -22,7 +22,15 @@ problems=()
 if [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" != tmpfs ]; then
   problems+=("cgroup v1 is needed (found $(stat -fc %T /sys/fs/cgroup 2>/dev/null || echo nothing) at /sys/fs/cgroup): boot with systemd.unified_cgroup_hierarchy=0 on the kernel command line (GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub and reboot)")
 fi
-command -v go >/dev/null || problems+=("Go 1.26 or newer must be on PATH (it builds Kubernetes, Helm and Vault from their modules)")
+# The newest `go` line of the bed's modules (containerd's), as Go must never fetch a toolchain.
+go_needed=1.26.6
+if ! command -v go >/dev/null; then
+  problems+=("Go $go_needed or newer must be on PATH (it builds Kubernetes, Helm, Vault and containerd from their modules)")
+else
+  go_found=$(GOTOOLCHAIN=local go env GOVERSION 2>/dev/null | sed 's/^go//')
+  [ "$(printf '%s\n%s\n' "$go_needed" "$go_found" | sort -V | head -1)" = "$go_needed" ] \
+    || problems+=("Go $go_needed or newer is needed (found ${go_found:-an unknown version}): containerd's module asks for it")
+fi
 # Only a first provisioning builds Kubernetes, Helm and Vault (Go's caches and the builds).
 if [ ! -x "$bin/kube-apiserver" ]; then
   free_kib=$(df -Pk "$(dirname "$cache")" 2>/dev/null | awk 'NR == 2 {print $4}')
