@@ -7,6 +7,8 @@
 use crate::annotations;
 use crate::refusal::Refusal;
 use crate::shape::Shape;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation};
+use jsonptr::{PointerBuf, Token};
 use serde_json::{Value, json};
 use ssi_core::{ATTR_SECRETS_STORE_IMPORT, DRIVER_NAME};
 use std::collections::HashSet;
@@ -40,6 +42,17 @@ pub struct Mutation {
     pub warnings: Vec<String>,
     /// SecretsStoreImports the object references, for the existence check.
     pub imports: Vec<String>,
+    /// The JSON patch of what was changed, as it was changed: empty when nothing was. Complete
+    /// unless `reshaped`.
+    pub patch: Vec<PatchOperation>,
+    /// Whether the shorthand annotation added volumes and mounts, which `patch` does not hold:
+    /// the patch is then the diff of the object before and after.
+    pub reshaped: bool,
+}
+
+/// A JSON pointer of `at` and then `more`.
+fn pointer(at: &[&str], more: &[&str]) -> PointerBuf {
+    PointerBuf::from_tokens(at.iter().chain(more).map(|key| Token::new(*key)))
 }
 
 /// Every part of an object [`mutate`] reads or changes, so that a review builds only these
@@ -123,6 +136,7 @@ pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, Ref
     let Some(path) = template_path(kind) else {
         return Ok(Mutation::default());
     };
+    let mut patch = Vec::new();
     // The Jobs a CronJob creates carry its job template's annotations: the copy goes there too.
     if kind == "CronJob"
         && let Some(job_template) = object
@@ -137,6 +151,7 @@ pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, Ref
                 job_template,
                 ANNOTATION_ALLOW_SUBPATH_INHERITED,
                 allow_subpath.then_some("true"),
+                (&["spec", "jobTemplate"], &mut patch),
             );
         }
     }
@@ -144,7 +159,12 @@ pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, Ref
     for key in path {
         match template.get_mut(*key) {
             Some(next) if next.is_object() => template = next,
-            _ => return Ok(Mutation::default()),
+            _ => {
+                return Ok(Mutation {
+                    patch,
+                    ..Mutation::default()
+                });
+            }
         }
     }
     // A workload's annotation covers the Pods it creates: they carry only the template's
@@ -155,9 +175,19 @@ pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, Ref
     let inherited = annotations::get(template, ALLOW_SUBPATH_INHERITED_NAME) == Some("true");
     if !path.is_empty() {
         if allow_subpath && !inherited {
-            set_template_annotation(template, ANNOTATION_ALLOW_SUBPATH_INHERITED, Some("true"));
+            set_template_annotation(
+                template,
+                ANNOTATION_ALLOW_SUBPATH_INHERITED,
+                Some("true"),
+                (path, &mut patch),
+            );
         } else if !allow_subpath && inherited {
-            set_template_annotation(template, ANNOTATION_ALLOW_SUBPATH_INHERITED, None);
+            set_template_annotation(
+                template,
+                ANNOTATION_ALLOW_SUBPATH_INHERITED,
+                None,
+                (path, &mut patch),
+            );
         }
     }
     let policy = if allow_subpath || template_allows {
@@ -165,36 +195,72 @@ pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, Ref
     } else {
         policy
     };
-    mutate_template(template, &workload, policy)
+    let mut mutation = mutate_template(template, &workload, policy, (path, &mut patch))?;
+    mutation.patch = patch;
+    Ok(mutation)
 }
 
+/// Where a change is made (the pointer's keys) and the patch it is recorded in.
+type Recording<'p, 'a> = (&'p [&'a str], &'p mut Vec<PatchOperation>);
+
 /// Sets (or with `None` removes) an annotation of a pod template, creating its metadata and
-/// annotations as needed.
-fn set_template_annotation(template: &mut Value, key: &str, value: Option<&str>) {
+/// annotations as needed, and records the change at `at`.
+fn set_template_annotation(
+    template: &mut Value,
+    key: &str,
+    value: Option<&str>,
+    (at, patch): Recording,
+) {
     let Some(template) = template.as_object_mut() else {
         return;
     };
+    let had_metadata = template.contains_key("metadata");
     let metadata = template
         .entry("metadata")
         .or_insert_with(|| Value::Object(Default::default()));
     let Some(metadata) = metadata.as_object_mut() else {
         return;
     };
+    let had_annotations = metadata.contains_key("annotations");
     let annotations = metadata
         .entry("annotations")
         .or_insert_with(|| Value::Object(Default::default()));
-    if let Some(annotations) = annotations.as_object_mut() {
-        match value {
-            Some(value) => annotations.insert(key.to_owned(), Value::String(value.to_owned())),
-            None => annotations.remove(key),
-        };
-    }
+    let Some(annotations) = annotations.as_object_mut() else {
+        return;
+    };
+    let before = match value {
+        Some(value) => annotations.insert(key.to_owned(), Value::String(value.to_owned())),
+        None => annotations.remove(key),
+    };
+    let operation = if !had_metadata {
+        add(pointer(at, &["metadata"]), Value::Object(metadata.clone()))
+    } else if !had_annotations {
+        add(
+            pointer(at, &["metadata", "annotations"]),
+            Value::Object(annotations.clone()),
+        )
+    } else {
+        let path = pointer(at, &["metadata", "annotations", key]);
+        match (value, before) {
+            (Some(value), before) if before.as_ref().and_then(Value::as_str) != Some(value) => {
+                add(path, Value::String(value.to_owned()))
+            }
+            (None, Some(_)) => PatchOperation::Remove(RemoveOperation { path }),
+            _ => return,
+        }
+    };
+    patch.push(operation);
+}
+
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
 }
 
 fn mutate_template(
     template: &mut Value,
     workload: &str,
     policy: SubpathPolicy,
+    (at, patch): Recording,
 ) -> Result<Mutation, Refusal> {
     let mut mutation = Mutation::default();
     let shorthand = annotations::get(template, "import").map(str::to_owned);
@@ -203,6 +269,7 @@ fn mutate_template(
     };
     if let Some(annotation) = shorthand {
         add_shorthand_volumes(spec, &annotation, workload)?;
+        mutation.reshaped = true;
     }
 
     // Every secrets-store volume: it must name an SSI, and it is read-only. Names are looked up
@@ -211,7 +278,7 @@ fn mutate_template(
     let mut volumes = HashSet::new();
     let mut imported = HashSet::new();
     if let Some(list) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
-        for volume in list {
+        for (index, volume) in list.iter_mut().enumerate() {
             let volume_name = volume_name(volume);
             let Some(csi) = volume
                 .get_mut("csi")
@@ -249,7 +316,11 @@ fn mutate_template(
                      csi.storage.k8s.io/ keys are kubelet's to set: remove it"
                 )));
             }
-            set_read_only(csi);
+            let index = index.to_string();
+            set_read_only(
+                csi,
+                (&[at, &["spec", "volumes", &index, "csi"]].concat(), patch),
+            );
             if imported.insert(ssi.clone()) {
                 mutation.imports.push(ssi);
             }
@@ -262,7 +333,7 @@ fn mutate_template(
         let Some(list) = spec.get_mut(containers).and_then(Value::as_array_mut) else {
             continue;
         };
-        for container in list {
+        for (container_index, container) in list.iter_mut().enumerate() {
             let container_name = container
                 .get("name")
                 .and_then(Value::as_str)
@@ -274,7 +345,10 @@ fn mutate_template(
             else {
                 continue;
             };
-            for mount in mounts.iter_mut().filter_map(Value::as_object_mut) {
+            for (mount_index, mount) in mounts.iter_mut().enumerate() {
+                let Some(mount) = mount.as_object_mut() else {
+                    continue;
+                };
                 let Some(volume) = mount
                     .get("name")
                     .and_then(Value::as_str)
@@ -309,21 +383,29 @@ fn mutate_template(
                         SubpathPolicy::Warn => mutation.warnings.push(message),
                     }
                 }
-                set_read_only(mount);
+                let (container_index, mount_index) =
+                    (container_index.to_string(), mount_index.to_string());
+                let keys = [
+                    "spec",
+                    containers,
+                    &container_index,
+                    "volumeMounts",
+                    &mount_index,
+                ];
+                set_read_only(mount, (&[at, &keys].concat(), patch));
             }
         }
     }
     Ok(mutation)
 }
 
-/// Sets `readOnly: true`, allocating the key only when it is missing.
-fn set_read_only(map: &mut serde_json::Map<String, Value>) {
-    match map.get_mut("readOnly") {
-        Some(value) => *value = Value::Bool(true),
-        None => {
-            map.insert("readOnly".into(), Value::Bool(true));
-        }
+/// Sets `readOnly: true` unless it is, and records the change at `at`.
+fn set_read_only(map: &mut serde_json::Map<String, Value>, (at, patch): Recording) {
+    if map.get("readOnly") == Some(&Value::Bool(true)) {
+        return;
     }
+    map.insert("readOnly".into(), Value::Bool(true));
+    patch.push(add(pointer(at, &["readOnly"]), Value::Bool(true)));
 }
 
 fn volume_name(volume: &Value) -> String {
@@ -494,20 +576,29 @@ mod tests {
         })
     }
 
-    /// Mutates, checks the patch reproduces the mutation and that a second run changes nothing.
+    /// Mutates, checks the patch reproduces the mutation and that a second run changes nothing;
+    /// and that the patch mutate recorded (unless the shorthand reshaped the object) does what
+    /// the diff does, and is empty exactly when nothing changed.
     fn apply(mut object: Value, policy: SubpathPolicy) -> Result<(Value, Mutation), Refusal> {
         let original = object.clone();
         let mutation = mutate(&mut object, policy)?;
         let patch = json_patch::diff(&original, &object);
-        let mut patched = original;
+        let mut patched = original.clone();
         json_patch::patch(&mut patched, &patch).expect("patch applies");
         assert_eq!(patched, object);
+        if !mutation.reshaped {
+            let mut recorded = original;
+            json_patch::patch(&mut recorded, &mutation.patch).expect("recorded patch applies");
+            assert_eq!(recorded, object, "{:?}", mutation.patch);
+            assert_eq!(mutation.patch.is_empty(), patch.0.is_empty());
+        }
         let mut again = object.clone();
-        mutate(&mut again, policy).expect("idempotent");
+        let second = mutate(&mut again, policy).expect("idempotent");
         assert!(
             json_patch::diff(&object, &again).0.is_empty(),
             "second run must not change anything"
         );
+        assert!(second.patch.is_empty(), "{:?}", second.patch);
         Ok((object, mutation))
     }
 

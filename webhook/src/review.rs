@@ -274,7 +274,14 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
     if let Some(map) = original.as_object_mut() {
         map.insert("kind".into(), Value::String(kind.clone()));
     }
-    let mut mutated = original.clone();
+    // The volume policy alone records the patch as it changes the object, so the object is
+    // changed in place; injection reshapes a Pod, whose patch is the diff of two copies.
+    let direct = policy.injector.is_none();
+    let mut mutated = if direct {
+        std::mem::take(&mut original)
+    } else {
+        original.clone()
+    };
     let mut lookups = Vec::new();
     let enforced = if policy.enforce {
         mutate(&mut mutated, policy.subpath)
@@ -329,8 +336,25 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
             kind: label,
             lookup: None,
         },
-        Ok(Mutation { warnings, imports }) => {
-            let patch = patch_between(&original, &mutated);
+        Ok(Mutation {
+            warnings,
+            imports,
+            patch,
+            reshaped,
+        }) => {
+            let patch = if direct && !reshaped {
+                Patch(patch)
+            } else {
+                if direct {
+                    // The shorthand added volumes and mounts to the only copy: the object as it
+                    // came is read again, which only such objects pay for.
+                    original = match reread(body, &kind) {
+                        Ok(object) => object,
+                        Err(reason) => return invalid(reason),
+                    };
+                }
+                patch_between(&original, &mutated)
+            };
             let mut response = Response::allow(uid);
             let verdict = if patch.0.is_empty() {
                 Verdict::Unchanged
@@ -355,6 +379,16 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
             }
         }
     }
+}
+
+/// The object of `body` as the volume policy reads it, again, with the request's `kind`.
+fn reread(body: &[u8], kind: &str) -> Result<Value, String> {
+    let request = with_value_budget(|| read_request::<Built<ReadByMutate>>(body))?;
+    let mut object = request.object.map(|o| o.0).unwrap_or_default();
+    if let Some(map) = object.as_object_mut() {
+        map.insert("kind".into(), Value::String(kind.to_owned()));
+    }
+    Ok(object)
 }
 
 /// The object, built within the parse's budget of values ([`with_value_budget`]), in the
@@ -768,33 +802,42 @@ mod tests {
                 review(body.as_bytes(), &pruned, &Entrypoints::new()),
                 review(body.as_bytes(), &whole, &Entrypoints::new()),
             );
-            let answer = String::from_utf8(a.response.to_review_json()).unwrap();
-            assert_eq!(
-                answer,
-                String::from_utf8(b.response.to_review_json()).unwrap(),
-                "{body}"
-            );
+            // The same answer, but for the patch's form: the pruned review records what it
+            // changes, the whole one diffs two copies; both patch the object alike (below).
+            let without_patch = |reviewed: &Reviewed| {
+                let mut answer: Value =
+                    serde_json::from_slice(&reviewed.response.to_review_json()).unwrap();
+                answer["response"].as_object_mut().unwrap().remove("patch");
+                answer
+            };
+            assert_eq!(without_patch(&a), without_patch(&b), "{body}");
             assert_eq!(
                 (a.verdict, a.kind, &a.imports),
                 (b.verdict, b.kind, &b.imports),
                 "{body}"
             );
-            // Every patch applies to the whole object and leaves what was skipped alone.
-            if let Some(patch) = &a.response.patch {
+            // Every patch applies to the whole object, leaves what was skipped alone, and
+            // makes what the whole review's makes.
+            let patched = |reviewed: &Reviewed| {
                 let mut object: Value =
                     serde_json::from_str::<Value>(body).unwrap()["request"]["object"].clone();
-                let before = object.clone();
-                json_patch::patch(
-                    &mut object,
-                    &serde_json::from_slice::<Patch>(patch).unwrap(),
-                )
-                .unwrap();
-                assert_eq!(object["status"], before["status"]);
-                assert_eq!(
-                    object["metadata"]["managedFields"],
-                    before["metadata"]["managedFields"]
-                );
-            }
+                if let Some(patch) = &reviewed.response.patch {
+                    json_patch::patch(
+                        &mut object,
+                        &serde_json::from_slice::<Patch>(patch).unwrap(),
+                    )
+                    .unwrap();
+                }
+                object
+            };
+            let object = patched(&a);
+            assert_eq!(object, patched(&b), "{body}");
+            let before = serde_json::from_str::<Value>(body).unwrap()["request"]["object"].clone();
+            assert_eq!(object["status"], before["status"]);
+            assert_eq!(
+                object["metadata"]["managedFields"],
+                before["metadata"]["managedFields"]
+            );
             verdicts.push(a.verdict);
         }
         // The corpus reaches every verdict.
