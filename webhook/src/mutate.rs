@@ -69,10 +69,14 @@ pub static READ_BY_MUTATE: Shape = Shape::Keys(&[
         Shape::Keys(&[
             // Workloads: the pod template.
             ("template", TEMPLATE),
-            // CronJobs: the job template's pod template.
+            // CronJobs: the job template's annotations (the copy of allow-subpath its Jobs
+            // inherit) and its pod template.
             (
                 "jobTemplate",
-                Shape::Keys(&[("spec", Shape::Keys(&[("template", TEMPLATE)]))]),
+                Shape::Keys(&[
+                    ("metadata", METADATA),
+                    ("spec", Shape::Keys(&[("template", TEMPLATE)])),
+                ]),
             ),
             // Pods, which are their own template: the pod spec.
             ("volumes", Shape::All),

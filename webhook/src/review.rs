@@ -770,9 +770,21 @@ mod tests {
             json!({"secrets-store.deckhouse.io/allow-subpath": "true"});
         let cronjob = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"generateName": "c-"},
             "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": allowed["spec"]["template"].clone()}}}});
+        // A CronJob allowed subPath, its job template with labels of its own (the Jobs'), and
+        // one that no longer allows it while its job template still carries the copy.
+        let allowed_cronjob = json!({"apiVersion": "batch/v1", "kind": "CronJob",
+            "metadata": {"name": "c", "annotations": {"secrets-store.deckhouse.io/allow-subpath": "true"}},
+            "spec": {"schedule": "* * * * *", "jobTemplate": {"metadata": {"labels": {"team": "a"}},
+                "spec": {"template": allowed["spec"]["template"].clone()}}}});
+        let mut disallowed_cronjob = allowed_cronjob.clone();
+        disallowed_cronjob["metadata"]["annotations"] = json!({});
+        disallowed_cronjob["spec"]["jobTemplate"]["metadata"]["annotations"] =
+            json!({"secrets-store.deckhouse.io/allow-subpath-inherited": "true"});
         let reviews = [
             DEPLOYMENT.to_owned(),
             SUBPATH_POD.to_owned(),
+            review_of(&allowed_cronjob, None),
+            review_of(&disallowed_cronjob, Some(&allowed_cronjob)),
             review_of(&workload, None),
             review_of(&allowed, Some(&workload)),
             review_of(&cronjob, None),
