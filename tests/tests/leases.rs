@@ -171,6 +171,28 @@ fn last_renewal(bed: &TestBed, lease_id: &str) -> Option<String> {
     lookup["data"]["last_renewal"].as_str().map(str::to_owned)
 }
 
+/// A lease id's last part, as the store lists it under its path.
+fn lease_number(lease_id: &str) -> String {
+    lease_id.rsplit('/').next().unwrap().to_owned()
+}
+
+/// Unpublishes `volume`, whose lease's database user is `user`: the user is dropped at once,
+/// not at the lease's TTL.
+async fn unpublish_drops_the_user(
+    driver: &CsiDriver,
+    volume: &PodVolume,
+    postgres: &Postgres,
+    user: &str,
+) {
+    unpublish(driver, volume).await.expect("unpublish");
+    wait::until(Duration::from_secs(5), "the user to be dropped", || {
+        let users = postgres.engine_users().unwrap();
+        wait::check(!users.iter().any(|u| u == user), || format!("{users:?}"))
+    })
+    .await
+    .unwrap();
+}
+
 async fn store_requests(driver: &CsiDriver, operation: &str) -> f64 {
     driver
         .metric(&format!(
@@ -415,13 +437,7 @@ async fn database_users_are_kept_per_volume_renewed_replaced_before_max_ttl_and_
 
     // Unpublish revokes the volume's lease: its user is dropped at once, not at its TTL.
     let second_user = working_user(&postgres, &second);
-    unpublish(&driver, &second).await.expect("unpublish");
-    wait::until(Duration::from_secs(5), "the user to be dropped", || {
-        let users = postgres.engine_users().unwrap();
-        wait::check(!users.contains(&second_user), || format!("{users:?}"))
-    })
-    .await
-    .unwrap();
+    unpublish_drops_the_user(&driver, &second, &postgres, &second_user).await;
     assert!(
         !driver.log().contains("was not revoked"),
         "{}",
@@ -473,16 +489,11 @@ async fn a_restarted_driver_renews_the_leases_it_recorded_with_the_token_it_kept
     );
     assert_eq!(
         leases(&bed),
-        vec![lease.rsplit('/').next().unwrap().to_owned()]
+        [lease_number(&lease)],
+        "only the volume's lease"
     );
 
-    unpublish(&driver, &volume).await.expect("unpublish");
-    wait::until(Duration::from_secs(5), "the user to be dropped", || {
-        let users = postgres.engine_users().unwrap();
-        wait::check(!users.contains(&user), || format!("{users:?}"))
-    })
-    .await
-    .unwrap();
+    unpublish_drops_the_user(&driver, &volume, &postgres, &user).await;
 }
 
 #[tokio::test]
@@ -533,16 +544,11 @@ async fn a_restarted_store_keeps_the_volumes_user_and_lease_and_the_driver_renew
     );
     assert_eq!(
         leases(&bed),
-        vec![lease.rsplit('/').next().unwrap().to_owned()]
+        [lease_number(&lease)],
+        "only the volume's lease"
     );
 
-    unpublish(&driver, &volume).await.expect("unpublish");
-    wait::until(Duration::from_secs(5), "the user to be dropped", || {
-        let users = postgres.engine_users().unwrap();
-        wait::check(!users.contains(&user), || format!("{users:?}"))
-    })
-    .await
-    .unwrap();
+    unpublish_drops_the_user(&driver, &volume, &postgres, &user).await;
     drop(store);
 }
 
