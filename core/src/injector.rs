@@ -87,7 +87,7 @@ impl FileReaction {
             return Ok(FileReaction::Restart);
         }
         let wrong = || {
-            let shown: String = text.chars().take(64).collect();
+            let shown = crate::names::shown(text, 64);
             format!(
                 "{shown:?} is no reaction; write restart or signal:<name> with one of SIG{}",
                 RELOAD_SIGNALS.join(", SIG")

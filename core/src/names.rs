@@ -85,6 +85,16 @@ pub fn is_object_name(name: &str) -> bool {
         })
 }
 
+/// What a message may quote of `text`, which someone else wrote (a pod's names and paths, a
+/// review's fields): its first `max_chars` characters, and `…` when more were cut, so that an
+/// answer's size never follows the input's.
+pub fn shown(text: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max_chars) {
+        None => text.into(),
+        Some((cut, _)) => format!("{}…", &text[..cut]).into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +140,15 @@ mod tests {
         ] {
             assert!(!is_namespace_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn shown_quotes_at_most_the_given_characters_and_marks_the_cut() {
+        assert_eq!(shown("short", 8), "short");
+        assert_eq!(shown("exactly8", 8), "exactly8");
+        assert_eq!(shown("ninechars", 8), "ninechar…");
+        // Cut at a character, never inside one.
+        assert_eq!(shown("ééééé", 2), "éé…");
+        assert_eq!(shown(&"x".repeat(1 << 20), 64).chars().count(), 65);
     }
 }

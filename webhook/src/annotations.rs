@@ -26,7 +26,7 @@ pub fn flag(object: &Value, name: &str, owner: &str) -> Result<Option<bool>, Ref
         Some("1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(Some(true)),
         Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(Some(false)),
         Some(other) => {
-            let shown: String = other.chars().take(64).collect();
+            let shown = ssi_core::names::shown(other, 64);
             Err(Refusal::Invalid(format!(
                 "{owner}: annotation {PREFIX}{name} is {shown:?}; write \"true\" or \"false\" \
                  (the Deckhouse webhook would silently take it as false)"

@@ -10,6 +10,7 @@ use crate::shape::Shape;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation};
 use jsonptr::{PointerBuf, Token};
 use serde_json::{Value, json};
+use ssi_core::names::shown;
 use ssi_core::{ATTR_SECRETS_STORE_IMPORT, DRIVER_NAME};
 use std::collections::HashSet;
 
@@ -133,7 +134,8 @@ pub fn mutate(object: &mut Value, policy: SubpathPolicy) -> Result<Mutation, Ref
         .and_then(|m| m.get("name").or_else(|| m.get("generateName")))
         .and_then(Value::as_str)
         .unwrap_or("<unnamed>");
-    let workload = format!("{kind} {name}");
+    // Quoted in every message about the object: its author chose how long they are.
+    let workload = format!("{} {}", shown(kind, QUOTED_NAME), shown(name, QUOTED_NAME));
     // Its own annotation, or the copy a workload that created it keeps in its template.
     let allow_subpath = annotations::flag(object, "allow-subpath", &workload)?.unwrap_or(false)
         || annotations::get(object, ALLOW_SUBPATH_INHERITED_NAME) == Some("true");
@@ -299,9 +301,10 @@ fn mutate_template(
                 .map(str::to_owned)
                 .ok_or_else(|| {
                     Refusal::Invalid(format!(
-                        "{workload}: volume {volume_name:?} uses the {DRIVER_NAME} driver without \
+                        "{workload}: volume {:?} uses the {DRIVER_NAME} driver without \
                          volumeAttributes.{ATTR_SECRETS_STORE_IMPORT}; set it to the name of a SecretsStoreImport \
-                         in the same namespace"
+                         in the same namespace",
+                        shown(&volume_name, QUOTED_NAME)
                     ))
                 })?;
             // kubelet's own keys: a pod that sets one tries to speak for kubelet.
@@ -314,10 +317,11 @@ fn mutate_template(
                         .find(|key| key.starts_with("csi.storage.k8s.io/"))
                 })
             {
-                let shown: String = key.chars().take(80).collect();
                 return Err(Refusal::Forbidden(format!(
-                    "{workload}: volume {volume_name:?} sets volumeAttributes.{shown:?}; the \
-                     csi.storage.k8s.io/ keys are kubelet's to set: remove it"
+                    "{workload}: volume {:?} sets volumeAttributes.{:?}; the \
+                     csi.storage.k8s.io/ keys are kubelet's to set: remove it",
+                    shown(&volume_name, QUOTED_NAME),
+                    shown(key, QUOTED_PATH)
                 )));
             }
             let index = index.to_string();
@@ -333,6 +337,7 @@ fn mutate_template(
     }
 
     // Every mount of them, in every kind of container: read-only, and no subPath.
+    let mut unwarned_sub_paths = 0usize;
     for containers in ["initContainers", "containers", "ephemeralContainers"] {
         let Some(list) = spec.get_mut(containers).and_then(Value::as_array_mut) else {
             continue;
@@ -341,8 +346,8 @@ fn mutate_template(
             let container_name = container
                 .get("name")
                 .and_then(Value::as_str)
-                .unwrap_or("<unnamed>")
-                .to_owned();
+                .unwrap_or("<unnamed>");
+            let container_name = shown(container_name, QUOTED_NAME).into_owned();
             let Some(mounts) = container
                 .get_mut("volumeMounts")
                 .and_then(Value::as_array_mut)
@@ -360,12 +365,12 @@ fn mutate_template(
                 else {
                     continue;
                 };
-                let volume = volume.to_owned();
+                let volume = shown(volume, QUOTED_NAME).into_owned();
                 let mount_path = mount
                     .get("mountPath")
                     .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
+                    .unwrap_or_default();
+                let mount_path = shown(mount_path, QUOTED_PATH).into_owned();
                 let sub_path = ["subPath", "subPathExpr"].into_iter().find(|key| {
                     mount
                         .get(*key)
@@ -384,7 +389,14 @@ fn mutate_template(
                                 "{message}, or set the annotation {ANNOTATION_ALLOW_SUBPATH}: \"true\" on the object to accept stale secrets"
                             )));
                         }
-                        SubpathPolicy::Warn => mutation.warnings.push(message),
+                        // One warning per mount, up to a few: the object may hold thousands.
+                        SubpathPolicy::Warn => {
+                            if mutation.warnings.len() < MAX_SUBPATH_WARNINGS {
+                                mutation.warnings.push(message);
+                            } else {
+                                unwarned_sub_paths += 1;
+                            }
+                        }
                     }
                 }
                 let (container_index, mount_index) =
@@ -399,6 +411,11 @@ fn mutate_template(
                 set_read_only(mount, (&[at, &keys].concat(), patch));
             }
         }
+    }
+    if unwarned_sub_paths > 0 {
+        mutation.warnings.push(format!(
+            "{workload}: {unwarned_sub_paths} more mounts of secrets-store volumes use subPath or subPathExpr"
+        ));
     }
     Ok(mutation)
 }
@@ -420,9 +437,22 @@ fn volume_name(volume: &Value) -> String {
         .to_owned()
 }
 
+/// Characters of a name (an object's, a container's, a volume's) a message quotes.
+const QUOTED_NAME: usize = 64;
+/// Characters of a path or key a message quotes.
+const QUOTED_PATH: usize = 128;
+/// subPath mounts warned about one by one; the rest are counted in one more warning.
+const MAX_SUBPATH_WARNINGS: usize = 8;
+
 /// SecretsStoreImports one shorthand annotation may name: far more than a pod mounts, few enough
 /// that adding their volumes and mounts stays cheap whatever else the object holds.
 pub const MAX_SHORTHAND_IMPORTS: usize = 64;
+/// Bytes of one shorthand mount path: longer than any real one, and the shorthand copies each
+/// into every app container.
+pub const MAX_MOUNT_PATH_BYTES: usize = 1024;
+/// Mounts one shorthand annotation may add (imports x app containers): the rest of the object is
+/// bounded by the parse's value budget, and these come on top of it.
+pub const MAX_SHORTHAND_MOUNTS: usize = 1024;
 
 /// Parses the shorthand annotation into (SSI, mount path) pairs.
 pub fn parse_import_annotation(text: &str) -> Result<Vec<(String, String)>, String> {
@@ -446,7 +476,14 @@ pub fn parse_import_annotation(text: &str) -> Result<Vec<(String, String)>, Stri
             && !ssi.ends_with(['-', '.']);
         if !dns_name {
             return Err(format!(
-                "{ssi:?} is not a SecretsStoreImport name (lowercase letters, digits, '-' and '.')"
+                "{:?} is not a SecretsStoreImport name (lowercase letters, digits, '-' and '.')",
+                shown(ssi, QUOTED_NAME)
+            ));
+        }
+        if path.len() > MAX_MOUNT_PATH_BYTES {
+            return Err(format!(
+                "mount path {:?} of {ssi:?} is longer than {MAX_MOUNT_PATH_BYTES} bytes",
+                shown(path, QUOTED_PATH)
             ));
         }
         if !path.starts_with('/') || path.split('/').any(|s| s == "..") {
@@ -494,6 +531,18 @@ fn add_shorthand_volumes(
 ) -> Result<(), Refusal> {
     let imports = parse_import_annotation(annotation)
         .map_err(|e| Refusal::Invalid(format!("{workload}: annotation {ANNOTATION_IMPORT}: {e}; write \"<ssi>\" or \"<ssi>=<path>,<ssi2>=<path2>\"")))?;
+    let app_containers = spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if imports.len() * app_containers > MAX_SHORTHAND_MOUNTS {
+        return Err(Refusal::Invalid(format!(
+            "{workload}: annotation {ANNOTATION_IMPORT} would add {} mounts ({} imports in each of {app_containers} \
+             containers), more than {MAX_SHORTHAND_MOUNTS}; mount the volumes as csi volumes where they are needed",
+            imports.len() * app_containers,
+            imports.len()
+        )));
+    }
     for (ssi, mount_path) in imports {
         let volume = shorthand_volume_name(&ssi);
         let Some(spec_map) = spec.as_object_mut() else {
@@ -687,6 +736,60 @@ mod tests {
         let (_, mutation) = apply(object, SubpathPolicy::Deny).unwrap();
         assert_eq!(mutation.warnings.len(), 1);
         assert!(mutation.warnings[0].contains("subPath"));
+    }
+
+    #[test]
+    fn sub_path_warnings_are_few_and_quote_little_of_what_the_object_says() {
+        // Names and paths as long as the object's author likes, and a thousand subPath mounts.
+        let long = "x".repeat(100_000);
+        let mut object = mk_deployment();
+        object["metadata"]["name"] = json!(long);
+        object["metadata"]["annotations"] = json!({ANNOTATION_ALLOW_SUBPATH: "true"});
+        let container = &mut object["spec"]["template"]["spec"]["containers"][0];
+        container["name"] = json!(long);
+        container["volumeMounts"] = (0..1000)
+            .map(
+                |i| json!({"name": "secrets", "mountPath": format!("/{long}/{i}"), "subPath": "k"}),
+            )
+            .collect();
+        let (_, mutation) = apply(object, SubpathPolicy::Deny).unwrap();
+        assert_eq!(mutation.warnings.len(), MAX_SUBPATH_WARNINGS + 1);
+        assert!(
+            mutation.warnings[MAX_SUBPATH_WARNINGS].contains("992 more mounts"),
+            "{:?}",
+            mutation.warnings.last()
+        );
+        let longest = mutation.warnings.iter().map(String::len).max().unwrap();
+        assert!(longest < 1024, "a warning of {longest} bytes");
+    }
+
+    #[test]
+    fn the_shorthand_refuses_more_mounts_than_its_budget_and_long_paths() {
+        let containers = MAX_SHORTHAND_MOUNTS / 2 + 1;
+        let mut object = mk_deployment();
+        let template = &mut object["spec"]["template"];
+        template["metadata"]["annotations"] = json!({ANNOTATION_IMPORT: "a=/a,b=/b"});
+        template["spec"]["containers"] = (0..containers)
+            .map(|i| json!({"name": format!("c{i}"), "image": "x"}))
+            .collect();
+        let Err(Refusal::Invalid(refused)) = apply(object.clone(), SubpathPolicy::Deny) else {
+            panic!("more mounts than the budget were added");
+        };
+        assert!(
+            refused.contains(&format!("would add {} mounts", 2 * containers)),
+            "{refused}"
+        );
+        // One container fewer fits.
+        object["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .pop();
+        apply(object, SubpathPolicy::Deny).unwrap();
+
+        let path = format!("/{}", "p".repeat(MAX_MOUNT_PATH_BYTES));
+        let refused = parse_import_annotation(&format!("a={path}")).unwrap_err();
+        assert!(refused.contains("longer than 1024 bytes"), "{refused}");
+        assert!(refused.len() < 300, "{refused}");
     }
 
     #[rstest]

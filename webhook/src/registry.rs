@@ -284,7 +284,7 @@ impl Registry {
         credentials: &[(String, Credential)],
     ) -> Result<ImageCommand, String> {
         let reference: Reference = image.parse().map_err(|_| {
-            let shown: String = image.chars().take(200).collect();
+            let shown = ssi_core::names::shown(image, 200);
             format!("image {shown:?} is not a valid image reference")
         })?;
         let registry = reference.resolve_registry().to_owned();

@@ -437,16 +437,33 @@ impl<'a, O> IncomingRequest<'a, O> {
 /// The request of a body that should be a review of the version we answer.
 fn read_request<'a, O: Deserialize<'a>>(body: &'a [u8]) -> Result<IncomingRequest<'a, O>, String> {
     let review = serde_json::from_slice::<IncomingReview<O>>(body)
-        .map_err(|e| format!("the body is not an AdmissionReview: {e}"))?;
+        .map_err(|e| format!("the body is not an AdmissionReview: {}", not_read(&e)))?;
     request_of(review)
+}
+
+/// Why a body could not be read, in our words: serde's own message quotes what it did not
+/// expect (a string of the wrong type whole, perhaps an env value), which neither the answer
+/// nor a log line may carry.
+fn not_read(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let at = format!("line {} column {}", error.line(), error.column());
+    match error.classify() {
+        Category::Data if error.to_string().starts_with(crate::shape::OVER_BUDGET) => {
+            crate::shape::OVER_BUDGET.to_owned()
+        }
+        Category::Data => format!("a field has a type or value a review cannot have, at {at}"),
+        Category::Syntax => format!("it is not JSON (at {at})"),
+        Category::Eof | Category::Io => "it ends before its JSON does".to_owned(),
+    }
 }
 
 /// The request of a review of the version we answer.
 fn request_of<'a, O>(review: IncomingReview<'a, O>) -> Result<IncomingRequest<'a, O>, String> {
     if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
         return Err(format!(
-            "expected an AdmissionReview of {API_VERSION}, got {} {}; list only v1 in admissionReviewVersions",
-            review.kind, review.api_version
+            "expected an AdmissionReview of {API_VERSION}, got {:?} {:?}; list only v1 in admissionReviewVersions",
+            ssi_core::names::shown(&review.kind, 64),
+            ssi_core::names::shown(&review.api_version, 64)
         ));
     }
     review
@@ -683,6 +700,43 @@ mod tests {
             serde_json::from_slice(reviewed.response.patch.as_ref().unwrap()).unwrap();
         json_patch::patch(&mut object, &patch).unwrap();
         object
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_review_is_refused_without_quoting_it() {
+        let secret = "s3cr3t-".repeat(1000);
+        let policy: Policy = SubpathPolicy::Deny.into();
+        let entrypoints = Entrypoints::new();
+        for body in [
+            // A field of the wrong type: serde would quote the string whole.
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": secret}),
+            json!({"apiVersion": secret, "kind": "AdmissionReview", "request": {"uid": "u"}}),
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                   "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                               "operation": "CREATE", "namespace": "n",
+                               "object": {"kind": "Pod", "metadata": {"annotations": {"secrets-store.deckhouse.io/import": 7}},
+                                          "spec": {"containers": [{"name": "a", "env": [{"name": "X", "value": 12}]}],
+                                                   "volumes": [{"name": secret}]}}}}),
+        ] {
+            let reviewed = review(body.to_string().as_bytes(), &policy, &entrypoints);
+            let answer = serde_json::to_string(&reviewed.response).unwrap();
+            assert!(
+                !answer.contains("s3cr3t"),
+                "{}",
+                ssi_core::names::shown(&answer, 300)
+            );
+            assert!(answer.len() < 1024, "{answer}");
+        }
+        let reviewed = review(
+            format!("{{\"kind\": \"{secret}").as_bytes(),
+            &policy,
+            &entrypoints,
+        );
+        let answer = serde_json::to_string(&reviewed.response).unwrap();
+        assert!(
+            !answer.contains("s3cr3t") && answer.contains("ends before"),
+            "{answer}"
+        );
     }
 
     #[test]

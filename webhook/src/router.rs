@@ -97,7 +97,7 @@ impl SsiChecker {
         for name in checked {
             if !ssi_core::is_object_name(name) {
                 // The pod's own text, bounded; never sent to the API.
-                let shown: String = name.chars().take(64).collect();
+                let shown = ssi_core::names::shown(name, 64);
                 warnings.push(format!(
                     "{shown:?} is not a SecretsStoreImport name (lowercase letters, digits, '-' and '.')"
                 ));

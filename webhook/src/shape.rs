@@ -25,13 +25,14 @@ pub fn with_value_budget<T>(parse: impl FnOnce() -> T) -> T {
     ssi_core::json::with_value_budget(MAX_VALUES, parse)
 }
 
+/// What a parse over the budget says, whole.
+pub const OVER_BUDGET: &str =
+    "the object has more than 8192 JSON values in the parts the webhook reads";
+const _: () = assert!(MAX_VALUES == 8_192, "OVER_BUDGET names MAX_VALUES");
+
 /// Counts one built value against the parse's budget, naming where the webhook counts.
 fn spend<E: serde::de::Error>() -> Result<(), E> {
-    ssi_core::json::spend::<E>().map_err(|_| {
-        E::custom(format_args!(
-            "the object has more than {MAX_VALUES} JSON values in the parts the webhook reads"
-        ))
-    })
+    ssi_core::json::spend::<E>().map_err(|_| E::custom(OVER_BUDGET))
 }
 
 /// Which parts of a value to build.

@@ -188,7 +188,7 @@ impl InjectionRequest {
         let method = match text("auth-method") {
             None => None,
             Some(name) => Some(ssi_core::AuthMethod::parse(&name).ok_or_else(|| {
-                let shown: String = name.chars().take(64).collect();
+                let shown = ssi_core::names::shown(&name, 64);
                 invalid(format!(
                     "annotation {PREFIX}auth-method is {shown:?}; write {}",
                     ssi_core::AuthMethod::choices()
