@@ -59,10 +59,12 @@ async fn bench(seconds: u64) -> anyhow::Result<()> {
     for url in [&noop_url, &parse_only_url, &enforce_url] {
         wrk(&script, url, 2)?;
     }
-    let baseline = wrk(&script, &noop_url, seconds)?;
-    let parsed = wrk(&script, &parse_only_url, seconds)?;
-    let reviews = wrk(&script, &enforce_url, seconds)?;
-    let short_path = wrk(&unrelated_script, &enforce_url, seconds)?;
+    let (noop_pid, parse_only_pid) = (noop.id(), parse_only.id());
+    let (baseline, noop_cpu) = measured(noop_pid, &script, &noop_url, seconds)?;
+    let (parsed, parse_only_cpu) = measured(parse_only_pid, &script, &parse_only_url, seconds)?;
+    let (reviews, review_cpu) = measured(webhook.pid(), &script, &enforce_url, seconds)?;
+    let (short_path, short_path_cpu) =
+        measured(webhook.pid(), &unrelated_script, &enforce_url, seconds)?;
     for server in [&mut noop, &mut parse_only] {
         let _ = server.kill();
         let _ = server.wait();
@@ -114,12 +116,46 @@ async fn bench(seconds: u64) -> anyhow::Result<()> {
         100.0 * reviews.per_second / baseline.per_second
     );
     println!(
+        "server CPU per request: no-op {noop_cpu:.1} us, parse-only {parse_only_cpu:.1} us, review {review_cpu:.1} us, without secrets {short_path_cpu:.1} us (user + system time of the server process over the run; wrk's own is not counted)"
+    );
+    println!(
         "ssi-webhook RSS   : {:.1} MiB now, {:.1} MiB peak [<= 30 MiB]",
         rss as f64 / 1024.0,
         peak as f64 / 1024.0
     );
     println!("counted           : {patched}");
     Ok(())
+}
+
+/// A wrk run against the server of `pid`, and that server's CPU time (user + system) per
+/// request over it, in microseconds: a figure that does not depend on how wrk and the server
+/// shared the cores.
+fn measured(
+    pid: u32,
+    script: &Path,
+    url: &str,
+    seconds: u64,
+) -> anyhow::Result<(ssi_tests::load::Load, f64)> {
+    let before = cpu_seconds(pid)?;
+    let load = wrk(script, url, seconds)?;
+    let used = cpu_seconds(pid)? - before;
+    let requests = load.per_second * seconds as f64;
+    Ok((load, used * 1e6 / requests.max(1.0)))
+}
+
+/// User + system CPU seconds of a process so far, from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("no command name in /proc/<pid>/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // In USER_HZ, which Linux fixes at 100 for user space on every architecture it runs here.
+    Ok(ticks / 100.0)
 }
 
 /// Starts this binary as a baseline server (`noop` or `parse-only`) with the webhook's
