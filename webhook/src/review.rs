@@ -436,7 +436,10 @@ impl<'a, O> IncomingRequest<'a, O> {
 
 /// The request of a body that should be a review of the version we answer.
 fn read_request<'a, O: Deserialize<'a>>(body: &'a [u8]) -> Result<IncomingRequest<'a, O>, String> {
-    let review = serde_json::from_slice::<IncomingReview<O>>(body)
+    // UTF-8 checked once for the whole body, not string by string as the parse meets them.
+    let text = std::str::from_utf8(body)
+        .map_err(|_| "the body is not an AdmissionReview: it is not UTF-8 text".to_owned())?;
+    let review = serde_json::from_str::<IncomingReview<O>>(text)
         .map_err(|e| format!("the body is not an AdmissionReview: {}", not_read(&e)))?;
     request_of(review)
 }

@@ -311,12 +311,25 @@ async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response
     };
     // Then a turn, and the memory its trees may take beyond the body's.
     let more_kib = kib(review_cost(body.len())).saturating_sub(memory.num_permits() as u32);
-    let waited = tokio::time::timeout_at(deadline.min(arrived + admission.queue_wait), async {
-        let turn = admission.turns.acquire().await?;
-        memory.merge(admission.memory_kib.acquire_many(more_kib).await?);
-        Ok::<_, tokio::sync::AcquireError>(turn)
-    })
-    .await;
+    // Both at once when they are free, as they are unless reviews pile up: no timer to set.
+    let free = admission.turns.try_acquire().ok().and_then(|turn| {
+        let more = admission.memory_kib.try_acquire_many(more_kib).ok()?;
+        Some((turn, more))
+    });
+    let waited = match free {
+        Some((turn, more)) => {
+            memory.merge(more);
+            Ok(Ok(turn))
+        }
+        None => {
+            tokio::time::timeout_at(deadline.min(arrived + admission.queue_wait), async {
+                let turn = admission.turns.acquire().await?;
+                memory.merge(admission.memory_kib.acquire_many(more_kib).await?);
+                Ok::<_, tokio::sync::AcquireError>(turn)
+            })
+            .await
+        }
+    };
     let Ok(Ok(_turn)) = waited else {
         tracing::warn!(wait = ?admission.queue_wait, "too many admission reviews in flight; answering 429");
         return (
