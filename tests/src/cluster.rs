@@ -42,6 +42,7 @@ impl Cluster {
                 runtime,
                 private_root: Some(root.clone()),
                 scheduler: index == 0,
+                ..NodeOptions::default()
             };
             nodes.push(
                 Node::start_with(bed, options)

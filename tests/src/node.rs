@@ -87,6 +87,10 @@ pub struct NodeOptions {
     pub private_root: Option<PathBuf>,
     /// Whether this node also runs the cluster's kube-scheduler (one node of a cluster does).
     pub scheduler: bool,
+    /// kubelet's `syncFrequency`: how often it re-syncs each pod (refreshing its Secret and
+    /// ConfigMap volumes, republishing CSI volumes that ask for it). The bed's 10 s keeps tests
+    /// short; kubelet's own default is 1 minute, which comparisons that depend on it use.
+    pub sync_frequency: Duration,
 }
 
 impl Default for NodeOptions {
@@ -96,6 +100,7 @@ impl Default for NodeOptions {
             runtime: Runtime::DebianContainerd16,
             private_root: None,
             scheduler: true,
+            sync_frequency: Duration::from_secs(10),
         }
     }
 }
@@ -495,7 +500,7 @@ makeIPTablesUtilChains: false
 resolvConf: ""
 clusterDomain: cluster.local
 # Pods re-sync (and CSI volumes with requiresRepublish are republished) this often.
-syncFrequency: 10s
+syncFrequency: {sync_frequency}s
 fileCheckFrequency: 10s
 serializeImagePulls: false
 # The bed loads its images (pause included) without a registry: kubelet must never collect them.
@@ -525,6 +530,7 @@ volumePluginDir: {volume_plugins}
                 ip = self.ip,
                 healthz = free_port()?,
                 cgroup_root = self.cgroup_root,
+                sync_frequency = self.options.sync_frequency.as_secs(),
             ),
         )?;
         self.start_kubelet()?;

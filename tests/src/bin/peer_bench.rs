@@ -52,6 +52,19 @@ fn main() -> anyhow::Result<()> {
         print_rows(rows);
         return Ok(());
     }
+    // The sync alternative alone: `peer_bench sync [pods] [peers dir]`.
+    if args.get(1).map(String::as_str) == Some("sync") {
+        let pods: usize = args.get(2).map_or(Ok(40), |s| s.parse())?;
+        let peers = args
+            .get(3)
+            .map_or_else(|| cache_dir().join("peers"), PathBuf::from);
+        let rows = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(sync_comparison(&peers, pods))?;
+        print_rows(rows);
+        return Ok(());
+    }
     let seconds: u64 = args.get(1).map_or(Ok(10), |s| s.parse())?;
     let runs: usize = args.get(2).map_or(Ok(30), |s| s.parse())?;
     let pods: usize = args.get(3).map_or(Ok(40), |s| s.parse())?;
@@ -65,6 +78,7 @@ fn main() -> anyhow::Result<()> {
             let mut rows = webhooks(&peers, seconds).await?;
             rows.extend(injectors(&peers, runs).await?);
             rows.extend(csi_driver(pods).await?);
+            rows.extend(sync_comparison(&peers, pods).await?);
             anyhow::Ok(rows)
         })?;
     print_rows(rows);
@@ -692,4 +706,442 @@ async fn csi_driver(pods: usize) -> anyhow::Result<Vec<Row>> {
             peer_name,
         },
     ])
+}
+
+/// What the sync comparison reads of one way of getting the secret into the pods.
+struct SyncRun {
+    /// Per pod, from the Deployment's apply to the pod's Ready.
+    start: Vec<Duration>,
+    /// Per pod and rotation, from `kv put` to the new value in the pod's file.
+    propagation: Vec<Duration>,
+    /// API requests of the component over the idle minutes, by verb and resource.
+    api_idle: std::collections::BTreeMap<String, u64>,
+    /// Store requests over the same minutes, by path.
+    store_idle: std::collections::BTreeMap<String, u64>,
+    /// RSS of the component's process after the rotations, KiB.
+    rss_kib: u64,
+}
+
+/// The rotations each way is timed over.
+const ROTATIONS: usize = 6;
+/// The refresh interval both are set to: ours' rotation interval, the operator's refreshAfter.
+const SYNC_INTERVAL: &str = "20s";
+const SYNC_INTERVAL_SECONDS: f64 = 20.0;
+/// The idle window whose requests are counted (and reported per minute).
+const IDLE_MINUTES: u64 = 3;
+
+/// The guide's Deployment, `pods` replicas of busybox, with `volume` (or none) at /mnt/secrets.
+fn sync_deployment(name: &str, pods: usize, volume: Option<Value>) -> Value {
+    let mounts = volume.as_ref().map_or_else(Vec::new, |_| {
+        vec![json!({"name": "secrets", "mountPath": "/mnt/secrets", "readOnly": true})]
+    });
+    let volumes: Vec<Value> = volume.into_iter().collect();
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": walkthrough::NAMESPACE},
+        "spec": {"replicas": pods, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"serviceAccountName": walkthrough::SERVICE_ACCOUNT,
+                    "automountServiceAccountToken": false,
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "app", "image": "ssi-testbed/busybox:1",
+                        "imagePullPolicy": "Never", "command": ["sleep", "3600"],
+                        "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1},
+                        "volumeMounts": mounts}],
+                    "volumes": volumes}}}})
+}
+
+/// Applies `deployment` and polls its pods until `pods` are Ready: per pod, the time from the
+/// apply to when it was first seen Ready (polled every 50 ms). Returns the pods' uids too.
+async fn start_times(
+    bed: &ssi_tests::TestBed,
+    deployment: &Value,
+    pods: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<String>)> {
+    use k8s_openapi::api::core::v1::Pod;
+    let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
+    let api: kube::Api<Pod> =
+        kube::Api::namespaced(bed.kube_client().await?, walkthrough::NAMESPACE);
+    let manifest = bed.dir().join(format!("{name}.json"));
+    std::fs::write(&manifest, deployment.to_string())?;
+    let applied = Instant::now();
+    run(bed.kubectl().args(["apply", "-f"]).arg(&manifest))?;
+    let mut ready: std::collections::BTreeMap<String, Duration> = Default::default();
+    let selector = kube::api::ListParams::default().labels(&format!("app={name}"));
+    while ready.len() < pods {
+        if applied.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "{} of {pods} pods of {name} Ready after 10 minutes",
+                ready.len()
+            );
+        }
+        for pod in api.list(&selector).await? {
+            let is_ready = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if let (true, Some(uid)) = (is_ready, pod.metadata.uid) {
+                ready.entry(uid).or_insert_with(|| applied.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let uids = ready.keys().cloned().collect();
+    Ok((ready.into_values().collect(), uids))
+}
+
+/// Writes a new password `ROTATIONS` times; each time, per pod, the time until the file at
+/// `file` (below the pod's directory in the node's kubelet root) holds it, read every 50 ms.
+async fn propagation_times(
+    bed: &ssi_tests::TestBed,
+    node: &Node,
+    uids: &[String],
+    file: &str,
+    round_name: &str,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut times = Vec::new();
+    for round in 0..ROTATIONS {
+        // A round starts just after a refresh delivered the last value: writing at once would
+        // always meet a whole interval. Each write waits a different share of the interval, so
+        // that the writes sample every phase of it, as users' writes do.
+        let phase = (round as f64 + 0.5) / ROTATIONS as f64;
+        tokio::time::sleep(Duration::from_secs_f64(phase * SYNC_INTERVAL_SECONDS)).await;
+        let value = format!("{round_name}-{round}-{}", std::process::id());
+        let paths: Vec<PathBuf> = uids
+            .iter()
+            .map(|uid| node.host_view(&node.kubelet_root.join("pods").join(uid).join(file)))
+            .collect::<Result<_, _>>()?;
+        let put = Instant::now();
+        run(bed.bao()?.args([
+            "kv",
+            "put",
+            "secret/database-for-python-app",
+            &format!("password={value}"),
+        ]))?;
+        let mut pending: Vec<&PathBuf> = paths.iter().collect();
+        while !pending.is_empty() {
+            if put.elapsed() > Duration::from_secs(180) {
+                bail!(
+                    "{} of {} pods without the new value 3 minutes after kv put",
+                    pending.len(),
+                    uids.len()
+                );
+            }
+            pending.retain(|path| {
+                let arrived = std::fs::read_to_string(path).is_ok_and(|text| text.trim() == value);
+                if arrived {
+                    times.push(put.elapsed());
+                }
+                !arrived
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(times)
+}
+
+/// The component's requests over [`IDLE_MINUTES`] idle minutes, from the two audit logs.
+async fn idle_minute(
+    bed: &ssi_tests::TestBed,
+    agent: &str,
+) -> anyhow::Result<(
+    std::collections::BTreeMap<String, u64>,
+    std::collections::BTreeMap<String, u64>,
+)> {
+    let (store_log, api_log) = bed.audit_logs()?;
+    let (_, store_mark) = tally(&store_log, 0, store_request(str::to_owned))?;
+    let (_, api_mark) = tally(&api_log, 0, api_request(agent))?;
+    tokio::time::sleep(Duration::from_secs(60 * IDLE_MINUTES)).await;
+    let (store, _) = tally(&store_log, store_mark, store_request(str::to_owned))?;
+    let (api, _) = tally(&api_log, api_mark, api_request(agent))?;
+    Ok((api, store))
+}
+
+/// Ours beside HashiCorp's Vault Secrets Operator (the "sync" alternative: the store's value
+/// kept in a Kubernetes Secret that pods mount as a secret volume), on one bed and node, the
+/// same pods, the same 20 s refresh, and pods without any secret volume as the floor.
+async fn sync_comparison(peers: &Path, pods: usize) -> anyhow::Result<Vec<Row>> {
+    let peer_name = "Vault Secrets Operator v0.10.0 (Secret + secret volume)";
+    let Some(operator) = peer_binary(peers, "vault-secrets-operator") else {
+        return Ok(vec![Row {
+            what: "sync: the Vault Secrets Operator".into(),
+            ours: "-".into(),
+            peer: "not built (bench/peers/build)".into(),
+            peer_name,
+        }]);
+    };
+    let bed = TestBed::builder().audit_log().start().await?;
+    walkthrough::run(&bed, VaultSetup::Cli, &mut Narrator::quiet()).await?;
+    // kubelet as users run it: the operator's value reaches a pod's secret volume at the pod's
+    // next sync, so the bed's shorter one would flatter it.
+    let node = Node::start_with(
+        &bed,
+        ssi_tests::node::NodeOptions {
+            sync_frequency: Duration::from_secs(60),
+            ..Default::default()
+        },
+    )
+    .await?;
+    node.load_image(&busybox_image(&bed.dir().join("images"))?)?;
+    apply_csidriver(&bed)?;
+    // The floor, the same pods with no secret at all, right before each: the node warms up.
+    let floor = |round: usize| {
+        let (bed, node) = (&bed, &node);
+        async move {
+            let name = format!("plain-{round}");
+            let (times, _) = start_times(bed, &sync_deployment(&name, pods, None), pods).await?;
+            node.delete_deployment(
+                bed,
+                &name,
+                walkthrough::NAMESPACE,
+                Duration::from_secs(120),
+                String::new,
+            )
+            .await?;
+            anyhow::Ok(times)
+        }
+    };
+    let our_floor = floor(0).await?;
+
+    // Ours.
+    let driver = CsiDriver::start(
+        &bed,
+        DriverOptions {
+            kubelet_root: Some(node.kubelet_root.clone()),
+            rotation_interval: SYNC_INTERVAL.into(),
+            ..DriverOptions::default()
+        },
+    )
+    .await?;
+    driver.registered_by_kubelet(&bed).await?;
+    let csi = json!({"name": "secrets", "csi": {"driver": ssi_core::DRIVER_NAME, "readOnly": true,
+        "volumeAttributes": {"secretsStoreImport": "python-backend"}}});
+    let (start, uids) =
+        start_times(&bed, &sync_deployment("backend", pods, Some(csi)), pods).await?;
+    let propagation = propagation_times(
+        &bed,
+        &node,
+        &uids,
+        "volumes/kubernetes.io~csi/secrets/mount/db-password",
+        "ours",
+    )
+    .await?;
+    let (api_idle, store_idle) = idle_minute(&bed, "ssi-csi/").await?;
+    let ours = SyncRun {
+        start,
+        propagation,
+        api_idle,
+        store_idle,
+        rss_kib: driver.pid().map_or(0, |pid| status_kib(pid, "VmRSS:")),
+    };
+    node.delete_deployment(
+        &bed,
+        "backend",
+        walkthrough::NAMESPACE,
+        Duration::from_secs(120),
+        || driver.log(),
+    )
+    .await?;
+    drop(driver);
+
+    // The operator, run as its docs run it in a cluster, here a process with the admin's
+    // kubeconfig: leader election off (it finds no namespace for its lock outside a pod), its
+    // two HTTP servers on loopback.
+    let crds = peers.join("vault-secrets-operator-crds");
+    run(bed.kubectl().args(["apply", "-f"]).arg(&crds))?;
+    run(bed
+        .kubectl()
+        .args(["create", "namespace", "vault-secrets-operator"]))?;
+    let mut command = Command::new(&operator);
+    command
+        .env("OPERATOR_NAMESPACE", "vault-secrets-operator")
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_ADDR")
+        .arg(format!("--kubeconfig={}", bed.kube().kubeconfig.display()))
+        .arg("--leader-elect=false")
+        .arg(format!("--metrics-bind-address=127.0.0.1:{}", free_port()?))
+        .arg(format!(
+            "--health-probe-bind-address=127.0.0.1:{}",
+            free_port()?
+        ));
+    let mut process = Process::spawn(
+        "vault-secrets-operator",
+        command,
+        &bed.dir().join("vso.log"),
+    )?;
+    let objects = format!(
+        r#"
+apiVersion: secrets.hashicorp.com/v1beta1
+kind: VaultConnection
+metadata: {{name: store, namespace: {namespace}}}
+spec: {{address: "{address}", skipTLSVerify: false}}
+---
+apiVersion: secrets.hashicorp.com/v1beta1
+kind: VaultAuth
+metadata: {{name: backend, namespace: {namespace}}}
+spec:
+  vaultConnectionRef: store
+  method: kubernetes
+  mount: {mount}
+  kubernetes: {{role: {role}, serviceAccount: {account}}}
+---
+apiVersion: secrets.hashicorp.com/v1beta1
+kind: VaultStaticSecret
+metadata: {{name: backend-secrets, namespace: {namespace}}}
+spec:
+  vaultAuthRef: backend
+  type: kv-v2
+  mount: secret
+  path: database-for-python-app
+  refreshAfter: {SYNC_INTERVAL}
+  destination: {{name: backend-secrets, create: true}}
+"#,
+        namespace = walkthrough::NAMESPACE,
+        address = bed.openbao().addr,
+        mount = AUTH_PATHS[0],
+        role = ROLE,
+        account = walkthrough::SERVICE_ACCOUNT,
+    );
+    bed.apply_yaml(&objects)?;
+    wait::until(
+        Duration::from_secs(120),
+        "the operator to create the Secret",
+        || {
+            if let Some(status) = process.exited() {
+                return Err(format!(
+                    "the operator exited ({status}):\n{}",
+                    process.log_tail(40)
+                ));
+            }
+            let got = std::process::Command::new(&bed.kube().kubectl)
+                .env("KUBECONFIG", &bed.kube().kubeconfig)
+                .args([
+                    "-n",
+                    walkthrough::NAMESPACE,
+                    "get",
+                    "secret",
+                    "backend-secrets",
+                ])
+                .output();
+            wait::check(got.is_ok_and(|o| o.status.success()), || {
+                process.log_tail(40)
+            })
+        },
+    )
+    .await?;
+    let their_floor = floor(1).await?;
+    let secret = json!({"name": "secrets", "secret": {"secretName": "backend-secrets"}});
+    let (start, uids) = start_times(
+        &bed,
+        &sync_deployment("vso-backend", pods, Some(secret)),
+        pods,
+    )
+    .await?;
+    let propagation = propagation_times(
+        &bed,
+        &node,
+        &uids,
+        "volumes/kubernetes.io~secret/secrets/password",
+        "operator",
+    )
+    .await?;
+    let (api_idle, store_idle) = idle_minute(&bed, "vault-secrets-operator/").await?;
+    let theirs = SyncRun {
+        start,
+        propagation,
+        api_idle,
+        store_idle,
+        rss_kib: status_kib(process.pid(), "VmRSS:"),
+    };
+    node.delete_deployment(
+        &bed,
+        "vso-backend",
+        walkthrough::NAMESPACE,
+        Duration::from_secs(120),
+        String::new,
+    )
+    .await?;
+    drop(process);
+    node.stop()?;
+    Ok(sync_rows(
+        pods,
+        [our_floor, their_floor],
+        ours,
+        theirs,
+        peer_name,
+    ))
+}
+
+fn sync_rows(
+    pods: usize,
+    mut floors: [Vec<Duration>; 2],
+    mut ours: SyncRun,
+    mut theirs: SyncRun,
+    peer_name: &'static str,
+) -> Vec<Row> {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let spread = |samples: &mut Vec<Duration>| {
+        format!(
+            "p50 {:.0} ms, p99 {:.0} ms",
+            ms(percentile(samples, 0.5)),
+            ms(percentile(samples, 0.99))
+        )
+    };
+    let [our_floor, their_floor] = floors.each_mut().map(spread);
+    let listed = |counts: &std::collections::BTreeMap<String, u64>| {
+        let total: u64 = counts.values().sum();
+        let each: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        format!("{total} ({})", each.join(", "))
+    };
+    let seconds = |d: Duration| d.as_secs_f64();
+    vec![
+        Row {
+            what: format!(
+                "sync: pod start (apply -> Ready), {pods} pods of the guide's Deployment; in brackets the same pods without a secret, run just before"
+            ),
+            ours: format!("{} ({our_floor})", spread(&mut ours.start)),
+            peer: format!("{} ({their_floor})", spread(&mut theirs.start)),
+            peer_name,
+        },
+        Row {
+            what: format!(
+                "sync: rotation, `kv put` -> the new value in each pod's file, {ROTATIONS} rotations x {pods} pods, both refreshing every {SYNC_INTERVAL}, kubelet's default syncFrequency (1 minute)"
+            ),
+            ours: format!(
+                "p50 {:.1} s, p99 {:.1} s",
+                seconds(percentile(&mut ours.propagation, 0.5)),
+                seconds(percentile(&mut ours.propagation, 0.99))
+            ),
+            peer: format!(
+                "p50 {:.1} s, p99 {:.1} s",
+                seconds(percentile(&mut theirs.propagation, 0.5)),
+                seconds(percentile(&mut theirs.propagation, 0.99))
+            ),
+            peer_name,
+        },
+        Row {
+            what: format!(
+                "sync: API requests in {IDLE_MINUTES} idle minutes at {pods} pods, from the apiserver's audit log"
+            ),
+            ours: listed(&ours.api_idle),
+            peer: listed(&theirs.api_idle),
+            peer_name,
+        },
+        Row {
+            what: format!(
+                "sync: store requests in {IDLE_MINUTES} idle minutes at {pods} pods, from the store's audit log"
+            ),
+            ours: listed(&ours.store_idle),
+            peer: listed(&theirs.store_idle),
+            peer_name,
+        },
+        Row {
+            what: format!(
+                "sync: RSS of the process that keeps the secret, {pods} pods (ours: the node's driver; theirs: the cluster's operator)"
+            ),
+            ours: mib(ours.rss_kib),
+            peer: mib(theirs.rss_kib),
+            peer_name,
+        },
+    ]
 }
