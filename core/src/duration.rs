@@ -2,11 +2,16 @@
 
 use std::time::Duration;
 
+/// What an error quotes of the text: whoever wrote it chose its length.
+fn quoted(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::names::shown(text, 64)
+}
+
 /// A duration longer than zero: for intervals and timeouts, where zero would spin or fail at once.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_duration_or_zero(text)?;
     if duration.is_zero() {
-        return Err(format!("{text:?} must be longer than zero"));
+        return Err(format!("{:?} must be longer than zero", quoted(text)));
     }
     Ok(duration)
 }
@@ -16,7 +21,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// `<number><unit>` with units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h` and an optional fraction,
 /// like `30s`, `1m30s` or `1.5s`.
 pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("{text:?} is not a duration like 30s, 1m30s, 2m or 500ms");
+    let invalid = || {
+        format!(
+            "{:?} is not a duration like 30s, 1m30s, 2m or 500ms",
+            quoted(text)
+        )
+    };
     if text.is_empty() {
         return Err(invalid());
     }
@@ -25,7 +35,7 @@ pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let number_end = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("{text:?} needs a unit: ns, us, ms, s, m or h"))?;
+            .ok_or_else(|| format!("{:?} needs a unit: ns, us, ms, s, m or h", quoted(text)))?;
         let (number, after) = rest.split_at(number_end);
         let unit_end = after
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -38,7 +48,12 @@ pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            _ => return Err(format!("{text:?} needs a unit: ns, us, ms, s, m or h")),
+            _ => {
+                return Err(format!(
+                    "{:?} needs a unit: ns, us, ms, s, m or h",
+                    quoted(text)
+                ));
+            }
         };
         let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
         if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
@@ -59,18 +74,19 @@ pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
         let nanos = whole
             .checked_mul(nanos_per_unit)
             .and_then(|n| n.checked_add(fraction_nanos))
-            .ok_or_else(|| format!("{text:?} is too long"))?;
+            .ok_or_else(|| format!("{:?} is too long", quoted(text)))?;
         let part = u64::try_from(nanos / 1_000_000_000)
             .map(|secs| Duration::new(secs, (nanos % 1_000_000_000) as u32))
-            .map_err(|_| format!("{text:?} is too long"))?;
+            .map_err(|_| format!("{:?} is too long", quoted(text)))?;
         total = total
             .checked_add(part)
-            .ok_or_else(|| format!("{text:?} is too long"))?;
+            .ok_or_else(|| format!("{:?} is too long", quoted(text)))?;
         rest = next;
     }
     if total > MAX_DURATION {
         return Err(format!(
-            "{text:?} is longer than {}h (ten years); write a shorter duration",
+            "{:?} is longer than {}h (ten years); write a shorter duration",
+            quoted(text),
             MAX_DURATION.as_secs() / 3600
         ));
     }

@@ -451,8 +451,11 @@ pub const MAX_SHORTHAND_IMPORTS: usize = 64;
 /// into every app container.
 pub const MAX_MOUNT_PATH_BYTES: usize = 1024;
 /// Mounts one shorthand annotation may add (imports x app containers): the rest of the object is
-/// bounded by the parse's value budget, and these come on top of it.
-pub const MAX_SHORTHAND_MOUNTS: usize = 1024;
+/// bounded by the parse's value budget, and these come on top of it
+/// (`router::MUTATION_ALLOWANCE`).
+pub const MAX_SHORTHAND_MOUNTS: usize = 256;
+/// Bytes of mount paths one shorthand annotation may add (its paths x app containers).
+pub const MAX_SHORTHAND_PATH_BYTES: usize = 64 * 1024;
 
 /// Parses the shorthand annotation into (SSI, mount path) pairs.
 pub fn parse_import_annotation(text: &str) -> Result<Vec<(String, String)>, String> {
@@ -488,11 +491,15 @@ pub fn parse_import_annotation(text: &str) -> Result<Vec<(String, String)>, Stri
         }
         if !path.starts_with('/') || path.split('/').any(|s| s == "..") {
             return Err(format!(
-                "mount path {path:?} of {ssi:?} must be absolute and without '..'"
+                "mount path {:?} of {ssi:?} must be absolute and without '..'",
+                shown(path, QUOTED_PATH)
             ));
         }
         if imports.iter().any(|(_, p)| p == path) {
-            return Err(format!("mount path {path:?} is used twice"));
+            return Err(format!(
+                "mount path {:?} is used twice",
+                shown(path, QUOTED_PATH)
+            ));
         }
         // Each import is a volume named after its SSI: two names that map to one volume would
         // silently lose the second mount.
@@ -535,6 +542,15 @@ fn add_shorthand_volumes(
         .get("containers")
         .and_then(Value::as_array)
         .map_or(0, Vec::len);
+    let path_bytes: usize = imports.iter().map(|(_, path)| path.len()).sum();
+    if path_bytes * app_containers > MAX_SHORTHAND_PATH_BYTES {
+        return Err(Refusal::Invalid(format!(
+            "{workload}: annotation {ANNOTATION_IMPORT} would add {} bytes of mount paths ({path_bytes} in each of \
+             {app_containers} containers), more than {MAX_SHORTHAND_PATH_BYTES}; use shorter paths, or mount the \
+             volumes as csi volumes where they are needed",
+            path_bytes * app_containers
+        )));
+    }
     if imports.len() * app_containers > MAX_SHORTHAND_MOUNTS {
         return Err(Refusal::Invalid(format!(
             "{workload}: annotation {ANNOTATION_IMPORT} would add {} mounts ({} imports in each of {app_containers} \
@@ -784,6 +800,24 @@ mod tests {
             .as_array_mut()
             .unwrap()
             .pop();
+        apply(object, SubpathPolicy::Deny).unwrap();
+
+        // Long paths in many containers: the bytes they add are bounded too.
+        let mut object = mk_deployment();
+        let path = format!("/{}", "p".repeat(999));
+        object["spec"]["template"]["metadata"]["annotations"] =
+            json!({ANNOTATION_IMPORT: format!("a={path}")});
+        let containers = |n: usize| -> Value {
+            (0..n)
+                .map(|i| json!({"name": format!("c{i}"), "image": "x"}))
+                .collect()
+        };
+        object["spec"]["template"]["spec"]["containers"] = containers(100);
+        let Err(Refusal::Invalid(refused)) = apply(object.clone(), SubpathPolicy::Deny) else {
+            panic!("100 KB of mount paths were added");
+        };
+        assert!(refused.contains("bytes of mount paths"), "{refused}");
+        object["spec"]["template"]["spec"]["containers"] = containers(60);
         apply(object, SubpathPolicy::Deny).unwrap();
 
         let path = format!("/{}", "p".repeat(MAX_MOUNT_PATH_BYTES));

@@ -239,9 +239,12 @@ impl Registry {
             ),
             Ok(None) => {}
             Err(e) => {
+                // The account's name is the pod's text, and the error may repeat it.
                 return Err(format!(
-                    "cannot read ServiceAccount {}/{} for its imagePullSecrets: {e}",
-                    request.namespace, request.service_account
+                    "cannot read ServiceAccount {}/{} for its imagePullSecrets: {}",
+                    ssi_core::names::shown(&request.namespace, 64),
+                    ssi_core::names::shown(&request.service_account, 64),
+                    ssi_core::names::shown(&e.to_string(), 256)
                 ));
             }
         }

@@ -240,12 +240,23 @@ pub struct Admission {
 /// [`review_cost`] of the largest body, or such a review would never get its share.
 pub const REVIEW_MEMORY: usize = 28 * 1024 * 1024;
 
-/// What a review of a `body_len`-byte body may cost at most: the body, and three trees of it
+/// What a review of a `body_len`-byte body may cost at most: the body, three trees of it
 /// (the object, its mutated copy, and what injection copies into its init container), each
-/// within [`crate::shape::MAX_VALUES`] ([`ssi_core::json::tree_cost`]).
+/// within [`crate::shape::MAX_VALUES`] ([`ssi_core::json::tree_cost`]), and what the mutation
+/// may add to them ([`MUTATION_ALLOWANCE`]).
 pub fn review_cost(body_len: usize) -> usize {
-    body_len + 3 * ssi_core::json::tree_cost(body_len, crate::shape::MAX_VALUES)
+    body_len
+        + 3 * ssi_core::json::tree_cost(body_len, crate::shape::MAX_VALUES)
+        + MUTATION_ALLOWANCE
 }
+
+/// What a mutation may add beyond the trees of the body, with its patch, the patch's base64 and
+/// the answer: the import shorthand's mounts (at most [`crate::mutate::MAX_SHORTHAND_MOUNTS`],
+/// their paths [`crate::mutate::MAX_SHORTHAND_PATH_BYTES`] in all) or the injector's settings
+/// in every container (beyond a few, [`crate::inject::MAX_INJECTED_SETTINGS_BYTES`] in all).
+/// Each of those adds a small object of three values (about 1.2 KiB as a tree) or its bytes,
+/// and the patch, base64 and answer about three times its text.
+pub const MUTATION_ALLOWANCE: usize = 512 * 1024;
 
 impl Admission {
     /// At most `max_in_flight` reviews at once; others wait up to `queue_wait` for a turn.
@@ -472,7 +483,7 @@ mod tests {
             review_cost(BODY_LIMIT)
         );
         // A tree of tiny values costs its bound, not eighty times its text.
-        assert!(review_cost(4096) < 4096 * 300);
+        assert!(review_cost(4096) < 4096 * 300 + MUTATION_ALLOWANCE);
     }
 
     #[test]

@@ -14,10 +14,17 @@ use crate::refusal::Refusal;
 use crate::registry::{Entrypoints, ImageCommand};
 use serde_json::{Map, Value, json};
 use ssi_core::injector as contract;
+use ssi_core::names::shown;
 
 /// Distinct images looked up for one pod, at most: the pod's author picks how many, each costs
 /// registry requests within one review's deadline.
 pub const IMAGE_LOOKUPS_PER_POD: usize = 8;
+/// Containers of a pod that may always be injected, whatever the size of the settings each gets.
+pub const ALWAYS_INJECTABLE: usize = 8;
+/// Beyond those, the bytes of settings all injected containers may get together.
+pub const MAX_INJECTED_SETTINGS_BYTES: usize = 128 * 1024;
+/// Containers warned about one by one as never injected; the rest are counted in one warning.
+const MAX_NEVER_INJECTED_WARNINGS: usize = 8;
 
 /// The volume the init container fills and its mount path in every container.
 pub const VOLUME: &str = "secrets-store-injector";
@@ -232,10 +239,11 @@ pub fn inject(
         let for_its_files = reacts && runs_on(list, container) && !watched(container).is_empty();
         name != INIT_CONTAINER
             && !already_injected(container)
-            && !skipped.iter().any(|s| s == name)
+            && !skipped.contains(name)
             && !ALWAYS_SKIPPED.contains(&name)
             && (for_the_store || for_its_files)
     };
+    let mut never_injected = 0usize;
     for list in INJECTED_LISTS {
         for container in spec
             .get(list)
@@ -248,12 +256,22 @@ pub fn inject(
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             if ALWAYS_SKIPPED.contains(&name) && may_reference_the_store(container) {
-                warnings.push(format!(
-                    "{owner}: container {name:?} is never injected (it belongs to the service \
-                     mesh or the platform); its secrets-store: values reach it as text"
-                ));
+                // A few, then one that counts the rest: a pod may hold thousands.
+                if never_injected < MAX_NEVER_INJECTED_WARNINGS {
+                    warnings.push(format!(
+                        "{owner}: container {name:?} is never injected (it belongs to the service \
+                         mesh or the platform); its secrets-store: values reach it as text"
+                    ));
+                }
+                never_injected += 1;
             }
         }
+    }
+    if never_injected > MAX_NEVER_INJECTED_WARNINGS {
+        warnings.push(format!(
+            "{owner}: {} more such containers are never injected",
+            never_injected - MAX_NEVER_INJECTED_WARNINGS
+        ));
     }
     // Init containers too, as Deckhouse does: each starts through the injector, which our copy
     // container (inserted first) has put in place by then.
@@ -279,6 +297,7 @@ pub fn inject(
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or_default();
+        let name = shown(name, 64);
         let Some(image) = container.get("image").and_then(Value::as_str) else {
             return Err(Refusal::Invalid(format!(
                 "{owner}: container {name:?} has neither command nor image"
@@ -308,6 +327,22 @@ pub fn inject(
         });
     }
 
+    // Every injected container gets its own copy of the settings: their product is bounded, so
+    // that what a review adds to the object stays within what its memory reservation allows.
+    let settings_bytes: usize = env.iter().map(|var| var.to_string().len()).sum();
+    let to_inject = INJECTED_LISTS
+        .iter()
+        .flat_map(|list| listed(spec, list).into_iter().map(move |c| (*list, c)))
+        .filter(|(list, c)| !already_injected(c) && needs_injection(list, c))
+        .count();
+    if to_inject > ALWAYS_INJECTABLE && to_inject * settings_bytes > MAX_INJECTED_SETTINGS_BYTES {
+        return Err(Refusal::Invalid(format!(
+            "{owner}: the injector's settings ({settings_bytes} bytes, most of it the annotations' values) \
+             would be copied into {to_inject} containers, more than {MAX_INJECTED_SETTINGS_BYTES} bytes in all; \
+             inject fewer containers (annotation {ANNOTATION_PREFIX}skip-mutate-containers) or pass a large CA \
+             bundle as {ANNOTATION_PREFIX}tls-secret"
+        )));
+    }
     let mut injected = 0;
     for list in INJECTED_LISTS {
         let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
@@ -452,6 +487,8 @@ fn inject_container(
     request: &InjectionRequest,
     entrypoints: &Entrypoints,
 ) -> Result<(), Refusal> {
+    // For messages only: the pod's author chose its length.
+    let name = shown(name, 64);
     let argv = match command_of(container) {
         Some(command) => {
             let mut argv = command;
@@ -679,6 +716,71 @@ mod tests {
             json!({"secrets-store.deckhouse.io/on-file-change": reaction}),
             json!([app(json!([]))]),
         )
+    }
+
+    /// A pod's author multiplies what it sends by its containers: names quoted in part,
+    /// warnings capped, settings x containers bounded, the skip list bounded.
+    #[test]
+    fn what_a_pod_multiplies_by_its_containers_is_bounded() {
+        let long = "n".repeat(100_000);
+        let proxies: Vec<Value> = (0..2000)
+            .map(|_| json!({"name": "istio-proxy", "image": "p:1", "envFrom": [{}]}))
+            .collect();
+        let mut many_proxies = pod(
+            json!({"secrets-store.deckhouse.io/role": "r"}),
+            json!(proxies),
+        );
+        many_proxies["metadata"]["name"] = json!(long);
+        let Injection { warnings, .. } =
+            inject(&mut many_proxies, &settings(), &Entrypoints::new()).unwrap();
+        assert!(
+            warnings.len() <= MAX_NEVER_INJECTED_WARNINGS + 2,
+            "{}",
+            warnings.len()
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("1992 more such containers")),
+            "{warnings:?}"
+        );
+        assert!(warnings.iter().all(|w| w.len() < 1024), "a long warning");
+
+        // Settings copied into every app container: a few containers always, many only while
+        // the copies stay small.
+        let apps = |count: usize| -> Value {
+            (0..count)
+                .map(|i| json!({"name": format!("c{i}"), "image": "app:1", "command": ["/app"]}))
+                .collect()
+        };
+        let address = format!("https://{}.example.com", "a".repeat(1900));
+        let annotations = json!({"secrets-store.deckhouse.io/role": "r",
+                                 "secrets-store.deckhouse.io/env-from-path": "secret/data/app",
+                                 "secrets-store.deckhouse.io/addr": address});
+        injected(pod(annotations.clone(), apps(ALWAYS_INJECTABLE))).unwrap();
+        let Err(Refusal::Invalid(refused)) = injected(pod(annotations, apps(100))) else {
+            panic!("100 copies of 2 KiB of settings were injected");
+        };
+        assert!(
+            refused.contains("would be copied into 100 containers"),
+            "{refused}"
+        );
+        assert!(refused.len() < 1024, "{refused}");
+
+        let too_long = json!({"secrets-store.deckhouse.io/role": "r",
+                              "secrets-store.deckhouse.io/auth-path": "p".repeat(request::MAX_SETTING_BYTES + 1)});
+        let Err(Refusal::Invalid(refused)) = injected(pod(too_long, apps(1))) else {
+            panic!("an over-long annotation was taken");
+        };
+        assert!(refused.contains("longer than 2048 bytes"), "{refused}");
+
+        let names = vec!["x"; request::MAX_SKIPPED_CONTAINERS + 1].join(" ");
+        let skips = json!({"secrets-store.deckhouse.io/role": "r",
+                           "secrets-store.deckhouse.io/skip-mutate-containers": names});
+        let Err(Refusal::Invalid(refused)) = injected(pod(skips, apps(1))) else {
+            panic!("an unbounded skip list was taken");
+        };
+        assert!(refused.contains("more than 64 containers"), "{refused}");
     }
 
     #[test]

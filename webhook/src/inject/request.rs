@@ -7,6 +7,7 @@ use crate::refusal::Refusal;
 use serde_json::{Value, json};
 use ssi_core::duration::parse_duration;
 use ssi_core::injector::{self as contract, FileReaction, LOG_LEVELS, RestartMode};
+use ssi_core::names::shown;
 
 /// The Deckhouse webhook's opt-out: a pod labelled `stronghold.deckhouse.io/mutate: skip` is
 /// not injected.
@@ -18,6 +19,34 @@ pub const OPT_OUT_LABEL: &str = "secrets-store.deckhouse.io/webhook";
 /// Largest CA bundle passed to the injector: it travels in an environment variable, which the
 /// kernel caps at 128 KiB, and a store's CA chain is a few KiB.
 pub const MAX_CA_PEM_BYTES: usize = 64 * 1024;
+
+/// Bytes of any other annotation of ours on a pod: longer than any address, path or name, and
+/// each is copied into every injected container.
+pub const MAX_SETTING_BYTES: usize = 2048;
+/// Our annotations bounded elsewhere: the CA bundle (above) and the volume policy's shorthand.
+const UNBOUNDED_HERE: [&str; 2] = ["cacert_bytes", "import"];
+/// Containers `skip-mutate-containers` may name: a pod has few.
+pub const MAX_SKIPPED_CONTAINERS: usize = 64;
+
+/// The containers `skip-mutate-containers` names: separated by spaces, as Deckhouse writes
+/// them, or commas.
+fn skipped_containers(
+    pod: &Value,
+    invalid: &dyn Fn(String) -> Refusal,
+) -> Result<std::collections::HashSet<String>, Refusal> {
+    let names: Vec<&str> = annotations::get(pod, "skip-mutate-containers")
+        .unwrap_or_default()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|name| !name.is_empty())
+        .take(MAX_SKIPPED_CONTAINERS + 1)
+        .collect();
+    if names.len() > MAX_SKIPPED_CONTAINERS {
+        return Err(invalid(format!(
+            "annotation {PREFIX}skip-mutate-containers names more than {MAX_SKIPPED_CONTAINERS} containers"
+        )));
+    }
+    Ok(names.into_iter().map(str::to_owned).collect())
+}
 
 /// A pod's injection annotations, typed and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +86,7 @@ pub struct InjectionRequest {
     /// Where the app's own token is; `None`: the projected token the webhook adds.
     pub token_path: Option<String>,
     /// Containers named in `skip-mutate-containers`, left as written.
-    pub skip_containers: Vec<String>,
+    pub skip_containers: std::collections::HashSet<String>,
     /// The `mutate-probes` annotation: exec probes also start through the injector.
     pub mutate_probes: bool,
 }
@@ -85,10 +114,30 @@ impl InjectionRequest {
             .get("metadata")
             .and_then(|m| m.get("name").or_else(|| m.get("generateName")))
             .and_then(Value::as_str)
-            .unwrap_or("<unnamed>")
-            .to_owned();
+            .unwrap_or("<unnamed>");
+        // Quoted in every message about the pod: its author chose how long it is.
+        let pod_name = shown(pod_name, 64).into_owned();
         let owner = format!("Pod {pod_name}");
         let invalid = |what: String| Refusal::Invalid(format!("{owner}: {what}"));
+        // Each setting is copied into every injected container: its size is bounded here, the
+        // product in `inject` (the CA bundle has its own bound).
+        if let Some(annotations) = pod
+            .get("metadata")
+            .and_then(|m| m.get("annotations"))
+            .and_then(Value::as_object)
+        {
+            let too_long = annotations.iter().find(|(key, value)| {
+                key.strip_prefix(PREFIX)
+                    .is_some_and(|name| !UNBOUNDED_HERE.contains(&name))
+                    && value.as_str().is_some_and(|v| v.len() > MAX_SETTING_BYTES)
+            });
+            if let Some((key, _)) = too_long {
+                return Err(invalid(format!(
+                    "annotation {:?} is longer than {MAX_SETTING_BYTES} bytes",
+                    shown(key, 128)
+                )));
+            }
+        }
         let text = |name: &str| {
             annotations::get(pod, name)
                 .filter(|value| !value.is_empty())
@@ -128,7 +177,8 @@ impl InjectionRequest {
             && !LOG_LEVELS.contains(&level.as_str())
         {
             return Err(invalid(format!(
-                "annotation {PREFIX}log-level is {level:?}; write {}",
+                "annotation {PREFIX}log-level is {:?}; write {}",
+                shown(level, 64),
                 LOG_LEVELS.join(", ")
             )));
         }
@@ -136,7 +186,8 @@ impl InjectionRequest {
             None => RestartMode::None,
             Some(text) => RestartMode::parse(text).ok_or_else(|| {
                 invalid(format!(
-                    "annotation {PREFIX}restart-on-secret-change is {text:?}; write {}",
+                    "annotation {PREFIX}restart-on-secret-change is {:?}; write {}",
+                    shown(text, 64),
                     RestartMode::choices()
                 ))
             })?,
@@ -157,12 +208,7 @@ impl InjectionRequest {
             poll_interval: duration("secret-poll-interval")?,
             token_path: annotations::get(pod, "service-account-token-path").map(str::to_owned),
             // Deckhouse separates the names by spaces; commas work too.
-            skip_containers: annotations::get(pod, "skip-mutate-containers")
-                .unwrap_or_default()
-                .split(|c: char| c == ',' || c.is_whitespace())
-                .map(|name| name.trim().to_owned())
-                .filter(|name| !name.is_empty())
-                .collect(),
+            skip_containers: skipped_containers(pod, &invalid)?,
             mutate_probes: annotations::flag(pod, "mutate-probes", &owner)?.unwrap_or(false),
             pod_name,
         }))
@@ -210,7 +256,8 @@ impl InjectionRequest {
             })?;
         if !(address.starts_with("https://") || address.starts_with("http://")) {
             return Err(invalid(format!(
-                "annotation {PREFIX}addr {address:?} must be an http(s) URL"
+                "annotation {PREFIX}addr {:?} must be an http(s) URL",
+                shown(&address, 128)
             )));
         }
         Ok((login, address))
