@@ -235,7 +235,7 @@ pub struct Admission {
     queue_wait: Duration,
 }
 
-/// The memory all reviews in flight may use together, in bytes: the chart's 64 MiB limit less
+/// The memory all reviews in flight may use together, in bytes: the chart's 80 MiB limit less
 /// the webhook's baseline and its connections (docs/security.md, "Memory budgets"). At least
 /// [`review_cost`] of the largest body, or such a review would never get its share.
 pub const REVIEW_MEMORY: usize = 28 * 1024 * 1024;

@@ -7,14 +7,18 @@
 //!   before exec'ing `/bin/true`; binary size; RSS of each one's stay-resident mode;
 //! - CSI: ours only (the peer pair cannot be built here): the publish latency of the real
 //!   kubelet's calls for the guide's Deployment on the bed's node, and the requests of one
-//!   rotation cycle as the apiserver's and the store's audit logs count them.
+//!   rotation cycle as the apiserver's and the store's audit logs count them;
+//! - sync (issue 32): ours beside HashiCorp's Vault Secrets Operator, which keeps the value in a
+//!   Secret the pods mount: pod start, rotation to each pod's file, idle requests and RSS, on a
+//!   node whose kubelet runs at its default sync period.
 //!
 //! `bench/compare` builds the peers from their Go modules (bench/peers/) and runs this; by hand:
 //! `cargo build --release --workspace --bins && scripts/build-injector &&
 //! target/release/peer_bench [seconds per load run] [runs per injector figure] [pods] [peers dir]`
 //! (defaults 10, 30, 40, $SSI_TESTBED_CACHE/peers as bench/peers/build writes it). A peer whose binary is missing is reported
-//! as not built; the figures go to stdout as a Markdown table for the README.
-//! `target/release/peer_bench csi [pods]` runs the CSI part alone.
+//! as not built; the figures go to stdout as a Markdown table for docs/benchmarks.md.
+//! `target/release/peer_bench csi [pods]` runs the CSI part alone,
+//! `target/release/peer_bench sync [pods] [peers dir]` the sync part.
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
