@@ -266,8 +266,10 @@ impl Registry {
                 Ok(None) => continue,
                 Err(e) => {
                     return Err(format!(
-                        "cannot read imagePullSecret {}/{name}: {e}",
-                        request.namespace
+                        "cannot read imagePullSecret {}/{}: {}",
+                        ssi_core::names::shown(&request.namespace, 64),
+                        ssi_core::names::shown(&name, 64),
+                        ssi_core::names::shown(&e.to_string(), 256)
                     ));
                 }
             };
@@ -348,6 +350,8 @@ impl Registry {
     ) -> Result<ImageCommand, String> {
         self.check_allowed(reference)?;
         let host = shown_host(reference);
+        // The pod's text: a registry host may be as long as its author likes.
+        let image = ssi_core::names::shown(image, 200);
         // NB: always this registry's slot first, then the shared one: no lookup holds a shared
         // slot while it waits for its registry's.
         let registry_slots = slots_of(&self.registry_slots, &host, LOOKUPS_PER_REGISTRY);

@@ -242,21 +242,29 @@ pub const REVIEW_MEMORY: usize = 28 * 1024 * 1024;
 
 /// What a review of a `body_len`-byte body may cost at most: the body, three trees of it
 /// (the object, its mutated copy, and what injection copies into its init container), each
-/// within [`crate::shape::MAX_VALUES`] ([`ssi_core::json::tree_cost`]), and what the mutation
-/// may add to them ([`MUTATION_ALLOWANCE`]).
-pub fn review_cost(body_len: usize) -> usize {
-    body_len
-        + 3 * ssi_core::json::tree_cost(body_len, crate::shape::MAX_VALUES)
-        + MUTATION_ALLOWANCE
+/// within [`crate::shape::MAX_VALUES`] ([`ssi_core::json::tree_cost`]), and what the endpoint's
+/// mutations may add to them ([`SHORTHAND_ALLOWANCE`], [`INJECTION_ALLOWANCE`]).
+pub fn review_cost(body_len: usize, policy: &Policy) -> usize {
+    let mut cost = body_len + 3 * ssi_core::json::tree_cost(body_len, crate::shape::MAX_VALUES);
+    if policy.enforce {
+        cost += SHORTHAND_ALLOWANCE;
+    }
+    if policy.injector.is_some() {
+        cost += INJECTION_ALLOWANCE;
+    }
+    cost
 }
 
-/// What a mutation may add beyond the trees of the body, with its patch, the patch's base64 and
-/// the answer: the import shorthand's mounts (at most [`crate::mutate::MAX_SHORTHAND_MOUNTS`],
-/// their paths [`crate::mutate::MAX_SHORTHAND_PATH_BYTES`] in all) or the injector's settings
-/// in every container (beyond a few, [`crate::inject::MAX_INJECTED_SETTINGS_BYTES`] in all).
-/// Each of those adds a small object of three values (about 1.2 KiB as a tree) or its bytes,
-/// and the patch, base64 and answer about three times its text.
-pub const MUTATION_ALLOWANCE: usize = 512 * 1024;
+/// What the import shorthand may add beyond the trees of the body, with its patch, the patch's
+/// base64 and the answer: at most [`crate::mutate::MAX_SHORTHAND_MOUNTS`] mounts, each a small
+/// object of three values (about 1.2 KiB as a tree), with at most
+/// [`crate::mutate::MAX_SHORTHAND_PATH_BYTES`] of paths in all, and about three times that
+/// text again as patch, base64 and answer.
+pub const SHORTHAND_ALLOWANCE: usize = 512 * 1024;
+
+/// What injection may add: at most [`crate::inject::MAX_INJECTED_BYTES`] copied into the
+/// containers, and about three times that again as patch, base64 and answer.
+pub const INJECTION_ALLOWANCE: usize = 4 * crate::inject::MAX_INJECTED_BYTES;
 
 impl Admission {
     /// At most `max_in_flight` reviews at once; others wait up to `queue_wait` for a turn.
@@ -321,7 +329,7 @@ async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response
         }
     };
     // Then a turn, and the memory its trees may take beyond the body's.
-    let more_kib = kib(review_cost(body.len())).saturating_sub(memory.num_permits() as u32);
+    let more_kib = kib(review_cost(body.len(), policy)).saturating_sub(memory.num_permits() as u32);
     // Both at once when they are free, as they are unless reviews pile up: no timer to set.
     let free = admission.turns.try_acquire().ok().and_then(|turn| {
         let more = admission.memory_kib.try_acquire_many(more_kib).ok()?;
@@ -477,13 +485,26 @@ mod tests {
 
     #[test]
     fn the_largest_review_fits_the_memory_budget() {
+        let both = Policy {
+            injector: Some(crate::inject::InjectorSettings {
+                image: "registry.example.com/ssi-injector:1".into(),
+                default_address: None,
+                default_login: Default::default(),
+                default_namespace: None,
+                default_ca_pem: None,
+                token_audience: String::new(),
+                registry_lookup: false,
+            }),
+            ..Policy::from(SubpathPolicy::Deny)
+        };
         assert!(
-            review_cost(BODY_LIMIT) <= REVIEW_MEMORY,
+            review_cost(BODY_LIMIT, &both) <= REVIEW_MEMORY,
             "{}",
-            review_cost(BODY_LIMIT)
+            review_cost(BODY_LIMIT, &both)
         );
         // A tree of tiny values costs its bound, not eighty times its text.
-        assert!(review_cost(4096) < 4096 * 300 + MUTATION_ALLOWANCE);
+        let allowances = SHORTHAND_ALLOWANCE + INJECTION_ALLOWANCE;
+        assert!(review_cost(4096, &both) < 4096 * 300 + allowances);
     }
 
     #[test]

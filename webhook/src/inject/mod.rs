@@ -19,10 +19,13 @@ use ssi_core::names::shown;
 /// Distinct images looked up for one pod, at most: the pod's author picks how many, each costs
 /// registry requests within one review's deadline.
 pub const IMAGE_LOOKUPS_PER_POD: usize = 8;
-/// Containers of a pod that may always be injected, whatever the size of the settings each gets.
-pub const ALWAYS_INJECTABLE: usize = 8;
-/// Beyond those, the bytes of settings all injected containers may get together.
-pub const MAX_INJECTED_SETTINGS_BYTES: usize = 128 * 1024;
+/// What injection may copy into a pod's containers in all: each injected container gets its
+/// own copy of the settings (the annotations' values, the CA bundle) and of the command read
+/// from its image, and [`PER_CONTAINER_BYTES`] more. `router::review_cost` reserves for it.
+pub const MAX_INJECTED_BYTES: usize = 256 * 1024;
+/// What injecting one container adds besides those, counted against [`MAX_INJECTED_BYTES`]:
+/// its mounts, the settings' names, `command`, and the patch operations of all of it.
+pub const PER_CONTAINER_BYTES: usize = 4 * 1024;
 /// Containers warned about one by one as never injected; the rest are counted in one warning.
 const MAX_NEVER_INJECTED_WARNINGS: usize = 8;
 
@@ -286,6 +289,27 @@ pub fn inject(
             .cloned()
             .unwrap_or_default()
     };
+    // Every injected container gets its own copy of the settings: checked before any image is
+    // looked up, and again with the images' commands as they are copied (below).
+    let settings_bytes: usize = env.iter().map(|var| var.to_string().len()).sum();
+    let to_inject = INJECTED_LISTS
+        .iter()
+        .flat_map(|list| listed(spec, list).into_iter().map(move |c| (*list, c)))
+        .filter(|(list, c)| !already_injected(c) && needs_injection(list, c))
+        .count();
+    let too_much = |bytes: usize| {
+        Refusal::Invalid(format!(
+            "{owner}: injecting {to_inject} containers would copy {bytes} bytes or more into them (the injector's \
+             settings, {settings_bytes} bytes, most of it the annotations' values, and any command read from an \
+             image, into each), more than {MAX_INJECTED_BYTES}; inject fewer containers (annotation \
+             {ANNOTATION_PREFIX}skip-mutate-containers), set their command, or pass a large CA bundle as \
+             {ANNOTATION_PREFIX}tls-secret"
+        ))
+    };
+    let least = to_inject * (settings_bytes + PER_CONTAINER_BYTES);
+    if least > MAX_INJECTED_BYTES {
+        return Err(too_much(least));
+    }
     let mut lookups: Vec<String> = Vec::new();
     for container in INJECTED_LISTS
         .iter()
@@ -327,23 +351,8 @@ pub fn inject(
         });
     }
 
-    // Every injected container gets its own copy of the settings: their product is bounded, so
-    // that what a review adds to the object stays within what its memory reservation allows.
-    let settings_bytes: usize = env.iter().map(|var| var.to_string().len()).sum();
-    let to_inject = INJECTED_LISTS
-        .iter()
-        .flat_map(|list| listed(spec, list).into_iter().map(move |c| (*list, c)))
-        .filter(|(list, c)| !already_injected(c) && needs_injection(list, c))
-        .count();
-    if to_inject > ALWAYS_INJECTABLE && to_inject * settings_bytes > MAX_INJECTED_SETTINGS_BYTES {
-        return Err(Refusal::Invalid(format!(
-            "{owner}: the injector's settings ({settings_bytes} bytes, most of it the annotations' values) \
-             would be copied into {to_inject} containers, more than {MAX_INJECTED_SETTINGS_BYTES} bytes in all; \
-             inject fewer containers (annotation {ANNOTATION_PREFIX}skip-mutate-containers) or pass a large CA \
-             bundle as {ANNOTATION_PREFIX}tls-secret"
-        )));
-    }
     let mut injected = 0;
+    let mut copied = 0;
     for list in INJECTED_LISTS {
         let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
             continue;
@@ -394,7 +403,7 @@ pub fn inject(
                         .push(json!({"name": contract::ENV_WATCH_DIRS, "value": dirs.join(",")}));
                 }
             }
-            inject_container(
+            let from_image = inject_container(
                 container,
                 &name,
                 &owner,
@@ -403,6 +412,10 @@ pub fn inject(
                 &request,
                 entrypoints,
             )?;
+            copied += settings_bytes + PER_CONTAINER_BYTES + from_image;
+            if copied > MAX_INJECTED_BYTES {
+                return Err(too_much(copied));
+            }
             injected += 1;
         }
     }
@@ -477,7 +490,8 @@ pub fn inject(
 }
 
 /// Starts one container through the injector: its argv behind the binary, the injector's
-/// variables and mounts added.
+/// variables and mounts added. Returns the bytes of argv it copied from the image (0 when the
+/// container has its own command).
 fn inject_container(
     container: &mut Value,
     name: &str,
@@ -486,9 +500,10 @@ fn inject_container(
     mounts: &[Value],
     request: &InjectionRequest,
     entrypoints: &Entrypoints,
-) -> Result<(), Refusal> {
+) -> Result<usize, Refusal> {
     // For messages only: the pod's author chose its length.
     let name = shown(name, 64);
+    let mut from_image = 0;
     let argv = match command_of(container) {
         Some(command) => {
             let mut argv = command;
@@ -497,11 +512,15 @@ fn inject_container(
             }
             argv
         }
-        None => image_argv(container, entrypoints).map_err(|reason| {
-            Refusal::Forbidden(format!(
-                "{owner}: container {name:?} has no command, and {reason}; set command (and args) explicitly so the injector knows what to start"
-            ))
-        })?,
+        None => {
+            let argv = image_argv(container, entrypoints).map_err(|reason| {
+                Refusal::Forbidden(format!(
+                    "{owner}: container {name:?} has no command, and {reason}; set command (and args) explicitly so the injector knows what to start"
+                ))
+            })?;
+            from_image = argv.iter().map(|arg| arg.to_string().len() + 1).sum();
+            argv
+        }
     };
     let Some(container) = container.as_object_mut() else {
         return Err(Refusal::Invalid(format!(
@@ -533,7 +552,7 @@ fn inject_container(
             }
         }
     }
-    Ok(())
+    Ok(from_image)
 }
 
 fn already_injected(container: &Value) -> bool {
@@ -560,6 +579,7 @@ fn image_argv(container: &Value, entrypoints: &Entrypoints) -> Result<Vec<Value>
         .get("image")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    let shown_image = shown(image, 200);
     let ImageCommand { entrypoint, cmd } = match entrypoints.get(image) {
         Some(Ok(command)) => command,
         Some(Err(reason)) => {
@@ -567,7 +587,11 @@ fn image_argv(container: &Value, entrypoints: &Entrypoints) -> Result<Vec<Value>
                 "the image's ENTRYPOINT could not be looked up: {reason}"
             ));
         }
-        None => return Err(format!("the image {image}'s ENTRYPOINT was not looked up")),
+        None => {
+            return Err(format!(
+                "the image {shown_image}'s ENTRYPOINT was not looked up"
+            ));
+        }
     };
     let args = match container.get("args").and_then(Value::as_array) {
         Some(args) => args.clone(),
@@ -575,7 +599,9 @@ fn image_argv(container: &Value, entrypoints: &Entrypoints) -> Result<Vec<Value>
     };
     let argv: Vec<Value> = entrypoint.iter().map(|a| json!(a)).chain(args).collect();
     if argv.is_empty() {
-        return Err(format!("the image {image} has neither ENTRYPOINT nor CMD"));
+        return Err(format!(
+            "the image {shown_image} has neither ENTRYPOINT nor CMD"
+        ));
     }
     Ok(argv)
 }
@@ -757,15 +783,41 @@ mod tests {
         let annotations = json!({"secrets-store.deckhouse.io/role": "r",
                                  "secrets-store.deckhouse.io/env-from-path": "secret/data/app",
                                  "secrets-store.deckhouse.io/addr": address});
-        injected(pod(annotations.clone(), apps(ALWAYS_INJECTABLE))).unwrap();
+        injected(pod(annotations.clone(), apps(8))).unwrap();
         let Err(Refusal::Invalid(refused)) = injected(pod(annotations, apps(100))) else {
             panic!("100 copies of 2 KiB of settings were injected");
         };
         assert!(
-            refused.contains("would be copied into 100 containers"),
+            refused.contains("injecting 100 containers would copy"),
             "{refused}"
         );
         assert!(refused.len() < 1024, "{refused}");
+
+        // A command read from an image is copied into each container that runs it.
+        let image = "registry.example.com/big:1";
+        let big = ImageCommand {
+            entrypoint: vec!["a".repeat(63); 1024],
+            cmd: Vec::new(),
+        };
+        let entrypoints = Entrypoints::from([(image.to_owned(), Ok(big))]);
+        let from_image = |count: usize| {
+            let containers: Vec<Value> = (0..count)
+                .map(|i| json!({"name": format!("c{i}"), "image": image, "env": [{"name": "X", "value": "secrets-store:s#k"}]}))
+                .collect();
+            let mut pod = pod(
+                json!({"secrets-store.deckhouse.io/role": "r"}),
+                json!(containers),
+            );
+            inject(&mut pod, &settings(), &entrypoints).map(|_| pod)
+        };
+        from_image(3).unwrap();
+        let Err(Refusal::Invalid(refused)) = from_image(10) else {
+            panic!("ten copies of a 64 KiB command were injected");
+        };
+        assert!(
+            refused.contains("injecting 10 containers would copy"),
+            "{refused}"
+        );
 
         let too_long = json!({"secrets-store.deckhouse.io/role": "r",
                               "secrets-store.deckhouse.io/auth-path": "p".repeat(request::MAX_SETTING_BYTES + 1)});
