@@ -361,6 +361,10 @@ async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response
     let started = Instant::now();
     let mut reviewed = review(&body, policy, &Entrypoints::new());
     if let Some(request) = reviewed.lookup.take() {
+        // None of the review's trees lives while registries answer (which may take seconds):
+        // their memory goes back to other reviews meanwhile, and is taken again for the
+        // second pass. The body's stays.
+        drop(memory.split(more_kib as usize));
         let answers = match &state.registry {
             Some(registry) => registry.entrypoints(&request, deadline).await,
             None => request
@@ -374,6 +378,18 @@ async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response
                 })
                 .collect(),
         };
+        let again = tokio::time::timeout_at(deadline, admission.memory_kib.acquire_many(more_kib));
+        match again.await {
+            Ok(Ok(more)) => memory.merge(more),
+            _ => {
+                state.count(reviewed.kind, Verdict::Invalid, Some(started));
+                let reason =
+                    "no memory came free for the review after its registry lookups; try again";
+                let uid = std::mem::take(&mut reviewed.response.uid);
+                return json(Response::invalid(uid, reason.to_owned()).to_review_json())
+                    .into_response();
+            }
+        }
         reviewed = review(&body, policy, &answers);
     }
     if let Some((namespace, names)) = &reviewed.imports {
