@@ -689,7 +689,7 @@ impl<'de> Deserialize<'de> for Text {
 const MAX_UID_BYTES: usize = 128;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -774,9 +774,8 @@ mod tests {
         }
     }
 
-    /// A CREATE review of `object` (UPDATE with `old` as the old object).
     /// The volume policy with injection on: the review builds the whole object.
-    fn injecting_policy() -> Policy {
+    pub(crate) fn injecting_policy() -> Policy {
         Policy {
             injector: Some(crate::inject::InjectorSettings {
                 image: "registry.example.com/ssi-injector:1".into(),
@@ -791,6 +790,7 @@ mod tests {
         }
     }
 
+    /// A CREATE review of `object` (UPDATE with `old` as the old object).
     fn review_of(object: &Value, old: Option<&Value>) -> String {
         json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "request": {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": object["kind"]},

@@ -501,18 +501,7 @@ mod tests {
 
     #[test]
     fn the_largest_review_fits_the_memory_budget() {
-        let both = Policy {
-            injector: Some(crate::inject::InjectorSettings {
-                image: "registry.example.com/ssi-injector:1".into(),
-                default_address: None,
-                default_login: Default::default(),
-                default_namespace: None,
-                default_ca_pem: None,
-                token_audience: String::new(),
-                registry_lookup: false,
-            }),
-            ..Policy::from(SubpathPolicy::Deny)
-        };
+        let both = crate::review::tests::injecting_policy();
         assert!(
             review_cost(BODY_LIMIT, &both) <= REVIEW_MEMORY,
             "{}",

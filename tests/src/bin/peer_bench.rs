@@ -1091,61 +1091,60 @@ fn sync_rows(
             ms(percentile(samples, 0.99))
         )
     };
+    let in_seconds = |samples: &mut Vec<Duration>| {
+        format!(
+            "p50 {:.1} s, p99 {:.1} s",
+            percentile(samples, 0.5).as_secs_f64(),
+            percentile(samples, 0.99).as_secs_f64()
+        )
+    };
     let [our_floor, their_floor] = floors.each_mut().map(spread);
     let listed = |counts: &std::collections::BTreeMap<String, u64>| {
         let total: u64 = counts.values().sum();
         let each: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
         format!("{total} ({})", each.join(", "))
     };
-    let seconds = |d: Duration| d.as_secs_f64();
+    let row = |what: String, ours: String, peer: String| Row {
+        what: format!("sync: {what}"),
+        ours,
+        peer,
+        peer_name,
+    };
     vec![
-        Row {
-            what: format!(
-                "sync: pod start (apply -> Ready), {pods} pods of the guide's Deployment; in brackets the same pods without a secret, run just before"
+        row(
+            format!(
+                "pod start (apply -> Ready), {pods} pods of the guide's Deployment; in brackets the same pods without a secret, run just before"
             ),
-            ours: format!("{} ({our_floor})", spread(&mut ours.start)),
-            peer: format!("{} ({their_floor})", spread(&mut theirs.start)),
-            peer_name,
-        },
-        Row {
-            what: format!(
-                "sync: rotation, `kv put` -> the new value in each pod's file, {ROTATIONS} rotations x {pods} pods, both refreshing every {SYNC_INTERVAL}, kubelet's default syncFrequency (1 minute)"
+            format!("{} ({our_floor})", spread(&mut ours.start)),
+            format!("{} ({their_floor})", spread(&mut theirs.start)),
+        ),
+        row(
+            format!(
+                "rotation, `kv put` -> the new value in each pod's file, {ROTATIONS} rotations x {pods} pods, both refreshing every {SYNC_INTERVAL}, kubelet's default syncFrequency (1 minute)"
             ),
-            ours: format!(
-                "p50 {:.1} s, p99 {:.1} s",
-                seconds(percentile(&mut ours.propagation, 0.5)),
-                seconds(percentile(&mut ours.propagation, 0.99))
+            in_seconds(&mut ours.propagation),
+            in_seconds(&mut theirs.propagation),
+        ),
+        row(
+            format!(
+                "API requests in {IDLE_MINUTES} idle minutes at {pods} pods, from the apiserver's audit log"
             ),
-            peer: format!(
-                "p50 {:.1} s, p99 {:.1} s",
-                seconds(percentile(&mut theirs.propagation, 0.5)),
-                seconds(percentile(&mut theirs.propagation, 0.99))
+            listed(&ours.api_idle),
+            listed(&theirs.api_idle),
+        ),
+        row(
+            format!(
+                "store requests in {IDLE_MINUTES} idle minutes at {pods} pods, from the store's audit log"
             ),
-            peer_name,
-        },
-        Row {
-            what: format!(
-                "sync: API requests in {IDLE_MINUTES} idle minutes at {pods} pods, from the apiserver's audit log"
+            listed(&ours.store_idle),
+            listed(&theirs.store_idle),
+        ),
+        row(
+            format!(
+                "RSS of the process that keeps the secret, {pods} pods (ours: the node's driver; theirs: the cluster's operator)"
             ),
-            ours: listed(&ours.api_idle),
-            peer: listed(&theirs.api_idle),
-            peer_name,
-        },
-        Row {
-            what: format!(
-                "sync: store requests in {IDLE_MINUTES} idle minutes at {pods} pods, from the store's audit log"
-            ),
-            ours: listed(&ours.store_idle),
-            peer: listed(&theirs.store_idle),
-            peer_name,
-        },
-        Row {
-            what: format!(
-                "sync: RSS of the process that keeps the secret, {pods} pods (ours: the node's driver; theirs: the cluster's operator)"
-            ),
-            ours: mib(ours.rss_kib),
-            peer: mib(theirs.rss_kib),
-            peer_name,
-        },
+            mib(ours.rss_kib),
+            mib(theirs.rss_kib),
+        ),
     ]
 }
