@@ -365,12 +365,6 @@ fn mutate_template(
                 else {
                     continue;
                 };
-                let volume = shown(volume, QUOTED_NAME).into_owned();
-                let mount_path = mount
-                    .get("mountPath")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let mount_path = shown(mount_path, QUOTED_PATH).into_owned();
                 let sub_path = ["subPath", "subPathExpr"].into_iter().find(|key| {
                     mount
                         .get(*key)
@@ -378,6 +372,12 @@ fn mutate_template(
                         .is_some_and(|s| !s.is_empty())
                 });
                 if let Some(key) = sub_path {
+                    let volume = shown(volume, QUOTED_NAME);
+                    let mount_path = mount
+                        .get("mountPath")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    let mount_path = shown(mount_path, QUOTED_PATH);
                     let message = format!(
                         "{workload}: container {container_name:?} mounts secrets-store volume {volume:?} at {mount_path:?} \
                          with {key}; such a mount never sees secret rotation. Mount the volume as a directory \

@@ -148,8 +148,17 @@ fn as_base64<S: serde::Serializer>(
     patch: &Option<Vec<u8>>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
+    use serde::ser::Error;
+    // Base64 never needs escaping: written as a raw JSON string, which is checked at word
+    // speed, rather than scanned byte by byte for escapes (a tenth of a review's CPU).
     let bytes = patch.as_deref().unwrap_or_default();
-    serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4 + 2);
+    text.push('"');
+    base64::engine::general_purpose::STANDARD.encode_string(bytes, &mut text);
+    text.push('"');
+    serde_json::value::RawValue::from_string(text)
+        .map_err(S::Error::custom)?
+        .serialize(serializer)
 }
 
 impl Response {
@@ -194,13 +203,24 @@ impl Response {
             kind: &'static str,
             response: &'a Response,
         }
+        // Room for all of it at once: the envelope, the patch as base64, the texts (a few
+        // escaped), so that the buffer is not grown and copied as it is written.
+        let texts: usize = self.warnings.iter().map(String::len).sum::<usize>()
+            + self.message().map_or(0, str::len);
+        let patch = self.patch.as_ref().map_or(0, |p| p.len().div_ceil(3) * 4);
+        let mut json = Vec::with_capacity(256 + self.uid.len() + patch + texts + texts / 8);
         // Serialising plain strings, bools and numbers cannot fail.
-        serde_json::to_vec(&OutgoingReview {
-            api_version: API_VERSION,
-            kind: "AdmissionReview",
-            response: self,
-        })
-        .unwrap_or_default()
+        match serde_json::to_writer(
+            &mut json,
+            &OutgoingReview {
+                api_version: API_VERSION,
+                kind: "AdmissionReview",
+                response: self,
+            },
+        ) {
+            Ok(()) => json,
+            Err(_) => Vec::new(),
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 //! in the same run, RSS at most 30 MiB.
 //!
 //! `cargo build --release --workspace --bins && target/release/webhook_bench [seconds]`
-//! (default 10 per server). Figures go to stdout; the README records them.
+//! (default 15 per server, in 5 rounds of 3 s: the four loads take turns, so that the machine's
+//! drift falls on all alike). Figures go to stdout; docs/benchmarks.md records them.
 //!
 //! The baselines are this binary re-run as `webhook_bench noop|parse-only <cert> <key> <addr>`:
 //! the same rustls + hyper stack and certificate, a handler that reads the body and answers a
@@ -31,7 +32,7 @@ fn main() -> anyhow::Result<()> {
         Some("parse-only") => return noop_server(&args[2..], true),
         _ => {}
     }
-    let seconds: u64 = args.get(1).map_or(Ok(10), |s| s.parse())?;
+    let seconds: u64 = args.get(1).map_or(Ok(15), |s| s.parse())?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -53,22 +54,31 @@ async fn bench(seconds: u64) -> anyhow::Result<()> {
     let (mut parse_only, parse_only_url) = baseline_server("parse-only", &webhook.certs)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // Warm them up, then measure the baselines first and the webhook second, in one run.
+    // Warm them up, then measure all four in turn, round after round: the machine's drift over
+    // the run (2 shared cores) then falls on each alike, and each round's ratios compare loads
+    // run seconds apart.
     // For a Deployment the apiserver calls /enforce only: the chart sends Pods alone to /inject.
     let enforce_url = webhook.url.replace("/mutate", "/enforce");
     for url in [&noop_url, &parse_only_url, &enforce_url] {
         wrk(&script, url, 2)?;
     }
-    let (noop_pid, parse_only_pid) = (noop.id(), parse_only.id());
-    let (baseline, noop_cpu) = measured(noop_pid, &script, &noop_url, seconds)?;
-    let (parsed, parse_only_cpu) = measured(parse_only_pid, &script, &parse_only_url, seconds)?;
-    let (reviews, review_cpu) = measured(webhook.pid(), &script, &enforce_url, seconds)?;
-    let (short_path, short_path_cpu) =
-        measured(webhook.pid(), &unrelated_script, &enforce_url, seconds)?;
+    let mut loads = [
+        Measured::new(noop.id(), &script, &noop_url),
+        Measured::new(parse_only.id(), &script, &parse_only_url),
+        Measured::new(webhook.pid(), &script, &enforce_url),
+        Measured::new(webhook.pid(), &unrelated_script, &enforce_url),
+    ];
+    let round_seconds = (seconds / ROUNDS).max(1);
+    for _ in 0..ROUNDS {
+        for load in &mut loads {
+            load.run(round_seconds)?;
+        }
+    }
     for server in [&mut noop, &mut parse_only] {
         let _ = server.kill();
         let _ = server.wait();
     }
+    let [baseline, parsed, reviews, short_path] = &loads;
 
     let metrics = reqwest::get(format!("{}/metrics", webhook.admin))
         .await?
@@ -87,36 +97,34 @@ async fn bench(seconds: u64) -> anyhow::Result<()> {
         status_kib(webhook.pid(), "VmHWM:"),
     );
     println!(
-        "ssi-webhook HTTPS benchmark: wrk -t2 -c32 -d{seconds}s, keep-alive, 2 cores shared by wrk and the server"
+        "ssi-webhook HTTPS benchmark: wrk -t2 -c32, keep-alive, 2 cores shared by wrk and the server; {ROUNDS} rounds of {round_seconds} s per server, run in turn; medians of the rounds"
+    );
+    println!("no-op TLS handler : {}", baseline.summary("req/s"));
+    println!(
+        "parse-only handler: {} ({} of the no-op: the same handler, parsing the review's envelope)",
+        parsed.summary("req/s"),
+        parsed.share_of(baseline)
     );
     println!(
-        "no-op TLS handler : {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
-        baseline.per_second, baseline.p50_ms, baseline.p99_ms
+        "ssi-webhook       : {} [>= 10,000/s]; {} of parse-only [>= 75%]",
+        reviews.summary("reviews/s"),
+        reviews.share_of(parsed)
     );
     println!(
-        "parse-only handler: {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms ({:.0}% of the no-op: the same handler, parsing the review's envelope)",
-        parsed.per_second,
-        parsed.p50_ms,
-        parsed.p99_ms,
-        100.0 * parsed.per_second / baseline.per_second
+        "  without secrets : {} ({} of parse-only [>= 90%]; a Deployment with no secrets-store volume)",
+        short_path.summary("reviews/s"),
+        short_path.share_of(parsed)
     );
     println!(
-        "ssi-webhook       : {:>8.0} reviews/s  p50 {:.2} ms  p99 {:.2} ms  [>= 10,000/s]",
-        reviews.per_second, reviews.p50_ms, reviews.p99_ms
+        "ratio             : {} of the no-op handler [>= 70%]",
+        reviews.share_of(baseline)
     );
     println!(
-        "  without secrets : {:>8.0} reviews/s  p50 {:.2} ms  p99 {:.2} ms ({:.0}% of the no-op; a Deployment with no secrets-store volume)",
-        short_path.per_second,
-        short_path.p50_ms,
-        short_path.p99_ms,
-        100.0 * short_path.per_second / baseline.per_second
-    );
-    println!(
-        "ratio             : {:.0}% of the no-op handler [>= 70%]",
-        100.0 * reviews.per_second / baseline.per_second
-    );
-    println!(
-        "server CPU per request: no-op {noop_cpu:.1} us, parse-only {parse_only_cpu:.1} us, review {review_cpu:.1} us, without secrets {short_path_cpu:.1} us (user + system time of the server process over the run; wrk's own is not counted)"
+        "server CPU per request: no-op {:.1} us, parse-only {:.1} us, review {:.1} us, without secrets {:.1} us (user + system time of the server process over its rounds; wrk's own is not counted)",
+        baseline.cpu_per_request_us(),
+        parsed.cpu_per_request_us(),
+        reviews.cpu_per_request_us(),
+        short_path.cpu_per_request_us()
     );
     println!(
         "ssi-webhook RSS   : {:.1} MiB now, {:.1} MiB peak [<= 30 MiB]",
@@ -127,20 +135,79 @@ async fn bench(seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A wrk run against the server of `pid`, and that server's CPU time (user + system) per
-/// request over it, in microseconds: a figure that does not depend on how wrk and the server
-/// shared the cores.
-fn measured(
+/// Rounds each server's load is split into.
+const ROUNDS: u64 = 5;
+
+/// One server's load, run in rounds: wrk's figures of each round, and the server's CPU time.
+struct Measured<'a> {
     pid: u32,
-    script: &Path,
-    url: &str,
-    seconds: u64,
-) -> anyhow::Result<(ssi_tests::load::Load, f64)> {
-    let before = cpu_seconds(pid)?;
-    let load = wrk(script, url, seconds)?;
-    let used = cpu_seconds(pid)? - before;
-    let requests = load.per_second * seconds as f64;
-    Ok((load, used * 1e6 / requests.max(1.0)))
+    script: &'a Path,
+    url: &'a str,
+    rounds: Vec<ssi_tests::load::Load>,
+    requests: f64,
+    cpu_seconds: f64,
+}
+
+impl<'a> Measured<'a> {
+    fn new(pid: u32, script: &'a Path, url: &'a str) -> Measured<'a> {
+        Measured {
+            pid,
+            script,
+            url,
+            rounds: Vec::new(),
+            requests: 0.0,
+            cpu_seconds: 0.0,
+        }
+    }
+
+    /// One round of `seconds`, and the server's CPU time over it (user + system): a figure
+    /// that does not depend on how wrk and the server shared the cores.
+    fn run(&mut self, seconds: u64) -> anyhow::Result<()> {
+        let before = cpu_seconds(self.pid)?;
+        let load = wrk(self.script, self.url, seconds)?;
+        self.cpu_seconds += cpu_seconds(self.pid)? - before;
+        self.requests += load.per_second * seconds as f64;
+        self.rounds.push(load);
+        Ok(())
+    }
+
+    /// The median of one figure over the rounds.
+    fn median(&self, figure: impl Fn(&ssi_tests::load::Load) -> f64) -> f64 {
+        median(self.rounds.iter().map(figure).collect())
+    }
+
+    fn summary(&self, unit: &str) -> String {
+        format!(
+            "{:>8.0} {unit}  p50 {:.2} ms  p99 {:.2} ms",
+            self.median(|l| l.per_second),
+            self.median(|l| l.p50_ms),
+            self.median(|l| l.p99_ms)
+        )
+    }
+
+    /// This load's throughput as a share of `other`'s: the median of the rounds' shares (each
+    /// against the other's load of the same round), and their range.
+    fn share_of(&self, other: &Measured) -> String {
+        let shares: Vec<f64> = self
+            .rounds
+            .iter()
+            .zip(&other.rounds)
+            .map(|(mine, theirs)| 100.0 * mine.per_second / theirs.per_second)
+            .collect();
+        let (low, high) = shares
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
+        format!("{:.0}% (rounds {low:.0}-{high:.0}%)", median(shares))
+    }
+
+    fn cpu_per_request_us(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.requests.max(1.0)
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
 /// User + system CPU seconds of a process so far, from /proc/<pid>/stat.
