@@ -10,6 +10,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+/// The allocator's setting the chart's webhook Deployment gives `ssi-webhook`
+/// (charts/secrets-store-integration/templates/webhook.yaml): freed memory goes back to the
+/// system at once. Whatever runs the webhook here, or stands beside it in a benchmark, runs with
+/// it too.
+pub const CHART_ALLOCATOR_ENV: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "0");
+
 /// A running `ssi-webhook`; dropping it kills the process.
 #[derive(Debug)]
 pub struct Webhook {
@@ -48,8 +54,7 @@ impl Webhook {
         command
             .env("KUBECONFIG", &bed.kube().kubeconfig)
             .env("RUST_LOG", "info,ssi_webhook=debug")
-            // As the chart's Deployment sets it.
-            .env("MIMALLOC_PURGE_DELAY", "0")
+            .env(CHART_ALLOCATOR_ENV.0, CHART_ALLOCATOR_ENV.1)
             .arg(format!("--tls-cert={}", certs.join("tls.crt").display()))
             .arg(format!("--tls-key={}", certs.join("tls.key").display()))
             .arg(format!("--listen-addr=127.0.0.1:{port}"))
@@ -138,6 +143,9 @@ impl Webhook {
             .context("the webhook's port")?
             .parse()?;
         let socket = tokio::net::TcpSocket::new_v4()?;
+        // A client that reads slowly or not at all: what it is sent stays with the webhook
+        // rather than in this socket's buffer.
+        socket.set_recv_buffer_size(4096)?;
         socket.bind(std::net::SocketAddr::new(source, 0))?;
         let tcp = socket
             .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))

@@ -62,6 +62,20 @@ fn the_chart_lints_and_follows_the_workspace_version_and_crd() {
             "{image} follows the version"
         );
     }
+    // The tests and benchmarks run the webhook with the allocator setting the chart gives it.
+    let items = objects(&rendered).unwrap();
+    let webhook = ssi_tests::chart::find(&items, "Deployment").unwrap();
+    let (name, value) = ssi_tests::webhook::CHART_ALLOCATOR_ENV;
+    let set = webhook["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|var| var["name"] == name);
+    assert_eq!(
+        set.map(|var| &var["value"]),
+        Some(&serde_json::json!(value)),
+        "the chart's {name} and ssi_tests::webhook::CHART_ALLOCATOR_ENV"
+    );
     // The CRD is generated from the Rust type into manifests/crd (core/tests/crd.rs); the
     // chart carries the same bytes.
     assert_eq!(

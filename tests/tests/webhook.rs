@@ -339,6 +339,49 @@ async fn a_tenant_can_neither_bloat_nor_starve_the_webhook() {
     drop(slow);
     peak_of("the slow bodies");
 
+    // 64 clients that send a review whose uid is as long as a body allows, and never read what
+    // they get: the uid is not echoed (64 answers of 4 MiB held unread took the webhook past its
+    // limit), and what answers hold stays within the review budget (the peak below).
+    let long_uid = {
+        let mut review: serde_json::Value = serde_json::from_slice(&a_real_review()).unwrap();
+        review["request"]["uid"] = serde_json::json!("u".repeat(3_900_000));
+        review.to_string()
+    };
+    let head = format!(
+        "POST /enforce HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        long_uid.len()
+    );
+    let mut unread = Vec::new();
+    for _ in 0..64 {
+        // The slow clients' connections may still be counted for a moment: those are refused.
+        let Ok(mut stream) = webhook.connect_from(pod_address).await else {
+            continue;
+        };
+        if stream.write_all(head.as_bytes()).await.is_ok()
+            && stream.write_all(long_uid.as_bytes()).await.is_ok()
+        {
+            unread.push(stream);
+        }
+        // One at a time, so that each is reviewed and answered rather than left waiting for the
+        // review budget (64 full bodies sent at once fill it: docs/security.md).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("[attack] {} long-uid reviews sent, none read", unread.len());
+    assert!(unread.len() >= 48, "{} sent", unread.len());
+    let started = std::time::Instant::now();
+    let (status, text) = webhook.post("/enforce", a_real_review()).await.unwrap();
+    assert_eq!(
+        answered(status, &text)["response"]["allowed"],
+        true,
+        "{text}"
+    );
+    eprintln!(
+        "[attack] a real review beside 64 unread answers: {:?}",
+        started.elapsed()
+    );
+    drop(unread);
+    peak_of("the unread answers");
+
     // A connection flood from that address: at most 64 are held, the rest closed at accept, and
     // reviews from the apiserver's address are answered.
     let mut flood = Vec::new();

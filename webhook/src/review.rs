@@ -209,17 +209,27 @@ impl Response {
             + self.message().map_or(0, str::len);
         let patch = self.patch.as_ref().map_or(0, |p| p.len().div_ceil(3) * 4);
         let mut json = Vec::with_capacity(256 + self.uid.len() + patch + texts + texts / 8);
-        // Serialising plain strings, bools and numbers cannot fail.
-        match serde_json::to_writer(
+        let written = serde_json::to_writer(
             &mut json,
             &OutgoingReview {
                 api_version: API_VERSION,
                 kind: "AdmissionReview",
                 response: self,
             },
-        ) {
+        );
+        match written {
             Ok(()) => json,
-            Err(_) => Vec::new(),
+            // Only the raw patch could fail to be written (it cannot: base64 in quotes is
+            // JSON); the apiserver still gets a review it can read, without the patch.
+            Err(_) => serde_json::to_vec(&OutgoingReview {
+                api_version: API_VERSION,
+                kind: "AdmissionReview",
+                response: &Response::invalid(
+                    self.uid.clone(),
+                    "the webhook could not write its answer".to_owned(),
+                ),
+            })
+            .unwrap_or_default(),
         }
     }
 }
@@ -489,9 +499,16 @@ fn request_of<'a, O>(review: IncomingReview<'a, O>) -> Result<IncomingRequest<'a
             ssi_core::names::shown(&review.api_version, 64)
         ));
     }
-    review
+    let request = review
         .request
-        .ok_or_else(|| "the AdmissionReview carries no request".to_owned())
+        .ok_or_else(|| "the AdmissionReview carries no request".to_owned())?;
+    // Echoed in the answer, which is held until its client reads it: a uid is a UID.
+    if request.uid.len() > MAX_UID_BYTES {
+        return Err(format!(
+            "the request's uid is longer than {MAX_UID_BYTES} bytes: the apiserver sends a UID"
+        ));
+    }
+    Ok(request)
 }
 
 /// Whether the mutation could change anything: every volume, annotation and driver it acts on
@@ -760,6 +777,27 @@ pub(crate) mod tests {
             !answer.contains("s3cr3t") && answer.contains("ends before"),
             "{answer}"
         );
+    }
+
+    #[test]
+    fn the_answer_carries_the_patch_as_base64_and_a_long_uid_is_not_echoed() {
+        let policy: Policy = SubpathPolicy::Deny.into();
+        let reviewed = review(DEPLOYMENT.as_bytes(), &policy, &Entrypoints::new());
+        let answer: Value = serde_json::from_slice(&reviewed.response.to_review_json()).unwrap();
+        assert_eq!(answer["apiVersion"], API_VERSION);
+        assert_eq!(answer["response"]["patchType"], "JSONPatch");
+        let sent = base64::engine::general_purpose::STANDARD
+            .decode(answer["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(Some(sent), reviewed.response.patch);
+
+        let mut long = serde_json::from_str::<Value>(DEPLOYMENT).unwrap();
+        long["request"]["uid"] = json!("u".repeat(MAX_UID_BYTES + 1));
+        let reviewed = review(long.to_string().as_bytes(), &policy, &Entrypoints::new());
+        assert_eq!(reviewed.verdict, Verdict::Invalid);
+        assert_eq!(reviewed.response.uid, "");
+        let answer = reviewed.response.to_review_json();
+        assert!(answer.len() < 512, "{}", String::from_utf8_lossy(&answer));
     }
 
     #[test]

@@ -313,7 +313,7 @@ fn endpoint(state: Arc<AppState>, policy: Policy) -> MethodRouter {
     })
 }
 
-async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response::Response {
+async fn handle(state: &Arc<AppState>, policy: &Policy, body: Body) -> axum::response::Response {
     let arrived = tokio::time::Instant::now();
     let deadline = arrived + REVIEW_BUDGET;
     let admission = &state.admission;
@@ -397,7 +397,47 @@ async fn handle(state: &AppState, policy: &Policy, body: Body) -> axum::response
         reviewed.response.warnings.extend(extra);
     }
     state.count(reviewed.kind, reviewed.verdict, Some(started));
-    json(reviewed.response.to_review_json()).into_response()
+    let answer = reviewed.response.to_review_json();
+    drop(reviewed);
+    json(held_answer(state, memory, answer)).into_response()
+}
+
+/// The answer's bytes, holding their share of the review memory (`memory`, whose rest goes back
+/// now) until hyper has written them out or dropped them: the answer outlives the review, and a
+/// client that never reads its answers must hold memory of the budget, never beyond it.
+fn held_answer(
+    state: &Arc<AppState>,
+    mut memory: tokio::sync::SemaphorePermit<'_>,
+    json: Vec<u8>,
+) -> axum::body::Bytes {
+    let share = memory.split(kib(json.len()) as usize).unwrap_or(memory);
+    let kib = share.num_permits();
+    // Given back by the answer's drop, which no permit's lifetime can reach.
+    share.forget();
+    axum::body::Bytes::from_owner(HeldAnswer {
+        json,
+        state: Arc::clone(state),
+        kib,
+    })
+}
+
+/// An answer that gives its memory back to the review budget when hyper drops it.
+struct HeldAnswer {
+    json: Vec<u8>,
+    state: Arc<AppState>,
+    kib: usize,
+}
+
+impl AsRef<[u8]> for HeldAnswer {
+    fn as_ref(&self) -> &[u8] {
+        &self.json
+    }
+}
+
+impl Drop for HeldAnswer {
+    fn drop(&mut self) {
+        self.state.admission.memory_kib.add_permits(self.kib);
+    }
 }
 
 /// KiB, rounded up, as the memory semaphore counts.
@@ -469,10 +509,10 @@ async fn read_body<'m>(
     }
 }
 
-fn json(body: Vec<u8>) -> impl IntoResponse {
+fn json(body: impl Into<Body>) -> impl IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
+        body.into(),
     )
 }
 
@@ -556,6 +596,40 @@ mod tests {
             state.admission.turns.available_permits(),
             1,
             "the turn is back"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_holds_its_memory_until_it_is_dropped() {
+        let state = Arc::new(AppState {
+            policy: SubpathPolicy::Deny.into(),
+            ssis: SsiChecker::disabled(),
+            registry: None,
+            metrics: Arc::default(),
+            admission: Admission::default(),
+        });
+        let all = REVIEW_MEMORY / 1024;
+        // The guide's Deployment, whose answer carries a patch; its client does not read it.
+        let guide = include_str!("../tests/fixtures/deployment-create.json");
+        let response = router(state.clone())
+            .oneshot(Request::post("/enforce").body(Body::from(guide)).unwrap())
+            .await
+            .unwrap();
+        let held = all - state.admission.memory_kib.available_permits();
+        let answer = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        assert!(answer.len() > 300, "a patched answer");
+        assert_eq!(
+            held,
+            kib(answer.len()) as usize,
+            "the answer's share, no more"
+        );
+        drop(answer);
+        assert_eq!(
+            state.admission.memory_kib.available_permits(),
+            all,
+            "given back when the answer is dropped"
         );
     }
 

@@ -533,8 +533,11 @@ async fn load(budget: Duration, seed: u64) -> anyhow::Result<()> {
             "--log-format=json",
         ])
         .env("RUST_LOG", "error")
-        // As the chart's Deployment sets it: the memory figures are of what users run.
-        .env("MIMALLOC_PURGE_DELAY", "0")
+        // The memory figures are of what users run.
+        .env(
+            ssi_tests::webhook::CHART_ALLOCATOR_ENV.0,
+            ssi_tests::webhook::CHART_ALLOCATOR_ENV.1,
+        )
         .stdout(std::process::Stdio::null())
         .spawn()
         .with_context(|| format!("start {}", binary.display()))?;

@@ -15,13 +15,14 @@
 
 use anyhow::{Context, bail};
 use ssi_tests::load::{post_script, wrk};
-use ssi_tests::webhook::{Webhook, bed_with_the_guides_ssi};
+use ssi_tests::webhook::{CHART_ALLOCATOR_ENV, Webhook, bed_with_the_guides_ssi};
 use ssi_tests::{status_kib, workspace_path};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-// The same allocator as ssi-webhook, so that the no-op handler differs from it only in the handler.
+// The same allocator as ssi-webhook (and its setting, below), so that the no-op handler differs
+// from it only in the handler.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -232,6 +233,8 @@ fn baseline_server(mode: &str, certs: &Path) -> anyhow::Result<(std::process::Ch
         .local_addr()?
         .port();
     let child = Command::new(std::env::current_exe()?)
+        // The webhook's allocator setting, so that the servers differ only in their handlers.
+        .env(CHART_ALLOCATOR_ENV.0, CHART_ALLOCATOR_ENV.1)
         .arg(mode)
         .arg(certs.join("tls.crt"))
         .arg(certs.join("tls.key"))
