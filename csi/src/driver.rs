@@ -233,11 +233,9 @@ impl<S: Source, R: Reporter> Driver<S, R> {
         let target = record.target_path.clone();
         if republish
             && self.mounts.is_mounted(&target).unwrap_or(false)
-            && on_volume("read the files of", &target, writer::current)
+            && on_volume("look at the files of", &target, writer::written)
                 .await
-                .ok()
-                .flatten()
-                .is_some()
+                .unwrap_or(false)
         {
             return Ok(());
         }

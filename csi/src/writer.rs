@@ -68,6 +68,23 @@ pub fn current(dir: &Path) -> io::Result<Option<Files>> {
     Ok(visited.map(|_| Files(files, modes)))
 }
 
+/// Whether `dir` shows a generation of ours: its `..data` link and the directory that names,
+/// without reading a file. What a republish checks at every pod sync, where reading the files
+/// would cost their whole size in memory, outside any budget, for each volume kubelet republishes.
+pub fn written(dir: &Path) -> io::Result<bool> {
+    let root = open_dir(dir)?;
+    let Some(generation) = current_generation(&root)? else {
+        return Ok(false);
+    };
+    let opened = openat(
+        &root,
+        generation.as_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    );
+    Ok(opened.is_ok())
+}
+
 /// Whether `dir` shows exactly `files` with `modes`, read one file at a time (never the whole
 /// generation beside the new one).
 fn unchanged(
@@ -435,6 +452,20 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o644);
+    }
+
+    #[test]
+    fn written_sees_a_generation_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!written(dir.path()).unwrap(), "nothing written yet");
+        write(dir.path(), &files(&[("a", "1")]), Access::World).unwrap();
+        assert!(written(dir.path()).unwrap());
+        let generation = fs::read_link(dir.path().join("..data")).unwrap();
+        fs::remove_dir_all(dir.path().join(&generation)).unwrap();
+        assert!(!written(dir.path()).unwrap(), "its generation is gone");
+        fs::remove_file(dir.path().join("..data")).unwrap();
+        symlink("/etc", dir.path().join("..data")).unwrap();
+        assert!(written(dir.path()).is_err(), "a link that is not ours");
     }
 
     #[test]

@@ -417,6 +417,35 @@ async fn a_restarted_driver_waits_for_kubelets_token_then_rotates_at_once() {
 }
 
 #[tokio::test]
+async fn a_republish_whose_files_are_gone_writes_them_again() {
+    let node = Node::new();
+    let driver = node.driver(&[]);
+    let request = node.request("p1");
+    let target = request.record.target_path.clone();
+    driver.publish(request).await.unwrap();
+    let fetches = node.store.fetches();
+    driver.publish(node.request("p1")).await.unwrap();
+    assert_eq!(
+        node.store.fetches(),
+        fetches,
+        "files there: nothing fetched"
+    );
+
+    // Emptied under the driver: every entry of the volume removed.
+    for entry in std::fs::read_dir(&target).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    driver.publish(node.request("p1")).await.unwrap();
+    assert_eq!(file(&target), b"v1");
+    assert!(node.store.fetches() > fetches, "fetched again");
+}
+
+#[tokio::test]
 async fn a_changed_path_rotates_the_volumes_that_read_it_at_once_and_no_others() {
     let node = Node::new();
     let driver = node.driver(&[]);
