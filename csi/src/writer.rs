@@ -463,6 +463,14 @@ mod tests {
         let generation = fs::read_link(dir.path().join("..data")).unwrap();
         fs::remove_dir_all(dir.path().join(&generation)).unwrap();
         assert!(!written(dir.path()).unwrap(), "its generation is gone");
+        // A generation's name, but a link to a directory elsewhere: not followed.
+        let elsewhere = tempfile::tempdir().unwrap();
+        symlink(elsewhere.path(), dir.path().join(&generation)).unwrap();
+        assert!(
+            !written(dir.path()).unwrap(),
+            "a linked generation is not ours"
+        );
+        fs::remove_file(dir.path().join(&generation)).unwrap();
         fs::remove_file(dir.path().join("..data")).unwrap();
         symlink("/etc", dir.path().join("..data")).unwrap();
         assert!(written(dir.path()).is_err(), "a link that is not ours");
