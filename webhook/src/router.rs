@@ -542,6 +542,17 @@ mod tests {
     use axum::http::{Request, StatusCode};
     use tower::ServiceExt;
 
+    /// The volume policy with subPath denied, no lookups, and `admission`'s bounds.
+    fn deny_state(admission: Admission) -> Arc<AppState> {
+        Arc::new(AppState {
+            policy: SubpathPolicy::Deny.into(),
+            ssis: SsiChecker::disabled(),
+            registry: None,
+            metrics: Arc::default(),
+            admission,
+        })
+    }
+
     #[test]
     fn the_largest_review_fits_the_memory_budget() {
         let both = crate::review::tests::injecting_policy();
@@ -575,13 +586,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_that_never_comes_gives_its_turn_back() {
-        let state = Arc::new(AppState {
-            policy: SubpathPolicy::Deny.into(),
-            ssis: SsiChecker::disabled(),
-            registry: None,
-            metrics: Arc::default(),
-            admission: Admission::new(1, Duration::from_secs(60)),
-        });
+        let state = deny_state(Admission::new(1, Duration::from_secs(60)));
         let stalled = Body::from_stream(futures_util::stream::pending::<
             Result<Vec<u8>, std::io::Error>,
         >());
@@ -604,13 +609,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_holds_its_memory_until_it_is_dropped() {
-        let state = Arc::new(AppState {
-            policy: SubpathPolicy::Deny.into(),
-            ssis: SsiChecker::disabled(),
-            registry: None,
-            metrics: Arc::default(),
-            admission: Admission::default(),
-        });
+        let state = deny_state(Admission::default());
         let all = REVIEW_MEMORY / 1024;
         // The guide's Deployment, whose answer carries a patch; its client does not read it.
         let guide = include_str!("../tests/fixtures/deployment-create.json");
@@ -639,13 +638,7 @@ mod tests {
 
     #[tokio::test]
     async fn past_the_turns_a_review_waits_then_gets_429() {
-        let state = Arc::new(AppState {
-            policy: SubpathPolicy::Deny.into(),
-            ssis: SsiChecker::disabled(),
-            registry: None,
-            metrics: Arc::default(),
-            admission: Admission::new(1, Duration::from_millis(200)),
-        });
+        let state = deny_state(Admission::new(1, Duration::from_millis(200)));
         let held = state.admission.turns.acquire().await.unwrap();
         let request = || {
             Request::post("/mutate")
@@ -661,13 +654,7 @@ mod tests {
     }
 
     async fn call(body: impl Into<Body>) -> (StatusCode, serde_json::Value) {
-        let state = Arc::new(AppState {
-            policy: SubpathPolicy::Deny.into(),
-            ssis: SsiChecker::disabled(),
-            registry: None,
-            metrics: Arc::default(),
-            admission: Admission::default(),
-        });
+        let state = deny_state(Admission::default());
         let response = router(state)
             .oneshot(
                 Request::post("/mutate")
