@@ -20,6 +20,8 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
+mod plain_mounts;
+
 const API_VERSION: &str = "admission.k8s.io/v1";
 
 /// What the webhook enforces and adds, from its flags.
@@ -237,13 +239,6 @@ impl Response {
 /// Reviews one AdmissionReview body. `entrypoints` answers image lookups a previous call asked
 /// for in [`Reviewed::lookup`] (empty on the first call).
 pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Reviewed {
-    let invalid = |reason: String| Reviewed {
-        response: Response::invalid(uid_of(body).unwrap_or_default(), reason),
-        imports: None,
-        verdict: Verdict::Invalid,
-        kind: kind_label(""),
-        lookup: None,
-    };
     if !may_concern_us(body) {
         return match read_request::<IgnoredAny>(body) {
             Ok(request) => Reviewed {
@@ -253,9 +248,33 @@ pub fn review(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Review
                 kind: kind_label(&request.kind.kind),
                 lookup: None,
             },
-            Err(reason) => invalid(reason),
+            Err(reason) => unreadable(body, reason),
         };
     }
+    // The volume policy's common case needs no tree at all.
+    if policy.enforce
+        && policy.injector.is_none()
+        && let Some(reviewed) = plain_mounts::review(body)
+    {
+        return reviewed;
+    }
+    review_tree(body, policy, entrypoints)
+}
+
+/// The answer to a body that is not a review we can read, with its uid if it has one.
+fn unreadable(body: &[u8], reason: String) -> Reviewed {
+    Reviewed {
+        response: Response::invalid(uid_of(body).unwrap_or_default(), reason),
+        imports: None,
+        verdict: Verdict::Invalid,
+        kind: kind_label(""),
+        lookup: None,
+    }
+}
+
+/// The review of a body that may concern us, on a tree of its object.
+fn review_tree(body: &[u8], policy: &Policy, entrypoints: &Entrypoints) -> Reviewed {
+    let invalid = |reason: String| unreadable(body, reason);
     // The volume policy alone reads a few fields of the pod template: only those are built.
     // Injection reads (and copies into its init container) much of a Pod: all of it is.
     let prune = policy.injector.is_none();

@@ -11,7 +11,7 @@ use axum::routing::{MethodRouter, post};
 use kube::Api;
 use ssi_core::SecretsStoreImport;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// The apiserver caps admission requests well below this; anything larger is not a review.
@@ -39,7 +39,9 @@ pub struct SsiChecker {
     client: Option<kube::Client>,
     deadline: Duration,
     ttl: Duration,
-    cache: Mutex<HashMap<(String, String), (Instant, bool)>>,
+    // Read on every review by every worker, written once per name and TTL: readers do not
+    // wait for each other.
+    cache: RwLock<HashMap<(String, String), (Instant, bool)>>,
 }
 
 impl std::fmt::Debug for SsiChecker {
@@ -58,7 +60,7 @@ impl SsiChecker {
             client: Some(client),
             deadline,
             ttl,
-            cache: Mutex::default(),
+            cache: RwLock::default(),
         }
     }
 
@@ -68,7 +70,7 @@ impl SsiChecker {
             client: None,
             deadline: Duration::ZERO,
             ttl: Duration::ZERO,
-            cache: Mutex::default(),
+            cache: RwLock::default(),
         }
     }
 
@@ -176,7 +178,7 @@ impl SsiChecker {
 
     fn cached(&self, key: &(String, String)) -> Option<bool> {
         self.cache
-            .lock()
+            .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
             .filter(|(at, _)| at.elapsed() < self.ttl)
@@ -186,7 +188,7 @@ impl SsiChecker {
     /// Caches an answer. The cache holds at most [`SSI_CACHE_ENTRIES`]: when full, expired
     /// entries go first, then everything (a refill costs one lookup per name).
     fn remember(&self, key: (String, String), exists: bool) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= SSI_CACHE_ENTRIES {
             let ttl = self.ttl;
             cache.retain(|_, (at, _)| at.elapsed() < ttl);
@@ -574,7 +576,7 @@ mod tests {
         };
         for i in 0..SSI_CACHE_ENTRIES * 3 {
             checker.remember(("ns".into(), format!("ssi-{i}")), true);
-            let len = checker.cache.lock().unwrap().len();
+            let len = checker.cache.read().unwrap().len();
             assert!(len <= SSI_CACHE_ENTRIES, "{len} entries");
         }
         assert_eq!(

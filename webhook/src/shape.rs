@@ -130,7 +130,7 @@ impl<'de> Visitor<'de> for PrunedVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         spend()?;
         let mut object = Map::new();
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        while let Some(BorrowedStr(key)) = map.next_key::<BorrowedStr<'de>>()? {
             let shape = match self.0 {
                 Shape::Keys(keys) => keys.iter().find(|(name, _)| *name == key).map(|(_, s)| s),
                 _ => Some(&Shape::All),
@@ -150,35 +150,35 @@ impl<'de> Visitor<'de> for PrunedVisitor {
     }
 }
 
-/// An object key, borrowed from the body unless it holds an escape (serde's own `Cow` always
-/// copies, and most keys are skipped).
-struct Key<'de>(Cow<'de, str>);
+/// A string (an object key, a name), borrowed from the body unless it holds an escape: serde's
+/// own `Cow` always copies, and most of a review's strings are only compared.
+pub(crate) struct BorrowedStr<'de>(pub(crate) Cow<'de, str>);
 
-impl<'de> serde::Deserialize<'de> for Key<'de> {
+impl<'de: 'a, 'a> serde::Deserialize<'de> for BorrowedStr<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(KeyVisitor)
+        deserializer.deserialize_str(BorrowedStrVisitor(std::marker::PhantomData))
     }
 }
 
-struct KeyVisitor;
+struct BorrowedStrVisitor<'a>(std::marker::PhantomData<&'a str>);
 
-impl<'de> Visitor<'de> for KeyVisitor {
-    type Value = Key<'de>;
+impl<'de: 'a, 'a> Visitor<'de> for BorrowedStrVisitor<'a> {
+    type Value = BorrowedStr<'a>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object key")
+        f.write_str("a string")
     }
 
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-        Ok(Key(Cow::Borrowed(v)))
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<BorrowedStr<'a>, E> {
+        Ok(BorrowedStr(Cow::Borrowed(v)))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-        Ok(Key(Cow::Owned(v.to_owned())))
+    fn visit_str<E>(self, v: &str) -> Result<BorrowedStr<'a>, E> {
+        Ok(BorrowedStr(Cow::Owned(v.to_owned())))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
-        Ok(Key(Cow::Owned(v)))
+    fn visit_string<E>(self, v: String) -> Result<BorrowedStr<'a>, E> {
+        Ok(BorrowedStr(Cow::Owned(v)))
     }
 }
 
