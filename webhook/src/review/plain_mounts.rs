@@ -168,7 +168,7 @@ fn is_true(value: &Option<ReadOnly>) -> bool {
     matches!(value, Some(ReadOnly(true)))
 }
 
-/// An AdmissionReview's object, as far as this path reads it.
+/// An AdmissionReview's object, or a pod template, as far as this path reads it.
 #[derive(Deserialize)]
 struct Object<'a> {
     #[serde(default)]
@@ -218,7 +218,7 @@ impl<'de> Deserialize<'de> for AnyOfOurs {
 #[serde(rename_all = "camelCase")]
 struct Spec<'a> {
     #[serde(default, borrow)]
-    template: Option<Box<Obj<Template<'a>>>>,
+    template: Option<Box<Obj<Object<'a>>>>,
     #[serde(default)]
     job_template: Option<IgnoredAny>,
     #[serde(default, borrow)]
@@ -239,14 +239,6 @@ impl Spec<'_> {
             || self.containers.is_some()
             || self.ephemeral_containers.is_some()
     }
-}
-
-#[derive(Deserialize)]
-struct Template<'a> {
-    #[serde(default)]
-    metadata: Option<Obj<Metadata>>,
-    #[serde(default, borrow)]
-    spec: Option<Obj<Spec<'a>>>,
 }
 
 #[derive(Deserialize)]
